@@ -1,0 +1,121 @@
+//! The storage engine behind every replica, node and hub alike: a small trait over durable
+//! document chunks, a change log by sequence number, per-peer sync state and metadata.
+//!
+//! Only this module names column families or calls RocksDB ([`rocks`]); everything else sees
+//! [`Store`]. [`memory`] implements the same contract in memory for fast tests and the
+//! deterministic simulation.
+//!
+//! Every method blocks (RocksDB does I/O): async callers run them on the blocking pool.
+
+pub mod memory;
+pub mod rocks;
+
+pub use memory::MemoryStore;
+pub use rocks::RocksStore;
+
+/// A position in a store's change log. Sequence numbers start at 1; 0 means "nothing yet".
+pub type Seq = u64;
+
+/// One record's stored bytes: the latest snapshot (if any) followed by the incremental change
+/// chunks appended after it, in append order. Loading is `Automerge::load` of the snapshot and
+/// `load_incremental` of each chunk; a chunk may repeat changes the snapshot already holds.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StoredDoc {
+    pub snapshot: Option<Vec<u8>>,
+    pub chunks: Vec<Vec<u8>>,
+}
+
+impl StoredDoc {
+    /// Total bytes held for the document.
+    pub fn len(&self) -> usize {
+        self.snapshot.as_ref().map_or(0, Vec::len) + self.chunks.iter().map(Vec::len).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.chunks.is_empty()
+    }
+}
+
+/// One entry of the change log: record `doc` changed at `seq`. The log keeps only the latest
+/// entry per document (a changes feed, not a history), so catching up costs in proportion to
+/// the documents that changed, not to the number of changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeEntry {
+    pub seq: Seq,
+    pub doc: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine failed: {0}")]
+    Engine(String),
+    #[error("stored data for {what} is corrupt: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("data folder {path} could not be opened: {detail}")]
+    Open { path: String, detail: String },
+}
+
+/// The storage contract. Implementations are `Send + Sync` and internally synchronised.
+///
+/// Durability: `append`, `compact`, `put_peer_state`, `put_cursor` and `put_meta` return only
+/// after their write batch is durable (synced WAL for RocksDB). Concurrent `append` calls are
+/// group-committed by the engine.
+///
+/// Visibility: `changed_since` never returns an entry while an earlier sequence number is
+/// still being written, so a reader that advances a cursor past what it saw loses nothing.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// A random id fixed when the data folder is created; a peer that sees it change knows
+    /// this store was recreated and forgets what it believed this store holds.
+    fn store_id(&self) -> String;
+
+    /// Durably appends a change chunk for `doc`, replaces the document's summary (a small
+    /// index entry used for listing without loading documents) and moves the document to the
+    /// head of the change log, all in one atomic batch. Returns the new sequence number.
+    ///
+    /// Callers serialise appends to the same document (the replica holds a lock per
+    /// document), so `append` need not.
+    fn append(&self, doc: &str, chunk: &[u8], summary: &[u8]) -> Result<Seq, StoreError>;
+
+    /// Everything stored for `doc`, or `None` if the store has never seen it.
+    fn load(&self, doc: &str) -> Result<Option<StoredDoc>, StoreError>;
+
+    /// Atomically writes `snapshot` as the document's new base and deletes the chunks it
+    /// replaces (every chunk currently stored for `doc` that was appended at or before
+    /// `through`). The snapshot is written in the same batch before the deletes, so a crash
+    /// leaves either the old chunks or the new snapshot, never neither.
+    fn compact(&self, doc: &str, snapshot: &[u8], through: Seq) -> Result<(), StoreError>;
+
+    /// Up to `limit` change-log entries with `seq > after`, in sequence order.
+    fn changed_since(&self, after: Seq, limit: usize) -> Result<Vec<ChangeEntry>, StoreError>;
+
+    /// The highest sequence number visible to `changed_since` (0 when empty).
+    fn last_seq(&self) -> Seq;
+
+    /// The latest summary of `doc`, if stored.
+    fn summary(&self, doc: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every document id with its summary, in id order.
+    fn summaries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Sync state (Automerge's encoded `sync::State`, i.e. shared heads) kept for `peer` and
+    /// `doc`.
+    fn peer_state(&self, peer: &str, doc: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put_peer_state(&self, peer: &str, doc: &str, state: &[u8]) -> Result<(), StoreError>;
+
+    /// The cursor into this store's change log up to which `peer` has confirmed it holds
+    /// every change (0 when unknown).
+    fn cursor(&self, peer: &str) -> Result<Seq, StoreError>;
+    fn put_cursor(&self, peer: &str, seq: Seq) -> Result<(), StoreError>;
+
+    /// Forgets every sync state and the cursor kept for `peer` (the peer's store was
+    /// recreated).
+    fn forget_peer(&self, peer: &str) -> Result<(), StoreError>;
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Every metadata entry whose key starts with `prefix`, in key order.
+    fn meta_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Bytes the engine holds on disk (0 for memory), for benchmarks and the operator view.
+    fn disk_bytes(&self) -> u64;
+}
