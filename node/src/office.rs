@@ -1,0 +1,378 @@
+//! The office's operations on its records: create, append a workflow event, edit a body, add
+//! parties. Each checks the mechanism's rules ([`crate::workflow`]) for this node's
+//! organisation, then changes the replica, durably, off the async worker threads.
+//!
+//! The gRPC layer ([`crate::service`]) translates to and from this; tests drive it directly.
+
+use std::sync::Arc;
+
+use tracing::{info, instrument};
+
+use crate::org::Directory;
+use crate::record::doc::{self, FieldConflict, HistoryEntry};
+use crate::record::{Action, Body, Derived, DisputeBody, Envelope, Record, RecordKind, SCHEMA_VERSION, WorkflowEvent};
+use crate::replica::{Replica, ReplicaError, Summary};
+use crate::workflow::{self, RuleViolation};
+
+/// The longest text a single field may hold. Bodies are statements and notes, not files:
+/// materials travel by name; 64 KiB is pages of text.
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OfficeError {
+    #[error("refused by rule {0}")]
+    Rule(#[from] RuleViolation),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+/// A record as the office sees it: the record, its derived status and any conflicts.
+#[derive(Debug, Clone)]
+pub struct RecordView {
+    pub record: Record,
+    pub derived: Derived,
+    pub field_conflicts: Vec<FieldConflict>,
+    pub heads: Vec<String>,
+}
+
+/// What an office states about an act: when, who, and why.
+#[derive(Debug, Clone, Default)]
+pub struct Act {
+    pub at_ms: Option<i64>,
+    pub unit: Option<String>,
+    pub person: String,
+    pub note: String,
+    pub reason: Option<String>,
+    pub extension_wd: Option<u32>,
+    pub attachments: Vec<String>,
+}
+
+/// Filters of [`Office::list`]; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub kind: Option<RecordKind>,
+    pub party: Option<String>,
+    pub status: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Office {
+    replica: Arc<Replica>,
+    directory: Arc<Directory>,
+}
+
+impl Office {
+    pub fn new(replica: Arc<Replica>, directory: Arc<Directory>) -> Self {
+        Office { replica, directory }
+    }
+
+    pub fn org(&self) -> &str {
+        self.replica.org()
+    }
+
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    /// Runs blocking replica work on tokio's blocking pool.
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Office) -> Result<R, OfficeError> + Send + 'static,
+    ) -> Result<R, OfficeError> {
+        let office = self.clone();
+        tokio::task::spawn_blocking(move || f(&office)).await.map_err(|_| OfficeError::ShuttingDown)?
+    }
+
+    #[instrument(skip(self, body, parties, act), fields(org = %self.org()))]
+    pub async fn create(&self, kind: RecordKind, parties: Vec<String>, body: Body, act: Act) -> Result<RecordView, OfficeError> {
+        self.blocking(move |office| office.create_blocking(kind, parties, body, act)).await
+    }
+
+    fn create_blocking(&self, kind: RecordKind, mut parties: Vec<String>, body: Body, act: Act) -> Result<RecordView, OfficeError> {
+        if body.kind() != kind {
+            return Err(OfficeError::Invalid(format!("a {} body was given for a {kind}", body.kind())));
+        }
+        check_field_sizes(&body.to_json_value())?;
+        check_act(&act)?;
+        let org = self.org().to_owned();
+        if !parties.contains(&org) {
+            parties.insert(0, org.clone());
+        }
+        parties.extend(implied_parties(&body));
+        let mut seen = std::collections::HashSet::new();
+        parties.retain(|p| seen.insert(p.clone()));
+
+        let now = self.replica.now_ms();
+        let at = act.at_ms.unwrap_or(now);
+        let record = Record {
+            envelope: Envelope {
+                id: kind.new_record_id(),
+                kind: kind.as_str().to_owned(),
+                owner: org.clone(),
+                parties,
+                created_at_ms: at,
+                schema_version: SCHEMA_VERSION,
+            },
+            events: vec![event_from(workflow::opening_action(kind), &org, &act, at)],
+            body,
+        };
+        workflow::validate_create(&self.directory, &org, &record)?;
+
+        self.replica.create(&record)?;
+        info!(record = %record.id(), kind = %kind, "record created");
+        self.view_blocking(record.id())
+    }
+
+    #[instrument(skip(self, act), fields(org = %self.org()))]
+    pub async fn append_event(&self, id: String, action: Action, act: Act) -> Result<RecordView, OfficeError> {
+        self.blocking(move |office| office.append_event_blocking(&id, action, act)).await
+    }
+
+    fn append_event_blocking(&self, id: &str, action: Action, act: Act) -> Result<RecordView, OfficeError> {
+        check_act(&act)?;
+        let org = self.org().to_owned();
+        let at = act.at_ms.unwrap_or_else(|| self.replica.now_ms());
+        let event = event_from(action, &org, &act, at);
+        let directory = self.directory.clone();
+        let now = self.replica.now_ms();
+
+        let record = self.replica.change(id, false, |doc| {
+            let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
+            workflow::validate_event(&directory, &org, &record, &event)?;
+            doc::append_event(doc, &event, now).map_err(ReplicaError::from)?;
+
+            let mut parties = record.envelope.parties.clone();
+            let before = parties.len();
+            for party in workflow::parties_brought_in(&directory, record.kind(), action) {
+                if !parties.contains(&party) {
+                    parties.push(party);
+                }
+            }
+            if parties.len() > before {
+                doc::set_parties(doc, &parties, now).map_err(ReplicaError::from)?;
+            }
+            Ok::<_, OfficeError>(record)
+        })?;
+        let record = record.result;
+        info!(record = %id, action = %action, "event appended");
+
+        // T-5, D-1: an objection to a transfer is a dispute between its two parties.
+        if record.kind() == RecordKind::Transfer && action == Action::Objected {
+            self.open_dispute_for_objection(&record, &event)?;
+        }
+        self.view_blocking(id)
+    }
+
+    fn open_dispute_for_objection(&self, transfer: &Record, objection: &WorkflowEvent) -> Result<(), OfficeError> {
+        let Body::Transfer(t) = &transfer.body else { return Ok(()) };
+        let body = Body::Dispute(DisputeBody {
+            applicant: self.org().to_owned(),
+            respondent: t.sender.clone(),
+            subject: "transfer".into(),
+            grounds: objection.reason.clone().unwrap_or_default(),
+            origin_record: Some(transfer.id().to_owned()),
+        });
+        let act = Act { at_ms: Some(objection.at_ms), person: objection.person.clone(), note: objection.note.clone(), ..Act::default() };
+        let view = self.create_blocking(RecordKind::Dispute, vec![t.sender.clone()], body, act)?;
+        info!(record = %view.record.id(), transfer = %transfer.id(), "objection opened a dispute");
+        Ok(())
+    }
+
+    /// Replaces the named body fields. Any party may edit (offices share case files); the
+    /// change is attributed to this node's organisation in the history.
+    #[instrument(skip(self, patch), fields(org = %self.org()))]
+    pub async fn edit_body(&self, id: String, patch: serde_json::Value) -> Result<RecordView, OfficeError> {
+        self.blocking(move |office| {
+            check_field_sizes(&patch)?;
+            let org = office.org().to_owned();
+            let now = office.replica.now_ms();
+            let changed = office.replica.change(&id, false, |doc| {
+                let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
+                if !record.envelope.is_party(&org) {
+                    return Err(not_a_party(&org, &id));
+                }
+                let body = record.body.patched(&patch).map_err(|e| OfficeError::Invalid(e.to_string()))?;
+                // The edited record must still be one its owner could have created: the
+                // sender of a transfer stays an organisation (T-4), and so on.
+                let edited = Record { body: body.clone(), ..record.clone() };
+                workflow::validate_create(office.directory(), &record.envelope.owner, &edited)?;
+                doc::edit_body(doc, &body, now).map_err(ReplicaError::from)?;
+                Ok::<_, OfficeError>(())
+            })?;
+            drop(changed);
+            office.view_blocking(&id)
+        })
+        .await
+    }
+
+    /// Adds organisations to a record's parties; the hub backfills the record to them.
+    #[instrument(skip(self), fields(org = %self.org()))]
+    pub async fn add_parties(&self, id: String, new_parties: Vec<String>) -> Result<RecordView, OfficeError> {
+        self.blocking(move |office| {
+            for party in &new_parties {
+                if office.directory.org(party).is_none() {
+                    return Err(RuleViolation { rule: workflow::RULE_DIRECTORY, message: format!("party {party:?} is not an organisation in the directory") }.into());
+                }
+            }
+            let org = office.org().to_owned();
+            let now = office.replica.now_ms();
+            let changed = office.replica.change(&id, false, |doc| {
+                let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
+                if !record.envelope.is_party(&org) {
+                    return Err(not_a_party(&org, &id));
+                }
+                let mut parties = record.envelope.parties.clone();
+                for party in &new_parties {
+                    if !parties.contains(party) {
+                        parties.push(party.clone());
+                    }
+                }
+                doc::set_parties(doc, &parties, now).map_err(ReplicaError::from)?;
+                Ok::<_, OfficeError>(())
+            })?;
+            drop(changed);
+            office.view_blocking(&id)
+        })
+        .await
+    }
+
+    pub async fn get(&self, id: String) -> Result<RecordView, OfficeError> {
+        self.blocking(move |office| office.view_blocking(&id)).await
+    }
+
+    fn view_blocking(&self, id: &str) -> Result<RecordView, OfficeError> {
+        let view = self
+            .replica
+            .read(id, |doc| -> Result<RecordView, OfficeError> {
+                let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
+                Ok(RecordView {
+                    derived: record.derived(),
+                    field_conflicts: doc::conflicts(doc),
+                    heads: doc.get_heads().iter().map(ToString::to_string).collect(),
+                    record,
+                })
+            })?
+            .ok_or_else(|| ReplicaError::NotFound(id.to_owned()))??;
+        Ok(view)
+    }
+
+    pub async fn history(&self, id: String) -> Result<Vec<HistoryEntry>, OfficeError> {
+        self.blocking(move |office| {
+            Ok(office.replica.read(&id, doc::history)?.ok_or_else(|| ReplicaError::NotFound(id.clone()))?)
+        })
+        .await
+    }
+
+    pub async fn list(&self, filter: ListFilter) -> Result<Vec<Summary>, OfficeError> {
+        self.blocking(move |office| {
+            let mut rows: Vec<Summary> = office
+                .replica
+                .summaries()?
+                .into_iter()
+                .filter(|s| filter.kind.is_none_or(|k| s.kind == k.as_str()))
+                .filter(|s| filter.party.as_deref().is_none_or(|p| s.is_party(p)))
+                .filter(|s| filter.status.as_deref().is_none_or(|st| s.status == st))
+                .filter(|s| filter.since_ms.is_none_or(|t| s.created_at_ms >= t))
+                .filter(|s| filter.until_ms.is_none_or(|t| s.created_at_ms < t))
+                .collect();
+            rows.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then_with(|| a.id.cmp(&b.id)));
+            if let Some(limit) = filter.limit {
+                rows.truncate(limit);
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Every record this replica holds, hydrated (for obligations and feeds).
+    pub async fn all_records(&self) -> Result<Vec<Record>, OfficeError> {
+        self.blocking(|office| {
+            let mut records = Vec::new();
+            for summary in office.replica.summaries()? {
+                match office.replica.record(&summary.id) {
+                    Ok(record) => records.push(record),
+                    // A document still missing part of its history is skipped until complete.
+                    Err(ReplicaError::Doc(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(records)
+        })
+        .await
+    }
+}
+
+fn not_a_party(org: &str, id: &str) -> OfficeError {
+    RuleViolation { rule: workflow::RULE_PARTY, message: format!("{org} is not a party to record {id}") }.into()
+}
+
+fn event_from(action: Action, org: &str, act: &Act, at_ms: i64) -> WorkflowEvent {
+    WorkflowEvent {
+        unit: act.unit.clone(),
+        person: act.person.clone(),
+        note: act.note.clone(),
+        reason: act.reason.clone(),
+        extension_wd: act.extension_wd,
+        attachments: act.attachments.clone(),
+        ..WorkflowEvent::new(action, at_ms, org)
+    }
+}
+
+/// Organisations a body names as its counterpart, which are parties by definition.
+fn implied_parties(body: &Body) -> Vec<String> {
+    let named = match body {
+        Body::Transfer(t) => vec![&t.receiver],
+        Body::Complaint(c) => vec![&c.handler],
+        Body::UrgentNotice(n) => vec![&n.receiver],
+        Body::Assistance(a) => vec![&a.provider],
+        Body::Dispute(d) => vec![&d.respondent],
+        _ => vec![],
+    };
+    named.into_iter().filter(|p| !p.is_empty()).cloned().collect()
+}
+
+fn check_act(act: &Act) -> Result<(), OfficeError> {
+    for (name, text) in [("person", &act.person), ("note", &act.note)] {
+        if text.len() > MAX_FIELD_BYTES {
+            return Err(OfficeError::Invalid(format!("{name} is {} bytes, over the limit of {MAX_FIELD_BYTES}", text.len())));
+        }
+    }
+    if act.reason.as_ref().is_some_and(|r| r.len() > MAX_FIELD_BYTES) {
+        return Err(OfficeError::Invalid(format!("reason is over the limit of {MAX_FIELD_BYTES} bytes")));
+    }
+    if act.attachments.len() > 256 || act.attachments.iter().any(|a| a.len() > 1024) {
+        return Err(OfficeError::Invalid("at most 256 attachment names of at most 1024 bytes each".into()));
+    }
+    Ok(())
+}
+
+fn check_field_sizes(value: &serde_json::Value) -> Result<(), OfficeError> {
+    fn walk(value: &serde_json::Value, path: &str) -> Result<(), OfficeError> {
+        match value {
+            serde_json::Value::String(s) if s.len() > MAX_FIELD_BYTES => Err(OfficeError::Invalid(format!(
+                "field {path} is {} bytes, over the limit of {MAX_FIELD_BYTES}",
+                s.len()
+            ))),
+            serde_json::Value::Array(items) if items.len() > 1024 => {
+                Err(OfficeError::Invalid(format!("field {path} has {} items, over the limit of 1024", items.len())))
+            }
+            serde_json::Value::Array(items) => items.iter().enumerate().try_for_each(|(i, v)| walk(v, &format!("{path}[{i}]"))),
+            serde_json::Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+                walk(v, &if path.is_empty() { k.clone() } else { format!("{path}.{k}") })
+            }),
+            _ => Ok(()),
+        }
+    }
+    walk(value, "")
+}

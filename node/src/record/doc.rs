@@ -1,0 +1,305 @@
+//! Maps a [`Record`] to its Automerge document and back, binds actor ids to organisations,
+//! and reads what a document says about itself: conflicts and who changed what.
+//!
+//! Document layout: `{ envelope: {...}, body: {...}, events: [...] }`, written and read with
+//! autosurgeon. Only the fields that differ are written, so two offices editing different
+//! fields offline merge cleanly and the same field edited twice shows as a conflict.
+
+use automerge::transaction::CommitOptions;
+use automerge::{ActorId, Automerge, ObjType, ReadDoc, Value};
+use serde::Serialize;
+
+use super::{Body, Envelope, Record, RecordKind, WorkflowEvent, for_kind};
+
+/// Marks the end of the organisation id inside an actor id. Organisation ids are printable
+/// text, so they never contain it.
+const ACTOR_SEPARATOR: u8 = 0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    #[error("document {what} cannot be read as a record: {detail}")]
+    Hydrate { what: String, detail: String },
+    #[error("record could not be written into its document: {0}")]
+    Reconcile(String),
+    #[error("document bytes are not a valid Automerge document: {0}")]
+    Load(String),
+}
+
+/// A fresh actor id for a replica of `org`: the organisation id, a separator, and 16 random
+/// bytes that tell the organisation's devices apart. The hub reads the organisation back with
+/// [`org_of_actor`] and refuses changes whose actor is not the sending node's organisation.
+pub fn actor_for(org: &str) -> ActorId {
+    let mut bytes = org.as_bytes().to_vec();
+    bytes.push(ACTOR_SEPARATOR);
+    bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    ActorId::from(bytes)
+}
+
+/// The organisation an actor id is bound to, if it follows [`actor_for`]'s layout.
+pub fn org_of_actor(actor: &ActorId) -> Option<String> {
+    let bytes = actor.to_bytes();
+    let end = bytes.iter().position(|b| *b == ACTOR_SEPARATOR)?;
+    let org = std::str::from_utf8(&bytes[..end]).ok()?;
+    (!org.is_empty()).then(|| org.to_owned())
+}
+
+fn commit(message: String, at_ms: i64) -> CommitOptions {
+    CommitOptions::default().with_message(message).with_time(at_ms)
+}
+
+fn reconcile_err(e: impl std::fmt::Display) -> DocError {
+    DocError::Reconcile(e.to_string())
+}
+
+/// A new document holding `record`, its first change made by `actor` at wall time `now_ms`.
+pub fn new_document(record: &Record, actor: ActorId, now_ms: i64) -> Result<Automerge, DocError> {
+    let mut doc = Automerge::new().with_actor(actor);
+    let message = format!("create {} {}", record.kind(), record.id());
+    doc.transact_with(
+        |_| commit(message, now_ms),
+        |tx| -> Result<(), DocError> {
+            autosurgeon::reconcile_prop(tx, automerge::ROOT, "envelope", &record.envelope)
+                .map_err(reconcile_err)?;
+            reconcile_body(tx, &record.body)?;
+            autosurgeon::reconcile_prop(tx, automerge::ROOT, "events", &record.events)
+                .map_err(reconcile_err)?;
+            Ok(())
+        },
+    )
+    .map_err(|f| f.error)?;
+    Ok(doc)
+}
+
+fn reconcile_body<T: autosurgeon::Doc>(tx: &mut T, body: &Body) -> Result<(), DocError> {
+    super::each_body!(body, b => autosurgeon::reconcile_prop(tx, automerge::ROOT, "body", b))
+        .map_err(reconcile_err)
+}
+
+/// Reads the whole record out of a document.
+pub fn hydrate_record(doc: &Automerge) -> Result<Record, DocError> {
+    let envelope = hydrate_envelope(doc)?;
+    let kind = envelope.kind().map_err(|e| DocError::Hydrate {
+        what: envelope.id.clone(),
+        detail: e.to_string(),
+    })?;
+    let body = hydrate_body(doc, kind).map_err(|detail| DocError::Hydrate {
+        what: format!("{} body", envelope.id),
+        detail,
+    })?;
+    let events: Vec<WorkflowEvent> = autosurgeon::hydrate_prop(doc, automerge::ROOT, "events")
+        .map_err(|e| DocError::Hydrate { what: format!("{} events", envelope.id), detail: e.to_string() })?;
+    let mut envelope = envelope;
+    dedup_parties(&mut envelope.parties);
+    Ok(Record { envelope, body, events })
+}
+
+pub fn hydrate_envelope(doc: &Automerge) -> Result<Envelope, DocError> {
+    autosurgeon::hydrate_prop(doc, automerge::ROOT, "envelope")
+        .map_err(|e| DocError::Hydrate { what: "envelope".into(), detail: e.to_string() })
+}
+
+fn hydrate_body(doc: &Automerge, kind: RecordKind) -> Result<Body, String> {
+    for_kind!(kind, T, ctor => autosurgeon::hydrate_prop::<_, T, _, _>(doc, automerge::ROOT, "body")
+        .map(ctor)
+        .map_err(|e| e.to_string()))
+}
+
+/// Two offices adding the same party concurrently insert it twice; it is one party.
+fn dedup_parties(parties: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    parties.retain(|p| seen.insert(p.clone()));
+}
+
+/// Appends `event` to the document's event list as one change by the document's actor.
+pub fn append_event(doc: &mut Automerge, event: &WorkflowEvent, now_ms: i64) -> Result<(), DocError> {
+    let mut events: Vec<WorkflowEvent> = autosurgeon::hydrate_prop(&*doc, automerge::ROOT, "events")
+        .map_err(|e| DocError::Hydrate { what: "events".into(), detail: e.to_string() })?;
+    events.push(event.clone());
+    let message = format!("event {}", event.action);
+    doc.transact_with(
+        |_| commit(message, now_ms),
+        |tx| autosurgeon::reconcile_prop(tx, automerge::ROOT, "events", &events).map_err(reconcile_err),
+    )
+    .map_err(|f| f.error)?;
+    Ok(())
+}
+
+/// Writes `body`, touching only the fields that differ from the document's.
+pub fn edit_body(doc: &mut Automerge, body: &Body, now_ms: i64) -> Result<(), DocError> {
+    doc.transact_with(|_| commit("edit body".to_owned(), now_ms), |tx| reconcile_body(tx, body))
+        .map_err(|f| f.error)?;
+    Ok(())
+}
+
+/// Replaces the party list with `parties` (a superset of the current one).
+pub fn set_parties(doc: &mut Automerge, parties: &[String], now_ms: i64) -> Result<(), DocError> {
+    let message = format!("parties {}", parties.join(","));
+    doc.transact_with(
+        |_| commit(message, now_ms),
+        |tx| -> Result<(), DocError> {
+            let envelope = tx
+                .get(automerge::ROOT, "envelope")
+                .map_err(reconcile_err)?
+                .map(|(_, id)| id)
+                .ok_or_else(|| DocError::Reconcile("document has no envelope".into()))?;
+            autosurgeon::reconcile_prop(tx, envelope, "parties", parties).map_err(reconcile_err)
+        },
+    )
+    .map_err(|f| f.error)?;
+    Ok(())
+}
+
+/// A field that holds more than one value because offices wrote it concurrently. Automerge
+/// keeps every value; the record shows them all until someone writes the field again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldConflict {
+    pub path: String,
+    pub values: Vec<String>,
+}
+
+/// Every conflicted field of the document, by path (`body.assessment`, `events.3.note`).
+pub fn conflicts(doc: &Automerge) -> Vec<FieldConflict> {
+    let mut found = Vec::new();
+    walk(doc, automerge::ROOT, String::new(), ObjType::Map, &mut found);
+    found
+}
+
+fn walk(doc: &Automerge, obj: automerge::ObjId, path: String, kind: ObjType, found: &mut Vec<FieldConflict>) {
+    let props: Vec<automerge::Prop> = match kind {
+        ObjType::Map | ObjType::Table => doc.keys(&obj).map(automerge::Prop::Map).collect(),
+        ObjType::List => (0..doc.length(&obj)).map(automerge::Prop::Seq).collect(),
+        ObjType::Text => return,
+    };
+    for prop in props {
+        let child_path = if path.is_empty() { prop.to_string() } else { format!("{path}.{prop}") };
+        let Ok(values) = doc.get_all(&obj, prop) else { continue };
+        if values.len() > 1 {
+            found.push(FieldConflict {
+                path: child_path.clone(),
+                values: values.iter().map(|(v, _)| render(v)).collect(),
+            });
+        }
+        if let Some((Value::Object(child_kind), child)) = values.into_iter().next() {
+            walk(doc, child, child_path, child_kind, found);
+        }
+    }
+}
+
+fn render(value: &Value<'_>) -> String {
+    match value {
+        Value::Scalar(s) => match s.as_ref() {
+            automerge::ScalarValue::Str(s) => s.to_string(),
+            other => other.to_string(),
+        },
+        Value::Object(kind) => format!("<{kind}>"),
+    }
+}
+
+/// One change of a document, attributed to its organisation: the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    pub change_hash: String,
+    pub actor: String,
+    pub org: String,
+    pub at_ms: i64,
+    pub message: String,
+    pub seq: u64,
+}
+
+pub fn history(doc: &Automerge) -> Vec<HistoryEntry> {
+    doc.get_changes(&[])
+        .into_iter()
+        .map(|change| HistoryEntry {
+            change_hash: change.hash().to_string(),
+            actor: change.actor_id().to_hex_string(),
+            org: org_of_actor(change.actor_id()).unwrap_or_else(|| "unattributed".into()),
+            at_ms: change.timestamp(),
+            message: change.message().map(str::to_owned).unwrap_or_default(),
+            seq: change.seq(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Action, SCHEMA_VERSION, UrgentNoticeBody};
+
+    fn notice(owner: &str) -> Record {
+        Record {
+            envelope: Envelope {
+                id: RecordKind::UrgentNotice.new_record_id(),
+                kind: "urgent_notice".into(),
+                owner: owner.into(),
+                parties: vec![owner.into(), "bdh-yjgl".into()],
+                created_at_ms: 1_000,
+                schema_version: SCHEMA_VERSION,
+            },
+            body: Body::UrgentNotice(UrgentNoticeBody {
+                sender: owner.into(),
+                receiver: "bdh-yjgl".into(),
+                hazard: "gas cylinders in a basement".into(),
+                ..Default::default()
+            }),
+            events: vec![WorkflowEvent::new(Action::Notified, 1_000, owner)],
+        }
+    }
+
+    #[test]
+    fn actor_ids_carry_their_organisation() {
+        let actor = actor_for("130304103");
+        assert_eq!(org_of_actor(&actor).as_deref(), Some("130304103"));
+        assert_ne!(actor, actor_for("130304103"), "each replica gets its own actor");
+        assert_eq!(org_of_actor(&ActorId::random()), None);
+    }
+
+    #[test]
+    fn record_round_trips_through_its_document() {
+        let record = notice("130304103");
+        let doc = new_document(&record, actor_for("130304103"), 5).unwrap();
+        let loaded = Automerge::load(&doc.save()).unwrap();
+        assert_eq!(hydrate_record(&loaded).unwrap(), record);
+        let history = history(&loaded);
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].org, "130304103");
+    }
+
+    #[test]
+    fn concurrent_edits_of_different_fields_merge_and_of_one_field_conflict() {
+        let record = notice("130304103");
+        let base = new_document(&record, actor_for("130304103"), 5).unwrap();
+        let mut pc = base.fork().with_actor(actor_for("bdh-yjgl"));
+        let mut laptop = base.fork().with_actor(actor_for("bdh-yjgl"));
+
+        let Body::UrgentNotice(mut on_pc) = record.body.clone() else { unreachable!() };
+        on_pc.assessment = "cylinders leaking".into();
+        on_pc.measures = "area closed".into();
+        edit_body(&mut pc, &Body::UrgentNotice(on_pc), 6).unwrap();
+        let Body::UrgentNotice(mut on_laptop) = record.body.clone() else { unreachable!() };
+        on_laptop.assessment = "cylinders intact".into();
+        edit_body(&mut laptop, &Body::UrgentNotice(on_laptop), 7).unwrap();
+
+        pc.merge(&mut laptop).unwrap();
+        let merged = hydrate_record(&pc).unwrap();
+        let Body::UrgentNotice(body) = merged.body else { unreachable!() };
+        assert_eq!(body.measures, "area closed", "the field only one device wrote is kept");
+        let conflicts = conflicts(&pc);
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        assert_eq!(conflicts[0].path, "body.assessment");
+        let mut values = conflicts[0].values.clone();
+        values.sort();
+        assert_eq!(values, ["cylinders intact", "cylinders leaking"]);
+    }
+
+    #[test]
+    fn concurrent_event_appends_keep_both_events() {
+        let record = notice("130304103");
+        let base = new_document(&record, actor_for("130304103"), 5).unwrap();
+        let mut a = base.fork().with_actor(actor_for("bdh-yjgl"));
+        let mut b = base.fork().with_actor(actor_for("bdh-yjgl"));
+        append_event(&mut a, &WorkflowEvent::new(Action::Dispatched, 10, "bdh-yjgl"), 10).unwrap();
+        append_event(&mut b, &WorkflowEvent::new(Action::Updated, 11, "bdh-yjgl"), 11).unwrap();
+        a.merge(&mut b).unwrap();
+        assert_eq!(hydrate_record(&a).unwrap().events.len(), 3);
+    }
+}

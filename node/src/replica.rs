@@ -1,0 +1,388 @@
+//! A replica: the Automerge documents of one node or hub, loaded on demand from the store,
+//! changed under a lock per document, and made durable before anyone is told.
+//!
+//! Every change, local or received by sync, goes through [`Replica::change`]: it saves the
+//! change chunk, the record summary and the change-log entry in one synced batch, then
+//! publishes the new change-log position to sync sessions and feeds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use automerge::{ActorId, Automerge, ChangeHash};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::record::doc::{self, DocError};
+use crate::record::{Record, RecordKind};
+use crate::store::{Seq, Store, StoreError};
+
+/// Compact a document once this many chunks pile up after its snapshot: loading replays every
+/// chunk, and 32 keeps a busy record's load under a few milliseconds.
+const COMPACT_AFTER_CHUNKS: usize = 32;
+
+/// Refuse to hold a document larger than this (bytes saved). A record is a few kilobytes; a
+/// document past this size is an attack or a bug, and must not exhaust a node's memory.
+pub const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Doc(#[from] DocError),
+    #[error("record {0} not found")]
+    NotFound(String),
+    #[error("record {0} already exists")]
+    AlreadyExists(String),
+    #[error("record {id} would grow to {bytes} bytes, over the limit of {limit}")]
+    TooLarge { id: String, bytes: usize, limit: usize },
+    #[error("stored bytes of record {id} do not load: {detail}")]
+    Corrupt { id: String, detail: String },
+}
+
+/// Wall-clock source, so tests and the simulation control time.
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
+/// What the store keeps per record besides its document, so listing and routing never load
+/// documents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub id: String,
+    pub kind: String,
+    pub owner: String,
+    pub parties: Vec<String>,
+    pub status: String,
+    pub title: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub conflicted: bool,
+    /// S-1 category of shared information, 0 for other kinds.
+    pub category: u32,
+    pub heads: Vec<String>,
+}
+
+impl Summary {
+    pub fn is_party(&self, org: &str) -> bool {
+        self.parties.iter().any(|p| p == org)
+    }
+
+    pub fn record_kind(&self) -> Option<RecordKind> {
+        self.kind.parse().ok()
+    }
+}
+
+fn summarize(doc: &Automerge, now_ms: i64) -> Summary {
+    let heads = doc.get_heads().iter().map(ToString::to_string).collect();
+    match doc::hydrate_record(doc) {
+        Ok(record) => {
+            let derived = record.derived();
+            let category = match &record.body {
+                crate::record::Body::SharedInfo(s) => s.category,
+                _ => 0,
+            };
+            Summary {
+                id: record.envelope.id.clone(),
+                kind: record.envelope.kind.clone(),
+                owner: record.envelope.owner.clone(),
+                parties: record.envelope.parties.clone(),
+                status: derived.status.code().to_owned(),
+                title: record.body.title(),
+                created_at_ms: record.envelope.created_at_ms,
+                updated_at_ms: now_ms,
+                conflicted: !derived.contradictions.is_empty() || !doc::conflicts(doc).is_empty(),
+                category,
+                heads,
+            }
+        }
+        // A document that does not (yet) hydrate is still stored and synced: a sync may
+        // deliver the body before the envelope's change. Its summary says so.
+        Err(_) => {
+            let envelope = doc::hydrate_envelope(doc).ok();
+            Summary {
+                id: envelope.as_ref().map(|e| e.id.clone()).unwrap_or_default(),
+                kind: envelope.as_ref().map(|e| e.kind.clone()).unwrap_or_default(),
+                owner: envelope.as_ref().map(|e| e.owner.clone()).unwrap_or_default(),
+                parties: envelope.map(|e| e.parties).unwrap_or_default(),
+                status: "incomplete".into(),
+                title: String::new(),
+                created_at_ms: 0,
+                updated_at_ms: now_ms,
+                conflicted: false,
+                category: 0,
+                heads,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    doc: Option<Automerge>,
+    chunks_since_snapshot: usize,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    slots: HashMap<String, (Arc<Mutex<Slot>>, u64)>,
+    tick: u64,
+}
+
+/// The result of a change: the record's new change-log position, if anything changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed<R> {
+    pub result: R,
+    pub seq: Option<Seq>,
+    pub heads: Vec<ChangeHash>,
+}
+
+#[derive(Debug)]
+pub struct Replica {
+    org: String,
+    actor: ActorId,
+    store: Arc<dyn Store>,
+    cache: Mutex<Cache>,
+    capacity: usize,
+    changes: watch::Sender<Seq>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Replica {
+    /// Opens the replica of `org` over `store`, reusing the actor id stored there so that every
+    /// change this replica ever makes is attributed to one actor of `org`.
+    pub fn open(org: &str, store: Arc<dyn Store>, clock: Arc<dyn Clock>, capacity: usize) -> Result<Self, ReplicaError> {
+        let actor = match store.meta("actor")? {
+            Some(bytes) if doc::org_of_actor(&ActorId::from(bytes.as_slice())).as_deref() == Some(org) => {
+                ActorId::from(bytes.as_slice())
+            }
+            _ => {
+                let actor = doc::actor_for(org);
+                store.put_meta("actor", &actor.to_bytes())?;
+                actor
+            }
+        };
+        let (changes, _) = watch::channel(store.last_seq());
+        Ok(Replica {
+            org: org.to_owned(),
+            actor,
+            store,
+            cache: Mutex::new(Cache::default()),
+            capacity: capacity.max(16),
+            changes,
+            clock,
+        })
+    }
+
+    pub fn org(&self) -> &str {
+        &self.org
+    }
+
+    pub fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Watches the change log's visible head; sync sessions and feeds wait on it.
+    pub fn subscribe(&self) -> watch::Receiver<Seq> {
+        self.changes.subscribe()
+    }
+
+    fn slot(&self, id: &str) -> Arc<Mutex<Slot>> {
+        let mut cache = self.cache.lock().expect("cache lock is never poisoned");
+        cache.tick += 1;
+        let tick = cache.tick;
+        if let Some((slot, used)) = cache.slots.get_mut(id) {
+            *used = tick;
+            return slot.clone();
+        }
+        if cache.slots.len() >= self.capacity {
+            evict(&mut cache, self.capacity);
+        }
+        let slot = Arc::new(Mutex::new(Slot::default()));
+        cache.slots.insert(id.to_owned(), (slot.clone(), tick));
+        slot
+    }
+
+    fn load_into(&self, id: &str, slot: &mut Slot) -> Result<bool, ReplicaError> {
+        if slot.doc.is_some() {
+            return Ok(true);
+        }
+        let Some(stored) = self.store.load(id)? else { return Ok(false) };
+        let corrupt = |e: automerge::AutomergeError| ReplicaError::Corrupt { id: id.to_owned(), detail: e.to_string() };
+        let mut doc = match &stored.snapshot {
+            Some(bytes) => Automerge::load(bytes).map_err(corrupt)?,
+            None => Automerge::new(),
+        };
+        for chunk in &stored.chunks {
+            doc.load_incremental(chunk).map_err(corrupt)?;
+        }
+        slot.doc = Some(doc.with_actor(self.actor.clone()));
+        slot.chunks_since_snapshot = stored.chunks.len();
+        Ok(true)
+    }
+
+    /// Reads a document, loading it if needed. `None` if the replica does not hold it.
+    pub fn read<R>(&self, id: &str, f: impl FnOnce(&Automerge) -> R) -> Result<Option<R>, ReplicaError> {
+        let slot = self.slot(id);
+        let mut slot = slot.lock().expect("slot lock is never poisoned");
+        if !self.load_into(id, &mut slot)? {
+            return Ok(None);
+        }
+        Ok(slot.doc.as_ref().map(f))
+    }
+
+    pub fn contains(&self, id: &str) -> Result<bool, ReplicaError> {
+        Ok(self.store.summary(id)?.is_some())
+    }
+
+    /// Creates a record's document. Durable when this returns.
+    pub fn create(&self, record: &Record) -> Result<Seq, ReplicaError> {
+        let id = record.id().to_owned();
+        let slot = self.slot(&id);
+        let mut slot = slot.lock().expect("slot lock is never poisoned");
+        if slot.doc.is_some() || self.store.summary(&id)?.is_some() {
+            return Err(ReplicaError::AlreadyExists(id));
+        }
+        let now = self.now_ms();
+        let doc = doc::new_document(record, self.actor.clone(), now)?;
+        let bytes = doc.save();
+        self.check_size(&id, bytes.len())?;
+        let summary = summarize(&doc, now);
+        let seq = self.store.append(&id, &bytes, &encode_summary(&summary))?;
+        slot.doc = Some(doc);
+        slot.chunks_since_snapshot = 1;
+        self.publish();
+        Ok(seq)
+    }
+
+    /// Applies `f` to the document `id` (an empty document if `create_missing` and the replica
+    /// does not hold it) and makes whatever it changed durable. If `f` fails, or the store
+    /// does, the document is dropped from memory and reloaded from the store next time, so a
+    /// half-applied change never lingers.
+    pub fn change<R, E: From<ReplicaError>>(
+        &self,
+        id: &str,
+        create_missing: bool,
+        f: impl FnOnce(&mut Automerge) -> Result<R, E>,
+    ) -> Result<Changed<R>, E> {
+        let slot = self.slot(id);
+        let mut slot = slot.lock().expect("slot lock is never poisoned");
+        if !self.load_into(id, &mut slot)? {
+            if !create_missing {
+                return Err(ReplicaError::NotFound(id.to_owned()).into());
+            }
+            slot.doc = Some(Automerge::new().with_actor(self.actor.clone()));
+            slot.chunks_since_snapshot = 0;
+        }
+
+        let outcome = self.change_loaded(id, &mut slot, f);
+        if outcome.is_err() {
+            slot.doc = None;
+        }
+        outcome
+    }
+
+    fn change_loaded<R, E: From<ReplicaError>>(
+        &self,
+        id: &str,
+        slot: &mut Slot,
+        f: impl FnOnce(&mut Automerge) -> Result<R, E>,
+    ) -> Result<Changed<R>, E> {
+        let doc = slot.doc.as_mut().expect("loaded above");
+        let before = doc.get_heads();
+        let result = f(doc)?;
+        let heads = doc.get_heads();
+        if heads == before {
+            return Ok(Changed { result, seq: None, heads });
+        }
+
+        let chunk = doc.save_after(&before);
+        let now = self.now_ms();
+        let summary = summarize(doc, now);
+        let seq = self.store.append(id, &chunk, &encode_summary(&summary)).map_err(ReplicaError::from)?;
+        slot.chunks_since_snapshot += 1;
+        if slot.chunks_since_snapshot > COMPACT_AFTER_CHUNKS {
+            let snapshot = doc.save();
+            self.check_size(id, snapshot.len())?;
+            self.store.compact(id, &snapshot, seq).map_err(ReplicaError::from)?;
+            slot.chunks_since_snapshot = 0;
+        }
+        self.publish();
+        Ok(Changed { result, seq: Some(seq), heads })
+    }
+
+    fn check_size(&self, id: &str, bytes: usize) -> Result<(), ReplicaError> {
+        if bytes > MAX_DOCUMENT_BYTES {
+            return Err(ReplicaError::TooLarge { id: id.to_owned(), bytes, limit: MAX_DOCUMENT_BYTES });
+        }
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let visible = self.store.last_seq();
+        self.changes.send_if_modified(|seq| {
+            let moved = visible > *seq;
+            if moved {
+                *seq = visible;
+            }
+            moved
+        });
+    }
+
+    /// The record `id`, hydrated.
+    pub fn record(&self, id: &str) -> Result<Record, ReplicaError> {
+        self.read(id, doc::hydrate_record)?
+            .ok_or_else(|| ReplicaError::NotFound(id.to_owned()))?
+            .map_err(ReplicaError::from)
+    }
+
+    pub fn summary(&self, id: &str) -> Result<Option<Summary>, ReplicaError> {
+        Ok(self.store.summary(id)?.and_then(|b| decode_summary(&b)))
+    }
+
+    pub fn summaries(&self) -> Result<Vec<Summary>, ReplicaError> {
+        Ok(self.store.summaries()?.iter().filter_map(|(_, b)| decode_summary(b)).collect())
+    }
+}
+
+fn evict(cache: &mut Cache, capacity: usize) {
+    // Drop the least recently used tenth that nobody is using right now; one scan pays for
+    // many inserts.
+    let target = capacity - capacity / 10;
+    let mut idle: Vec<(u64, String)> = cache
+        .slots
+        .iter()
+        .filter(|(_, (slot, _))| Arc::strong_count(slot) == 1)
+        .map(|(id, (_, used))| (*used, id.clone()))
+        .collect();
+    idle.sort_unstable();
+    let excess = cache.slots.len().saturating_sub(target);
+    for (_, id) in idle.into_iter().take(excess) {
+        cache.slots.remove(&id);
+    }
+}
+
+fn encode_summary(summary: &Summary) -> Vec<u8> {
+    serde_json::to_vec(summary).expect("summaries are plain data")
+}
+
+fn decode_summary(bytes: &[u8]) -> Option<Summary> {
+    serde_json::from_slice(bytes).ok()
+}

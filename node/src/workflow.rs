@@ -1,0 +1,393 @@
+//! Who may do what: the mechanism's workflow rules, checked at the node before a write and at
+//! the hub before it accepts a change. Each refusal names its rule ID from `mission.md`.
+//!
+//! Deadlines are not checked here (a late act is still recorded and shows as met late); they
+//! are [`crate::obligation`]'s business.
+
+use serde::Serialize;
+
+use crate::org::{Directory, Lookup, OrgKind};
+use crate::record::{Action, Body, MaterialKind, MeetingKind, Record, RecordKind, Status, WorkflowEvent};
+
+/// The most an information item's sharing may be extended (S-2).
+pub const MAX_SHARING_EXTENSION_WD: u32 = 15;
+
+/// A refused write, with the rule that refuses it. `message` is for people: it says what was
+/// wrong and, where it helps, who may do it instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{rule}: {message}")]
+pub struct RuleViolation {
+    pub rule: &'static str,
+    pub message: String,
+}
+
+fn refuse(rule: &'static str, message: impl Into<String>) -> Result<(), RuleViolation> {
+    Err(RuleViolation { rule, message: message.into() })
+}
+
+/// Rule ID used when an id is not in the organisation directory.
+pub const RULE_DIRECTORY: &str = "directory";
+/// Rule ID used when an organisation acts on a record it is not a party to, or in another's
+/// name.
+pub const RULE_PARTY: &str = "party";
+
+fn require_org(dir: &Directory, id: &str, role: &str) -> Result<(), RuleViolation> {
+    match dir.lookup(id) {
+        Lookup::Org(_) => Ok(()),
+        Lookup::Unit(unit) => refuse(
+            RULE_DIRECTORY,
+            format!("{role} {id:?} is an internal unit of {}; name the organisation itself", dir.describe(&unit.parent)),
+        ),
+        Lookup::Unknown => refuse(RULE_DIRECTORY, format!("{role} {id:?} is not an organisation in the directory")),
+    }
+}
+
+fn require_party(record: &Record, org: &str, role: &str) -> Result<(), RuleViolation> {
+    if record.envelope.is_party(org) {
+        Ok(())
+    } else {
+        refuse(RULE_PARTY, format!("{role} {org:?} must be among the record's parties"))
+    }
+}
+
+/// Checks a record about to be created by `acting_org`.
+pub fn validate_create(dir: &Directory, acting_org: &str, record: &Record) -> Result<(), RuleViolation> {
+    let envelope = &record.envelope;
+    if envelope.owner != acting_org {
+        return refuse(RULE_PARTY, format!("a node of {acting_org} cannot create a record owned by {:?}", envelope.owner));
+    }
+    if envelope.kind != record.kind().as_str() {
+        return refuse("schema", format!("envelope kind {:?} does not match a {} body", envelope.kind, record.kind()));
+    }
+    for party in &envelope.parties {
+        require_org(dir, party, "party")?;
+    }
+    require_party(record, acting_org, "the owner")?;
+
+    match &record.body {
+        Body::Transfer(t) => {
+            // T-4: the sender is the government or department, never its internal unit.
+            if let Lookup::Unit(unit) = dir.lookup(&t.sender) {
+                return refuse(
+                    "T-4",
+                    format!(
+                        "a transfer is sent in the name of the department or township government, never of an internal unit: {} may not send it; {} may",
+                        dir.describe(&t.sender),
+                        dir.describe(&unit.parent)
+                    ),
+                );
+            }
+            require_org(dir, &t.sender, "sender")?;
+            if t.sender != acting_org {
+                return refuse("T-4", format!("the transfer must be sent in the name of this node's organisation {acting_org}, not {:?}", t.sender));
+            }
+            require_org(dir, &t.receiver, "receiver")?;
+            if t.receiver == t.sender {
+                return refuse("T-1", "a transfer goes to another, competent party, not to its sender");
+            }
+            let townships = [t.sender.as_str(), t.receiver.as_str()]
+                .iter()
+                .filter(|id| dir.kind_of(id) == Some(OrgKind::Township))
+                .count();
+            if townships != 1 {
+                return refuse("T-1", "a transfer goes between a township and a district department");
+            }
+            require_party(record, &t.receiver, "the receiver")?;
+            if t.facts.trim().is_empty() {
+                return refuse("T-3", "a transfer carries a written statement of the basic facts (facts)");
+            }
+            if !t.materials.iter().any(|m| m.kind == MaterialKind::TransferLetter) {
+                return refuse("T-3", "a transfer carries its transfer letter (移送函) among its materials");
+            }
+            if t.discovered_at_ms <= 0 {
+                return refuse("T-1", "the transfer clock starts at discovery: discovered_at_ms is required");
+            }
+        }
+        Body::Complaint(c) => {
+            if c.received_by != acting_org {
+                return refuse("C-1", format!("the complaint is registered by the unit that received it, this node's {acting_org}, not {:?}", c.received_by));
+            }
+            require_org(dir, &c.handler, "handler")?;
+            if dir.kind_of(&c.handler) != Some(OrgKind::Township) {
+                return refuse("C-3", format!("complaints about devolved matters are handled by a township; {} is not one", dir.describe(&c.handler)));
+            }
+            require_party(record, &c.handler, "the handling township")?;
+        }
+        Body::SharedInfo(s) => {
+            if !(1..=8).contains(&s.category) {
+                return refuse("S-1", format!("information category must be 1 to 8, got {}", s.category));
+            }
+            if s.formed_at_ms <= 0 {
+                return refuse("S-2", "the sharing clock starts when the information is formed: formed_at_ms is required");
+            }
+        }
+        Body::UrgentNotice(n) => {
+            if n.sender != acting_org {
+                return refuse("J-3", format!("the notice is sent by this node's organisation {acting_org}, not {:?}", n.sender));
+            }
+            require_org(dir, &n.receiver, "receiver")?;
+            require_party(record, &n.receiver, "the receiver")?;
+        }
+        Body::Consultation(c) => {
+            if c.convener != acting_org {
+                return refuse("J-1", format!("the meeting is convened by this node's organisation {acting_org}, not {:?}", c.convener));
+            }
+            if c.meeting_kind == MeetingKind::Special && dir.kind_of(acting_org) != Some(OrgKind::Township) {
+                return refuse("J-2", "a special meeting on a major case is convened by a township");
+            }
+        }
+        Body::Assistance(a) => {
+            if a.requester != acting_org {
+                return refuse("A-1", format!("assistance is requested by this node's organisation {acting_org}, not {:?}", a.requester));
+            }
+            if dir.kind_of(acting_org) != Some(OrgKind::Township) {
+                return refuse("A-1", "enforcement assistance is requested by a township");
+            }
+            require_org(dir, &a.provider, "provider")?;
+            if dir.kind_of(&a.provider) != Some(OrgKind::Department) {
+                return refuse("A-1", format!("assistance is asked of a district department; {} is not one", dir.describe(&a.provider)));
+            }
+            require_party(record, &a.provider, "the department asked")?;
+        }
+        Body::Dispute(d) => {
+            if d.applicant != acting_org {
+                return refuse("D-1", format!("a dispute is opened by this node's organisation {acting_org}, not {:?}", d.applicant));
+            }
+            require_org(dir, &d.respondent, "respondent")?;
+            require_party(record, &d.respondent, "the other party")?;
+        }
+        Body::LiaisonDirectory(l) => {
+            if l.org != acting_org {
+                return refuse("J-4", format!("an organisation names its own liaison persons; this node is {acting_org}, not {:?}", l.org));
+            }
+        }
+        Body::Calendar(c) => {
+            if dir.kind_of(acting_org) != Some(OrgKind::JusticeBureau) {
+                return refuse("calendar", "the working-day calendar is published by the District Justice Bureau");
+            }
+            if !(2000..=2100).contains(&c.year) {
+                return refuse("calendar", format!("calendar year {} is out of range", c.year));
+            }
+        }
+        Body::Case(_) => {}
+    }
+    Ok(())
+}
+
+/// The role an organisation plays on one record, for the action table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Owner,
+    /// The other side: the receiver of a transfer or notice, the handler of a complaint, the
+    /// department asked for assistance, the respondent of a dispute.
+    Counterpart,
+    JusticeBureau,
+    DistrictGovernment,
+    OtherParty,
+}
+
+fn role_of(dir: &Directory, record: &Record, org: &str) -> Role {
+    let counterpart = match &record.body {
+        Body::Transfer(t) => Some(t.receiver.as_str()),
+        Body::Complaint(c) => Some(c.handler.as_str()),
+        Body::UrgentNotice(n) => Some(n.receiver.as_str()),
+        Body::Assistance(a) => Some(a.provider.as_str()),
+        Body::Dispute(d) => Some(d.respondent.as_str()),
+        _ => None,
+    };
+    if counterpart == Some(org) && org != record.envelope.owner {
+        Role::Counterpart
+    } else if org == record.envelope.owner {
+        Role::Owner
+    } else {
+        match dir.kind_of(org) {
+            Some(OrgKind::JusticeBureau) => Role::JusticeBureau,
+            Some(OrgKind::DistrictGovernment) => Role::DistrictGovernment,
+            _ => Role::OtherParty,
+        }
+    }
+}
+
+/// Checks `event`, about to be appended by `acting_org` to `record`.
+pub fn validate_event(dir: &Directory, acting_org: &str, record: &Record, event: &WorkflowEvent) -> Result<(), RuleViolation> {
+    if event.org != acting_org {
+        return refuse(RULE_PARTY, format!("a node of {acting_org} cannot record an act of {:?}", event.org));
+    }
+    require_party(record, acting_org, "the acting organisation")?;
+    if let Some(unit) = &event.unit {
+        match dir.lookup(unit) {
+            Lookup::Unit(u) if u.parent == acting_org => {}
+            _ => return refuse(RULE_DIRECTORY, format!("{unit:?} is not an internal unit of {acting_org}")),
+        }
+    }
+    if record.has(Action::Closed) && event.action != Action::Updated {
+        return refuse("workflow", format!("record {} is closed", record.id()));
+    }
+
+    let role = role_of(dir, record, acting_org);
+    let kind = record.kind();
+    let reason_given = event.reason.as_deref().is_some_and(|r| !r.trim().is_empty());
+    let minuted = !event.attachments.is_empty() || !event.note.trim().is_empty();
+    let status = record.derived().status;
+
+    use Action as A;
+    use RecordKind as K;
+    match (kind, event.action) {
+        (_, A::Updated) => Ok(()),
+        (_, A::Closed) if role == Role::Owner || role == Role::Counterpart => Ok(()),
+
+        (K::Transfer, A::Received | A::Accepted | A::Objected) if role != Role::Counterpart => {
+            let receiver = match &record.body {
+                Body::Transfer(t) => dir.describe(&t.receiver),
+                _ => String::new(),
+            };
+            refuse("T-5", format!("only the receiver {receiver} acknowledges, accepts or objects to a transfer"))
+        }
+        (K::Transfer, A::Received) => Ok(()),
+        (K::Transfer, A::Accepted | A::Objected) if !record.has(A::Received) => {
+            refuse("T-5", "the receiver acknowledges receipt (送达回证) before accepting or objecting")
+        }
+        (K::Transfer, A::Objected) if !reason_given => refuse("T-5", "an objection states its reasons (reason)"),
+        (K::Transfer, A::Accepted | A::Objected) => Ok(()),
+
+        (K::Case, A::Decided | A::Executed) if role == Role::Owner => Ok(()),
+
+        (K::Complaint, A::Forwarded | A::MaterialHandedOver) if role == Role::Owner => {
+            if dir.kind_of(acting_org) == Some(OrgKind::Department) {
+                Ok(())
+            } else {
+                refuse("C-3", "a department forwards a complaint to the township with jurisdiction")
+            }
+        }
+        (K::Complaint, A::Accepted | A::Answered | A::CaseOpened | A::Transferred | A::ResultTold | A::ResultReported) => {
+            let handler = match &record.body {
+                Body::Complaint(c) => c.handler.clone(),
+                _ => String::new(),
+            };
+            if acting_org == handler {
+                Ok(())
+            } else {
+                refuse("C-2", format!("the handling township {} accepts, answers and reports on the complaint", dir.describe(&handler)))
+            }
+        }
+
+        (K::SharedInfo, A::Shared) if role == Role::Owner => Ok(()),
+        (K::SharedInfo, A::Extended) if role == Role::Owner => {
+            if status != Status::Held {
+                return refuse("S-2", "sharing can only be extended before the item is shared, and only once");
+            }
+            if !reason_given {
+                return refuse("S-2", "an extension of information sharing states its reason");
+            }
+            match event.extension_wd {
+                Some(n) if (1..=MAX_SHARING_EXTENSION_WD).contains(&n) => Ok(()),
+                Some(n) => refuse("S-2", format!("sharing may be extended by at most {MAX_SHARING_EXTENSION_WD} working days, not {n}")),
+                None => refuse("S-2", "an extension names its length in working days (extension_wd)"),
+            }
+        }
+
+        (K::UrgentNotice, A::Dispatched | A::Refused) => {
+            if role == Role::Counterpart {
+                Ok(())
+            } else {
+                refuse("J-3", "only the notified department dispatches officers or refuses")
+            }
+        }
+        (K::UrgentNotice, A::StopOrdered | A::ReportedToGovernment) if role == Role::Owner => Ok(()),
+
+        (K::Consultation, A::Minuted) if role == Role::Owner => {
+            if minuted { Ok(()) } else { refuse("J-1", "minutes are attached or written in the note") }
+        }
+
+        (K::Assistance, A::OpinionGiven | A::ThirdPartyNeeded | A::GuidanceGiven | A::ExtensionAnnounced | A::OfficersSent) => {
+            if role != Role::Counterpart {
+                return refuse("A-1", "only the department asked gives opinions, guidance, extensions or officers");
+            }
+            if event.action == A::ExtensionAnnounced && !reason_given {
+                return refuse("A-3", "an extension is announced with its reason (special case or long appraisal)");
+            }
+            if event.action == A::ExtensionAnnounced && event.extension_wd.unwrap_or(0) == 0 {
+                return refuse("A-3", "an extension names its length in working days (extension_wd)");
+            }
+            Ok(())
+        }
+        (K::Assistance, A::OnSiteAction) if role == Role::Owner => Ok(()),
+
+        (K::Dispute, A::NegotiationAgreed | A::NegotiationFailed) => {
+            if !matches!(role, Role::Owner | Role::Counterpart) {
+                return refuse("D-1", "negotiation is between the disputing parties");
+            }
+            if minuted { Ok(()) } else { refuse("D-1", "the negotiation's outcome is minuted (attach the minutes or write them in the note)") }
+        }
+        (K::Dispute, A::CoordinationApplied) => {
+            if !matches!(role, Role::Owner | Role::Counterpart) {
+                return refuse("D-2", "either disputing party applies for coordination");
+            }
+            if record.has(A::NegotiationFailed) {
+                Ok(())
+            } else {
+                refuse("D-2", "coordination is applied for only after negotiation ends without agreement (D-1)")
+            }
+        }
+        (K::Dispute, A::CoordinationAgreed | A::CoordinationFailed) => {
+            if role != Role::JusticeBureau {
+                return refuse("D-2", "the District Justice Bureau records the outcome of coordination");
+            }
+            if record.has(A::CoordinationApplied) { Ok(()) } else { refuse("D-2", "no party has applied for coordination") }
+        }
+        (K::Dispute, A::ProposalSubmitted) => {
+            if role != Role::JusticeBureau {
+                return refuse("D-3", "the District Justice Bureau submits the handling proposal");
+            }
+            if record.has(A::CoordinationFailed) { Ok(()) } else { refuse("D-3", "a proposal goes to the government only after coordination fails") }
+        }
+        (K::Dispute, A::GovernmentDecided) => {
+            if role != Role::DistrictGovernment {
+                return refuse("D-3", "the District People's Government decides");
+            }
+            if record.has(A::ProposalSubmitted) { Ok(()) } else { refuse("D-3", "the government decides on a submitted proposal") }
+        }
+
+        (_, action) => refuse(
+            "workflow",
+            format!("{} may not record {action} on a {} (as {})", dir.describe(acting_org), kind.label(), role_name(role)),
+        ),
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Owner => "its owner",
+        Role::Counterpart => "its counterpart",
+        Role::JusticeBureau => "the Justice Bureau",
+        Role::DistrictGovernment => "the District Government",
+        Role::OtherParty => "another party",
+    }
+}
+
+/// The action a record of `kind` opens with, appended when it is created.
+pub fn opening_action(kind: RecordKind) -> Action {
+    match kind {
+        RecordKind::Case | RecordKind::Dispute => Action::Opened,
+        RecordKind::Transfer => Action::Sent,
+        RecordKind::Complaint => Action::Registered,
+        RecordKind::SharedInfo => Action::Formed,
+        RecordKind::UrgentNotice => Action::Notified,
+        RecordKind::Consultation => Action::Convened,
+        RecordKind::Assistance => Action::Requested,
+        RecordKind::LiaisonDirectory | RecordKind::Calendar => Action::Published,
+    }
+}
+
+/// Organisations an event brings into a record: climbing the dispute ladder or reporting to
+/// the government needs them to see it. The hub then backfills the record to them.
+pub fn parties_brought_in(dir: &Directory, kind: RecordKind, action: Action) -> Vec<String> {
+    let justice = dir.justice_bureau().map(|o| o.id.clone());
+    let government = dir.district_government().map(|o| o.id.clone());
+    match (kind, action) {
+        (RecordKind::Dispute, Action::CoordinationApplied) => justice.into_iter().collect(),
+        (RecordKind::Dispute, Action::ProposalSubmitted) => government.into_iter().collect(),
+        (RecordKind::UrgentNotice, Action::ReportedToGovernment) => government.into_iter().collect(),
+        _ => Vec::new(),
+    }
+}
