@@ -9,6 +9,8 @@
 
 pub mod memory;
 pub mod rocks;
+#[cfg(test)]
+mod tests;
 
 pub use memory::MemoryStore;
 pub use rocks::RocksStore;

@@ -1,0 +1,718 @@
+//! [`RocksStore`]: the durable [`Store`] on one RocksDB instance. It owns the column families,
+//! their key layouts and the sequence-number watermark; what the bytes mean is left to callers.
+//!
+//! Key layouts (all integers big-endian, so byte order is numeric order):
+//!
+//! | column family | key                                   | value                          |
+//! |---------------|---------------------------------------|--------------------------------|
+//! | `snapshots`   | doc                                   | through seq (8) ‖ snapshot     |
+//! | `chunks`      | doc ‖ 0x00 ‖ seq (8)                  | change chunk                   |
+//! | `changelog`   | seq (8)                               | doc                            |
+//! | `docseq`      | doc                                   | latest seq (8)                 |
+//! | `summaries`   | doc                                   | summary                        |
+//! | `peers`       | len(peer) (4) ‖ peer ‖ 0x00           | cursor seq (8)                 |
+//! | `peers`       | len(peer) (4) ‖ peer ‖ 0x01 ‖ doc     | encoded sync state             |
+//! | `meta`        | 'i' ‖ key (internal) or 'u' ‖ key     | value                          |
+//!
+//! Document ids are arbitrary strings, so a chunk key's doc part may itself contain 0x00;
+//! readers therefore accept a chunk key only if its length is exactly `doc + 9`, which no
+//! other document's key can match. Peer keys are length-prefixed for the same reason and so
+//! that forgetting a peer is one range delete.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
+    Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
+};
+
+use super::{ChangeEntry, Seq, Store, StoreError, StoredDoc};
+
+const CF_SNAPSHOTS: &str = "snapshots";
+const CF_CHUNKS: &str = "chunks";
+const CF_CHANGELOG: &str = "changelog";
+const CF_DOCSEQ: &str = "docseq";
+const CF_SUMMARIES: &str = "summaries";
+const CF_PEERS: &str = "peers";
+const CF_META: &str = "meta";
+const COLUMN_FAMILIES: [&str; 7] = [
+    CF_SNAPSHOTS,
+    CF_CHUNKS,
+    CF_CHANGELOG,
+    CF_DOCSEQ,
+    CF_SUMMARIES,
+    CF_PEERS,
+    CF_META,
+];
+
+/// Namespaces inside `meta`: the store's own keys cannot be read or overwritten through
+/// [`Store::put_meta`], and [`Store::meta_prefix`] never lists them.
+const META_INTERNAL: u8 = b'i';
+const META_USER: u8 = b'u';
+const META_STORE_ID: &str = "store_id";
+const META_FORMAT: &str = "format";
+/// Bumped whenever a key layout above changes; a folder written in another format is refused
+/// rather than misread.
+const FORMAT_VERSION: &[u8] = b"1";
+
+const PEER_CURSOR: u8 = 0x00;
+const PEER_STATE: u8 = 0x01;
+
+/// Sized for a small office PC: the working set is a few thousand documents, and RocksDB's
+/// defaults (64 MiB per memtable, per column family) would reserve far more memory than the
+/// data needs.
+const WRITE_BUFFER_BYTES: usize = 8 << 20;
+const TOTAL_WRITE_BUFFER_BYTES: usize = 48 << 20;
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
+/// Rarely written column families (`meta`, `peers`) would otherwise pin old WAL files until
+/// their memtable fills; capping the WAL forces them to flush.
+const MAX_WAL_BYTES: u64 = 64 << 20;
+
+/// The durable store. Cheap to share behind an `Arc`; every method may block on disk I/O.
+pub struct RocksStore {
+    db: DB,
+    path: PathBuf,
+    store_id: String,
+    seqs: SeqTracker,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("path", &self.path)
+            .field("store_id", &self.store_id)
+            .field("last_seq", &self.seqs.visible())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RocksStore {
+    /// Opens the store in `path`, creating the folder, the column families and the store id
+    /// on first use, and recovers the next sequence number from the change log.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_error = |detail: String| StoreError::Open {
+            path: path.display().to_string(),
+            detail,
+        };
+        std::fs::create_dir_all(path).map_err(|e| open_error(e.to_string()))?;
+
+        let (db_options, cf_options) = options();
+        let descriptors = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options.clone()));
+        let db = DB::open_cf_descriptors(&db_options, path, descriptors)
+            .map_err(|e| open_error(e.to_string()))?;
+
+        let mut store = RocksStore {
+            db,
+            path: path.to_path_buf(),
+            store_id: String::new(),
+            seqs: SeqTracker::new(0),
+        };
+        store.store_id = store.init_meta().map_err(|e| open_error(e.to_string()))?;
+        let last = store
+            .last_logged_seq()
+            .map_err(|e| open_error(e.to_string()))?;
+        store.seqs = SeqTracker::new(last);
+        tracing::info!(path = %path.display(), store_id = %store.store_id, last_seq = last, "store opened");
+        Ok(store)
+    }
+
+    /// Checks the on-disk format and returns the store id, writing both on first open.
+    fn init_meta(&self) -> Result<String, StoreError> {
+        let meta = self.cf(CF_META)?;
+        let format_key = meta_key(META_INTERNAL, META_FORMAT);
+        let id_key = meta_key(META_INTERNAL, META_STORE_ID);
+
+        match self
+            .db
+            .get_cf(meta, &format_key)
+            .map_err(engine("read format"))?
+        {
+            Some(format) if format != FORMAT_VERSION => {
+                return Err(StoreError::Corrupt {
+                    what: "store format".into(),
+                    detail: format!(
+                        "folder holds format {:?}, this build reads {:?}",
+                        String::from_utf8_lossy(&format),
+                        String::from_utf8_lossy(FORMAT_VERSION)
+                    ),
+                });
+            }
+            _ => {}
+        }
+        if let Some(id) = self
+            .db
+            .get_cf(meta, &id_key)
+            .map_err(engine("read store id"))?
+        {
+            return String::from_utf8(id).map_err(|e| corrupt("store id", e));
+        }
+
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(meta, &format_key, FORMAT_VERSION);
+        batch.put_cf(meta, &id_key, id.as_bytes());
+        self.write(batch, "create store id")?;
+        Ok(id)
+    }
+
+    /// The highest sequence number in the change log. The log keeps each document's latest
+    /// entry and nothing is ever removed without a higher entry replacing it, so its last key
+    /// is the last sequence number ever written.
+    fn last_logged_seq(&self) -> Result<Seq, StoreError> {
+        let changelog = self.cf(CF_CHANGELOG)?;
+        match self.db.iterator_cf(changelog, IteratorMode::End).next() {
+            None => Ok(0),
+            Some(item) => {
+                let (key, _) = item.map_err(engine("read change log"))?;
+                decode_seq(&key, "change log key")
+            }
+        }
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Engine(format!("column family {name} is missing")))
+    }
+
+    /// Writes `batch` and returns once it is in the synced WAL.
+    fn write(&self, batch: WriteBatch, what: &str) -> Result<(), StoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|e| StoreError::Engine(format!("{what}: {e}")))
+    }
+
+    fn write_append(
+        &self,
+        doc: &str,
+        seq: Seq,
+        chunk: &[u8],
+        summary: &[u8],
+    ) -> Result<(), StoreError> {
+        let changelog = self.cf(CF_CHANGELOG)?;
+        let docseq = self.cf(CF_DOCSEQ)?;
+        // No race with another append of `doc`: callers serialise appends per document.
+        let previous = self
+            .db
+            .get_cf(docseq, doc)
+            .map_err(engine("read document seq"))?
+            .map(|bytes| decode_seq(&bytes, "document seq"))
+            .transpose()?;
+
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_CHUNKS)?, chunk_key(doc, seq), chunk);
+        batch.put_cf(self.cf(CF_SUMMARIES)?, doc, summary);
+        if let Some(previous) = previous {
+            batch.delete_cf(changelog, previous.to_be_bytes());
+        }
+        batch.put_cf(changelog, seq.to_be_bytes(), doc);
+        batch.put_cf(docseq, doc, seq.to_be_bytes());
+        self.write(batch, "append chunk")
+    }
+
+    /// Visits the chunks of `doc` with sequence numbers in `from..to`, in order, reading
+    /// through `read` (which may carry a snapshot). Values are lent, not copied, so a caller
+    /// that needs only the seqs (compaction) does not copy every chunk.
+    fn scan_chunks(
+        &self,
+        doc: &str,
+        mut read: ReadOptions,
+        from: Seq,
+        to: Option<Seq>,
+        mut visit: impl FnMut(Seq, &[u8]),
+    ) -> Result<(), StoreError> {
+        let start = chunk_key(doc, from);
+        read.set_iterate_lower_bound(start.clone());
+        read.set_iterate_upper_bound(match to {
+            Some(to) => chunk_key(doc, to),
+            None => chunk_prefix_end(doc),
+        });
+
+        let mut cursor = self.db.raw_iterator_cf_opt(self.cf(CF_CHUNKS)?, read);
+        cursor.seek(&start);
+        while let (Some(key), Some(value)) = (cursor.key(), cursor.value()) {
+            // A longer key belongs to a document whose id starts with `doc` and 0x00.
+            if key.len() == doc.len() + 9 {
+                visit(decode_seq(&key[doc.len() + 1..], "chunk key")?, value);
+            }
+            cursor.next();
+        }
+        cursor.status().map_err(engine("read chunks"))
+    }
+
+    fn read_snapshot(
+        &self,
+        doc: &str,
+        read: &ReadOptions,
+    ) -> Result<Option<(Seq, Vec<u8>)>, StoreError> {
+        self.db
+            .get_cf_opt(self.cf(CF_SNAPSHOTS)?, doc, read)
+            .map_err(engine("read snapshot"))?
+            .map(|value| decode_snapshot(&value))
+            .transpose()
+    }
+}
+
+impl Store for RocksStore {
+    fn store_id(&self) -> String {
+        self.store_id.clone()
+    }
+
+    fn append(&self, doc: &str, chunk: &[u8], summary: &[u8]) -> Result<Seq, StoreError> {
+        // The seq is taken under a short lock and the synced write runs outside it, so
+        // concurrent appends reach RocksDB together and share one WAL sync.
+        let ticket = self.seqs.begin();
+        let seq = ticket.seq;
+        self.write_append(doc, seq, chunk, summary)?;
+        drop(ticket);
+        Ok(seq)
+    }
+
+    fn load(&self, doc: &str) -> Result<Option<StoredDoc>, StoreError> {
+        // One RocksDB snapshot for both reads, so a compaction landing in between cannot make
+        // us return the old snapshot without the chunks it replaced.
+        let snapshot = self.db.snapshot();
+        let mut read = ReadOptions::default();
+        read.set_snapshot(&snapshot);
+        let base = self.read_snapshot(doc, &read)?;
+
+        let mut read = ReadOptions::default();
+        read.set_snapshot(&snapshot);
+        let mut chunks = Vec::new();
+        self.scan_chunks(doc, read, 0, None, |_, chunk| chunks.push(chunk.to_vec()))?;
+
+        if base.is_none() && chunks.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(StoredDoc {
+            snapshot: base.map(|(_, bytes)| bytes),
+            chunks,
+        }))
+    }
+
+    fn compact(&self, doc: &str, snapshot: &[u8], through: Seq) -> Result<(), StoreError> {
+        let snapshots = self.cf(CF_SNAPSHOTS)?;
+        // A snapshot covering a later seq already replaced chunks this one lacks; writing the
+        // older one over it would lose those changes.
+        if let Some((stored, _)) = self.read_snapshot(doc, &ReadOptions::default())?
+            && stored > through
+        {
+            tracing::debug!(
+                doc,
+                stored,
+                through,
+                "compaction skipped: newer snapshot stored"
+            );
+            return Ok(());
+        }
+        let mut replaced = Vec::new();
+        let end = through.checked_add(1);
+        self.scan_chunks(doc, ReadOptions::default(), 0, end, |seq, _| {
+            replaced.push(seq);
+        })?;
+
+        let mut batch = WriteBatch::default();
+        batch.put_cf(snapshots, doc, encode_snapshot(through, snapshot));
+        let chunks = self.cf(CF_CHUNKS)?;
+        for seq in replaced {
+            batch.delete_cf(chunks, chunk_key(doc, seq));
+        }
+        self.write(batch, "compact document")
+    }
+
+    fn changed_since(&self, after: Seq, limit: usize) -> Result<Vec<ChangeEntry>, StoreError> {
+        // The watermark is read before the iterator is created: every entry at or below it is
+        // already written, and an entry moved past it by a later append reappears above it,
+        // where a reader's cursor cannot yet be.
+        let visible = self.seqs.visible();
+        if after >= visible || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let start = (after + 1).to_be_bytes();
+        let mut read = ReadOptions::default();
+        if let Some(end) = visible.checked_add(1) {
+            read.set_iterate_upper_bound(end.to_be_bytes());
+        }
+        let mode = IteratorMode::From(&start, Direction::Forward);
+
+        let mut entries = Vec::new();
+        for item in self
+            .db
+            .iterator_cf_opt(self.cf(CF_CHANGELOG)?, read, mode)
+            .take(limit)
+        {
+            let (key, value) = item.map_err(engine("read change log"))?;
+            let seq = decode_seq(&key, "change log key")?;
+            let doc = String::from_utf8(value.into_vec())
+                .map_err(|e| corrupt(&format!("change log entry {seq}"), e))?;
+            entries.push(ChangeEntry { seq, doc });
+        }
+        Ok(entries)
+    }
+
+    fn last_seq(&self) -> Seq {
+        self.seqs.visible()
+    }
+
+    fn summary(&self, doc: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db
+            .get_cf(self.cf(CF_SUMMARIES)?, doc)
+            .map_err(engine("read summary"))
+    }
+
+    fn summaries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut all = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_SUMMARIES)?, IteratorMode::Start)
+        {
+            let (key, value) = item.map_err(engine("read summaries"))?;
+            let doc = String::from_utf8(key.into_vec()).map_err(|e| corrupt("summary key", e))?;
+            all.push((doc, value.into_vec()));
+        }
+        Ok(all)
+    }
+
+    fn peer_state(&self, peer: &str, doc: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db
+            .get_cf(self.cf(CF_PEERS)?, peer_state_key(peer, doc))
+            .map_err(engine("read peer sync state"))
+    }
+
+    fn put_peer_state(&self, peer: &str, doc: &str, state: &[u8]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_PEERS)?, peer_state_key(peer, doc), state);
+        self.write(batch, "write peer sync state")
+    }
+
+    fn cursor(&self, peer: &str) -> Result<Seq, StoreError> {
+        let mut key = peer_prefix(peer);
+        key.push(PEER_CURSOR);
+        match self
+            .db
+            .get_cf(self.cf(CF_PEERS)?, key)
+            .map_err(engine("read peer cursor"))?
+        {
+            Some(bytes) => decode_seq(&bytes, "peer cursor"),
+            None => Ok(0),
+        }
+    }
+
+    fn put_cursor(&self, peer: &str, seq: Seq) -> Result<(), StoreError> {
+        let mut key = peer_prefix(peer);
+        key.push(PEER_CURSOR);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_PEERS)?, key, seq.to_be_bytes());
+        self.write(batch, "write peer cursor")
+    }
+
+    fn forget_peer(&self, peer: &str) -> Result<(), StoreError> {
+        // Every key of the peer lies in [prefix ‖ 0x00, prefix ‖ 0x02): the cursor and all
+        // its sync states, and no other peer's keys thanks to the length prefix.
+        let mut from = peer_prefix(peer);
+        let mut to = from.clone();
+        from.push(PEER_CURSOR);
+        to.push(PEER_STATE + 1);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_PEERS)?, from, to);
+        self.write(batch, "forget peer")
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db
+            .get_cf(self.cf(CF_META)?, meta_key(META_USER, key))
+            .map_err(engine("read metadata"))
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META)?, meta_key(META_USER, key), value);
+        self.write(batch, "write metadata")
+    }
+
+    fn meta_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let start = meta_key(META_USER, prefix);
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        let mut entries = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_META)?, mode) {
+            let (key, value) = item.map_err(engine("read metadata"))?;
+            if !key.starts_with(&start) {
+                break;
+            }
+            let key =
+                String::from_utf8(key[1..].to_vec()).map_err(|e| corrupt("metadata key", e))?;
+            entries.push((key, value.into_vec()));
+        }
+        Ok(entries)
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        folder_bytes(&self.path)
+    }
+}
+
+/// Hands out sequence numbers and tracks which are still being written, so readers see a
+/// seq only once every smaller one has finished (the trait's visibility rule).
+#[derive(Debug)]
+struct SeqTracker {
+    state: Mutex<SeqState>,
+}
+
+#[derive(Debug)]
+struct SeqState {
+    /// The last seq handed out.
+    assigned: Seq,
+    /// Seqs handed out whose write has not finished.
+    in_flight: BTreeSet<Seq>,
+    /// Every seq at or below this has finished writing (successfully or not).
+    visible: Seq,
+}
+
+/// A seq being written; finishing it (on drop, so an error or panic cannot stall the
+/// watermark) lets the watermark move past it.
+struct SeqTicket<'a> {
+    tracker: &'a SeqTracker,
+    seq: Seq,
+}
+
+impl SeqTracker {
+    fn new(last: Seq) -> Self {
+        SeqTracker {
+            state: Mutex::new(SeqState {
+                assigned: last,
+                in_flight: BTreeSet::new(),
+                visible: last,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SeqState> {
+        // Every critical section leaves the state consistent before anything can panic, so a
+        // poisoned lock still guards valid data.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn begin(&self) -> SeqTicket<'_> {
+        let mut state = self.lock();
+        state.assigned += 1;
+        let seq = state.assigned;
+        state.in_flight.insert(seq);
+        SeqTicket { tracker: self, seq }
+    }
+
+    fn finish(&self, seq: Seq) {
+        let mut state = self.lock();
+        state.in_flight.remove(&seq);
+        state.visible = match state.in_flight.first() {
+            Some(oldest) => oldest - 1,
+            None => state.assigned,
+        };
+    }
+
+    fn visible(&self) -> Seq {
+        self.lock().visible
+    }
+}
+
+impl Drop for SeqTicket<'_> {
+    fn drop(&mut self) {
+        self.tracker.finish(self.seq);
+    }
+}
+
+fn options() -> (Options, Options) {
+    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    // Most reads are point lookups by document id (snapshot, docseq, summary, peer state).
+    table.set_bloom_filter(10.0, false);
+
+    let mut cf = Options::default();
+    cf.set_write_buffer_size(WRITE_BUFFER_BYTES);
+    cf.set_max_write_buffer_number(2);
+    cf.set_compression_type(DBCompressionType::Lz4);
+    cf.set_level_compaction_dynamic_level_bytes(true);
+    cf.set_block_based_table_factory(&table);
+
+    let mut db = cf.clone();
+    db.create_if_missing(true);
+    db.create_missing_column_families(true);
+    db.set_db_write_buffer_size(TOTAL_WRITE_BUFFER_BYTES);
+    db.set_max_total_wal_size(MAX_WAL_BYTES);
+    db.set_max_background_jobs(2);
+    db.set_keep_log_file_num(4);
+    db.set_max_log_file_size(4 << 20);
+    (db, cf)
+}
+
+fn engine(what: &'static str) -> impl Fn(rocksdb::Error) -> StoreError {
+    move |e| StoreError::Engine(format!("{what}: {e}"))
+}
+
+fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Reads an 8-byte big-endian sequence number, refusing any other length.
+fn decode_seq(bytes: &[u8], what: &str) -> Result<Seq, StoreError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| {
+        corrupt(
+            what,
+            format!("expected an 8-byte seq, found {} bytes", bytes.len()),
+        )
+    })?;
+    Ok(Seq::from_be_bytes(array))
+}
+
+fn encode_snapshot(through: Seq, snapshot: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(8 + snapshot.len());
+    value.extend_from_slice(&through.to_be_bytes());
+    value.extend_from_slice(snapshot);
+    value
+}
+
+fn decode_snapshot(value: &[u8]) -> Result<(Seq, Vec<u8>), StoreError> {
+    let Some((through, snapshot)) = value.split_at_checked(8) else {
+        return Err(corrupt(
+            "snapshot",
+            format!("value of {} bytes lacks its seq", value.len()),
+        ));
+    };
+    Ok((decode_seq(through, "snapshot seq")?, snapshot.to_vec()))
+}
+
+fn chunk_key(doc: &str, seq: Seq) -> Vec<u8> {
+    let mut key = Vec::with_capacity(doc.len() + 9);
+    key.extend_from_slice(doc.as_bytes());
+    key.push(0x00);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The first key after every chunk key of `doc` (and of documents extending `doc` ‖ 0x00).
+fn chunk_prefix_end(doc: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(doc.len() + 1);
+    key.extend_from_slice(doc.as_bytes());
+    key.push(0x01);
+    key
+}
+
+fn peer_prefix(peer: &str) -> Vec<u8> {
+    // Peer ids are node or hub ids, far below 4 GiB; saturating keeps the layout total anyway.
+    let len = u32::try_from(peer.len()).unwrap_or(u32::MAX);
+    let mut key = Vec::with_capacity(4 + peer.len() + 1);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(peer.as_bytes());
+    key
+}
+
+fn peer_state_key(peer: &str, doc: &str) -> Vec<u8> {
+    let mut key = peer_prefix(peer);
+    key.push(PEER_STATE);
+    key.extend_from_slice(doc.as_bytes());
+    key
+}
+
+fn meta_key(namespace: u8, key: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(1 + key.len());
+    bytes.push(namespace);
+    bytes.extend_from_slice(key.as_bytes());
+    bytes
+}
+
+/// Sums file sizes under `path`: SST files, WAL, manifest and RocksDB's own logs, i.e. what
+/// the operator sees with `du`. Unreadable entries count as zero rather than failing a
+/// statistic.
+fn folder_bytes(path: &Path) -> u64 {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot measure store folder");
+            return 0;
+        }
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => folder_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_seq_rejects_truncated_bytes() {
+        let truncated = &7u64.to_be_bytes()[..5];
+        assert!(matches!(
+            decode_seq(truncated, "change log key"),
+            Err(StoreError::Corrupt { what, .. }) if what == "change log key"
+        ));
+        assert!(matches!(
+            decode_seq(&[], "document seq"),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode_seq(&[0; 9], "document seq"),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert_eq!(decode_seq(&7u64.to_be_bytes(), "x").unwrap(), 7);
+    }
+
+    #[test]
+    fn decode_snapshot_rejects_value_shorter_than_its_seq() {
+        assert!(matches!(
+            decode_snapshot(&[0, 0, 1]),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let value = encode_snapshot(42, b"base");
+        assert_eq!(decode_snapshot(&value).unwrap(), (42, b"base".to_vec()));
+        assert_eq!(
+            decode_snapshot(&encode_snapshot(3, b"")).unwrap(),
+            (3, Vec::new())
+        );
+    }
+
+    #[test]
+    fn watermark_waits_for_the_oldest_seq_in_flight() {
+        let tracker = SeqTracker::new(10);
+        let a = tracker.begin();
+        let b = tracker.begin();
+        let c = tracker.begin();
+        assert_eq!((a.seq, b.seq, c.seq), (11, 12, 13));
+
+        drop(c);
+        assert_eq!(tracker.visible(), 10, "13 done but 11 and 12 still writing");
+        drop(a);
+        assert_eq!(tracker.visible(), 11);
+        let d = tracker.begin();
+        drop(b);
+        assert_eq!(
+            tracker.visible(),
+            13,
+            "14 in flight holds the watermark at 13"
+        );
+        drop(d);
+        assert_eq!(tracker.visible(), 14);
+    }
+
+    #[test]
+    fn chunk_keys_of_a_nul_extended_doc_are_skipped_by_length() {
+        let key = chunk_key("a\0b", 1);
+        assert!(key.starts_with(&chunk_key("a", 0)[..2]));
+        assert_ne!(key.len(), "a".len() + 9);
+    }
+}

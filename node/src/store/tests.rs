@@ -1,0 +1,457 @@
+//! The store conformance suite: every assertion runs against both engines, so the in-memory
+//! store used by the simulation cannot drift from the RocksDB engine. Engine-specific checks
+//! (reopening a folder, on-disk size) follow the shared ones.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tempfile::TempDir;
+
+use super::{ChangeEntry, MemoryStore, RocksStore, Seq, Store, StoredDoc};
+
+/// A store under test, with the folder that must outlive it (none for memory).
+struct Fixture<S> {
+    store: S,
+    _dir: Option<TempDir>,
+}
+
+fn memory() -> Fixture<MemoryStore> {
+    Fixture {
+        store: MemoryStore::new(),
+        _dir: None,
+    }
+}
+
+fn rocks() -> Fixture<RocksStore> {
+    let dir = TempDir::new().unwrap();
+    let store = RocksStore::open(dir.path()).unwrap();
+    Fixture {
+        store,
+        _dir: Some(dir),
+    }
+}
+
+/// Declares one `#[test]` per conformance function for the engine `$open` builds.
+macro_rules! conformance {
+    ($engine:ident, $open:ident) => {
+        mod $engine {
+            conformance!(@tests $open;
+                append_then_load_round_trips,
+                load_of_unknown_doc_is_none,
+                seqs_start_at_one_and_increase,
+                change_log_keeps_one_entry_per_doc_in_order,
+                changed_since_honours_after_and_limit,
+                summary_is_replaced_by_each_append,
+                summaries_are_listed_in_id_order,
+                compact_replaces_chunks_through_seq,
+                compact_with_older_through_keeps_newer_snapshot,
+                compact_leaves_docs_sharing_a_prefix_alone,
+                peer_state_and_cursor_round_trip,
+                forget_peer_drops_only_that_peer,
+                meta_round_trips_and_lists_by_prefix,
+                concurrent_appends_get_unique_contiguous_seqs,
+                changed_since_never_shows_a_gap_while_appends_run
+            );
+        }
+    };
+    (@tests $open:ident; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let fixture = super::$open();
+                super::$name(&fixture.store);
+            }
+        )*
+    };
+}
+
+conformance!(memory_engine, memory);
+conformance!(rocks_engine, rocks);
+
+fn seqs(entries: &[ChangeEntry]) -> Vec<Seq> {
+    entries.iter().map(|entry| entry.seq).collect()
+}
+
+fn docs(entries: &[ChangeEntry]) -> Vec<&str> {
+    entries.iter().map(|entry| entry.doc.as_str()).collect()
+}
+
+fn append_then_load_round_trips(store: &impl Store) {
+    store.append("doc-a", b"one", b"s1").unwrap();
+    store.append("doc-b", b"other", b"s").unwrap();
+    store.append("doc-a", b"two", b"s2").unwrap();
+
+    let loaded = store.load("doc-a").unwrap().unwrap();
+    assert_eq!(
+        loaded,
+        StoredDoc {
+            snapshot: None,
+            chunks: vec![b"one".to_vec(), b"two".to_vec()],
+        }
+    );
+    assert_eq!(loaded.len(), 6);
+}
+
+fn load_of_unknown_doc_is_none(store: &impl Store) {
+    assert_eq!(store.load("missing").unwrap(), None);
+    store.append("missing-not", b"x", b"").unwrap();
+    assert_eq!(store.load("missing").unwrap(), None);
+}
+
+fn seqs_start_at_one_and_increase(store: &impl Store) {
+    assert_eq!(store.last_seq(), 0);
+    assert_eq!(store.append("a", b"", b"").unwrap(), 1);
+    assert_eq!(store.append("a", b"", b"").unwrap(), 2);
+    assert_eq!(store.append("b", b"", b"").unwrap(), 3);
+    assert_eq!(store.last_seq(), 3);
+}
+
+fn change_log_keeps_one_entry_per_doc_in_order(store: &impl Store) {
+    for doc in ["a", "b", "c", "a", "b", "a"] {
+        store.append(doc, doc.as_bytes(), b"").unwrap();
+    }
+
+    let log = store.changed_since(0, usize::MAX).unwrap();
+    assert_eq!(seqs(&log), [3, 5, 6]);
+    assert_eq!(docs(&log), ["c", "b", "a"]);
+    assert_eq!(store.last_seq(), 6);
+}
+
+fn changed_since_honours_after_and_limit(store: &impl Store) {
+    for doc in ["a", "b", "c", "d", "e"] {
+        store.append(doc, b"", b"").unwrap();
+    }
+
+    assert_eq!(seqs(&store.changed_since(0, 2).unwrap()), [1, 2]);
+    assert_eq!(seqs(&store.changed_since(2, 2).unwrap()), [3, 4]);
+    assert_eq!(seqs(&store.changed_since(4, 2).unwrap()), [5]);
+    assert!(store.changed_since(5, 10).unwrap().is_empty());
+    assert!(store.changed_since(0, 0).unwrap().is_empty());
+    assert!(store.changed_since(Seq::MAX, 10).unwrap().is_empty());
+
+    // An entry that moved to the head is found past a cursor that already passed it.
+    store.append("b", b"", b"").unwrap();
+    assert_eq!(docs(&store.changed_since(5, 10).unwrap()), ["b"]);
+    assert_eq!(
+        docs(&store.changed_since(1, 10).unwrap()),
+        ["c", "d", "e", "b"]
+    );
+}
+
+fn summary_is_replaced_by_each_append(store: &impl Store) {
+    assert_eq!(store.summary("a").unwrap(), None);
+    store.append("a", b"", b"first").unwrap();
+    store.append("a", b"", b"second").unwrap();
+    assert_eq!(store.summary("a").unwrap().as_deref(), Some(&b"second"[..]));
+}
+
+fn summaries_are_listed_in_id_order(store: &impl Store) {
+    for doc in ["m", "b", "z", "b"] {
+        store.append(doc, b"", doc.as_bytes()).unwrap();
+    }
+    let listed = store.summaries().unwrap();
+    let expected: Vec<(String, Vec<u8>)> = ["b", "m", "z"]
+        .iter()
+        .map(|doc| (doc.to_string(), doc.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(listed, expected);
+}
+
+fn compact_replaces_chunks_through_seq(store: &impl Store) {
+    let first = store.append("a", b"c1", b"").unwrap();
+    let through = store.append("a", b"c2", b"").unwrap();
+    store.append("a", b"c3", b"").unwrap();
+    assert!(first < through);
+
+    store.compact("a", b"snap", through).unwrap();
+    store.append("a", b"c4", b"").unwrap();
+
+    let loaded = store.load("a").unwrap().unwrap();
+    assert_eq!(loaded.snapshot.as_deref(), Some(&b"snap"[..]));
+    assert_eq!(loaded.chunks, [b"c3".to_vec(), b"c4".to_vec()]);
+
+    // Compacting everything leaves the snapshot alone, and the doc is still known.
+    store.compact("a", b"all", store.last_seq()).unwrap();
+    assert_eq!(
+        store.load("a").unwrap(),
+        Some(StoredDoc {
+            snapshot: Some(b"all".to_vec()),
+            chunks: Vec::new(),
+        })
+    );
+    // Compaction does not touch the change log.
+    assert_eq!(docs(&store.changed_since(0, 10).unwrap()), ["a"]);
+}
+
+fn compact_with_older_through_keeps_newer_snapshot(store: &impl Store) {
+    store.append("a", b"c1", b"").unwrap();
+    store.append("a", b"c2", b"").unwrap();
+    store.compact("a", b"newer", 2).unwrap();
+    store.compact("a", b"older", 1).unwrap();
+    assert_eq!(
+        store.load("a").unwrap().unwrap().snapshot.as_deref(),
+        Some(&b"newer"[..])
+    );
+}
+
+fn compact_leaves_docs_sharing_a_prefix_alone(store: &impl Store) {
+    // "a\0b" has chunk keys that start with "a" ‖ 0x00, like the chunk keys of "a".
+    for doc in ["a", "ab", "a\0b", "a\0"] {
+        store.append(doc, doc.as_bytes(), b"").unwrap();
+    }
+    store.compact("a", b"snap", store.last_seq()).unwrap();
+
+    assert_eq!(
+        store.load("a").unwrap().unwrap().chunks,
+        Vec::<Vec<u8>>::new()
+    );
+    for doc in ["ab", "a\0b", "a\0"] {
+        let loaded = store.load(doc).unwrap().unwrap();
+        assert_eq!(loaded.snapshot, None, "{doc:?}");
+        assert_eq!(loaded.chunks, [doc.as_bytes().to_vec()], "{doc:?}");
+    }
+}
+
+fn peer_state_and_cursor_round_trip(store: &impl Store) {
+    assert_eq!(store.peer_state("hub", "a").unwrap(), None);
+    assert_eq!(store.cursor("hub").unwrap(), 0);
+
+    store.put_peer_state("hub", "a", b"heads-1").unwrap();
+    store.put_peer_state("hub", "a", b"heads-2").unwrap();
+    store.put_peer_state("hub", "b", b"heads-b").unwrap();
+    store.put_cursor("hub", 41).unwrap();
+    store.put_cursor("hub", 42).unwrap();
+
+    assert_eq!(
+        store.peer_state("hub", "a").unwrap().as_deref(),
+        Some(&b"heads-2"[..])
+    );
+    assert_eq!(
+        store.peer_state("hub", "b").unwrap().as_deref(),
+        Some(&b"heads-b"[..])
+    );
+    assert_eq!(store.peer_state("other", "a").unwrap(), None);
+    assert_eq!(store.cursor("hub").unwrap(), 42);
+}
+
+fn forget_peer_drops_only_that_peer(store: &impl Store) {
+    // Peers whose ids extend "p" must survive forgetting "p".
+    for peer in ["p", "pq", "p\0", "o"] {
+        store.put_peer_state(peer, "doc", peer.as_bytes()).unwrap();
+        store.put_cursor(peer, 7).unwrap();
+    }
+
+    store.forget_peer("p").unwrap();
+
+    assert_eq!(store.peer_state("p", "doc").unwrap(), None);
+    assert_eq!(store.cursor("p").unwrap(), 0);
+    for peer in ["pq", "p\0", "o"] {
+        assert_eq!(
+            store.peer_state(peer, "doc").unwrap().as_deref(),
+            Some(peer.as_bytes()),
+            "{peer:?}"
+        );
+        assert_eq!(store.cursor(peer).unwrap(), 7, "{peer:?}");
+    }
+    store.forget_peer("never-seen").unwrap();
+}
+
+fn meta_round_trips_and_lists_by_prefix(store: &impl Store) {
+    // The store's own id is not metadata a caller can list or overwrite.
+    assert!(store.meta_prefix("").unwrap().is_empty());
+    assert_eq!(store.meta("missing").unwrap(), None);
+
+    store.put_meta("org/name", b"Acme").unwrap();
+    store.put_meta("org/id", b"42").unwrap();
+    store.put_meta("orga", b"x").unwrap();
+    store.put_meta("node", b"n").unwrap();
+    store.put_meta("org/name", b"Acme Ltd").unwrap();
+
+    assert_eq!(
+        store.meta("org/name").unwrap().as_deref(),
+        Some(&b"Acme Ltd"[..])
+    );
+    let listed = store.meta_prefix("org/").unwrap();
+    assert_eq!(
+        listed,
+        [
+            ("org/id".to_string(), b"42".to_vec()),
+            ("org/name".to_string(), b"Acme Ltd".to_vec()),
+        ]
+    );
+    assert_eq!(store.meta_prefix("").unwrap().len(), 4);
+
+    let id = store.store_id();
+    store.put_meta("store_id", b"forged").unwrap();
+    assert_eq!(store.store_id(), id);
+}
+
+const WRITERS: usize = 8;
+const APPENDS_PER_WRITER: usize = 100;
+
+fn concurrent_appends_get_unique_contiguous_seqs(store: &impl Store) {
+    let mut all: Vec<Seq> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                scope.spawn(move || {
+                    (0..APPENDS_PER_WRITER)
+                        .map(|i| {
+                            store
+                                .append(&format!("w{writer}"), &[i as u8], b"")
+                                .unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        writers
+            .into_iter()
+            .flat_map(|writer| writer.join().unwrap())
+            .collect()
+    });
+
+    all.sort_unstable();
+    let total = (WRITERS * APPENDS_PER_WRITER) as Seq;
+    assert_eq!(all, (1..=total).collect::<Vec<_>>());
+    assert_eq!(store.last_seq(), total);
+    // One entry per writer's document, each at its last append.
+    assert_eq!(store.changed_since(0, usize::MAX).unwrap().len(), WRITERS);
+    for writer in 0..WRITERS {
+        let chunks = store.load(&format!("w{writer}")).unwrap().unwrap().chunks;
+        assert_eq!(chunks.len(), APPENDS_PER_WRITER);
+    }
+}
+
+fn changed_since_never_shows_a_gap_while_appends_run(store: &impl Store) {
+    // Every append touches a new document, so the log holds every seq: any gap a reader sees
+    // is a seq it was shown past before that seq was written.
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut reads = 0usize;
+            let mut highest = 0;
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let before = store.last_seq();
+                let seen = seqs(&store.changed_since(0, usize::MAX).unwrap());
+                let after = store.last_seq();
+
+                let expected: Vec<Seq> = (1..=seen.len() as Seq).collect();
+                assert_eq!(seen, expected, "gap in the visible change log");
+                let visible = seen.len() as Seq;
+                assert!(
+                    before <= visible && visible <= after,
+                    "{before} ≤ {visible} ≤ {after}"
+                );
+                assert!(visible >= highest, "watermark went back");
+                highest = visible;
+                reads += 1;
+                if finished {
+                    return (reads, highest);
+                }
+            }
+        });
+
+        std::thread::scope(|writers| {
+            for writer in 0..WRITERS {
+                writers.spawn(move || {
+                    for i in 0..APPENDS_PER_WRITER {
+                        store
+                            .append(&format!("w{writer}-{i}"), b"chunk", b"")
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        done.store(true, Ordering::Release);
+
+        let (reads, highest) = reader.join().unwrap();
+        assert!(reads > 0);
+        assert_eq!(highest, (WRITERS * APPENDS_PER_WRITER) as Seq);
+    });
+}
+
+#[test]
+fn memory_stores_get_distinct_ids_unless_chosen() {
+    assert_ne!(MemoryStore::new().store_id(), MemoryStore::new().store_id());
+    assert_eq!(MemoryStore::with_store_id("sim-1").store_id(), "sim-1");
+    assert_eq!(MemoryStore::new().disk_bytes(), 0);
+}
+
+#[test]
+fn rocks_open_creates_missing_folders() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("nested").join("data");
+    let store = RocksStore::open(&path).unwrap();
+    store.append("a", b"chunk", b"").unwrap();
+    assert!(path.is_dir());
+    assert!(store.disk_bytes() > 0);
+}
+
+#[test]
+fn rocks_store_id_is_stable_across_reopen() {
+    let dir = TempDir::new().unwrap();
+    let id = RocksStore::open(dir.path()).unwrap().store_id();
+    assert!(!id.is_empty());
+    assert_eq!(RocksStore::open(dir.path()).unwrap().store_id(), id);
+
+    let other = TempDir::new().unwrap();
+    assert_ne!(RocksStore::open(other.path()).unwrap().store_id(), id);
+}
+
+#[test]
+fn rocks_data_survives_reopen_and_seqs_continue() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = RocksStore::open(dir.path()).unwrap();
+        store.append("a", b"a1", b"sa").unwrap();
+        store.append("b", b"b1", b"sb").unwrap();
+        store.append("a", b"a2", b"sa2").unwrap();
+        store.compact("b", b"b-snap", 2).unwrap();
+        store.put_peer_state("hub", "a", b"heads").unwrap();
+        store.put_cursor("hub", 3).unwrap();
+        store.put_meta("org", b"acme").unwrap();
+        store.put_meta("store_id", b"forged").unwrap();
+    }
+
+    let store = RocksStore::open(dir.path()).unwrap();
+    assert_ne!(store.store_id(), "forged");
+    assert_eq!(store.last_seq(), 3);
+    assert_eq!(docs(&store.changed_since(0, 10).unwrap()), ["b", "a"]);
+    assert_eq!(
+        store.load("a").unwrap().unwrap().chunks,
+        [b"a1".to_vec(), b"a2".to_vec()]
+    );
+    assert_eq!(
+        store.load("b").unwrap(),
+        Some(StoredDoc {
+            snapshot: Some(b"b-snap".to_vec()),
+            chunks: Vec::new(),
+        })
+    );
+    assert_eq!(store.summary("a").unwrap().as_deref(), Some(&b"sa2"[..]));
+    assert_eq!(
+        store.peer_state("hub", "a").unwrap().as_deref(),
+        Some(&b"heads"[..])
+    );
+    assert_eq!(store.cursor("hub").unwrap(), 3);
+    assert_eq!(store.meta("org").unwrap().as_deref(), Some(&b"acme"[..]));
+
+    assert_eq!(store.append("c", b"c1", b"").unwrap(), 4);
+    // The reopened store still keeps one entry per doc: a's old entry at 3 goes.
+    store.append("a", b"a3", b"").unwrap();
+    assert_eq!(seqs(&store.changed_since(0, 10).unwrap()), [2, 4, 5]);
+}
+
+#[test]
+fn rocks_disk_bytes_grow_with_data() {
+    let fixture = rocks();
+    let empty = fixture.store.disk_bytes();
+    let chunk = vec![7u8; 64 << 10];
+    for i in 0..16 {
+        fixture
+            .store
+            .append(&format!("doc-{i}"), &chunk, b"")
+            .unwrap();
+    }
+    assert!(fixture.store.disk_bytes() > empty + (512 << 10));
+}
