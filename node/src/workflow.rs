@@ -391,3 +391,51 @@ pub fn parties_brought_in(dir: &Directory, kind: RecordKind, action: Action) -> 
         _ => Vec::new(),
     }
 }
+
+/// Checks a change that `org` made to a record, as the hub sees it: `before` is the hub's copy
+/// (`None` if the record is new to it) and `after` the record with the change applied.
+///
+/// The envelope's owner never changes and parties are only added; existing events are never
+/// rewritten; each new event must be one `org` may append (checked in time order, each against
+/// the record as it stood before it); a new record must be one `org` may create; an edited
+/// body must still be one its owner could have created.
+pub fn admit_change(dir: &Directory, org: &str, before: Option<&Record>, after: &Record) -> Result<(), RuleViolation> {
+    let Some(before) = before else {
+        let first = after.events.iter().min_by_key(|e| (e.at_ms, e.id.clone()));
+        let opening = Record { events: first.into_iter().cloned().collect(), ..after.clone() };
+        validate_create(dir, org, &opening)?;
+        return admit_events(dir, org, &opening, after);
+    };
+
+    require_party(before, org, "the changing organisation")?;
+    if after.envelope.owner != before.envelope.owner || after.envelope.id != before.envelope.id || after.envelope.kind != before.envelope.kind {
+        return refuse(RULE_PARTY, format!("{org} may not rewrite the envelope of {}", before.id()));
+    }
+    if let Some(dropped) = before.envelope.parties.iter().find(|p| !after.envelope.is_party(p)) {
+        return refuse(RULE_PARTY, format!("parties are only ever added; {org} removed {dropped}"));
+    }
+    for party in &after.envelope.parties {
+        require_org(dir, party, "party")?;
+    }
+    if after.body != before.body {
+        validate_create(dir, &after.envelope.owner, &Record { events: before.events.clone(), ..after.clone() })?;
+    }
+    admit_events(dir, org, before, after)
+}
+
+fn admit_events(dir: &Directory, org: &str, before: &Record, after: &Record) -> Result<(), RuleViolation> {
+    for old in &before.events {
+        match after.events.iter().find(|e| e.id == old.id) {
+            Some(same) if same == old => {}
+            _ => return refuse("workflow", format!("workflow events are append-only; event {} ({}) was changed or removed", old.id, old.action)),
+        }
+    }
+    let mut new: Vec<&WorkflowEvent> = after.events.iter().filter(|e| !before.events.iter().any(|o| o.id == e.id)).collect();
+    new.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
+    let mut state = Record { events: before.events.clone(), ..after.clone() };
+    for event in new {
+        validate_event(dir, org, &state, event)?;
+        state.events.push(event.clone());
+    }
+    Ok(())
+}

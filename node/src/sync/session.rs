@@ -1,0 +1,505 @@
+//! One sync session with one peer, the same on both ends: push every record that changed in
+//! the local change log since the cursor the peer confirmed, run Automerge's sync protocol per
+//! record, apply what the peer sends after the local [`Gate`] admits it.
+//!
+//! Invariant: the cursor kept for a peer only moves past a change-log entry once the peer's
+//! reported heads include every head the record had when it was offered, so a message that
+//! was generated but never delivered is offered again on the next session.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::sync::{Message, State, SyncDoc};
+use automerge::{Automerge, Change};
+use futures::{Stream, StreamExt};
+use linkage_proto::v1::{DocSync, Progress, Rejected, SyncFrame, sync_frame::Frame};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{debug, info, instrument, warn};
+
+use super::{MAX_FRAME_BYTES, SyncError};
+use crate::replica::{Replica, ReplicaError, Summary};
+use crate::store::Seq;
+use crate::workflow::RuleViolation;
+
+/// How many records may be offered and unconfirmed at once. Enough to keep a slow link busy,
+/// few enough that a reconnect re-offers little.
+const WINDOW: usize = 256;
+/// How many change-log entries one scan reads.
+const SCAN_BATCH: usize = 512;
+/// How often each side tells the other how much it still has to push.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// How long an offer may wait for the peer's answer before it is made again.
+const OFFER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the local side lets through to and from this peer.
+pub trait Gate: Send + Sync + std::fmt::Debug + 'static {
+    /// May this record be offered to (or its changes be sent to) the peer?
+    fn may_offer(&self, summary: &Summary) -> bool;
+
+    /// Admits the changes a peer sent for record `id`: `before` is the local copy (`None` if
+    /// new), `after` the copy with the changes applied, `added` the new changes.
+    fn admit(&self, id: &str, before: Option<&Automerge>, after: &Automerge, added: &[Change]) -> Result<(), RuleViolation>;
+}
+
+/// The node's gate: the hub is entitled to everything, and the node takes what the hub sends
+/// (the hub validated it on the way in).
+#[derive(Debug, Default)]
+pub struct TrustHub;
+
+impl Gate for TrustHub {
+    fn may_offer(&self, _: &Summary) -> bool {
+        true
+    }
+
+    fn admit(&self, _: &str, _: Option<&Automerge>, _: &Automerge, _: &[Change]) -> Result<(), RuleViolation> {
+        Ok(())
+    }
+}
+
+/// A refusal the peer reported for one of our records, kept for the office to see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectionNote {
+    pub record_id: String,
+    pub rule: String,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+pub const REJECTION_PREFIX: &str = "rejection/";
+
+/// Figures a session publishes while it runs, for `NodeInfo` and the hub's convergence view.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SessionFigures {
+    /// Records offered to the peer and not yet confirmed, plus change-log entries not yet
+    /// scanned.
+    pub pending_to_peer: u64,
+    /// Time the oldest unconfirmed offer was made.
+    pub oldest_pending_ms: i64,
+    /// What the peer last said it still has to push to us.
+    pub peer_pending: u64,
+    pub peer_oldest_pending_ms: i64,
+    pub last_contact_ms: i64,
+    pub cursor: Seq,
+    pub records_received: u64,
+    pub records_rejected: u64,
+}
+
+pub type FiguresHandle = Arc<std::sync::Mutex<SessionFigures>>;
+
+/// Everything a session needs about its two ends.
+#[derive(Debug, Clone)]
+pub struct SessionContext {
+    pub replica: Arc<Replica>,
+    /// The key under which this side keeps the peer's cursor and sync states.
+    pub peer_key: String,
+    /// The peer's organisation, for logs.
+    pub peer_org: String,
+    pub gate: Arc<dyn Gate>,
+    pub figures: FiguresHandle,
+}
+
+#[derive(Debug)]
+struct Offer {
+    seq: Seq,
+    offered_at_ms: i64,
+}
+
+struct Session {
+    ctx: SessionContext,
+    outbound: mpsc::Sender<SyncFrame>,
+    states: HashMap<String, State>,
+    /// Records offered and awaiting confirmation, by id.
+    offers: HashMap<String, Offer>,
+    /// The same offers by change-log position, to find the cursor.
+    offers_by_seq: BTreeMap<Seq, String>,
+    /// How far the change log has been scanned.
+    scanned: Seq,
+    cursor: Seq,
+}
+
+/// Runs a session until the peer closes it or the link fails. The hello exchange is done by
+/// the caller, which knows which end it is.
+#[instrument(skip_all, fields(org = %ctx.replica.org(), peer = %ctx.peer_key, peer_org = %ctx.peer_org))]
+pub async fn run(
+    ctx: SessionContext,
+    mut inbound: impl Stream<Item = Result<SyncFrame, tonic::Status>> + Unpin,
+    outbound: mpsc::Sender<SyncFrame>,
+) -> Result<(), SyncError> {
+    let replica = ctx.replica.clone();
+    let peer = ctx.peer_key.clone();
+    let cursor = blocking(&replica, move |r| Ok(r.store().cursor(&peer)?)).await?;
+    info!(cursor, "sync session started");
+    let mut session = Session {
+        ctx,
+        outbound,
+        states: HashMap::new(),
+        offers: HashMap::new(),
+        offers_by_seq: BTreeMap::new(),
+        scanned: cursor,
+        cursor,
+    };
+    let mut changes = replica.subscribe();
+    let mut progress = tokio::time::interval(PROGRESS_EVERY);
+
+    loop {
+        session.scan().await?;
+        tokio::select! {
+            frame = inbound.next() => match frame {
+                Some(Ok(frame)) => session.on_frame(frame).await?,
+                Some(Err(status)) => return Err(status.into()),
+                None => return Err(SyncError::Closed),
+            },
+            changed = changes.changed() => if changed.is_err() {
+                return Err(SyncError::Closed);
+            },
+            _ = progress.tick() => {
+                session.retry_stale_offers().await?;
+                session.send_progress().await?;
+            }
+        }
+    }
+}
+
+async fn blocking<R: Send + 'static>(
+    replica: &Arc<Replica>,
+    f: impl FnOnce(&Replica) -> Result<R, SyncError> + Send + 'static,
+) -> Result<R, SyncError> {
+    let replica = replica.clone();
+    tokio::task::spawn_blocking(move || f(&replica))
+        .await
+        .map_err(|e| SyncError::Protocol(format!("sync worker failed: {e}")))?
+}
+
+impl Session {
+    async fn send(&self, frame: Frame) -> Result<(), SyncError> {
+        self.outbound.send(SyncFrame { frame: Some(frame) }).await.map_err(|_| SyncError::Closed)
+    }
+
+    /// Offers records that changed since the last scan, while the window has room.
+    async fn scan(&mut self) -> Result<(), SyncError> {
+        while self.offers.len() < WINDOW {
+            let replica = self.ctx.replica.clone();
+            let after = self.scanned;
+            let entries = blocking(&replica, move |r| Ok(r.store().changed_since(after, SCAN_BATCH)?)).await?;
+            let Some(last) = entries.last().map(|e| e.seq) else { break };
+
+            for entry in entries {
+                self.offer(entry.doc, entry.seq).await?;
+                if self.offers.len() >= WINDOW {
+                    self.scanned = entry.seq;
+                    self.advance_cursor().await?;
+                    return Ok(());
+                }
+                self.scanned = entry.seq;
+            }
+            self.scanned = last;
+            self.advance_cursor().await?;
+        }
+        Ok(())
+    }
+
+    async fn offer(&mut self, id: String, seq: Seq) -> Result<(), SyncError> {
+        let state = self.take_state(&id).await?;
+        let gate = self.ctx.gate.clone();
+        let doc_id = id.clone();
+        let (outcome, state) = blocking(&self.ctx.replica, move |r| {
+            let Some(summary) = r.summary(&doc_id)? else { return Ok((None, state)) };
+            if !gate.may_offer(&summary) {
+                return Ok((None, state));
+            }
+            let mut state = state;
+            let outcome = r.read(&doc_id, |doc| {
+                let message = doc.generate_sync_message(&mut state);
+                (message, covers(state.their_heads.as_deref(), &doc.get_heads()))
+            })?;
+            Ok((outcome, state))
+        })
+        .await?;
+        self.states.insert(id.clone(), state);
+
+        let message = match outcome {
+            None | Some((None, true)) => return Ok(()),
+            // Waiting for the peer's answer to an earlier message; stay pending until it comes.
+            Some((None, false)) => None,
+            Some((Some(message), _)) => Some(message.encode()),
+        };
+        if let Some(bytes) = &message {
+            if bytes.len() > MAX_FRAME_BYTES {
+                warn!(record = %id, bytes = bytes.len(), "record too large to sync; skipped");
+                return Ok(());
+            }
+        }
+        let now = self.ctx.replica.now_ms();
+        if let Some(old) = self.offers.insert(id.clone(), Offer { seq, offered_at_ms: now }) {
+            self.offers_by_seq.remove(&old.seq);
+        }
+        self.offers_by_seq.insert(seq, id.clone());
+        debug!(record = %id, seq, "offered");
+        match message {
+            Some(message) => self.send(Frame::Doc(DocSync { record_id: id, message, heads: Vec::new() })).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Offers that got no answer for [`OFFER_TIMEOUT`] start over with a fresh sync state: a
+    /// lost reply must not hold the cursor back for the rest of the session.
+    async fn retry_stale_offers(&mut self) -> Result<(), SyncError> {
+        let now = self.ctx.replica.now_ms();
+        let stale: Vec<(String, Seq)> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| now - o.offered_at_ms > OFFER_TIMEOUT.as_millis() as i64)
+            .map(|(id, o)| (id.clone(), o.seq))
+            .collect();
+        for (id, seq) in stale {
+            debug!(record = %id, "offer timed out; starting its sync over");
+            self.states.insert(id.clone(), State::new());
+            self.offer(id, seq).await?;
+        }
+        Ok(())
+    }
+
+    /// The sync state for a record: in memory if this session has used it, else the shared
+    /// heads persisted by an earlier session, else new.
+    async fn take_state(&mut self, id: &str) -> Result<State, SyncError> {
+        if let Some(state) = self.states.remove(id) {
+            return Ok(state);
+        }
+        let peer = self.ctx.peer_key.clone();
+        let doc = id.to_owned();
+        blocking(&self.ctx.replica, move |r| {
+            Ok(match r.store().peer_state(&peer, &doc)? {
+                Some(bytes) => State::decode(&bytes).unwrap_or_default(),
+                None => State::new(),
+            })
+        })
+        .await
+    }
+
+    async fn on_frame(&mut self, frame: SyncFrame) -> Result<(), SyncError> {
+        self.touch();
+        match frame.frame {
+            Some(Frame::Doc(doc)) => self.on_doc(doc).await,
+            Some(Frame::Rejected(rejected)) => self.on_rejected(rejected).await,
+            Some(Frame::Progress(progress)) => {
+                let mut figures = self.ctx.figures.lock().expect("figures lock is never poisoned");
+                figures.peer_pending = progress.pending_records;
+                figures.peer_oldest_pending_ms = progress.oldest_pending_ms;
+                Ok(())
+            }
+            Some(Frame::Hello(_)) => Err(SyncError::Protocol("hello sent twice".into())),
+            None => Err(SyncError::Protocol("empty frame".into())),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.ctx.replica.now_ms();
+        self.ctx.figures.lock().expect("figures lock is never poisoned").last_contact_ms = now;
+    }
+
+    async fn on_doc(&mut self, frame: DocSync) -> Result<(), SyncError> {
+        let id = frame.record_id;
+        if id.is_empty() || id.len() > 256 {
+            return self.reject(id, "protocol", "record id must be 1 to 256 bytes".into()).await;
+        }
+        if frame.message.is_empty() {
+            return self.on_ack(id, frame.heads).await;
+        }
+        if frame.message.len() > MAX_FRAME_BYTES {
+            return self.reject(id, "protocol", format!("sync message of {} bytes is over the limit", frame.message.len())).await;
+        }
+        let message = match Message::decode(&frame.message) {
+            Ok(message) => message,
+            Err(e) => return self.reject(id, "protocol", format!("malformed sync message: {e}")).await,
+        };
+
+        let state = self.take_state(&id).await?;
+        let gate = self.ctx.gate.clone();
+        let doc_id = id.clone();
+        let outcome = blocking(&self.ctx.replica, move |r| Ok(receive(r, &doc_id, gate.as_ref(), state, message))).await?;
+
+        match outcome {
+            Received::Applied { state, reply, confirmed, heads } => {
+                self.states.insert(id.clone(), state);
+                if confirmed {
+                    self.confirm(&id).await?;
+                }
+                let frame = match reply {
+                    Some(reply) => DocSync { record_id: id, message: reply.encode(), heads: Vec::new() },
+                    None => DocSync { record_id: id, message: Vec::new(), heads },
+                };
+                self.send(Frame::Doc(frame)).await
+            }
+            Received::Refused(violation) => {
+                // The peer's next session starts afresh for this record.
+                self.states.insert(id.clone(), State::new());
+                self.ctx.figures.lock().expect("figures lock is never poisoned").records_rejected += 1;
+                warn!(record = %id, rule = violation.rule, reason = %violation.message, "refused a peer's change");
+                self.reject(id, violation.rule, violation.message).await
+            }
+            Received::Failed(e) => {
+                warn!(record = %id, error = %e, "could not apply a peer's change");
+                self.states.insert(id.clone(), State::new());
+                self.reject(id, "protocol", e).await
+            }
+        }
+    }
+
+    /// The peer had nothing to say about a record and reports its heads.
+    async fn on_ack(&mut self, id: String, heads: Vec<Vec<u8>>) -> Result<(), SyncError> {
+        if !self.offers.contains_key(&id) {
+            return Ok(());
+        }
+        let theirs: Vec<automerge::ChangeHash> = heads.iter().filter_map(|h| automerge::ChangeHash::try_from(h.as_slice()).ok()).collect();
+        let doc = id.clone();
+        let ours = blocking(&self.ctx.replica, move |r| Ok(r.read(&doc, Automerge::get_heads)?)).await?;
+        if ours.is_some_and(|ours| covers(Some(&theirs), &ours)) {
+            self.confirm(&id).await?;
+        }
+        Ok(())
+    }
+
+    async fn reject(&self, id: String, rule: &str, reason: String) -> Result<(), SyncError> {
+        self.send(Frame::Rejected(Rejected { record_id: id, rule: rule.to_owned(), reason })).await
+    }
+
+    /// The peer refused our changes to a record. Keep the note for the office and stop
+    /// offering that state of the record, so the session goes on with the others.
+    async fn on_rejected(&mut self, rejected: Rejected) -> Result<(), SyncError> {
+        warn!(record = %rejected.record_id, rule = %rejected.rule, reason = %rejected.reason, "peer refused our change");
+        let note = RejectionNote {
+            record_id: rejected.record_id.clone(),
+            rule: rejected.rule,
+            reason: rejected.reason,
+            at_ms: self.ctx.replica.now_ms(),
+        };
+        let key = format!("{REJECTION_PREFIX}{}", note.record_id);
+        let bytes = serde_json::to_vec(&note).expect("notes are plain data");
+        blocking(&self.ctx.replica, move |r| Ok(r.store().put_meta(&key, &bytes)?)).await?;
+        self.states.remove(&rejected.record_id);
+        self.settle(&rejected.record_id).await
+    }
+
+    /// The peer holds every change the record had when offered.
+    async fn confirm(&mut self, id: &str) -> Result<(), SyncError> {
+        if !self.offers.contains_key(id) {
+            return Ok(());
+        }
+        if let Some(state) = self.states.get(id) {
+            let bytes = state.encode();
+            let peer = self.ctx.peer_key.clone();
+            let doc = id.to_owned();
+            blocking(&self.ctx.replica, move |r| Ok(r.store().put_peer_state(&peer, &doc, &bytes)?)).await?;
+        }
+        debug!(record = %id, "confirmed by peer");
+        self.settle(id).await
+    }
+
+    async fn settle(&mut self, id: &str) -> Result<(), SyncError> {
+        if let Some(offer) = self.offers.remove(id) {
+            self.offers_by_seq.remove(&offer.seq);
+        }
+        self.advance_cursor().await
+    }
+
+    /// Moves the persisted cursor to just below the oldest unconfirmed offer.
+    async fn advance_cursor(&mut self) -> Result<(), SyncError> {
+        let target = match self.offers_by_seq.keys().next() {
+            Some(oldest) => oldest - 1,
+            None => self.scanned,
+        };
+        if target > self.cursor {
+            self.cursor = target;
+            let peer = self.ctx.peer_key.clone();
+            blocking(&self.ctx.replica, move |r| Ok(r.store().put_cursor(&peer, target)?)).await?;
+        }
+        self.update_figures();
+        Ok(())
+    }
+
+    fn update_figures(&self) {
+        let last = self.ctx.replica.store().last_seq();
+        let mut figures = self.ctx.figures.lock().expect("figures lock is never poisoned");
+        figures.pending_to_peer = self.offers.len() as u64 + last.saturating_sub(self.scanned).min(u64::from(u32::MAX));
+        figures.oldest_pending_ms = self.offers.values().map(|o| o.offered_at_ms).min().unwrap_or(0);
+        figures.cursor = self.cursor;
+    }
+
+    async fn send_progress(&self) -> Result<(), SyncError> {
+        self.update_figures();
+        let (pending, oldest) = {
+            let figures = self.ctx.figures.lock().expect("figures lock is never poisoned");
+            (figures.pending_to_peer, figures.oldest_pending_ms)
+        };
+        self.send(Frame::Progress(Progress {
+            pending_records: pending,
+            oldest_pending_ms: oldest,
+            last_seq: self.ctx.replica.store().last_seq(),
+        }))
+        .await
+    }
+}
+
+enum Received {
+    Applied { state: State, reply: Option<Message>, confirmed: bool, heads: Vec<Vec<u8>> },
+    Refused(RuleViolation),
+    Failed(String),
+}
+
+/// Applies one sync message to record `id`: on a fork first, so the gate sees the result before
+/// the replica keeps it, then durably.
+fn receive(replica: &Replica, id: &str, gate: &dyn Gate, state: State, message: Message) -> Received {
+    let existing = match replica.summary(id) {
+        Ok(summary) => summary,
+        Err(e) => return Received::Failed(e.to_string()),
+    };
+    // Answering a record the peer may not see would hand it the record's changes.
+    if let Some(summary) = &existing {
+        if !gate.may_offer(summary) {
+            return Received::Refused(RuleViolation {
+                rule: crate::workflow::RULE_PARTY,
+                message: format!("the peer is not a party to record {id}"),
+            });
+        }
+    }
+
+    let outcome = replica.change(id, true, |doc| -> Result<Received, ReplicaError> {
+        let before_exists = !doc.get_heads().is_empty();
+        let mut trial = doc.fork();
+        let mut trial_state = state.clone();
+        if let Err(e) = trial.receive_sync_message(&mut trial_state, message) {
+            return Ok(Received::Failed(format!("sync message does not apply: {e}")));
+        }
+        let added = trial.get_changes_added(doc);
+        if !added.is_empty() {
+            let before = before_exists.then_some(&*doc);
+            if let Err(violation) = gate.admit(id, before, &trial, &added) {
+                return Ok(Received::Refused(violation));
+            }
+            for change in &added {
+                doc.apply_changes([change.clone()]).map_err(|e| crate::record::doc::DocError::Load(e.to_string()))?;
+            }
+        }
+        let reply = doc.generate_sync_message(&mut trial_state);
+        let heads = doc.get_heads();
+        let confirmed = covers(trial_state.their_heads.as_deref(), &heads);
+        let heads = heads.iter().map(|h| h.as_ref().to_vec()).collect();
+        Ok(Received::Applied { state: trial_state, reply, confirmed, heads })
+    });
+    match outcome {
+        Ok(changed) => {
+            if changed.seq.is_some() {
+                debug!(record = %id, "applied peer changes");
+            }
+            changed.result
+        }
+        Err(e) => Received::Failed(e.to_string()),
+    }
+}
+
+/// Whether the peer's heads include every one of ours, i.e. the peer holds all we have.
+fn covers(theirs: Option<&[automerge::ChangeHash]>, ours: &[automerge::ChangeHash]) -> bool {
+    theirs.is_some_and(|theirs| ours.iter().all(|h| theirs.contains(h)))
+}
