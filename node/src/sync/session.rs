@@ -220,7 +220,10 @@ impl Session {
         self.states.insert(id.clone(), state);
 
         let message = match outcome {
-            None | Some((None, true)) => return Ok(()),
+            None => return Ok(()),
+            // The peer already holds all of it; remember that for the next session and for
+            // the hub's heads comparison.
+            Some((None, true)) => return self.persist_state(&id).await,
             // Waiting for the peer's answer to an earlier message; stay pending until it comes.
             Some((None, false)) => None,
             Some((Some(message), _)) => Some(message.encode()),
@@ -384,17 +387,22 @@ impl Session {
 
     /// The peer holds every change the record had when offered.
     async fn confirm(&mut self, id: &str) -> Result<(), SyncError> {
+        self.persist_state(id).await?;
         if !self.offers.contains_key(id) {
             return Ok(());
         }
-        if let Some(state) = self.states.get(id) {
-            let bytes = state.encode();
-            let peer = self.ctx.peer_key.clone();
-            let doc = id.to_owned();
-            blocking(&self.ctx.replica, move |r| Ok(r.store().put_peer_state(&peer, &doc, &bytes)?)).await?;
-        }
         debug!(record = %id, "confirmed by peer");
         self.settle(id).await
+    }
+
+    /// Persists the record's sync state (Automerge keeps only the shared heads of it), so the
+    /// next session starts from what both sides are known to hold.
+    async fn persist_state(&self, id: &str) -> Result<(), SyncError> {
+        let Some(state) = self.states.get(id) else { return Ok(()) };
+        let bytes = state.encode();
+        let peer = self.ctx.peer_key.clone();
+        let doc = id.to_owned();
+        blocking(&self.ctx.replica, move |r| Ok(r.store().put_peer_state(&peer, &doc, &bytes)?)).await
     }
 
     async fn settle(&mut self, id: &str) -> Result<(), SyncError> {

@@ -1,0 +1,162 @@
+//! The convergence tracker: which nodes the hub knows, whether each is connected, and how far
+//! each is from holding exactly what the hub holds for it; the district is converged only when
+//! every known node is connected and nothing is pending either way.
+//!
+//! An offline node is never reported converged: the hub cannot know what it recorded since.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use automerge::sync::State;
+use linkage_node::replica::{Replica, ReplicaError, Summary};
+use linkage_node::sync::session::{FiguresHandle, SessionFigures};
+use linkage_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+const NODE_PREFIX: &str = "node/";
+
+/// What the hub remembers of a node across restarts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NodeRecord {
+    org: String,
+    last_contact_ms: i64,
+}
+
+#[derive(Debug)]
+struct NodeEntry {
+    org: String,
+    /// Sessions currently open for this node (normally 0 or 1; briefly 2 while a dead link
+    /// is being noticed and the node has already reconnected).
+    sessions: u32,
+    figures: FiguresHandle,
+    last_contact_ms: i64,
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    replica: Arc<Replica>,
+    nodes: Mutex<BTreeMap<String, NodeEntry>>,
+}
+
+impl Registry {
+    /// The registry with every node the hub has ever seen, all offline until they connect.
+    pub fn load(replica: Arc<Replica>) -> Result<Self, ReplicaError> {
+        let mut nodes = BTreeMap::new();
+        for (key, bytes) in replica.store().meta_prefix(NODE_PREFIX)? {
+            let Ok(record) = serde_json::from_slice::<NodeRecord>(&bytes) else { continue };
+            let node_id = key.trim_start_matches(NODE_PREFIX).to_owned();
+            nodes.insert(
+                node_id,
+                NodeEntry { org: record.org, sessions: 0, figures: FiguresHandle::default(), last_contact_ms: record.last_contact_ms },
+            );
+        }
+        Ok(Registry { replica, nodes: Mutex::new(nodes) })
+    }
+
+    /// Marks a node connected and returns the figures its session publishes into.
+    pub fn connected(&self, node_id: &str, org: &str) -> Result<FiguresHandle, ReplicaError> {
+        let now = self.replica.now_ms();
+        let figures = {
+            let mut nodes = self.nodes.lock().expect("registry lock is never poisoned");
+            let entry = nodes.entry(node_id.to_owned()).or_insert_with(|| NodeEntry {
+                org: org.to_owned(),
+                sessions: 0,
+                figures: FiguresHandle::default(),
+                last_contact_ms: now,
+            });
+            entry.org = org.to_owned();
+            entry.sessions += 1;
+            entry.last_contact_ms = now;
+            let mut figures = entry.figures.lock().expect("figures lock is never poisoned");
+            *figures = SessionFigures { last_contact_ms: now, ..SessionFigures::default() };
+            drop(figures);
+            entry.figures.clone()
+        };
+        self.persist(node_id, org, now)?;
+        Ok(figures)
+    }
+
+    pub fn disconnected(&self, node_id: &str) -> Result<(), ReplicaError> {
+        let (org, last) = {
+            let mut nodes = self.nodes.lock().expect("registry lock is never poisoned");
+            let Some(entry) = nodes.get_mut(node_id) else { return Ok(()) };
+            entry.sessions = entry.sessions.saturating_sub(1);
+            let seen = entry.figures.lock().expect("figures lock is never poisoned").last_contact_ms;
+            entry.last_contact_ms = entry.last_contact_ms.max(seen);
+            (entry.org.clone(), entry.last_contact_ms)
+        };
+        self.persist(node_id, &org, last)
+    }
+
+    fn persist(&self, node_id: &str, org: &str, last_contact_ms: i64) -> Result<(), ReplicaError> {
+        let bytes = serde_json::to_vec(&NodeRecord { org: org.to_owned(), last_contact_ms }).expect("plain data");
+        Ok(self.replica.store().put_meta(&format!("{NODE_PREFIX}{node_id}"), &bytes)?)
+    }
+
+    pub fn summaries(&self) -> Result<Vec<Summary>, ReplicaError> {
+        self.replica.summaries()
+    }
+
+    /// The convergence report. Blocking: it reads the store.
+    pub fn report(&self) -> Result<pb::ConvergenceReport, ReplicaError> {
+        let store = self.replica.store();
+        let summaries: HashMap<String, Summary> = self.replica.summaries()?.into_iter().map(|s| (s.id.clone(), s)).collect();
+        let snapshot: Vec<(String, String, bool, SessionFigures, i64)> = {
+            let nodes = self.nodes.lock().expect("registry lock is never poisoned");
+            nodes
+                .iter()
+                .map(|(id, e)| {
+                    let figures = e.figures.lock().expect("figures lock is never poisoned").clone();
+                    (id.clone(), e.org.clone(), e.sessions > 0, figures, e.last_contact_ms)
+                })
+                .collect()
+        };
+
+        let mut report = pb::ConvergenceReport {
+            nodes: Vec::new(),
+            converged: true,
+            records: summaries.len() as u64,
+            hub_seq: store.last_seq(),
+            at_ms: self.replica.now_ms(),
+        };
+        for (node_id, org, connected, figures, last_contact_ms) in snapshot {
+            let cursor = store.cursor(&node_id)?;
+            let mut pending = 0u64;
+            let mut after = cursor;
+            loop {
+                let entries = store.changed_since(after, 4096)?;
+                let Some(last) = entries.last() else { break };
+                after = last.seq;
+                pending += entries.iter().filter(|e| summaries.get(&e.doc).is_some_and(|s| s.is_party(&org))).count() as u64;
+            }
+            let mut mismatch = 0u64;
+            for summary in summaries.values().filter(|s| s.is_party(&org)) {
+                let shared: HashSet<String> = store
+                    .peer_state(&node_id, &summary.id)?
+                    .and_then(|bytes| State::decode(&bytes).ok())
+                    .map(|state| state.shared_heads.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default();
+                let ours: HashSet<String> = summary.heads.iter().cloned().collect();
+                if shared != ours {
+                    mismatch += 1;
+                }
+            }
+            let oldest = [figures.oldest_pending_ms, figures.peer_oldest_pending_ms].into_iter().filter(|t| *t > 0).min().unwrap_or(0);
+            let converged = connected && pending == 0 && figures.peer_pending == 0 && mismatch == 0;
+            report.converged &= converged;
+            report.nodes.push(pb::NodeConvergence {
+                node_id,
+                org,
+                connected,
+                last_contact_ms: last_contact_ms.max(figures.last_contact_ms),
+                pending_to_node: pending,
+                pending_from_node: figures.peer_pending,
+                oldest_pending_ms: oldest,
+                heads_mismatch: mismatch,
+                converged,
+            });
+        }
+        report.nodes.sort_by(|a, b| a.org.cmp(&b.org).then_with(|| a.node_id.cmp(&b.node_id)));
+        Ok(report)
+    }
+}

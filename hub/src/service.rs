@@ -1,0 +1,195 @@
+//! The hub's gRPC face: the `Sync` service that nodes hold sessions with, the `District`
+//! service for the operator, and the `Feeds` service for department systems.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use linkage_node::office::Office;
+use linkage_node::org::Directory;
+use linkage_node::service::status_of;
+use linkage_node::sync::session::{self, SessionContext};
+use linkage_node::sync::{MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use linkage_proto::v1 as pb;
+use linkage_proto::v1::district_server::{District, DistrictServer};
+use linkage_proto::v1::feeds_server::{Feeds, FeedsServer};
+use linkage_proto::v1::sync_frame::Frame;
+use linkage_proto::v1::sync_server::{Sync, SyncServer};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::convergence::Registry;
+use crate::feed::{self, FeedFilter};
+use crate::gate::HubGate;
+
+/// A node must say hello this quickly, or the stream is closed.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct HubService {
+    office: Office,
+    directory: Arc<Directory>,
+    registry: Arc<Registry>,
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::SyncFrame, Status>> + Send>>;
+type FeedStream = Pin<Box<dyn Stream<Item = Result<pb::FeedEvent, Status>> + Send>>;
+
+impl HubService {
+    pub fn new(office: Office, registry: Arc<Registry>) -> Self {
+        let directory = office.directory().clone();
+        HubService { office, directory, registry }
+    }
+
+    pub fn sync_server(&self) -> SyncServer<Self> {
+        SyncServer::new(self.clone()).max_decoding_message_size(MAX_FRAME_BYTES).max_encoding_message_size(MAX_FRAME_BYTES)
+    }
+
+    pub fn district_server(&self) -> DistrictServer<Self> {
+        DistrictServer::new(self.clone())
+    }
+
+    pub fn feeds_server(&self) -> FeedsServer<Self> {
+        FeedsServer::new(self.clone()).max_encoding_message_size(MAX_FRAME_BYTES)
+    }
+
+    async fn blocking<R: Send + 'static>(&self, f: impl FnOnce(&Registry) -> Result<R, linkage_node::replica::ReplicaError> + Send + 'static) -> Result<R, Status> {
+        let registry = self.registry.clone();
+        tokio::task::spawn_blocking(move || f(&registry))
+            .await
+            .map_err(|_| Status::unavailable("the hub is shutting down"))?
+            .map_err(|e| Status::internal(format!("hub store failed: {e}")))
+    }
+}
+
+/// Checks a node's hello: protocol version and a known organisation.
+fn check_hello(directory: &Directory, hello: &pb::Hello) -> Result<(), Status> {
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!("node speaks sync protocol {}, the hub {PROTOCOL_VERSION}", hello.protocol_version)));
+    }
+    if directory.org(&hello.org).is_none() {
+        return Err(Status::permission_denied(format!("organisation {:?} is not in the district's directory", hello.org)));
+    }
+    if hello.node_id.is_empty() || hello.node_id.len() > 128 || hello.store_id.len() > 128 {
+        return Err(Status::invalid_argument("node_id must be 1 to 128 bytes"));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Sync for HubService {
+    type SessionStream = FrameStream;
+
+    async fn session(&self, request: Request<Streaming<pb::SyncFrame>>) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
+            Ok(Some(Ok(pb::SyncFrame { frame: Some(Frame::Hello(hello)) }))) => hello,
+            Ok(Some(Ok(_))) => return Err(Status::invalid_argument("a sync session starts with hello")),
+            Ok(Some(Err(status))) => return Err(status),
+            Ok(None) => return Err(Status::cancelled("node closed the stream before hello")),
+            Err(_) => return Err(Status::deadline_exceeded("no hello within 10 s")),
+        };
+        check_hello(&self.directory, &hello)?;
+
+        // FIXME: the organisation is taken from the hello, so any client on the hub's network
+        // can claim any organisation. Mutual TLS with the district CA (design.md, Interfaces)
+        // would take it from the client certificate; until then the hub listens on loopback only.
+        let node_id = hello.node_id.clone();
+        let org = hello.org.clone();
+        let peer_store_key = format!("peer-store-id/{node_id}");
+        let store_id = hello.store_id.clone();
+        // A node whose store was recreated holds nothing the hub believed it held.
+        let (node_key, forget_key) = (node_id.clone(), peer_store_key);
+        let replica = self.office.replica().clone();
+        tokio::task::spawn_blocking(move || -> Result<(), linkage_node::store::StoreError> {
+            let store = replica.store();
+            if store.meta(&forget_key)?.as_deref() != Some(store_id.as_bytes()) {
+                store.forget_peer(&node_key)?;
+                store.put_meta(&forget_key, store_id.as_bytes())?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|_| Status::unavailable("the hub is shutting down"))?
+        .map_err(|e| Status::internal(format!("hub store failed: {e}")))?;
+
+        let registry = self.registry.clone();
+        let (id, o) = (node_id.clone(), org.clone());
+        let figures = self.blocking(move |r| r.connected(&id, &o)).await?;
+        let (outbound, rx) = mpsc::channel::<pb::SyncFrame>(64);
+        let hub_hello = pb::SyncFrame {
+            frame: Some(Frame::Hello(pb::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                org: String::new(),
+                node_id: self.office.replica().store().store_id(),
+                store_id: self.office.replica().store().store_id(),
+            })),
+        };
+        outbound.send(hub_hello).await.map_err(|_| Status::cancelled("node went away"))?;
+
+        let ctx = SessionContext {
+            replica: self.office.replica().clone(),
+            peer_key: node_id.clone(),
+            peer_org: org.clone(),
+            gate: Arc::new(HubGate { org: org.clone(), directory: self.directory.clone() }),
+            figures,
+        };
+        let span = info_span!("node_session", org = %org, node = %node_id);
+        tokio::spawn(
+            async move {
+                info!("node connected");
+                match session::run(ctx, inbound, outbound).await {
+                    Ok(()) | Err(linkage_node::sync::SyncError::Closed) => info!("node disconnected"),
+                    Err(e) => warn!(error = %e, "node session failed"),
+                }
+                let _ = tokio::task::spawn_blocking(move || registry.disconnected(&node_id)).await;
+            }
+            .instrument(span),
+        );
+
+        let stream = ReceiverStream::new(rx).map(Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[tonic::async_trait]
+impl District for HubService {
+    async fn convergence(&self, _: Request<pb::ConvergenceRequest>) -> Result<Response<pb::ConvergenceReport>, Status> {
+        self.blocking(|registry| registry.report()).await.map(Response::new)
+    }
+
+    async fn obligations(&self, request: Request<pb::ObligationsRequest>) -> Result<Response<pb::ObligationsResponse>, Status> {
+        let mut req = request.into_inner();
+        if req.org.is_empty() {
+            req.org = "all".into();
+        }
+        linkage_node::obligation::answer(&self.office, req).await.map(Response::new).map_err(status_of)
+    }
+
+    async fn record_counts(&self, _: Request<pb::RecordCountsRequest>) -> Result<Response<pb::RecordCountsResponse>, Status> {
+        let summaries = self.blocking(|registry| registry.summaries()).await?;
+        let mut counts = std::collections::BTreeMap::<(String, String), u64>::new();
+        for s in summaries {
+            *counts.entry((s.owner, s.kind)).or_default() += 1;
+        }
+        let counts = counts.into_iter().map(|((org, kind), count)| pb::RecordCount { org, kind, count }).collect();
+        Ok(Response::new(pb::RecordCountsResponse { counts }))
+    }
+}
+
+#[tonic::async_trait]
+impl Feeds for HubService {
+    type SubscribeStream = FeedStream;
+
+    async fn subscribe(&self, request: Request<pb::FeedRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        let filter = FeedFilter::from_request(&self.directory, &req)?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(feed::run(self.office.clone(), self.directory.clone(), filter, req.resume_token, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

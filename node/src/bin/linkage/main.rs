@@ -1,0 +1,387 @@
+//! `linkage`: the command-line client for people and scripts. Every record operation of a
+//! node, the district's convergence and feeds on the hub, and deadline checks by hand.
+//! Tables for people by default; `--json` for scripts. Errors go to stderr with exit code 1.
+
+mod render;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use linkage_node::calendar::{self, Calendar, Period, PeriodPolicy};
+use linkage_proto::v1 as pb;
+use linkage_proto::v1::district_client::DistrictClient;
+use linkage_proto::v1::feeds_client::FeedsClient;
+use linkage_proto::v1::records_client::RecordsClient;
+use tonic::transport::Channel;
+
+#[derive(Debug, Parser)]
+#[command(name = "linkage", version, about = "Linkage client: records, obligations, convergence and feeds")]
+struct Cli {
+    /// The node to talk to.
+    #[arg(long, global = true, env = "LINKAGE_NODE", default_value = "http://127.0.0.1:7401")]
+    node: String,
+    /// The hub, for `status`, `district` and `feed`.
+    #[arg(long, global = true, env = "LINKAGE_HUB", default_value = "http://127.0.0.1:7400")]
+    hub: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a record: `linkage create transfer --body @transfer.json --parties bdh-scjg`.
+    Create {
+        /// case, transfer, complaint, shared_info, urgent_notice, consultation, assistance,
+        /// dispute, liaison_directory, calendar.
+        kind: String,
+        /// The body as JSON, `@FILE` to read a file, or `-` for standard input.
+        #[arg(long)]
+        body: String,
+        /// Organisations entitled to the record besides this node's own (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        parties: Vec<String>,
+        #[command(flatten)]
+        act: ActArgs,
+    },
+    /// Show one record with its events, status and conflicts.
+    Get { id: String },
+    /// List records, newest last.
+    List {
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        party: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        /// Created at or after (RFC 3339 or "YYYY-MM-DD HH:MM", Beijing time).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+    /// Append a workflow event: `linkage event TR-... received`.
+    Event {
+        id: String,
+        /// received, accepted, objected, shared, extended, dispatched, ... (see README).
+        action: String,
+        #[command(flatten)]
+        act: ActArgs,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Working days of an extension (S-2, A-3).
+        #[arg(long)]
+        extension_wd: Option<u32>,
+        /// Names of attached documents (minutes, evidence), repeatable.
+        #[arg(long = "attach")]
+        attachments: Vec<String>,
+    },
+    /// Set body fields from a JSON object: `linkage edit ID --patch '{"assessment":"..."}'`.
+    Edit {
+        id: String,
+        #[arg(long)]
+        patch: String,
+    },
+    /// Add organisations to a record's parties.
+    AddParties {
+        id: String,
+        #[arg(required = true)]
+        parties: Vec<String>,
+    },
+    /// Who changed a record, when: one line per Automerge change.
+    History { id: String },
+    /// Obligations: what an organisation owes, by when, under which rule.
+    Obligations {
+        /// The instant to evaluate at (default: now).
+        #[arg(long)]
+        at: Option<String>,
+        /// Organisation (default: the node's own; `all` for every one the node knows of).
+        #[arg(long)]
+        org: Option<String>,
+        /// Include met and superseded obligations.
+        #[arg(long)]
+        all_states: bool,
+        /// Ask the hub for the district's obligations instead of a node.
+        #[arg(long)]
+        district: bool,
+    },
+    /// Working-day calendar checks, computed locally.
+    Calendar {
+        #[command(subcommand)]
+        command: CalendarCommand,
+    },
+    /// This node: organisation, hub link, pending changes.
+    Info,
+    /// Changes the hub refused, with the reason.
+    Rejections,
+    /// The hub's convergence view: is every node up to date, and who is behind.
+    Status,
+    /// Records held by the hub per organisation and kind.
+    Counts,
+    /// Pull a department feed from the hub, from a saved token.
+    Feed {
+        /// The organisation whose entitlement the feed follows.
+        #[arg(long)]
+        org: String,
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
+        /// S-1 categories (1..8) of shared information.
+        #[arg(long, value_delimiter = ',')]
+        categories: Vec<u32>,
+        /// Resume after this token (default 0: from the start).
+        #[arg(long, default_value_t = 0)]
+        token: u64,
+        /// Keep the token here: read at start, written after each delivery.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Keep following live changes instead of stopping once caught up.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CalendarCommand {
+    /// When a period from an instant ends: `linkage calendar due --from "2026-09-28 10:20" --period 3wd`.
+    Due {
+        #[arg(long)]
+        from: String,
+        /// 3wd, 24h, 2h, at-once, same-day.
+        #[arg(long)]
+        period: String,
+    },
+    /// Whether a date is a working day.
+    Day { date: String },
+}
+
+#[derive(Debug, Args)]
+struct ActArgs {
+    /// When the act happened (default: now), RFC 3339 or "YYYY-MM-DD HH:MM" in Beijing time.
+    #[arg(long)]
+    at: Option<String>,
+    /// The internal unit that did the work.
+    #[arg(long)]
+    unit: Option<String>,
+    #[arg(long, default_value = "")]
+    person: String,
+    #[arg(long, default_value = "")]
+    note: String,
+}
+
+/// An error for the person at the terminal.
+#[derive(Debug)]
+struct CliError(String);
+
+impl From<tonic::Status> for CliError {
+    fn from(status: tonic::Status) -> Self {
+        CliError(format!("{} ({:?})", status.message(), status.code()))
+    }
+}
+
+impl From<calendar::CalendarError> for CliError {
+    fn from(e: calendar::CalendarError) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+type CliResult<T = ()> = Result<T, CliError>;
+
+fn instant_ms(text: &str) -> CliResult<i64> {
+    Ok(calendar::parse_instant(text)?.timestamp_millis())
+}
+
+fn optional_instant(text: Option<&str>) -> CliResult<Option<i64>> {
+    text.map(instant_ms).transpose()
+}
+
+/// Reads `--body`: inline JSON, `@FILE`, or `-` for standard input; checked to be JSON here so
+/// a typo is reported before anything is sent.
+fn read_json_arg(arg: &str) -> CliResult<String> {
+    let text = if arg == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map_err(|e| CliError(format!("could not read standard input: {e}")))?;
+        text
+    } else if let Some(path) = arg.strip_prefix('@') {
+        std::fs::read_to_string(path).map_err(|e| CliError(format!("could not read {path}: {e}")))?
+    } else {
+        arg.to_owned()
+    };
+    serde_json::from_str::<serde_json::Value>(&text).map_err(|e| CliError(format!("invalid JSON: {e}")))?;
+    Ok(text)
+}
+
+async fn connect(url: &str, what: &str) -> CliResult<Channel> {
+    let endpoint = Channel::from_shared(url.to_owned()).map_err(|e| CliError(format!("bad {what} address {url:?}: {e}")))?;
+    endpoint
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| CliError(format!("cannot reach the {what} at {url}: {e}")))
+}
+
+async fn records(cli: &Cli) -> CliResult<RecordsClient<Channel>> {
+    Ok(RecordsClient::new(connect(&cli.node, "node").await?))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> CliResult {
+    let out = render::Output { json: cli.json };
+    match &cli.command {
+        Command::Create { kind, body, parties, act } => {
+            let body_json = read_json_arg(body)?;
+            let request = pb::CreateRecordRequest {
+                kind: kind.clone(),
+                parties: parties.clone(),
+                body_json,
+                at_ms: optional_instant(act.at.as_deref())?,
+                unit: act.unit.clone().unwrap_or_default(),
+                person: act.person.clone(),
+                note: act.note.clone(),
+            };
+            let record = records(cli).await?.create(request).await?.into_inner();
+            out.record(&record);
+        }
+        Command::Get { id } => {
+            let record = records(cli).await?.get(pb::GetRecordRequest { id: id.clone() }).await?.into_inner();
+            out.record(&record);
+        }
+        Command::List { kind, party, status, since, until, limit } => {
+            let request = pb::ListRecordsRequest {
+                kind: kind.clone().unwrap_or_default(),
+                party: party.clone().unwrap_or_default(),
+                status: status.clone().unwrap_or_default(),
+                since_ms: optional_instant(since.as_deref())?,
+                until_ms: optional_instant(until.as_deref())?,
+                limit: *limit,
+            };
+            let list = records(cli).await?.list(request).await?.into_inner();
+            out.summaries(&list.records);
+        }
+        Command::Event { id, action, act, reason, extension_wd, attachments } => {
+            let request = pb::AppendEventRequest {
+                id: id.clone(),
+                action: action.clone(),
+                at_ms: optional_instant(act.at.as_deref())?,
+                unit: act.unit.clone().unwrap_or_default(),
+                person: act.person.clone(),
+                note: act.note.clone(),
+                reason: reason.clone().unwrap_or_default(),
+                extension_wd: extension_wd.unwrap_or(0),
+                attachments: attachments.clone(),
+            };
+            let record = records(cli).await?.append_event(request).await?.into_inner();
+            out.record(&record);
+        }
+        Command::Edit { id, patch } => {
+            let patch_json = read_json_arg(patch)?;
+            let record = records(cli).await?.edit_body(pb::EditBodyRequest { id: id.clone(), patch_json }).await?.into_inner();
+            out.record(&record);
+        }
+        Command::AddParties { id, parties } => {
+            let request = pb::AddPartiesRequest { id: id.clone(), parties: parties.clone(), note: String::new() };
+            let record = records(cli).await?.add_parties(request).await?.into_inner();
+            out.record(&record);
+        }
+        Command::History { id } => {
+            let history = records(cli).await?.history(pb::HistoryRequest { id: id.clone() }).await?.into_inner();
+            out.history(&history.entries);
+        }
+        Command::Obligations { at, org, all_states, district } => {
+            let request = pb::ObligationsRequest {
+                at_ms: optional_instant(at.as_deref())?,
+                org: org.clone().unwrap_or_default(),
+                include_met: *all_states,
+            };
+            let response = if *district {
+                DistrictClient::new(connect(&cli.hub, "hub").await?).obligations(request).await?.into_inner()
+            } else {
+                records(cli).await?.obligations(request).await?.into_inner()
+            };
+            out.obligations(&response);
+        }
+        Command::Calendar { command } => calendar_command(command, &out)?,
+        Command::Info => {
+            let info = records(cli).await?.node_info(pb::NodeInfoRequest {}).await?.into_inner();
+            out.node_info(&info);
+        }
+        Command::Rejections => {
+            let list = records(cli).await?.rejections(pb::RejectionsRequest {}).await?.into_inner();
+            out.rejections(&list.rejections);
+        }
+        Command::Status => {
+            let report = DistrictClient::new(connect(&cli.hub, "hub").await?).convergence(pb::ConvergenceRequest {}).await?.into_inner();
+            out.convergence(&report);
+        }
+        Command::Counts => {
+            let counts = DistrictClient::new(connect(&cli.hub, "hub").await?).record_counts(pb::RecordCountsRequest {}).await?.into_inner();
+            out.counts(&counts.counts);
+        }
+        Command::Feed { org, kinds, categories, token, token_file, follow } => {
+            feed(cli, &out, org, kinds, categories, *token, token_file.as_deref(), *follow).await?;
+        }
+    }
+    Ok(())
+}
+
+fn calendar_command(command: &CalendarCommand, out: &render::Output) -> CliResult {
+    let calendar = Calendar::official();
+    match command {
+        CalendarCommand::Due { from, period } => {
+            let from = calendar::parse_instant(from)?;
+            let period: Period = period.parse()?;
+            let due = calendar.due(from, period, &PeriodPolicy::default())?;
+            out.due(from, period, &due);
+        }
+        CalendarCommand::Day { date } => {
+            let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(|_| CliError(format!("{date:?} is not a date (expected YYYY-MM-DD)")))?;
+            let kind = calendar.is_working_day(day);
+            out.day(day, &kind, calendar.holiday(day));
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)] // one per flag of the subcommand
+async fn feed(
+    cli: &Cli,
+    out: &render::Output,
+    org: &str,
+    kinds: &[String],
+    categories: &[u32],
+    token: u64,
+    token_file: Option<&std::path::Path>,
+    follow: bool,
+) -> CliResult {
+    let mut resume = token;
+    if let Some(path) = token_file {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            resume = text.trim().parse().map_err(|_| CliError(format!("token file {} does not hold a token", path.display())))?;
+        }
+    }
+    let request = pb::FeedRequest { org: org.to_owned(), kinds: kinds.to_vec(), categories: categories.to_vec(), resume_token: resume, catch_up_only: !follow };
+    let mut stream = FeedsClient::new(connect(&cli.hub, "hub").await?).subscribe(request).await?.into_inner();
+    while let Some(event) = stream.message().await? {
+        out.feed_event(&event);
+        if let Some(path) = token_file {
+            std::fs::write(path, event.token.to_string()).map_err(|e| CliError(format!("could not save token to {}: {e}", path.display())))?;
+        }
+    }
+    Ok(())
+}

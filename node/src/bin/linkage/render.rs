@@ -1,0 +1,234 @@
+//! How the CLI prints: tables with Chinese and English labels for people, JSON for scripts.
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use linkage_node::calendar::{self, DayKind, Due, Holiday, Period};
+use linkage_proto::v1 as pb;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub json: bool,
+}
+
+/// "2026-09-28 10:20 +08:00", or "-" for 0 (unset).
+fn when(ms: i64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    calendar::from_unix_millis(ms).map(calendar::format_instant).unwrap_or_else(|_| ms.to_string())
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(header.iter().copied());
+    table
+}
+
+fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialise"));
+}
+
+fn envelope_json(e: &pb::Envelope) -> Value {
+    json!({
+        "id": e.id, "kind": e.kind, "owner": e.owner, "parties": e.parties,
+        "created_at_ms": e.created_at_ms, "schema_version": e.schema_version,
+    })
+}
+
+fn record_json(r: &pb::Record) -> Value {
+    let body: Value = serde_json::from_str(&r.body_json).unwrap_or(Value::String(r.body_json.clone()));
+    json!({
+        "envelope": r.envelope.as_ref().map(envelope_json),
+        "body": body,
+        "status": r.status,
+        "events": r.events.iter().map(|e| json!({
+            "id": e.id, "action": e.action, "at_ms": e.at_ms, "org": e.org, "unit": e.unit,
+            "person": e.person, "note": e.note, "reason": e.reason,
+            "extension_wd": e.extension_wd, "attachments": e.attachments,
+        })).collect::<Vec<_>>(),
+        "conflicts": r.conflicts.iter().map(|c| json!({"path": c.path, "values": c.values})).collect::<Vec<_>>(),
+        "heads": r.heads,
+    })
+}
+
+fn status_label(code: &str) -> String {
+    code.parse::<linkage_node::record::Status>().map(|s| s.label().to_owned()).unwrap_or_else(|_| code.to_owned())
+}
+
+impl Output {
+    pub fn record(&self, r: &pb::Record) {
+        if self.json {
+            return print_json(&record_json(r));
+        }
+        let e = r.envelope.clone().unwrap_or_default();
+        let kind = e.kind.parse::<linkage_node::record::RecordKind>().map(|k| k.label().to_owned()).unwrap_or(e.kind.clone());
+        println!("{}  {}", e.id, kind);
+        println!("  状态 status:   {}", status_label(&r.status));
+        println!("  所有 owner:    {}", e.owner);
+        println!("  各方 parties:  {}", e.parties.join(", "));
+        println!("  创建 created:  {}", when(e.created_at_ms));
+        let body: Value = serde_json::from_str(&r.body_json).unwrap_or(Value::Null);
+        println!("  内容 body:     {}", serde_json::to_string_pretty(&body).unwrap_or_default().replace('\n', "\n                 "));
+        let mut events = table(&["时间 at", "动作 action", "单位 org", "经办 person", "说明 note / reason"]);
+        for ev in &r.events {
+            let mut note = ev.note.clone();
+            if !ev.reason.is_empty() {
+                note = format!("{note} [reason: {}]", ev.reason);
+            }
+            if ev.extension_wd > 0 {
+                note = format!("{note} [+{} WD]", ev.extension_wd);
+            }
+            events.add_row(vec![when(ev.at_ms), ev.action.clone(), if ev.unit.is_empty() { ev.org.clone() } else { format!("{} / {}", ev.org, ev.unit) }, ev.person.clone(), note]);
+        }
+        println!("{events}");
+        for c in &r.conflicts {
+            println!("  冲突 conflict at {}: {}", c.path, c.values.join(" | "));
+        }
+    }
+
+    pub fn summaries(&self, rows: &[pb::RecordSummary]) {
+        if self.json {
+            let rows: Vec<Value> = rows
+                .iter()
+                .map(|s| json!({"envelope": s.envelope.as_ref().map(envelope_json), "status": s.status, "title": s.title, "updated_at_ms": s.updated_at_ms, "conflicted": s.conflicted}))
+                .collect();
+            return print_json(&Value::Array(rows));
+        }
+        let mut t = table(&["编号 id", "类型 kind", "状态 status", "所有 owner", "标题 title", "创建 created"]);
+        for s in rows {
+            let e = s.envelope.clone().unwrap_or_default();
+            let status = if s.conflicted { format!("{} ⚠", status_label(&s.status)) } else { status_label(&s.status) };
+            t.add_row(vec![e.id, e.kind, status, e.owner, s.title.clone(), when(e.created_at_ms)]);
+        }
+        println!("{t}");
+        println!("{} record(s)", rows.len());
+    }
+
+    pub fn history(&self, entries: &[pb::HistoryEntry]) {
+        if self.json {
+            let rows: Vec<Value> = entries.iter().map(|h| json!({"change_hash": h.change_hash, "actor": h.actor, "org": h.org, "at_ms": h.at_ms, "message": h.message, "seq": h.seq})).collect();
+            return print_json(&Value::Array(rows));
+        }
+        let mut t = table(&["时间 at", "单位 org", "变更 change", "actor", "hash"]);
+        for h in entries {
+            t.add_row(vec![when(h.at_ms), h.org.clone(), h.message.clone(), h.actor.chars().take(16).collect(), h.change_hash.chars().take(12).collect()]);
+        }
+        println!("{t}");
+    }
+
+    pub fn obligations(&self, response: &pb::ObligationsResponse) {
+        if self.json {
+            let rows: Vec<Value> = response
+                .obligations
+                .iter()
+                .map(|o| json!({"record_id": o.record_id, "kind": o.kind, "owner": o.owner, "rule": o.rule, "duty": o.duty, "due_ms": o.due_ms, "state": o.state, "provisional": o.provisional, "met_at_ms": o.met_at_ms, "title": o.title}))
+                .collect();
+            return print_json(&json!({"at_ms": response.at_ms, "obligations": rows}));
+        }
+        println!("obligations at {}", when(response.at_ms));
+        let mut t = table(&["规则 rule", "义务 duty", "责任单位 owner", "期限 due", "状态 state", "记录 record"]);
+        for o in &response.obligations {
+            let due = if o.due_ms == 0 { "-".to_owned() } else if o.provisional { format!("{} (provisional)", when(o.due_ms)) } else { when(o.due_ms) };
+            t.add_row(vec![o.rule.clone(), o.duty.clone(), o.owner.clone(), due, o.state.clone(), format!("{} {}", o.record_id, o.title)]);
+        }
+        println!("{t}");
+    }
+
+    pub fn due(&self, from: DateTime<FixedOffset>, period: Period, due: &Due) {
+        if self.json {
+            return print_json(&json!({
+                "from": calendar::format_instant(from), "period": period.to_string(),
+                "due": calendar::format_instant(due.at), "due_ms": due.at.timestamp_millis(),
+                "provisional": due.provisional,
+            }));
+        }
+        println!("from     {}", calendar::format_instant(from));
+        println!("period   {period}");
+        println!("due      {due}");
+    }
+
+    pub fn day(&self, day: NaiveDate, kind: &DayKind, holiday: Option<&Holiday>) {
+        let name = holiday.map(|h| format!("{} {}", h.name, h.name_en)).unwrap_or_default();
+        if self.json {
+            return print_json(&json!({"date": day.to_string(), "working": kind.is_working(), "status": format!("{:?}", kind.status), "provisional": kind.provisional, "holiday": name}));
+        }
+        let what = if kind.is_working() { "工作日 working day" } else { "休息日 rest day" };
+        let provisional = if kind.provisional { " (provisional: calendar year not yet published)" } else { "" };
+        println!("{day} {what} ({:?}) {name}{provisional}", kind.status);
+    }
+
+    pub fn node_info(&self, info: &pb::NodeInfoResponse) {
+        if self.json {
+            return print_json(&json!({"org": info.org, "node_id": info.node_id, "hub": info.hub, "hub_connected": info.hub_connected, "last_seq": info.last_seq, "records": info.records, "pending_to_hub": info.pending_to_hub}));
+        }
+        println!("organisation   {}", info.org);
+        println!("node id        {}", info.node_id);
+        let link = if info.hub.is_empty() { "none (working alone)".to_owned() } else if info.hub_connected { format!("{} 已连接 connected", info.hub) } else { format!("{} 未连接 offline", info.hub) };
+        println!("hub            {link}");
+        println!("records        {}", info.records);
+        println!("change log     {} (pending to hub: {})", info.last_seq, info.pending_to_hub);
+    }
+
+    pub fn rejections(&self, rows: &[pb::Rejection]) {
+        if self.json {
+            let rows: Vec<Value> = rows.iter().map(|r| json!({"record_id": r.record_id, "rule": r.rule, "reason": r.reason, "at_ms": r.at_ms})).collect();
+            return print_json(&Value::Array(rows));
+        }
+        let mut t = table(&["记录 record", "规则 rule", "原因 reason", "时间 at"]);
+        for r in rows {
+            t.add_row(vec![r.record_id.clone(), r.rule.clone(), r.reason.clone(), when(r.at_ms)]);
+        }
+        println!("{t}");
+    }
+
+    pub fn convergence(&self, report: &pb::ConvergenceReport) {
+        if self.json {
+            let nodes: Vec<Value> = report
+                .nodes
+                .iter()
+                .map(|n| json!({"node_id": n.node_id, "org": n.org, "connected": n.connected, "last_contact_ms": n.last_contact_ms, "pending_to_node": n.pending_to_node, "pending_from_node": n.pending_from_node, "oldest_pending_ms": n.oldest_pending_ms, "heads_mismatch": n.heads_mismatch, "converged": n.converged}))
+                .collect();
+            return print_json(&json!({"converged": report.converged, "records": report.records, "hub_seq": report.hub_seq, "at_ms": report.at_ms, "nodes": nodes}));
+        }
+        let verdict = if report.converged { "已收敛 converged" } else { "未收敛 NOT converged" };
+        println!("district: {verdict} — {} record(s) on the hub, as of {}", report.records, when(report.at_ms));
+        let mut t = table(&["单位 org", "节点 node", "连接 link", "最后联系 last contact", "待下发 to node", "待上传 from node", "最早待同步 oldest pending", "heads ≠", "状态 state"]);
+        for n in &report.nodes {
+            t.add_row(vec![
+                n.org.clone(),
+                n.node_id.chars().take(8).collect(),
+                if n.connected { "online".into() } else { "offline".into() },
+                when(n.last_contact_ms),
+                n.pending_to_node.to_string(),
+                n.pending_from_node.to_string(),
+                when(n.oldest_pending_ms),
+                n.heads_mismatch.to_string(),
+                if n.converged { "converged".into() } else { "behind".into() },
+            ]);
+        }
+        println!("{t}");
+    }
+
+    pub fn counts(&self, counts: &[pb::RecordCount]) {
+        if self.json {
+            let rows: Vec<Value> = counts.iter().map(|c| json!({"org": c.org, "kind": c.kind, "count": c.count})).collect();
+            return print_json(&Value::Array(rows));
+        }
+        let mut t = table(&["单位 org", "类型 kind", "数量 count"]);
+        for c in counts {
+            t.add_row(vec![c.org.clone(), c.kind.clone(), c.count.to_string()]);
+        }
+        println!("{t}");
+    }
+
+    pub fn feed_event(&self, event: &pb::FeedEvent) {
+        let record = event.record.clone().unwrap_or_default();
+        if self.json {
+            println!("{}", json!({"token": event.token, "record": record_json(&record)}));
+            return;
+        }
+        let e = record.envelope.clone().unwrap_or_default();
+        println!("token {:>6}  {}  {}  {}  {}", event.token, e.id, e.kind, status_label(&record.status), e.owner);
+    }
+}

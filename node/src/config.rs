@@ -1,0 +1,114 @@
+//! The node's configuration: flags alone, or a TOML file with the same keys, with flags
+//! overriding the file and `LINKAGE_*` environment variables overriding neither-set keys.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} could not be read: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid: {detail}")]
+    Parse { path: String, detail: String },
+    #[error("missing setting {0}: pass --{0} or set it in the config file")]
+    Missing(&'static str),
+    #[error("--listen {addr} is not a loopback address; without TLS a node listens on loopback only (see deploy/README.md)")]
+    NotLoopback { addr: SocketAddr },
+    #[error("organisation {0:?} is not in the organisation directory")]
+    UnknownOrg(String),
+    #[error(transparent)]
+    Directory(#[from] crate::org::DirectoryError),
+}
+
+/// `linkage-node`: an office's node.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "linkage-node", version, about = "Linkage office node: records as Automerge documents in RocksDB, served over gRPC")]
+pub struct NodeArgs {
+    /// TOML file with any of the keys below (org, data_dir, listen, hub, orgs_file).
+    #[arg(long, env = "LINKAGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The organisation this node serves, e.g. 130304100 (Haibin Town).
+    #[arg(long, env = "LINKAGE_ORG")]
+    pub org: Option<String>,
+    /// Folder of the node's RocksDB store; created if missing.
+    #[arg(long, env = "LINKAGE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to serve gRPC on, e.g. 127.0.0.1:7401 (port 0 picks a free port).
+    #[arg(long, env = "LINKAGE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The district hub, e.g. http://127.0.0.1:7400; without it the node works alone.
+    #[arg(long, env = "LINKAGE_HUB")]
+    pub hub: Option<String>,
+    /// Organisation directory replacing the embedded Beidaihe one.
+    #[arg(long, env = "LINKAGE_ORGS_FILE")]
+    pub orgs_file: Option<PathBuf>,
+    /// Write the bound address to this file once listening (for scripts using port 0).
+    #[arg(long)]
+    pub addr_file: Option<PathBuf>,
+    /// Documents kept in memory at once.
+    #[arg(long, env = "LINKAGE_CACHE_DOCS")]
+    pub cache_docs: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeFile {
+    org: Option<String>,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    hub: Option<String>,
+    orgs_file: Option<PathBuf>,
+    cache_docs: Option<usize>,
+}
+
+/// A node's settings, complete and checked.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub org: String,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub hub: Option<String>,
+    pub directory: crate::org::Directory,
+    pub addr_file: Option<PathBuf>,
+    pub cache_docs: usize,
+}
+
+pub fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> Result<T, ConfigError> {
+    let Some(path) = path else { return Ok(T::default()) };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.display().to_string(), detail: e.to_string() })
+}
+
+/// Refuses a non-loopback listen address: the gRPC services are not yet behind TLS.
+pub fn require_loopback(addr: SocketAddr) -> Result<(), ConfigError> {
+    if addr.ip().is_loopback() { Ok(()) } else { Err(ConfigError::NotLoopback { addr }) }
+}
+
+impl NodeConfig {
+    pub fn from_args(args: NodeArgs) -> Result<Self, ConfigError> {
+        let file: NodeFile = read_toml(args.config.as_deref())?;
+        let orgs_file = args.orgs_file.or(file.orgs_file);
+        let directory = match orgs_file {
+            Some(path) => crate::org::Directory::from_file(&path)?,
+            None => crate::org::Directory::beidaihe(),
+        };
+        let org = args.org.or(file.org).ok_or(ConfigError::Missing("org"))?;
+        if directory.org(&org).is_none() {
+            return Err(ConfigError::UnknownOrg(org));
+        }
+        let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7401)));
+        require_loopback(listen)?;
+        Ok(NodeConfig {
+            org,
+            data_dir: args.data_dir.or(file.data_dir).ok_or(ConfigError::Missing("data-dir"))?,
+            listen,
+            hub: args.hub.or(file.hub),
+            directory,
+            addr_file: args.addr_file,
+            cache_docs: args.cache_docs.or(file.cache_docs).unwrap_or(4096),
+        })
+    }
+}

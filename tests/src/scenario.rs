@@ -1,0 +1,1 @@
+//! The Beidaihe National Day 2026 scenario, played through public interfaces.
