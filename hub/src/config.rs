@@ -10,7 +10,11 @@ use serde::Deserialize;
 
 /// `linkage-hub`: the district hub.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "linkage-hub", version, about = "Linkage district hub: merges, redistributes, tracks convergence, serves feeds")]
+#[command(
+    name = "linkage-hub",
+    version,
+    about = "Linkage district hub: merges, redistributes, tracks convergence, serves feeds"
+)]
 pub struct HubArgs {
     /// TOML file with any of the keys below (data_dir, listen, orgs_file).
     #[arg(long, env = "LINKAGE_HUB_CONFIG")]
@@ -57,10 +61,16 @@ impl HubConfig {
             Some(path) => Directory::from_file(&path)?,
             None => Directory::beidaihe(),
         };
-        let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7400)));
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7400)));
         require_loopback(listen)?;
         Ok(HubConfig {
-            data_dir: args.data_dir.or(file.data_dir).ok_or(ConfigError::Missing("data-dir"))?,
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .ok_or(ConfigError::Missing("data-dir"))?,
             listen,
             directory,
             addr_file: args.addr_file,

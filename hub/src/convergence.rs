@@ -43,14 +43,24 @@ impl Registry {
     pub fn load(replica: Arc<Replica>) -> Result<Self, ReplicaError> {
         let mut nodes = BTreeMap::new();
         for (key, bytes) in replica.store().meta_prefix(NODE_PREFIX)? {
-            let Ok(record) = serde_json::from_slice::<NodeRecord>(&bytes) else { continue };
+            let Ok(record) = serde_json::from_slice::<NodeRecord>(&bytes) else {
+                continue;
+            };
             let node_id = key.trim_start_matches(NODE_PREFIX).to_owned();
             nodes.insert(
                 node_id,
-                NodeEntry { org: record.org, sessions: 0, figures: FiguresHandle::default(), last_contact_ms: record.last_contact_ms },
+                NodeEntry {
+                    org: record.org,
+                    sessions: 0,
+                    figures: FiguresHandle::default(),
+                    last_contact_ms: record.last_contact_ms,
+                },
             );
         }
-        Ok(Registry { replica, nodes: Mutex::new(nodes) })
+        Ok(Registry {
+            replica,
+            nodes: Mutex::new(nodes),
+        })
     }
 
     /// Marks a node connected and returns the figures its session publishes into.
@@ -58,17 +68,25 @@ impl Registry {
         let now = self.replica.now_ms();
         let figures = {
             let mut nodes = self.nodes.lock().expect("registry lock is never poisoned");
-            let entry = nodes.entry(node_id.to_owned()).or_insert_with(|| NodeEntry {
-                org: org.to_owned(),
-                sessions: 0,
-                figures: FiguresHandle::default(),
-                last_contact_ms: now,
-            });
+            let entry = nodes
+                .entry(node_id.to_owned())
+                .or_insert_with(|| NodeEntry {
+                    org: org.to_owned(),
+                    sessions: 0,
+                    figures: FiguresHandle::default(),
+                    last_contact_ms: now,
+                });
             entry.org = org.to_owned();
             entry.sessions += 1;
             entry.last_contact_ms = now;
-            let mut figures = entry.figures.lock().expect("figures lock is never poisoned");
-            *figures = SessionFigures { last_contact_ms: now, ..SessionFigures::default() };
+            let mut figures = entry
+                .figures
+                .lock()
+                .expect("figures lock is never poisoned");
+            *figures = SessionFigures {
+                last_contact_ms: now,
+                ..SessionFigures::default()
+            };
             drop(figures);
             entry.figures.clone()
         };
@@ -79,9 +97,15 @@ impl Registry {
     pub fn disconnected(&self, node_id: &str) -> Result<(), ReplicaError> {
         let (org, last) = {
             let mut nodes = self.nodes.lock().expect("registry lock is never poisoned");
-            let Some(entry) = nodes.get_mut(node_id) else { return Ok(()) };
+            let Some(entry) = nodes.get_mut(node_id) else {
+                return Ok(());
+            };
             entry.sessions = entry.sessions.saturating_sub(1);
-            let seen = entry.figures.lock().expect("figures lock is never poisoned").last_contact_ms;
+            let seen = entry
+                .figures
+                .lock()
+                .expect("figures lock is never poisoned")
+                .last_contact_ms;
             entry.last_contact_ms = entry.last_contact_ms.max(seen);
             (entry.org.clone(), entry.last_contact_ms)
         };
@@ -89,8 +113,15 @@ impl Registry {
     }
 
     fn persist(&self, node_id: &str, org: &str, last_contact_ms: i64) -> Result<(), ReplicaError> {
-        let bytes = serde_json::to_vec(&NodeRecord { org: org.to_owned(), last_contact_ms }).expect("plain data");
-        Ok(self.replica.store().put_meta(&format!("{NODE_PREFIX}{node_id}"), &bytes)?)
+        let bytes = serde_json::to_vec(&NodeRecord {
+            org: org.to_owned(),
+            last_contact_ms,
+        })
+        .expect("plain data");
+        Ok(self
+            .replica
+            .store()
+            .put_meta(&format!("{NODE_PREFIX}{node_id}"), &bytes)?)
     }
 
     pub fn summaries(&self) -> Result<Vec<Summary>, ReplicaError> {
@@ -100,14 +131,29 @@ impl Registry {
     /// The convergence report. Blocking: it reads the store.
     pub fn report(&self) -> Result<pb::ConvergenceReport, ReplicaError> {
         let store = self.replica.store();
-        let summaries: HashMap<String, Summary> = self.replica.summaries()?.into_iter().map(|s| (s.id.clone(), s)).collect();
+        let summaries: HashMap<String, Summary> = self
+            .replica
+            .summaries()?
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect();
         let snapshot: Vec<(String, String, bool, SessionFigures, i64)> = {
             let nodes = self.nodes.lock().expect("registry lock is never poisoned");
             nodes
                 .iter()
                 .map(|(id, e)| {
-                    let figures = e.figures.lock().expect("figures lock is never poisoned").clone();
-                    (id.clone(), e.org.clone(), e.sessions > 0, figures, e.last_contact_ms)
+                    let figures = e
+                        .figures
+                        .lock()
+                        .expect("figures lock is never poisoned")
+                        .clone();
+                    (
+                        id.clone(),
+                        e.org.clone(),
+                        e.sessions > 0,
+                        figures,
+                        e.last_contact_ms,
+                    )
                 })
                 .collect()
         };
@@ -127,7 +173,10 @@ impl Registry {
                 let entries = store.changed_since(after, 4096)?;
                 let Some(last) = entries.last() else { break };
                 after = last.seq;
-                pending += entries.iter().filter(|e| summaries.get(&e.doc).is_some_and(|s| s.is_party(&org))).count() as u64;
+                pending += entries
+                    .iter()
+                    .filter(|e| summaries.get(&e.doc).is_some_and(|s| s.is_party(&org)))
+                    .count() as u64;
             }
             let mut mismatch = 0u64;
             for summary in summaries.values().filter(|s| s.is_party(&org)) {
@@ -141,7 +190,11 @@ impl Registry {
                     mismatch += 1;
                 }
             }
-            let oldest = [figures.oldest_pending_ms, figures.peer_oldest_pending_ms].into_iter().filter(|t| *t > 0).min().unwrap_or(0);
+            let oldest = [figures.oldest_pending_ms, figures.peer_oldest_pending_ms]
+                .into_iter()
+                .filter(|t| *t > 0)
+                .min()
+                .unwrap_or(0);
             let converged = connected && pending == 0 && figures.peer_pending == 0 && mismatch == 0;
             report.converged &= converged;
             report.nodes.push(pb::NodeConvergence {
@@ -156,7 +209,9 @@ impl Registry {
                 converged,
             });
         }
-        report.nodes.sort_by(|a, b| a.org.cmp(&b.org).then_with(|| a.node_id.cmp(&b.node_id)));
+        report
+            .nodes
+            .sort_by(|a, b| a.org.cmp(&b.org).then_with(|| a.node_id.cmp(&b.node_id)));
         Ok(report)
     }
 }

@@ -35,28 +35,44 @@ pub struct FeedFilter {
 impl FeedFilter {
     pub fn from_request(directory: &Directory, req: &pb::FeedRequest) -> Result<Self, Status> {
         if directory.org(&req.org).is_none() {
-            return Err(Status::invalid_argument(format!("feed organisation {:?} is not in the directory", req.org)));
+            return Err(Status::invalid_argument(format!(
+                "feed organisation {:?} is not in the directory",
+                req.org
+            )));
         }
         let kinds = req
             .kinds
             .iter()
-            .map(|k| k.parse::<RecordKind>().map_err(|e| Status::invalid_argument(e.to_string())))
+            .map(|k| {
+                k.parse::<RecordKind>()
+                    .map_err(|e| Status::invalid_argument(e.to_string()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(bad) = req.categories.iter().find(|c| !(1..=8).contains(*c)) {
-            return Err(Status::invalid_argument(format!("S-1 categories are 1 to 8, got {bad}")));
+            return Err(Status::invalid_argument(format!(
+                "S-1 categories are 1 to 8, got {bad}"
+            )));
         }
-        Ok(FeedFilter { org: req.org.clone(), kinds, categories: req.categories.clone(), follow: !req.catch_up_only })
+        Ok(FeedFilter {
+            org: req.org.clone(),
+            kinds,
+            categories: req.categories.clone(),
+            follow: !req.catch_up_only,
+        })
     }
 
     fn wants(&self, directory: &Directory, summary: &Summary) -> bool {
         if !may_read(directory, &self.org, summary) {
             return false;
         }
-        let Some(kind) = summary.record_kind() else { return false };
+        let Some(kind) = summary.record_kind() else {
+            return false;
+        };
         if !self.kinds.is_empty() && !self.kinds.contains(&kind) {
             return false;
         }
-        self.categories.is_empty() || (kind == RecordKind::SharedInfo && self.categories.contains(&summary.category))
+        self.categories.is_empty()
+            || (kind == RecordKind::SharedInfo && self.categories.contains(&summary.category))
     }
 }
 
@@ -66,7 +82,8 @@ pub fn mask_for(view: &mut RecordView, reader: &str) {
         let handling = reader == complaint.received_by || reader == complaint.handler;
         if !handling && complaint.complainant.is_some() {
             complaint.complainant = None;
-            view.field_conflicts.retain(|c| !c.path.starts_with("body.complainant"));
+            view.field_conflicts
+                .retain(|c| !c.path.starts_with("body.complainant"));
         }
     }
 }
@@ -74,15 +91,27 @@ pub fn mask_for(view: &mut RecordView, reader: &str) {
 /// Streams feed events into `tx` from `token` on, until caught up (or forever when following)
 /// or until the receiver goes away.
 #[instrument(skip_all, fields(org = %filter.org, token))]
-pub async fn run(office: Office, directory: Arc<Directory>, filter: FeedFilter, mut token: u64, tx: mpsc::Sender<Result<pb::FeedEvent, Status>>) {
+pub async fn run(
+    office: Office,
+    directory: Arc<Directory>,
+    filter: FeedFilter,
+    mut token: u64,
+    tx: mpsc::Sender<Result<pb::FeedEvent, Status>>,
+) {
     let mut changes = office.replica().subscribe();
     loop {
         let replica = office.replica().clone();
         let after = token;
-        let entries = match tokio::task::spawn_blocking(move || replica.store().changed_since(after, FEED_BATCH)).await {
+        let entries = match tokio::task::spawn_blocking(move || {
+            replica.store().changed_since(after, FEED_BATCH)
+        })
+        .await
+        {
             Ok(Ok(entries)) => entries,
             Ok(Err(e)) => {
-                let _ = tx.send(Err(Status::internal(format!("hub store failed: {e}")))).await;
+                let _ = tx
+                    .send(Err(Status::internal(format!("hub store failed: {e}"))))
+                    .await;
                 return;
             }
             Err(_) => return,
@@ -96,14 +125,25 @@ pub async fn run(office: Office, directory: Arc<Directory>, filter: FeedFilter, 
         }
         for entry in entries {
             token = entry.seq;
-            let Ok(Some(summary)) = office.replica().summary(&entry.doc) else { continue };
+            let Ok(Some(summary)) = office.replica().summary(&entry.doc) else {
+                continue;
+            };
             if !filter.wants(&directory, &summary) {
                 continue;
             }
-            let Ok(mut view) = office.get(entry.doc.clone()).await else { continue };
+            let Ok(mut view) = office.get(entry.doc.clone()).await else {
+                continue;
+            };
             mask_for(&mut view, &filter.org);
             debug!(record = %entry.doc, token, "feed delivery");
-            if tx.send(Ok(pb::FeedEvent { token, record: Some(record_to_pb(&view)) })).await.is_err() {
+            if tx
+                .send(Ok(pb::FeedEvent {
+                    token,
+                    record: Some(record_to_pb(&view)),
+                }))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

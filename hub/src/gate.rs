@@ -26,20 +26,33 @@ impl Gate for HubGate {
         summary.is_party(&self.org)
     }
 
-    fn admit(&self, id: &str, before: Option<&Automerge>, after: &Automerge, added: &[Change]) -> Result<(), RuleViolation> {
+    fn admit(
+        &self,
+        id: &str,
+        before: Option<&Automerge>,
+        after: &Automerge,
+        added: &[Change],
+    ) -> Result<(), RuleViolation> {
         for change in added {
             match org_of_actor(change.actor_id()) {
                 Some(org) if org == self.org => {}
                 Some(org) => {
                     return Err(RuleViolation {
                         rule: RULE_ACTOR,
-                        message: format!("change {} to {id} is signed by an actor of {org}, but this session belongs to {}; an office writes only as itself", change.hash(), self.org),
+                        message: format!(
+                            "change {} to {id} is signed by an actor of {org}, but this session belongs to {}; an office writes only as itself",
+                            change.hash(),
+                            self.org
+                        ),
                     });
                 }
                 None => {
                     return Err(RuleViolation {
                         rule: RULE_ACTOR,
-                        message: format!("change {} to {id} has an actor id not bound to any organisation", change.hash()),
+                        message: format!(
+                            "change {} to {id} has an actor id not bound to any organisation",
+                            change.hash()
+                        ),
                     });
                 }
             }
@@ -49,10 +62,19 @@ impl Gate for HubGate {
             rule: "schema",
             message: format!("{what} of record {id} is not a readable record: {e}"),
         };
-        let before = before.map(hydrate_record).transpose().map_err(|e| unreadable("the hub's copy", e))?;
+        let before = before
+            .map(hydrate_record)
+            .transpose()
+            .map_err(|e| unreadable("the hub's copy", e))?;
         let after = hydrate_record(after).map_err(|e| unreadable("the changed copy", e))?;
         if after.envelope.id != id {
-            return Err(RuleViolation { rule: "schema", message: format!("record {id} claims id {:?} in its envelope", after.envelope.id) });
+            return Err(RuleViolation {
+                rule: "schema",
+                message: format!(
+                    "record {id} claims id {:?} in its envelope",
+                    after.envelope.id
+                ),
+            });
         }
         workflow::admit_change(&self.directory, &self.org, before.as_ref(), &after)
     }

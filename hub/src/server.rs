@@ -20,10 +20,19 @@ use crate::service::HubService;
 pub const HUB_ORG: &str = "district-hub";
 
 /// Runs the hub until `shutdown` resolves.
-pub async fn run(config: HubConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: HubConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
-    let store: Arc<dyn Store> = Arc::new(tokio::task::spawn_blocking(move || RocksStore::open(&data_dir)).await??);
-    let replica = Arc::new(Replica::open(HUB_ORG, store, Arc::new(SystemClock), config.cache_docs)?);
+    let store: Arc<dyn Store> =
+        Arc::new(tokio::task::spawn_blocking(move || RocksStore::open(&data_dir)).await??);
+    let replica = Arc::new(Replica::open(
+        HUB_ORG,
+        store,
+        Arc::new(SystemClock),
+        config.cache_docs,
+    )?);
     let registry = Arc::new({
         let replica = replica.clone();
         tokio::task::spawn_blocking(move || Registry::load(replica)).await??
@@ -38,7 +47,8 @@ pub async fn run(config: HubConfig, shutdown: impl std::future::Future<Output = 
     info!(%addr, data_dir = %config.data_dir.display(), "hub listening");
 
     let service = HubService::new(office, registry);
-    let (_reporter, health, reflection) = linkage_node::service::standard_services("linkage.v1.Sync").await;
+    let (_reporter, health, reflection) =
+        linkage_node::service::standard_services("linkage.v1.Sync").await;
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))

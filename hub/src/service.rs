@@ -42,11 +42,17 @@ type FeedStream = Pin<Box<dyn Stream<Item = Result<pb::FeedEvent, Status>> + Sen
 impl HubService {
     pub fn new(office: Office, registry: Arc<Registry>) -> Self {
         let directory = office.directory().clone();
-        HubService { office, directory, registry }
+        HubService {
+            office,
+            directory,
+            registry,
+        }
     }
 
     pub fn sync_server(&self) -> SyncServer<Self> {
-        SyncServer::new(self.clone()).max_decoding_message_size(MAX_FRAME_BYTES).max_encoding_message_size(MAX_FRAME_BYTES)
+        SyncServer::new(self.clone())
+            .max_decoding_message_size(MAX_FRAME_BYTES)
+            .max_encoding_message_size(MAX_FRAME_BYTES)
     }
 
     pub fn district_server(&self) -> DistrictServer<Self> {
@@ -57,7 +63,10 @@ impl HubService {
         FeedsServer::new(self.clone()).max_encoding_message_size(MAX_FRAME_BYTES)
     }
 
-    async fn blocking<R: Send + 'static>(&self, f: impl FnOnce(&Registry) -> Result<R, linkage_node::replica::ReplicaError> + Send + 'static) -> Result<R, Status> {
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Registry) -> Result<R, linkage_node::replica::ReplicaError> + Send + 'static,
+    ) -> Result<R, Status> {
         let registry = self.registry.clone();
         tokio::task::spawn_blocking(move || f(&registry))
             .await
@@ -69,10 +78,16 @@ impl HubService {
 /// Checks a node's hello: protocol version and a known organisation.
 fn check_hello(directory: &Directory, hello: &pb::Hello) -> Result<(), Status> {
     if hello.protocol_version != PROTOCOL_VERSION {
-        return Err(Status::failed_precondition(format!("node speaks sync protocol {}, the hub {PROTOCOL_VERSION}", hello.protocol_version)));
+        return Err(Status::failed_precondition(format!(
+            "node speaks sync protocol {}, the hub {PROTOCOL_VERSION}",
+            hello.protocol_version
+        )));
     }
     if directory.org(&hello.org).is_none() {
-        return Err(Status::permission_denied(format!("organisation {:?} is not in the district's directory", hello.org)));
+        return Err(Status::permission_denied(format!(
+            "organisation {:?} is not in the district's directory",
+            hello.org
+        )));
     }
     if hello.node_id.is_empty() || hello.node_id.len() > 128 || hello.store_id.len() > 128 {
         return Err(Status::invalid_argument("node_id must be 1 to 128 bytes"));
@@ -84,11 +99,18 @@ fn check_hello(directory: &Directory, hello: &pb::Hello) -> Result<(), Status> {
 impl Sync for HubService {
     type SessionStream = FrameStream;
 
-    async fn session(&self, request: Request<Streaming<pb::SyncFrame>>) -> Result<Response<Self::SessionStream>, Status> {
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::SyncFrame>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
-            Ok(Some(Ok(pb::SyncFrame { frame: Some(Frame::Hello(hello)) }))) => hello,
-            Ok(Some(Ok(_))) => return Err(Status::invalid_argument("a sync session starts with hello")),
+            Ok(Some(Ok(pb::SyncFrame {
+                frame: Some(Frame::Hello(hello)),
+            }))) => hello,
+            Ok(Some(Ok(_))) => {
+                return Err(Status::invalid_argument("a sync session starts with hello"));
+            }
             Ok(Some(Err(status))) => return Err(status),
             Ok(None) => return Err(Status::cancelled("node closed the stream before hello")),
             Err(_) => return Err(Status::deadline_exceeded("no hello within 10 s")),
@@ -129,13 +151,19 @@ impl Sync for HubService {
                 store_id: self.office.replica().store().store_id(),
             })),
         };
-        outbound.send(hub_hello).await.map_err(|_| Status::cancelled("node went away"))?;
+        outbound
+            .send(hub_hello)
+            .await
+            .map_err(|_| Status::cancelled("node went away"))?;
 
         let ctx = SessionContext {
             replica: self.office.replica().clone(),
             peer_key: node_id.clone(),
             peer_org: org.clone(),
-            gate: Arc::new(HubGate { org: org.clone(), directory: self.directory.clone() }),
+            gate: Arc::new(HubGate {
+                org: org.clone(),
+                directory: self.directory.clone(),
+            }),
             figures,
         };
         let span = info_span!("node_session", org = %org, node = %node_id);
@@ -143,7 +171,9 @@ impl Sync for HubService {
             async move {
                 info!("node connected");
                 match session::run(ctx, inbound, outbound).await {
-                    Ok(()) | Err(linkage_node::sync::SyncError::Closed) => info!("node disconnected"),
+                    Ok(()) | Err(linkage_node::sync::SyncError::Closed) => {
+                        info!("node disconnected")
+                    }
                     Err(e) => warn!(error = %e, "node session failed"),
                 }
                 let _ = tokio::task::spawn_blocking(move || registry.disconnected(&node_id)).await;
@@ -158,25 +188,42 @@ impl Sync for HubService {
 
 #[tonic::async_trait]
 impl District for HubService {
-    async fn convergence(&self, _: Request<pb::ConvergenceRequest>) -> Result<Response<pb::ConvergenceReport>, Status> {
-        self.blocking(|registry| registry.report()).await.map(Response::new)
+    async fn convergence(
+        &self,
+        _: Request<pb::ConvergenceRequest>,
+    ) -> Result<Response<pb::ConvergenceReport>, Status> {
+        self.blocking(|registry| registry.report())
+            .await
+            .map(Response::new)
     }
 
-    async fn obligations(&self, request: Request<pb::ObligationsRequest>) -> Result<Response<pb::ObligationsResponse>, Status> {
+    async fn obligations(
+        &self,
+        request: Request<pb::ObligationsRequest>,
+    ) -> Result<Response<pb::ObligationsResponse>, Status> {
         let mut req = request.into_inner();
         if req.org.is_empty() {
             req.org = "all".into();
         }
-        linkage_node::obligation::answer(&self.office, req).await.map(Response::new).map_err(status_of)
+        linkage_node::obligation::answer(&self.office, req)
+            .await
+            .map(Response::new)
+            .map_err(status_of)
     }
 
-    async fn record_counts(&self, _: Request<pb::RecordCountsRequest>) -> Result<Response<pb::RecordCountsResponse>, Status> {
+    async fn record_counts(
+        &self,
+        _: Request<pb::RecordCountsRequest>,
+    ) -> Result<Response<pb::RecordCountsResponse>, Status> {
         let summaries = self.blocking(|registry| registry.summaries()).await?;
         let mut counts = std::collections::BTreeMap::<(String, String), u64>::new();
         for s in summaries {
             *counts.entry((s.owner, s.kind)).or_default() += 1;
         }
-        let counts = counts.into_iter().map(|((org, kind), count)| pb::RecordCount { org, kind, count }).collect();
+        let counts = counts
+            .into_iter()
+            .map(|((org, kind), count)| pb::RecordCount { org, kind, count })
+            .collect();
         Ok(Response::new(pb::RecordCountsResponse { counts }))
     }
 }
@@ -185,11 +232,20 @@ impl District for HubService {
 impl Feeds for HubService {
     type SubscribeStream = FeedStream;
 
-    async fn subscribe(&self, request: Request<pb::FeedRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(
+        &self,
+        request: Request<pb::FeedRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.into_inner();
         let filter = FeedFilter::from_request(&self.directory, &req)?;
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(feed::run(self.office.clone(), self.directory.clone(), filter, req.resume_token, tx));
+        tokio::spawn(feed::run(
+            self.office.clone(),
+            self.directory.clone(),
+            filter,
+            req.resume_token,
+            tx,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -10,12 +10,17 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config file {path} could not be read: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid: {detail}")]
     Parse { path: String, detail: String },
     #[error("missing setting {0}: pass --{0} or set it in the config file")]
     Missing(&'static str),
-    #[error("--listen {addr} is not a loopback address; without TLS a node listens on loopback only (see deploy/README.md)")]
+    #[error(
+        "--listen {addr} is not a loopback address; without TLS a node listens on loopback only (see deploy/README.md)"
+    )]
     NotLoopback { addr: SocketAddr },
     #[error("organisation {0:?} is not in the organisation directory")]
     UnknownOrg(String),
@@ -25,7 +30,11 @@ pub enum ConfigError {
 
 /// `linkage-node`: an office's node.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "linkage-node", version, about = "Linkage office node: records as Automerge documents in RocksDB, served over gRPC")]
+#[command(
+    name = "linkage-node",
+    version,
+    about = "Linkage office node: records as Automerge documents in RocksDB, served over gRPC"
+)]
 pub struct NodeArgs {
     /// TOML file with any of the keys below (org, data_dir, listen, hub, orgs_file).
     #[arg(long, env = "LINKAGE_CONFIG")]
@@ -76,15 +85,29 @@ pub struct NodeConfig {
     pub cache_docs: usize,
 }
 
-pub fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> Result<T, ConfigError> {
-    let Some(path) = path else { return Ok(T::default()) };
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.display().to_string(), detail: e.to_string() })
+pub fn read_toml<T: for<'de> Deserialize<'de> + Default>(
+    path: Option<&Path>,
+) -> Result<T, ConfigError> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })
 }
 
 /// Refuses a non-loopback listen address: the gRPC services are not yet behind TLS.
 pub fn require_loopback(addr: SocketAddr) -> Result<(), ConfigError> {
-    if addr.ip().is_loopback() { Ok(()) } else { Err(ConfigError::NotLoopback { addr }) }
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(ConfigError::NotLoopback { addr })
+    }
 }
 
 impl NodeConfig {
@@ -99,11 +122,17 @@ impl NodeConfig {
         if directory.org(&org).is_none() {
             return Err(ConfigError::UnknownOrg(org));
         }
-        let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7401)));
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7401)));
         require_loopback(listen)?;
         Ok(NodeConfig {
             org,
-            data_dir: args.data_dir.or(file.data_dir).ok_or(ConfigError::Missing("data-dir"))?,
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .ok_or(ConfigError::Missing("data-dir"))?,
             listen,
             hub: args.hub.or(file.hub),
             directory,

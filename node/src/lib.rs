@@ -3,14 +3,14 @@
 //! See `ARCHITECTURE.md` at the repository root for the code map and invariants.
 
 pub mod calendar;
-pub mod store;
+pub mod config;
+pub mod obligation;
+pub mod office;
 pub mod org;
 pub mod record;
-pub mod workflow;
 pub mod replica;
-pub mod office;
-pub mod sync;
-pub mod config;
 pub mod server;
 pub mod service;
-pub mod obligation;
+pub mod store;
+pub mod sync;
+pub mod workflow;

@@ -10,7 +10,9 @@ use tracing::{info, instrument};
 
 use crate::org::Directory;
 use crate::record::doc::{self, FieldConflict, HistoryEntry};
-use crate::record::{Action, Body, Derived, DisputeBody, Envelope, Record, RecordKind, SCHEMA_VERSION, WorkflowEvent};
+use crate::record::{
+    Action, Body, Derived, DisputeBody, Envelope, Record, RecordKind, SCHEMA_VERSION, WorkflowEvent,
+};
 use crate::replica::{Replica, ReplicaError, Summary};
 use crate::workflow::{self, RuleViolation};
 
@@ -91,17 +93,35 @@ impl Office {
         f: impl FnOnce(&Office) -> Result<R, OfficeError> + Send + 'static,
     ) -> Result<R, OfficeError> {
         let office = self.clone();
-        tokio::task::spawn_blocking(move || f(&office)).await.map_err(|_| OfficeError::ShuttingDown)?
+        tokio::task::spawn_blocking(move || f(&office))
+            .await
+            .map_err(|_| OfficeError::ShuttingDown)?
     }
 
     #[instrument(skip(self, body, parties, act), fields(org = %self.org()))]
-    pub async fn create(&self, kind: RecordKind, parties: Vec<String>, body: Body, act: Act) -> Result<RecordView, OfficeError> {
-        self.blocking(move |office| office.create_blocking(kind, parties, body, act)).await
+    pub async fn create(
+        &self,
+        kind: RecordKind,
+        parties: Vec<String>,
+        body: Body,
+        act: Act,
+    ) -> Result<RecordView, OfficeError> {
+        self.blocking(move |office| office.create_blocking(kind, parties, body, act))
+            .await
     }
 
-    fn create_blocking(&self, kind: RecordKind, mut parties: Vec<String>, body: Body, act: Act) -> Result<RecordView, OfficeError> {
+    fn create_blocking(
+        &self,
+        kind: RecordKind,
+        mut parties: Vec<String>,
+        body: Body,
+        act: Act,
+    ) -> Result<RecordView, OfficeError> {
         if body.kind() != kind {
-            return Err(OfficeError::Invalid(format!("a {} body was given for a {kind}", body.kind())));
+            return Err(OfficeError::Invalid(format!(
+                "a {} body was given for a {kind}",
+                body.kind()
+            )));
         }
         check_field_sizes(&body.to_json_value())?;
         check_act(&act)?;
@@ -135,11 +155,22 @@ impl Office {
     }
 
     #[instrument(skip(self, act), fields(org = %self.org()))]
-    pub async fn append_event(&self, id: String, action: Action, act: Act) -> Result<RecordView, OfficeError> {
-        self.blocking(move |office| office.append_event_blocking(&id, action, act)).await
+    pub async fn append_event(
+        &self,
+        id: String,
+        action: Action,
+        act: Act,
+    ) -> Result<RecordView, OfficeError> {
+        self.blocking(move |office| office.append_event_blocking(&id, action, act))
+            .await
     }
 
-    fn append_event_blocking(&self, id: &str, action: Action, act: Act) -> Result<RecordView, OfficeError> {
+    fn append_event_blocking(
+        &self,
+        id: &str,
+        action: Action,
+        act: Act,
+    ) -> Result<RecordView, OfficeError> {
         check_act(&act)?;
         let org = self.org().to_owned();
         let at = act.at_ms.unwrap_or_else(|| self.replica.now_ms());
@@ -174,8 +205,14 @@ impl Office {
         self.view_blocking(id)
     }
 
-    fn open_dispute_for_objection(&self, transfer: &Record, objection: &WorkflowEvent) -> Result<(), OfficeError> {
-        let Body::Transfer(t) = &transfer.body else { return Ok(()) };
+    fn open_dispute_for_objection(
+        &self,
+        transfer: &Record,
+        objection: &WorkflowEvent,
+    ) -> Result<(), OfficeError> {
+        let Body::Transfer(t) = &transfer.body else {
+            return Ok(());
+        };
         let body = Body::Dispute(DisputeBody {
             applicant: self.org().to_owned(),
             respondent: t.sender.clone(),
@@ -183,7 +220,12 @@ impl Office {
             grounds: objection.reason.clone().unwrap_or_default(),
             origin_record: Some(transfer.id().to_owned()),
         });
-        let act = Act { at_ms: Some(objection.at_ms), person: objection.person.clone(), note: objection.note.clone(), ..Act::default() };
+        let act = Act {
+            at_ms: Some(objection.at_ms),
+            person: objection.person.clone(),
+            note: objection.note.clone(),
+            ..Act::default()
+        };
         let view = self.create_blocking(RecordKind::Dispute, vec![t.sender.clone()], body, act)?;
         info!(record = %view.record.id(), transfer = %transfer.id(), "objection opened a dispute");
         Ok(())
@@ -192,7 +234,11 @@ impl Office {
     /// Replaces the named body fields. Any party may edit (offices share case files); the
     /// change is attributed to this node's organisation in the history.
     #[instrument(skip(self, patch), fields(org = %self.org()))]
-    pub async fn edit_body(&self, id: String, patch: serde_json::Value) -> Result<RecordView, OfficeError> {
+    pub async fn edit_body(
+        &self,
+        id: String,
+        patch: serde_json::Value,
+    ) -> Result<RecordView, OfficeError> {
         self.blocking(move |office| {
             check_field_sizes(&patch)?;
             let org = office.org().to_owned();
@@ -202,10 +248,16 @@ impl Office {
                 if !record.envelope.is_party(&org) {
                     return Err(not_a_party(&org, &id));
                 }
-                let body = record.body.patched(&patch).map_err(|e| OfficeError::Invalid(e.to_string()))?;
+                let body = record
+                    .body
+                    .patched(&patch)
+                    .map_err(|e| OfficeError::Invalid(e.to_string()))?;
                 // The edited record must still be one its owner could have created: the
                 // sender of a transfer stays an organisation (T-4), and so on.
-                let edited = Record { body: body.clone(), ..record.clone() };
+                let edited = Record {
+                    body: body.clone(),
+                    ..record.clone()
+                };
                 workflow::validate_create(office.directory(), &record.envelope.owner, &edited)?;
                 doc::edit_body(doc, &body, now).map_err(ReplicaError::from)?;
                 Ok::<_, OfficeError>(())
@@ -218,11 +270,19 @@ impl Office {
 
     /// Adds organisations to a record's parties; the hub backfills the record to them.
     #[instrument(skip(self), fields(org = %self.org()))]
-    pub async fn add_parties(&self, id: String, new_parties: Vec<String>) -> Result<RecordView, OfficeError> {
+    pub async fn add_parties(
+        &self,
+        id: String,
+        new_parties: Vec<String>,
+    ) -> Result<RecordView, OfficeError> {
         self.blocking(move |office| {
             for party in &new_parties {
                 if office.directory.org(party).is_none() {
-                    return Err(RuleViolation { rule: workflow::RULE_DIRECTORY, message: format!("party {party:?} is not an organisation in the directory") }.into());
+                    return Err(RuleViolation {
+                        rule: workflow::RULE_DIRECTORY,
+                        message: format!("party {party:?} is not an organisation in the directory"),
+                    }
+                    .into());
                 }
             }
             let org = office.org().to_owned();
@@ -269,7 +329,10 @@ impl Office {
 
     pub async fn history(&self, id: String) -> Result<Vec<HistoryEntry>, OfficeError> {
         self.blocking(move |office| {
-            Ok(office.replica.read(&id, doc::history)?.ok_or_else(|| ReplicaError::NotFound(id.clone()))?)
+            Ok(office
+                .replica
+                .read(&id, doc::history)?
+                .ok_or_else(|| ReplicaError::NotFound(id.clone()))?)
         })
         .await
     }
@@ -286,7 +349,11 @@ impl Office {
                 .filter(|s| filter.since_ms.is_none_or(|t| s.created_at_ms >= t))
                 .filter(|s| filter.until_ms.is_none_or(|t| s.created_at_ms < t))
                 .collect();
-            rows.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then_with(|| a.id.cmp(&b.id)));
+            rows.sort_by(|a, b| {
+                a.created_at_ms
+                    .cmp(&b.created_at_ms)
+                    .then_with(|| a.id.cmp(&b.id))
+            });
             if let Some(limit) = filter.limit {
                 rows.truncate(limit);
             }
@@ -314,7 +381,11 @@ impl Office {
 }
 
 fn not_a_party(org: &str, id: &str) -> OfficeError {
-    RuleViolation { rule: workflow::RULE_PARTY, message: format!("{org} is not a party to record {id}") }.into()
+    RuleViolation {
+        rule: workflow::RULE_PARTY,
+        message: format!("{org} is not a party to record {id}"),
+    }
+    .into()
 }
 
 fn event_from(action: Action, org: &str, act: &Act, at_ms: i64) -> WorkflowEvent {
@@ -339,20 +410,35 @@ fn implied_parties(body: &Body) -> Vec<String> {
         Body::Dispute(d) => vec![&d.respondent],
         _ => vec![],
     };
-    named.into_iter().filter(|p| !p.is_empty()).cloned().collect()
+    named
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .collect()
 }
 
 fn check_act(act: &Act) -> Result<(), OfficeError> {
     for (name, text) in [("person", &act.person), ("note", &act.note)] {
         if text.len() > MAX_FIELD_BYTES {
-            return Err(OfficeError::Invalid(format!("{name} is {} bytes, over the limit of {MAX_FIELD_BYTES}", text.len())));
+            return Err(OfficeError::Invalid(format!(
+                "{name} is {} bytes, over the limit of {MAX_FIELD_BYTES}",
+                text.len()
+            )));
         }
     }
-    if act.reason.as_ref().is_some_and(|r| r.len() > MAX_FIELD_BYTES) {
-        return Err(OfficeError::Invalid(format!("reason is over the limit of {MAX_FIELD_BYTES} bytes")));
+    if act
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_FIELD_BYTES)
+    {
+        return Err(OfficeError::Invalid(format!(
+            "reason is over the limit of {MAX_FIELD_BYTES} bytes"
+        )));
     }
     if act.attachments.len() > 256 || act.attachments.iter().any(|a| a.len() > 1024) {
-        return Err(OfficeError::Invalid("at most 256 attachment names of at most 1024 bytes each".into()));
+        return Err(OfficeError::Invalid(
+            "at most 256 attachment names of at most 1024 bytes each".into(),
+        ));
     }
     Ok(())
 }
@@ -360,16 +446,31 @@ fn check_act(act: &Act) -> Result<(), OfficeError> {
 fn check_field_sizes(value: &serde_json::Value) -> Result<(), OfficeError> {
     fn walk(value: &serde_json::Value, path: &str) -> Result<(), OfficeError> {
         match value {
-            serde_json::Value::String(s) if s.len() > MAX_FIELD_BYTES => Err(OfficeError::Invalid(format!(
-                "field {path} is {} bytes, over the limit of {MAX_FIELD_BYTES}",
-                s.len()
-            ))),
-            serde_json::Value::Array(items) if items.len() > 1024 => {
-                Err(OfficeError::Invalid(format!("field {path} has {} items, over the limit of 1024", items.len())))
+            serde_json::Value::String(s) if s.len() > MAX_FIELD_BYTES => {
+                Err(OfficeError::Invalid(format!(
+                    "field {path} is {} bytes, over the limit of {MAX_FIELD_BYTES}",
+                    s.len()
+                )))
             }
-            serde_json::Value::Array(items) => items.iter().enumerate().try_for_each(|(i, v)| walk(v, &format!("{path}[{i}]"))),
+            serde_json::Value::Array(items) if items.len() > 1024 => {
+                Err(OfficeError::Invalid(format!(
+                    "field {path} has {} items, over the limit of 1024",
+                    items.len()
+                )))
+            }
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, v)| walk(v, &format!("{path}[{i}]"))),
             serde_json::Value::Object(map) => map.iter().try_for_each(|(k, v)| {
-                walk(v, &if path.is_empty() { k.clone() } else { format!("{path}.{k}") })
+                walk(
+                    v,
+                    &if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    },
+                )
             }),
             _ => Ok(()),
         }

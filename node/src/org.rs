@@ -135,12 +135,19 @@ impl Directory {
                 return Err(DirectoryError::Duplicate(unit.id));
             }
             if !orgs.contains_key(&unit.parent) {
-                return Err(DirectoryError::OrphanUnit { unit: unit.id, parent: unit.parent });
+                return Err(DirectoryError::OrphanUnit {
+                    unit: unit.id,
+                    parent: unit.parent,
+                });
             }
             units.insert(unit.id.clone(), unit);
         }
 
-        let directory = Directory { district: file.district, orgs, units };
+        let directory = Directory {
+            district: file.district,
+            orgs,
+            units,
+        };
         // D-2 and D-3 need someone to climb to.
         if directory.justice_bureau().is_none() {
             return Err(DirectoryError::MissingRole("justice_bureau (D-2)"));
@@ -178,11 +185,15 @@ impl Directory {
     }
 
     pub fn justice_bureau(&self) -> Option<&Organisation> {
-        self.orgs.values().find(|o| o.kind == OrgKind::JusticeBureau)
+        self.orgs
+            .values()
+            .find(|o| o.kind == OrgKind::JusticeBureau)
     }
 
     pub fn district_government(&self) -> Option<&Organisation> {
-        self.orgs.values().find(|o| o.kind == OrgKind::DistrictGovernment)
+        self.orgs
+            .values()
+            .find(|o| o.kind == OrgKind::DistrictGovernment)
     }
 
     /// "海滨镇人民政府 Haibin Town (130304100)", for messages people read.
@@ -206,7 +217,9 @@ mod tests {
         assert_eq!(dir.kind_of("130304100"), Some(OrgKind::Township));
         assert_eq!(dir.kind_of("bdh-scjg"), Some(OrgKind::Department));
         assert_eq!(dir.justice_bureau().map(|o| o.id.as_str()), Some("bdh-sfj"));
-        assert!(matches!(dir.lookup("130304100-zhzfd"), Lookup::Unit(u) if u.parent == "130304100"));
+        assert!(
+            matches!(dir.lookup("130304100-zhzfd"), Lookup::Unit(u) if u.parent == "130304100")
+        );
         assert_eq!(dir.lookup("nobody"), Lookup::Unknown);
     }
 

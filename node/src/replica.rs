@@ -35,7 +35,11 @@ pub enum ReplicaError {
     #[error("record {0} already exists")]
     AlreadyExists(String),
     #[error("record {id} would grow to {bytes} bytes, over the limit of {limit}")]
-    TooLarge { id: String, bytes: usize, limit: usize },
+    TooLarge {
+        id: String,
+        bytes: usize,
+        limit: usize,
+    },
     #[error("stored bytes of record {id} do not load: {detail}")]
     Corrupt { id: String, detail: String },
 }
@@ -111,8 +115,14 @@ fn summarize(doc: &Automerge, now_ms: i64) -> Summary {
             let envelope = doc::hydrate_envelope(doc).ok();
             Summary {
                 id: envelope.as_ref().map(|e| e.id.clone()).unwrap_or_default(),
-                kind: envelope.as_ref().map(|e| e.kind.clone()).unwrap_or_default(),
-                owner: envelope.as_ref().map(|e| e.owner.clone()).unwrap_or_default(),
+                kind: envelope
+                    .as_ref()
+                    .map(|e| e.kind.clone())
+                    .unwrap_or_default(),
+                owner: envelope
+                    .as_ref()
+                    .map(|e| e.owner.clone())
+                    .unwrap_or_default(),
                 parties: envelope.map(|e| e.parties).unwrap_or_default(),
                 status: "incomplete".into(),
                 title: String::new(),
@@ -160,9 +170,16 @@ pub struct Replica {
 impl Replica {
     /// Opens the replica of `org` over `store`, reusing the actor id stored there so that every
     /// change this replica ever makes is attributed to one actor of `org`.
-    pub fn open(org: &str, store: Arc<dyn Store>, clock: Arc<dyn Clock>, capacity: usize) -> Result<Self, ReplicaError> {
+    pub fn open(
+        org: &str,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        capacity: usize,
+    ) -> Result<Self, ReplicaError> {
         let actor = match store.meta("actor")? {
-            Some(bytes) if doc::org_of_actor(&ActorId::from(bytes.as_slice())).as_deref() == Some(org) => {
+            Some(bytes)
+                if doc::org_of_actor(&ActorId::from(bytes.as_slice())).as_deref() == Some(org) =>
+            {
                 ActorId::from(bytes.as_slice())
             }
             _ => {
@@ -224,8 +241,13 @@ impl Replica {
         if slot.doc.is_some() {
             return Ok(true);
         }
-        let Some(stored) = self.store.load(id)? else { return Ok(false) };
-        let corrupt = |e: automerge::AutomergeError| ReplicaError::Corrupt { id: id.to_owned(), detail: e.to_string() };
+        let Some(stored) = self.store.load(id)? else {
+            return Ok(false);
+        };
+        let corrupt = |e: automerge::AutomergeError| ReplicaError::Corrupt {
+            id: id.to_owned(),
+            detail: e.to_string(),
+        };
         let mut doc = match &stored.snapshot {
             Some(bytes) => Automerge::load(bytes).map_err(corrupt)?,
             None => Automerge::new(),
@@ -239,7 +261,11 @@ impl Replica {
     }
 
     /// Reads a document, loading it if needed. `None` if the replica does not hold it.
-    pub fn read<R>(&self, id: &str, f: impl FnOnce(&Automerge) -> R) -> Result<Option<R>, ReplicaError> {
+    pub fn read<R>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&Automerge) -> R,
+    ) -> Result<Option<R>, ReplicaError> {
         let slot = self.slot(id);
         let mut slot = slot.lock().expect("slot lock is never poisoned");
         if !self.load_into(id, &mut slot)? {
@@ -310,27 +336,44 @@ impl Replica {
         let result = f(doc)?;
         let heads = doc.get_heads();
         if heads == before {
-            return Ok(Changed { result, seq: None, heads });
+            return Ok(Changed {
+                result,
+                seq: None,
+                heads,
+            });
         }
 
         let chunk = doc.save_after(&before);
         let now = self.now_ms();
         let summary = summarize(doc, now);
-        let seq = self.store.append(id, &chunk, &encode_summary(&summary)).map_err(ReplicaError::from)?;
+        let seq = self
+            .store
+            .append(id, &chunk, &encode_summary(&summary))
+            .map_err(ReplicaError::from)?;
         slot.chunks_since_snapshot += 1;
         if slot.chunks_since_snapshot > COMPACT_AFTER_CHUNKS {
             let snapshot = doc.save();
             self.check_size(id, snapshot.len())?;
-            self.store.compact(id, &snapshot, seq).map_err(ReplicaError::from)?;
+            self.store
+                .compact(id, &snapshot, seq)
+                .map_err(ReplicaError::from)?;
             slot.chunks_since_snapshot = 0;
         }
         self.publish();
-        Ok(Changed { result, seq: Some(seq), heads })
+        Ok(Changed {
+            result,
+            seq: Some(seq),
+            heads,
+        })
     }
 
     fn check_size(&self, id: &str, bytes: usize) -> Result<(), ReplicaError> {
         if bytes > MAX_DOCUMENT_BYTES {
-            return Err(ReplicaError::TooLarge { id: id.to_owned(), bytes, limit: MAX_DOCUMENT_BYTES });
+            return Err(ReplicaError::TooLarge {
+                id: id.to_owned(),
+                bytes,
+                limit: MAX_DOCUMENT_BYTES,
+            });
         }
         Ok(())
     }
@@ -358,7 +401,12 @@ impl Replica {
     }
 
     pub fn summaries(&self) -> Result<Vec<Summary>, ReplicaError> {
-        Ok(self.store.summaries()?.iter().filter_map(|(_, b)| decode_summary(b)).collect())
+        Ok(self
+            .store
+            .summaries()?
+            .iter()
+            .filter_map(|(_, b)| decode_summary(b))
+            .collect())
     }
 }
 

@@ -16,10 +16,19 @@ use crate::store::{RocksStore, Store};
 use crate::sync::client::{self, LinkStatus};
 
 /// Runs the node until `shutdown` resolves.
-pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
-    let store: Arc<dyn Store> = Arc::new(tokio::task::spawn_blocking(move || RocksStore::open(&data_dir)).await??);
-    let replica = Arc::new(Replica::open(&config.org, store, Arc::new(SystemClock), config.cache_docs)?);
+    let store: Arc<dyn Store> =
+        Arc::new(tokio::task::spawn_blocking(move || RocksStore::open(&data_dir)).await??);
+    let replica = Arc::new(Replica::open(
+        &config.org,
+        store,
+        Arc::new(SystemClock),
+        config.cache_docs,
+    )?);
     let office = Office::new(replica.clone(), Arc::new(config.directory.clone()));
 
     let listener = TcpListener::bind(config.listen).await?;
@@ -30,9 +39,13 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     info!(org = %config.org, %addr, data_dir = %config.data_dir.display(), hub = ?config.hub, "node listening");
 
     let link = Arc::new(LinkStatus::default());
-    let sync_task = config.hub.clone().map(|hub| tokio::spawn(client::run_forever(replica.clone(), hub, link.clone())));
+    let sync_task = config
+        .hub
+        .clone()
+        .map(|hub| tokio::spawn(client::run_forever(replica.clone(), hub, link.clone())));
 
-    let (_health_reporter, health, reflection) = crate::service::standard_services("linkage.v1.Records").await;
+    let (_health_reporter, health, reflection) =
+        crate::service::standard_services("linkage.v1.Records").await;
     let service = NodeService::new(office, config.hub.clone(), link);
     let served = tonic::transport::Server::builder()
         .add_service(health)
@@ -62,8 +75,13 @@ pub fn write_addr_file(path: &std::path::Path, addr: SocketAddr) -> std::io::Res
 
 /// Logs to stderr in the format the binaries share; `RUST_LOG` sets the level.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -71,7 +89,8 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

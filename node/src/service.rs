@@ -26,9 +26,15 @@ pub fn status_of(error: OfficeError) -> Status {
     match error {
         OfficeError::Rule(v) => Status::failed_precondition(format!("{}: {}", v.rule, v.message)),
         OfficeError::Invalid(m) => Status::invalid_argument(m),
-        OfficeError::Replica(ReplicaError::NotFound(id)) => Status::not_found(format!("record {id} not found")),
-        OfficeError::Replica(ReplicaError::AlreadyExists(id)) => Status::already_exists(format!("record {id} already exists")),
-        OfficeError::Replica(e @ ReplicaError::TooLarge { .. }) => Status::resource_exhausted(e.to_string()),
+        OfficeError::Replica(ReplicaError::NotFound(id)) => {
+            Status::not_found(format!("record {id} not found"))
+        }
+        OfficeError::Replica(ReplicaError::AlreadyExists(id)) => {
+            Status::already_exists(format!("record {id} already exists"))
+        }
+        OfficeError::Replica(e @ ReplicaError::TooLarge { .. }) => {
+            Status::resource_exhausted(e.to_string())
+        }
         OfficeError::Replica(e) => {
             warn!(error = %e, "storage failure answering a request");
             Status::internal(format!("storage failure: {e}"))
@@ -55,7 +61,8 @@ impl NodeService {
 }
 
 fn parse_kind(kind: &str) -> Result<RecordKind, Status> {
-    kind.parse().map_err(|e: crate::record::UnknownKind| Status::invalid_argument(e.to_string()))
+    kind.parse()
+        .map_err(|e: crate::record::UnknownKind| Status::invalid_argument(e.to_string()))
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -68,9 +75,15 @@ pub fn record_to_pb(view: &RecordView) -> pb::Record {
         .derived
         .contradictions
         .iter()
-        .map(|c| pb::Conflict { path: "events".into(), values: vec![c.first.clone(), c.second.clone(), c.description.clone()] })
+        .map(|c| pb::Conflict {
+            path: "events".into(),
+            values: vec![c.first.clone(), c.second.clone(), c.description.clone()],
+        })
         .collect();
-    conflicts.extend(view.field_conflicts.iter().map(|c| pb::Conflict { path: c.path.clone(), values: c.values.clone() }));
+    conflicts.extend(view.field_conflicts.iter().map(|c| pb::Conflict {
+        path: c.path.clone(),
+        values: c.values.clone(),
+    }));
     pb::Record {
         envelope: Some(envelope_to_pb(&record.envelope)),
         body_json: record.body.to_json_value().to_string(),
@@ -126,21 +139,45 @@ pub fn summary_to_pb(s: &Summary) -> pb::RecordSummary {
 
 #[tonic::async_trait]
 impl Records for NodeService {
-    async fn create(&self, request: Request<pb::CreateRecordRequest>) -> Result<Response<pb::Record>, Status> {
+    async fn create(
+        &self,
+        request: Request<pb::CreateRecordRequest>,
+    ) -> Result<Response<pb::Record>, Status> {
         let req = request.into_inner();
         let kind = parse_kind(&req.kind)?;
-        let body = Body::from_json(kind, &req.body_json).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let act = Act { at_ms: req.at_ms, unit: non_empty(req.unit), person: req.person, note: req.note, ..Act::default() };
-        let view = self.office.create(kind, req.parties, body, act).await.map_err(status_of)?;
+        let body = Body::from_json(kind, &req.body_json)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let act = Act {
+            at_ms: req.at_ms,
+            unit: non_empty(req.unit),
+            person: req.person,
+            note: req.note,
+            ..Act::default()
+        };
+        let view = self
+            .office
+            .create(kind, req.parties, body, act)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(record_to_pb(&view)))
     }
 
-    async fn get(&self, request: Request<pb::GetRecordRequest>) -> Result<Response<pb::Record>, Status> {
-        let view = self.office.get(request.into_inner().id).await.map_err(status_of)?;
+    async fn get(
+        &self,
+        request: Request<pb::GetRecordRequest>,
+    ) -> Result<Response<pb::Record>, Status> {
+        let view = self
+            .office
+            .get(request.into_inner().id)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(record_to_pb(&view)))
     }
 
-    async fn list(&self, request: Request<pb::ListRecordsRequest>) -> Result<Response<pb::ListRecordsResponse>, Status> {
+    async fn list(
+        &self,
+        request: Request<pb::ListRecordsRequest>,
+    ) -> Result<Response<pb::ListRecordsResponse>, Status> {
         let req = request.into_inner();
         let filter = ListFilter {
             kind: non_empty(req.kind).map(|k| parse_kind(&k)).transpose()?,
@@ -151,12 +188,18 @@ impl Records for NodeService {
             limit: (req.limit > 0).then_some(req.limit as usize),
         };
         let rows = self.office.list(filter).await.map_err(status_of)?;
-        Ok(Response::new(pb::ListRecordsResponse { records: rows.iter().map(summary_to_pb).collect() }))
+        Ok(Response::new(pb::ListRecordsResponse {
+            records: rows.iter().map(summary_to_pb).collect(),
+        }))
     }
 
-    async fn append_event(&self, request: Request<pb::AppendEventRequest>) -> Result<Response<pb::Record>, Status> {
+    async fn append_event(
+        &self,
+        request: Request<pb::AppendEventRequest>,
+    ) -> Result<Response<pb::Record>, Status> {
         let req = request.into_inner();
-        let action = Action::parse(&req.action).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let action =
+            Action::parse(&req.action).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let act = Act {
             at_ms: req.at_ms,
             unit: non_empty(req.unit),
@@ -166,39 +209,80 @@ impl Records for NodeService {
             extension_wd: (req.extension_wd > 0).then_some(req.extension_wd),
             attachments: req.attachments,
         };
-        let view = self.office.append_event(req.id, action, act).await.map_err(status_of)?;
+        let view = self
+            .office
+            .append_event(req.id, action, act)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(record_to_pb(&view)))
     }
 
-    async fn history(&self, request: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryResponse>, Status> {
-        let entries = self.office.history(request.into_inner().id).await.map_err(status_of)?;
+    async fn history(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let entries = self
+            .office
+            .history(request.into_inner().id)
+            .await
+            .map_err(status_of)?;
         let entries = entries
             .into_iter()
-            .map(|e| pb::HistoryEntry { change_hash: e.change_hash, actor: e.actor, org: e.org, at_ms: e.at_ms, message: e.message, seq: e.seq })
+            .map(|e| pb::HistoryEntry {
+                change_hash: e.change_hash,
+                actor: e.actor,
+                org: e.org,
+                at_ms: e.at_ms,
+                message: e.message,
+                seq: e.seq,
+            })
             .collect();
         Ok(Response::new(pb::HistoryResponse { entries }))
     }
 
-    async fn add_parties(&self, request: Request<pb::AddPartiesRequest>) -> Result<Response<pb::Record>, Status> {
+    async fn add_parties(
+        &self,
+        request: Request<pb::AddPartiesRequest>,
+    ) -> Result<Response<pb::Record>, Status> {
         let req = request.into_inner();
-        let view = self.office.add_parties(req.id, req.parties).await.map_err(status_of)?;
+        let view = self
+            .office
+            .add_parties(req.id, req.parties)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(record_to_pb(&view)))
     }
 
-    async fn edit_body(&self, request: Request<pb::EditBodyRequest>) -> Result<Response<pb::Record>, Status> {
+    async fn edit_body(
+        &self,
+        request: Request<pb::EditBodyRequest>,
+    ) -> Result<Response<pb::Record>, Status> {
         let req = request.into_inner();
         let patch: serde_json::Value = serde_json::from_str(&req.patch_json)
             .map_err(|e| Status::invalid_argument(format!("patch is not valid JSON: {e}")))?;
-        let view = self.office.edit_body(req.id, patch).await.map_err(status_of)?;
+        let view = self
+            .office
+            .edit_body(req.id, patch)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(record_to_pb(&view)))
     }
 
-    async fn obligations(&self, request: Request<pb::ObligationsRequest>) -> Result<Response<pb::ObligationsResponse>, Status> {
+    async fn obligations(
+        &self,
+        request: Request<pb::ObligationsRequest>,
+    ) -> Result<Response<pb::ObligationsResponse>, Status> {
         let req = request.into_inner();
-        crate::obligation::answer(&self.office, req).await.map(Response::new).map_err(status_of)
+        crate::obligation::answer(&self.office, req)
+            .await
+            .map(Response::new)
+            .map_err(status_of)
     }
 
-    async fn rejections(&self, _: Request<pb::RejectionsRequest>) -> Result<Response<pb::RejectionsResponse>, Status> {
+    async fn rejections(
+        &self,
+        _: Request<pb::RejectionsRequest>,
+    ) -> Result<Response<pb::RejectionsResponse>, Status> {
         let store = self.office.replica().store().clone();
         let notes = tokio::task::spawn_blocking(move || store.meta_prefix(REJECTION_PREFIX))
             .await
@@ -207,15 +291,32 @@ impl Records for NodeService {
         let rejections = notes
             .iter()
             .filter_map(|(_, bytes)| serde_json::from_slice::<RejectionNote>(bytes).ok())
-            .map(|n| pb::Rejection { record_id: n.record_id, rule: n.rule, reason: n.reason, at_ms: n.at_ms })
+            .map(|n| pb::Rejection {
+                record_id: n.record_id,
+                rule: n.rule,
+                reason: n.reason,
+                at_ms: n.at_ms,
+            })
             .collect();
         Ok(Response::new(pb::RejectionsResponse { rejections }))
     }
 
-    async fn node_info(&self, _: Request<pb::NodeInfoRequest>) -> Result<Response<pb::NodeInfoResponse>, Status> {
+    async fn node_info(
+        &self,
+        _: Request<pb::NodeInfoRequest>,
+    ) -> Result<Response<pb::NodeInfoResponse>, Status> {
         let replica = self.office.replica();
-        let figures = self.link.figures.lock().expect("figures lock is never poisoned").clone();
-        let records = replica.store().summaries().map(|s| s.len() as u64).unwrap_or(0);
+        let figures = self
+            .link
+            .figures
+            .lock()
+            .expect("figures lock is never poisoned")
+            .clone();
+        let records = replica
+            .store()
+            .summaries()
+            .map(|s| s.len() as u64)
+            .unwrap_or(0);
         Ok(Response::new(pb::NodeInfoResponse {
             org: replica.org().to_owned(),
             node_id: replica.store().store_id(),
@@ -223,7 +324,14 @@ impl Records for NodeService {
             hub_connected: self.link.connected.load(Ordering::Relaxed),
             last_seq: replica.store().last_seq(),
             records,
-            pending_to_hub: replica.store().last_seq().saturating_sub(figures.cursor.max(replica.store().cursor(crate::sync::client::HUB_PEER).unwrap_or(0))),
+            pending_to_hub: replica.store().last_seq().saturating_sub(
+                figures.cursor.max(
+                    replica
+                        .store()
+                        .cursor(crate::sync::client::HUB_PEER)
+                        .unwrap_or(0),
+                ),
+            ),
         }))
     }
 }
@@ -234,10 +342,14 @@ pub async fn standard_services(
 ) -> (
     tonic_health::server::HealthReporter,
     tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
 ) {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status(service_name, tonic_health::ServingStatus::Serving).await;
+    reporter
+        .set_service_status(service_name, tonic_health::ServingStatus::Serving)
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(linkage_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -7,7 +7,9 @@
 use serde::Serialize;
 
 use crate::org::{Directory, Lookup, OrgKind};
-use crate::record::{Action, Body, MaterialKind, MeetingKind, Record, RecordKind, Status, WorkflowEvent};
+use crate::record::{
+    Action, Body, MaterialKind, MeetingKind, Record, RecordKind, Status, WorkflowEvent,
+};
 
 /// The most an information item's sharing may be extended (S-2).
 pub const MAX_SHARING_EXTENSION_WD: u32 = 15;
@@ -22,7 +24,10 @@ pub struct RuleViolation {
 }
 
 fn refuse(rule: &'static str, message: impl Into<String>) -> Result<(), RuleViolation> {
-    Err(RuleViolation { rule, message: message.into() })
+    Err(RuleViolation {
+        rule,
+        message: message.into(),
+    })
 }
 
 /// Rule ID used when an id is not in the organisation directory.
@@ -36,9 +41,15 @@ fn require_org(dir: &Directory, id: &str, role: &str) -> Result<(), RuleViolatio
         Lookup::Org(_) => Ok(()),
         Lookup::Unit(unit) => refuse(
             RULE_DIRECTORY,
-            format!("{role} {id:?} is an internal unit of {}; name the organisation itself", dir.describe(&unit.parent)),
+            format!(
+                "{role} {id:?} is an internal unit of {}; name the organisation itself",
+                dir.describe(&unit.parent)
+            ),
         ),
-        Lookup::Unknown => refuse(RULE_DIRECTORY, format!("{role} {id:?} is not an organisation in the directory")),
+        Lookup::Unknown => refuse(
+            RULE_DIRECTORY,
+            format!("{role} {id:?} is not an organisation in the directory"),
+        ),
     }
 }
 
@@ -46,18 +57,38 @@ fn require_party(record: &Record, org: &str, role: &str) -> Result<(), RuleViola
     if record.envelope.is_party(org) {
         Ok(())
     } else {
-        refuse(RULE_PARTY, format!("{role} {org:?} must be among the record's parties"))
+        refuse(
+            RULE_PARTY,
+            format!("{role} {org:?} must be among the record's parties"),
+        )
     }
 }
 
 /// Checks a record about to be created by `acting_org`.
-pub fn validate_create(dir: &Directory, acting_org: &str, record: &Record) -> Result<(), RuleViolation> {
+pub fn validate_create(
+    dir: &Directory,
+    acting_org: &str,
+    record: &Record,
+) -> Result<(), RuleViolation> {
     let envelope = &record.envelope;
     if envelope.owner != acting_org {
-        return refuse(RULE_PARTY, format!("a node of {acting_org} cannot create a record owned by {:?}", envelope.owner));
+        return refuse(
+            RULE_PARTY,
+            format!(
+                "a node of {acting_org} cannot create a record owned by {:?}",
+                envelope.owner
+            ),
+        );
     }
     if envelope.kind != record.kind().as_str() {
-        return refuse("schema", format!("envelope kind {:?} does not match a {} body", envelope.kind, record.kind()));
+        return refuse(
+            "schema",
+            format!(
+                "envelope kind {:?} does not match a {} body",
+                envelope.kind,
+                record.kind()
+            ),
+        );
     }
     for party in &envelope.parties {
         require_org(dir, party, "party")?;
@@ -79,94 +110,184 @@ pub fn validate_create(dir: &Directory, acting_org: &str, record: &Record) -> Re
             }
             require_org(dir, &t.sender, "sender")?;
             if t.sender != acting_org {
-                return refuse("T-4", format!("the transfer must be sent in the name of this node's organisation {acting_org}, not {:?}", t.sender));
+                return refuse(
+                    "T-4",
+                    format!(
+                        "the transfer must be sent in the name of this node's organisation {acting_org}, not {:?}",
+                        t.sender
+                    ),
+                );
             }
             require_org(dir, &t.receiver, "receiver")?;
             if t.receiver == t.sender {
-                return refuse("T-1", "a transfer goes to another, competent party, not to its sender");
+                return refuse(
+                    "T-1",
+                    "a transfer goes to another, competent party, not to its sender",
+                );
             }
             let townships = [t.sender.as_str(), t.receiver.as_str()]
                 .iter()
                 .filter(|id| dir.kind_of(id) == Some(OrgKind::Township))
                 .count();
             if townships != 1 {
-                return refuse("T-1", "a transfer goes between a township and a district department");
+                return refuse(
+                    "T-1",
+                    "a transfer goes between a township and a district department",
+                );
             }
             require_party(record, &t.receiver, "the receiver")?;
             if t.facts.trim().is_empty() {
-                return refuse("T-3", "a transfer carries a written statement of the basic facts (facts)");
+                return refuse(
+                    "T-3",
+                    "a transfer carries a written statement of the basic facts (facts)",
+                );
             }
-            if !t.materials.iter().any(|m| m.kind == MaterialKind::TransferLetter) {
-                return refuse("T-3", "a transfer carries its transfer letter (移送函) among its materials");
+            if !t
+                .materials
+                .iter()
+                .any(|m| m.kind == MaterialKind::TransferLetter)
+            {
+                return refuse(
+                    "T-3",
+                    "a transfer carries its transfer letter (移送函) among its materials",
+                );
             }
             if t.discovered_at_ms <= 0 {
-                return refuse("T-1", "the transfer clock starts at discovery: discovered_at_ms is required");
+                return refuse(
+                    "T-1",
+                    "the transfer clock starts at discovery: discovered_at_ms is required",
+                );
             }
         }
         Body::Complaint(c) => {
             if c.received_by != acting_org {
-                return refuse("C-1", format!("the complaint is registered by the unit that received it, this node's {acting_org}, not {:?}", c.received_by));
+                return refuse(
+                    "C-1",
+                    format!(
+                        "the complaint is registered by the unit that received it, this node's {acting_org}, not {:?}",
+                        c.received_by
+                    ),
+                );
             }
             require_org(dir, &c.handler, "handler")?;
             if dir.kind_of(&c.handler) != Some(OrgKind::Township) {
-                return refuse("C-3", format!("complaints about devolved matters are handled by a township; {} is not one", dir.describe(&c.handler)));
+                return refuse(
+                    "C-3",
+                    format!(
+                        "complaints about devolved matters are handled by a township; {} is not one",
+                        dir.describe(&c.handler)
+                    ),
+                );
             }
             require_party(record, &c.handler, "the handling township")?;
         }
         Body::SharedInfo(s) => {
             if !(1..=8).contains(&s.category) {
-                return refuse("S-1", format!("information category must be 1 to 8, got {}", s.category));
+                return refuse(
+                    "S-1",
+                    format!("information category must be 1 to 8, got {}", s.category),
+                );
             }
             if s.formed_at_ms <= 0 {
-                return refuse("S-2", "the sharing clock starts when the information is formed: formed_at_ms is required");
+                return refuse(
+                    "S-2",
+                    "the sharing clock starts when the information is formed: formed_at_ms is required",
+                );
             }
         }
         Body::UrgentNotice(n) => {
             if n.sender != acting_org {
-                return refuse("J-3", format!("the notice is sent by this node's organisation {acting_org}, not {:?}", n.sender));
+                return refuse(
+                    "J-3",
+                    format!(
+                        "the notice is sent by this node's organisation {acting_org}, not {:?}",
+                        n.sender
+                    ),
+                );
             }
             require_org(dir, &n.receiver, "receiver")?;
             require_party(record, &n.receiver, "the receiver")?;
         }
         Body::Consultation(c) => {
             if c.convener != acting_org {
-                return refuse("J-1", format!("the meeting is convened by this node's organisation {acting_org}, not {:?}", c.convener));
+                return refuse(
+                    "J-1",
+                    format!(
+                        "the meeting is convened by this node's organisation {acting_org}, not {:?}",
+                        c.convener
+                    ),
+                );
             }
-            if c.meeting_kind == MeetingKind::Special && dir.kind_of(acting_org) != Some(OrgKind::Township) {
-                return refuse("J-2", "a special meeting on a major case is convened by a township");
+            if c.meeting_kind == MeetingKind::Special
+                && dir.kind_of(acting_org) != Some(OrgKind::Township)
+            {
+                return refuse(
+                    "J-2",
+                    "a special meeting on a major case is convened by a township",
+                );
             }
         }
         Body::Assistance(a) => {
             if a.requester != acting_org {
-                return refuse("A-1", format!("assistance is requested by this node's organisation {acting_org}, not {:?}", a.requester));
+                return refuse(
+                    "A-1",
+                    format!(
+                        "assistance is requested by this node's organisation {acting_org}, not {:?}",
+                        a.requester
+                    ),
+                );
             }
             if dir.kind_of(acting_org) != Some(OrgKind::Township) {
                 return refuse("A-1", "enforcement assistance is requested by a township");
             }
             require_org(dir, &a.provider, "provider")?;
             if dir.kind_of(&a.provider) != Some(OrgKind::Department) {
-                return refuse("A-1", format!("assistance is asked of a district department; {} is not one", dir.describe(&a.provider)));
+                return refuse(
+                    "A-1",
+                    format!(
+                        "assistance is asked of a district department; {} is not one",
+                        dir.describe(&a.provider)
+                    ),
+                );
             }
             require_party(record, &a.provider, "the department asked")?;
         }
         Body::Dispute(d) => {
             if d.applicant != acting_org {
-                return refuse("D-1", format!("a dispute is opened by this node's organisation {acting_org}, not {:?}", d.applicant));
+                return refuse(
+                    "D-1",
+                    format!(
+                        "a dispute is opened by this node's organisation {acting_org}, not {:?}",
+                        d.applicant
+                    ),
+                );
             }
             require_org(dir, &d.respondent, "respondent")?;
             require_party(record, &d.respondent, "the other party")?;
         }
         Body::LiaisonDirectory(l) => {
             if l.org != acting_org {
-                return refuse("J-4", format!("an organisation names its own liaison persons; this node is {acting_org}, not {:?}", l.org));
+                return refuse(
+                    "J-4",
+                    format!(
+                        "an organisation names its own liaison persons; this node is {acting_org}, not {:?}",
+                        l.org
+                    ),
+                );
             }
         }
         Body::Calendar(c) => {
             if dir.kind_of(acting_org) != Some(OrgKind::JusticeBureau) {
-                return refuse("calendar", "the working-day calendar is published by the District Justice Bureau");
+                return refuse(
+                    "calendar",
+                    "the working-day calendar is published by the District Justice Bureau",
+                );
             }
             if !(2000..=2100).contains(&c.year) {
-                return refuse("calendar", format!("calendar year {} is out of range", c.year));
+                return refuse(
+                    "calendar",
+                    format!("calendar year {} is out of range", c.year),
+                );
             }
         }
         Body::Case(_) => {}
@@ -209,15 +330,31 @@ fn role_of(dir: &Directory, record: &Record, org: &str) -> Role {
 }
 
 /// Checks `event`, about to be appended by `acting_org` to `record`.
-pub fn validate_event(dir: &Directory, acting_org: &str, record: &Record, event: &WorkflowEvent) -> Result<(), RuleViolation> {
+pub fn validate_event(
+    dir: &Directory,
+    acting_org: &str,
+    record: &Record,
+    event: &WorkflowEvent,
+) -> Result<(), RuleViolation> {
     if event.org != acting_org {
-        return refuse(RULE_PARTY, format!("a node of {acting_org} cannot record an act of {:?}", event.org));
+        return refuse(
+            RULE_PARTY,
+            format!(
+                "a node of {acting_org} cannot record an act of {:?}",
+                event.org
+            ),
+        );
     }
     require_party(record, acting_org, "the acting organisation")?;
     if let Some(unit) = &event.unit {
         match dir.lookup(unit) {
             Lookup::Unit(u) if u.parent == acting_org => {}
-            _ => return refuse(RULE_DIRECTORY, format!("{unit:?} is not an internal unit of {acting_org}")),
+            _ => {
+                return refuse(
+                    RULE_DIRECTORY,
+                    format!("{unit:?} is not an internal unit of {acting_org}"),
+                );
+            }
         }
     }
     if record.has(Action::Closed) && event.action != Action::Updated {
@@ -226,7 +363,10 @@ pub fn validate_event(dir: &Directory, acting_org: &str, record: &Record, event:
 
     let role = role_of(dir, record, acting_org);
     let kind = record.kind();
-    let reason_given = event.reason.as_deref().is_some_and(|r| !r.trim().is_empty());
+    let reason_given = event
+        .reason
+        .as_deref()
+        .is_some_and(|r| !r.trim().is_empty());
     let minuted = !event.attachments.is_empty() || !event.note.trim().is_empty();
     let status = record.derived().status;
 
@@ -241,13 +381,21 @@ pub fn validate_event(dir: &Directory, acting_org: &str, record: &Record, event:
                 Body::Transfer(t) => dir.describe(&t.receiver),
                 _ => String::new(),
             };
-            refuse("T-5", format!("only the receiver {receiver} acknowledges, accepts or objects to a transfer"))
+            refuse(
+                "T-5",
+                format!(
+                    "only the receiver {receiver} acknowledges, accepts or objects to a transfer"
+                ),
+            )
         }
         (K::Transfer, A::Received) => Ok(()),
-        (K::Transfer, A::Accepted | A::Objected) if !record.has(A::Received) => {
-            refuse("T-5", "the receiver acknowledges receipt (送达回证) before accepting or objecting")
+        (K::Transfer, A::Accepted | A::Objected) if !record.has(A::Received) => refuse(
+            "T-5",
+            "the receiver acknowledges receipt (送达回证) before accepting or objecting",
+        ),
+        (K::Transfer, A::Objected) if !reason_given => {
+            refuse("T-5", "an objection states its reasons (reason)")
         }
-        (K::Transfer, A::Objected) if !reason_given => refuse("T-5", "an objection states its reasons (reason)"),
         (K::Transfer, A::Accepted | A::Objected) => Ok(()),
 
         (K::Case, A::Decided | A::Executed) if role == Role::Owner => Ok(()),
@@ -256,10 +404,21 @@ pub fn validate_event(dir: &Directory, acting_org: &str, record: &Record, event:
             if dir.kind_of(acting_org) == Some(OrgKind::Department) {
                 Ok(())
             } else {
-                refuse("C-3", "a department forwards a complaint to the township with jurisdiction")
+                refuse(
+                    "C-3",
+                    "a department forwards a complaint to the township with jurisdiction",
+                )
             }
         }
-        (K::Complaint, A::Accepted | A::Answered | A::CaseOpened | A::Transferred | A::ResultTold | A::ResultReported) => {
+        (
+            K::Complaint,
+            A::Accepted
+            | A::Answered
+            | A::CaseOpened
+            | A::Transferred
+            | A::ResultTold
+            | A::ResultReported,
+        ) => {
             let handler = match &record.body {
                 Body::Complaint(c) => c.handler.clone(),
                 _ => String::new(),
@@ -267,22 +426,42 @@ pub fn validate_event(dir: &Directory, acting_org: &str, record: &Record, event:
             if acting_org == handler {
                 Ok(())
             } else {
-                refuse("C-2", format!("the handling township {} accepts, answers and reports on the complaint", dir.describe(&handler)))
+                refuse(
+                    "C-2",
+                    format!(
+                        "the handling township {} accepts, answers and reports on the complaint",
+                        dir.describe(&handler)
+                    ),
+                )
             }
         }
 
         (K::SharedInfo, A::Shared) if role == Role::Owner => Ok(()),
         (K::SharedInfo, A::Extended) if role == Role::Owner => {
             if status != Status::Held {
-                return refuse("S-2", "sharing can only be extended before the item is shared, and only once");
+                return refuse(
+                    "S-2",
+                    "sharing can only be extended before the item is shared, and only once",
+                );
             }
             if !reason_given {
-                return refuse("S-2", "an extension of information sharing states its reason");
+                return refuse(
+                    "S-2",
+                    "an extension of information sharing states its reason",
+                );
             }
             match event.extension_wd {
                 Some(n) if (1..=MAX_SHARING_EXTENSION_WD).contains(&n) => Ok(()),
-                Some(n) => refuse("S-2", format!("sharing may be extended by at most {MAX_SHARING_EXTENSION_WD} working days, not {n}")),
-                None => refuse("S-2", "an extension names its length in working days (extension_wd)"),
+                Some(n) => refuse(
+                    "S-2",
+                    format!(
+                        "sharing may be extended by at most {MAX_SHARING_EXTENSION_WD} working days, not {n}"
+                    ),
+                ),
+                None => refuse(
+                    "S-2",
+                    "an extension names its length in working days (extension_wd)",
+                ),
             }
         }
 
@@ -290,24 +469,49 @@ pub fn validate_event(dir: &Directory, acting_org: &str, record: &Record, event:
             if role == Role::Counterpart {
                 Ok(())
             } else {
-                refuse("J-3", "only the notified department dispatches officers or refuses")
+                refuse(
+                    "J-3",
+                    "only the notified department dispatches officers or refuses",
+                )
             }
         }
-        (K::UrgentNotice, A::StopOrdered | A::ReportedToGovernment) if role == Role::Owner => Ok(()),
+        (K::UrgentNotice, A::StopOrdered | A::ReportedToGovernment) if role == Role::Owner => {
+            Ok(())
+        }
 
         (K::Consultation, A::Minuted) if role == Role::Owner => {
-            if minuted { Ok(()) } else { refuse("J-1", "minutes are attached or written in the note") }
+            if minuted {
+                Ok(())
+            } else {
+                refuse("J-1", "minutes are attached or written in the note")
+            }
         }
 
-        (K::Assistance, A::OpinionGiven | A::ThirdPartyNeeded | A::GuidanceGiven | A::ExtensionAnnounced | A::OfficersSent) => {
+        (
+            K::Assistance,
+            A::OpinionGiven
+            | A::ThirdPartyNeeded
+            | A::GuidanceGiven
+            | A::ExtensionAnnounced
+            | A::OfficersSent,
+        ) => {
             if role != Role::Counterpart {
-                return refuse("A-1", "only the department asked gives opinions, guidance, extensions or officers");
+                return refuse(
+                    "A-1",
+                    "only the department asked gives opinions, guidance, extensions or officers",
+                );
             }
             if event.action == A::ExtensionAnnounced && !reason_given {
-                return refuse("A-3", "an extension is announced with its reason (special case or long appraisal)");
+                return refuse(
+                    "A-3",
+                    "an extension is announced with its reason (special case or long appraisal)",
+                );
             }
             if event.action == A::ExtensionAnnounced && event.extension_wd.unwrap_or(0) == 0 {
-                return refuse("A-3", "an extension names its length in working days (extension_wd)");
+                return refuse(
+                    "A-3",
+                    "an extension names its length in working days (extension_wd)",
+                );
             }
             Ok(())
         }
@@ -317,7 +521,14 @@ pub fn validate_event(dir: &Directory, acting_org: &str, record: &Record, event:
             if !matches!(role, Role::Owner | Role::Counterpart) {
                 return refuse("D-1", "negotiation is between the disputing parties");
             }
-            if minuted { Ok(()) } else { refuse("D-1", "the negotiation's outcome is minuted (attach the minutes or write them in the note)") }
+            if minuted {
+                Ok(())
+            } else {
+                refuse(
+                    "D-1",
+                    "the negotiation's outcome is minuted (attach the minutes or write them in the note)",
+                )
+            }
         }
         (K::Dispute, A::CoordinationApplied) => {
             if !matches!(role, Role::Owner | Role::Counterpart) {
@@ -326,31 +537,60 @@ pub fn validate_event(dir: &Directory, acting_org: &str, record: &Record, event:
             if record.has(A::NegotiationFailed) {
                 Ok(())
             } else {
-                refuse("D-2", "coordination is applied for only after negotiation ends without agreement (D-1)")
+                refuse(
+                    "D-2",
+                    "coordination is applied for only after negotiation ends without agreement (D-1)",
+                )
             }
         }
         (K::Dispute, A::CoordinationAgreed | A::CoordinationFailed) => {
             if role != Role::JusticeBureau {
-                return refuse("D-2", "the District Justice Bureau records the outcome of coordination");
+                return refuse(
+                    "D-2",
+                    "the District Justice Bureau records the outcome of coordination",
+                );
             }
-            if record.has(A::CoordinationApplied) { Ok(()) } else { refuse("D-2", "no party has applied for coordination") }
+            if record.has(A::CoordinationApplied) {
+                Ok(())
+            } else {
+                refuse("D-2", "no party has applied for coordination")
+            }
         }
         (K::Dispute, A::ProposalSubmitted) => {
             if role != Role::JusticeBureau {
-                return refuse("D-3", "the District Justice Bureau submits the handling proposal");
+                return refuse(
+                    "D-3",
+                    "the District Justice Bureau submits the handling proposal",
+                );
             }
-            if record.has(A::CoordinationFailed) { Ok(()) } else { refuse("D-3", "a proposal goes to the government only after coordination fails") }
+            if record.has(A::CoordinationFailed) {
+                Ok(())
+            } else {
+                refuse(
+                    "D-3",
+                    "a proposal goes to the government only after coordination fails",
+                )
+            }
         }
         (K::Dispute, A::GovernmentDecided) => {
             if role != Role::DistrictGovernment {
                 return refuse("D-3", "the District People's Government decides");
             }
-            if record.has(A::ProposalSubmitted) { Ok(()) } else { refuse("D-3", "the government decides on a submitted proposal") }
+            if record.has(A::ProposalSubmitted) {
+                Ok(())
+            } else {
+                refuse("D-3", "the government decides on a submitted proposal")
+            }
         }
 
         (_, action) => refuse(
             "workflow",
-            format!("{} may not record {action} on a {} (as {})", dir.describe(acting_org), kind.label(), role_name(role)),
+            format!(
+                "{} may not record {action} on a {} (as {})",
+                dir.describe(acting_org),
+                kind.label(),
+                role_name(role)
+            ),
         ),
     }
 }
@@ -387,7 +627,9 @@ pub fn parties_brought_in(dir: &Directory, kind: RecordKind, action: Action) -> 
     match (kind, action) {
         (RecordKind::Dispute, Action::CoordinationApplied) => justice.into_iter().collect(),
         (RecordKind::Dispute, Action::ProposalSubmitted) => government.into_iter().collect(),
-        (RecordKind::UrgentNotice, Action::ReportedToGovernment) => government.into_iter().collect(),
+        (RecordKind::UrgentNotice, Action::ReportedToGovernment) => {
+            government.into_iter().collect()
+        }
         _ => Vec::new(),
     }
 }
@@ -399,40 +641,89 @@ pub fn parties_brought_in(dir: &Directory, kind: RecordKind, action: Action) -> 
 /// rewritten; each new event must be one `org` may append (checked in time order, each against
 /// the record as it stood before it); a new record must be one `org` may create; an edited
 /// body must still be one its owner could have created.
-pub fn admit_change(dir: &Directory, org: &str, before: Option<&Record>, after: &Record) -> Result<(), RuleViolation> {
+pub fn admit_change(
+    dir: &Directory,
+    org: &str,
+    before: Option<&Record>,
+    after: &Record,
+) -> Result<(), RuleViolation> {
     let Some(before) = before else {
         let first = after.events.iter().min_by_key(|e| (e.at_ms, e.id.clone()));
-        let opening = Record { events: first.into_iter().cloned().collect(), ..after.clone() };
+        let opening = Record {
+            events: first.into_iter().cloned().collect(),
+            ..after.clone()
+        };
         validate_create(dir, org, &opening)?;
         return admit_events(dir, org, &opening, after);
     };
 
     require_party(before, org, "the changing organisation")?;
-    if after.envelope.owner != before.envelope.owner || after.envelope.id != before.envelope.id || after.envelope.kind != before.envelope.kind {
-        return refuse(RULE_PARTY, format!("{org} may not rewrite the envelope of {}", before.id()));
+    if after.envelope.owner != before.envelope.owner
+        || after.envelope.id != before.envelope.id
+        || after.envelope.kind != before.envelope.kind
+    {
+        return refuse(
+            RULE_PARTY,
+            format!("{org} may not rewrite the envelope of {}", before.id()),
+        );
     }
-    if let Some(dropped) = before.envelope.parties.iter().find(|p| !after.envelope.is_party(p)) {
-        return refuse(RULE_PARTY, format!("parties are only ever added; {org} removed {dropped}"));
+    if let Some(dropped) = before
+        .envelope
+        .parties
+        .iter()
+        .find(|p| !after.envelope.is_party(p))
+    {
+        return refuse(
+            RULE_PARTY,
+            format!("parties are only ever added; {org} removed {dropped}"),
+        );
     }
     for party in &after.envelope.parties {
         require_org(dir, party, "party")?;
     }
     if after.body != before.body {
-        validate_create(dir, &after.envelope.owner, &Record { events: before.events.clone(), ..after.clone() })?;
+        validate_create(
+            dir,
+            &after.envelope.owner,
+            &Record {
+                events: before.events.clone(),
+                ..after.clone()
+            },
+        )?;
     }
     admit_events(dir, org, before, after)
 }
 
-fn admit_events(dir: &Directory, org: &str, before: &Record, after: &Record) -> Result<(), RuleViolation> {
+fn admit_events(
+    dir: &Directory,
+    org: &str,
+    before: &Record,
+    after: &Record,
+) -> Result<(), RuleViolation> {
     for old in &before.events {
         match after.events.iter().find(|e| e.id == old.id) {
             Some(same) if same == old => {}
-            _ => return refuse("workflow", format!("workflow events are append-only; event {} ({}) was changed or removed", old.id, old.action)),
+            _ => {
+                return refuse(
+                    "workflow",
+                    format!(
+                        "workflow events are append-only; event {} ({}) was changed or removed",
+                        old.id, old.action
+                    ),
+                );
+            }
         }
     }
-    let mut new: Vec<&WorkflowEvent> = after.events.iter().filter(|e| !before.events.iter().any(|o| o.id == e.id)).collect();
+    let mut new: Vec<&WorkflowEvent> = after
+        .events
+        .iter()
+        .filter(|e| !before.events.iter().any(|o| o.id == e.id))
+        .collect();
     new.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
-    let mut state = Record { events: before.events.clone(), ..after.clone() };
+    let mut state = Record {
+        events: before.events.clone(),
+        ..after.clone()
+    };
     for event in new {
         validate_event(dir, org, &state, event)?;
         state.events.push(event.clone());

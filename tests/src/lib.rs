@@ -14,6 +14,7 @@ use linkage_proto::v1::district_client::DistrictClient;
 use linkage_proto::v1::records_client::RecordsClient;
 use tonic::transport::Channel;
 
+pub mod proxy;
 pub mod scenario;
 
 /// The folder holding the workspace's binaries for the running profile.
@@ -21,13 +22,20 @@ pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the running executable has a path");
     let dir = exe.parent().expect("executables live in a folder");
     // Test executables live in target/<profile>/deps; binaries one level up.
-    if dir.ends_with("deps") { dir.parent().expect("deps has a parent").to_path_buf() } else { dir.to_path_buf() }
+    if dir.ends_with("deps") {
+        dir.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
     let path = bin_dir().join(name);
     if !path.exists() {
-        bail!("{} is not built; run `cargo build --workspace --bins` (the README's commands do) first", path.display());
+        bail!(
+            "{} is not built; run `cargo build --workspace --bins` (the README's commands do) first",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -44,16 +52,27 @@ pub struct Spawned {
 impl Spawned {
     /// Starts `program` with `args`, stdout and stderr appended to `log`.
     pub fn start(name: &str, program: &Path, args: &[String], log: &Path) -> anyhow::Result<Self> {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("opening log {}", log.display()))?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening log {}", log.display()))?;
         let child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
-            .env("RUST_LOG", std::env::var("LINKAGE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("LINKAGE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
-        Ok(Spawned { child: Some(child), name: name.to_owned(), log: log.to_owned() })
+        Ok(Spawned {
+            child: Some(child),
+            name: name.to_owned(),
+            log: log.to_owned(),
+        })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -70,7 +89,9 @@ impl Spawned {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The last lines of the process's log, for failure messages.
@@ -97,10 +118,18 @@ fn wait_addr(proc: &mut Spawned, addr_file: &Path, timeout: Duration) -> anyhow:
             }
         }
         if !proc.is_running() {
-            bail!("{} exited before listening:\n{}", proc.name, proc.log_tail(30));
+            bail!(
+                "{} exited before listening:\n{}",
+                proc.name,
+                proc.log_tail(30)
+            );
         }
         if Instant::now() > deadline {
-            bail!("{} did not listen within {timeout:?}:\n{}", proc.name, proc.log_tail(30));
+            bail!(
+                "{} did not listen within {timeout:?}:\n{}",
+                proc.name,
+                proc.log_tail(30)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -128,9 +157,18 @@ impl HubProcess {
             "--addr-file".into(),
             addr_file.display().to_string(),
         ];
-        let mut proc = Spawned::start("linkage-hub", &bin("linkage-hub")?, &args, &data_dir.with_extension("log"))?;
+        let mut proc = Spawned::start(
+            "linkage-hub",
+            &bin("linkage-hub")?,
+            &args,
+            &data_dir.with_extension("log"),
+        )?;
         let addr = wait_addr(&mut proc, &addr_file, Duration::from_secs(30))?;
-        Ok(HubProcess { proc, addr, data_dir: data_dir.to_owned() })
+        Ok(HubProcess {
+            proc,
+            addr,
+            data_dir: data_dir.to_owned(),
+        })
     }
 
     /// Kills the hub with SIGKILL and starts it again on the same address and data.
@@ -179,9 +217,20 @@ impl NodeProcess {
             args.extend(["--hub".into(), hub.to_owned()]);
         }
         let name = format!("linkage-node {org}");
-        let mut proc = Spawned::start(&name, &bin("linkage-node")?, &args, &data_dir.with_extension("log"))?;
+        let mut proc = Spawned::start(
+            &name,
+            &bin("linkage-node")?,
+            &args,
+            &data_dir.with_extension("log"),
+        )?;
         let addr = wait_addr(&mut proc, &addr_file, Duration::from_secs(30))?;
-        Ok(NodeProcess { proc, addr, org: org.to_owned(), data_dir: data_dir.to_owned(), hub: hub.map(str::to_owned) })
+        Ok(NodeProcess {
+            proc,
+            addr,
+            org: org.to_owned(),
+            data_dir: data_dir.to_owned(),
+            hub: hub.map(str::to_owned),
+        })
     }
 
     /// Starts the node again on the same data (after a kill or a stop).
@@ -202,7 +251,10 @@ impl NodeProcess {
 }
 
 pub async fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(url.to_owned())?.connect_timeout(Duration::from_secs(5)).connect().await?)
+    Ok(Channel::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?)
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
@@ -221,7 +273,9 @@ where
         }
         if Instant::now() > deadline {
             match last_error {
-                Some(e) => bail!("timed out after {timeout:?} waiting for {what}; last error: {e:#}"),
+                Some(e) => {
+                    bail!("timed out after {timeout:?} waiting for {what}; last error: {e:#}")
+                }
                 None => bail!("timed out after {timeout:?} waiting for {what}"),
             }
         }

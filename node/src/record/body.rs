@@ -118,7 +118,9 @@ pub struct UrgentNoticeBody {
     pub measures: String,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Reconcile, Hydrate)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Reconcile, Hydrate,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MeetingKind {
     /// Regular consultation meeting (J-1).
@@ -141,7 +143,9 @@ pub struct ConsultationBody {
     pub minutes: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Reconcile, Hydrate)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Reconcile, Hydrate,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AssistanceKind {
     /// Technical support to establish a violation.

@@ -44,7 +44,9 @@ pub fn org_of_actor(actor: &ActorId) -> Option<String> {
 }
 
 fn commit(message: String, at_ms: i64) -> CommitOptions {
-    CommitOptions::default().with_message(message).with_time(at_ms)
+    CommitOptions::default()
+        .with_message(message)
+        .with_time(at_ms)
 }
 
 fn reconcile_err(e: impl std::fmt::Display) -> DocError {
@@ -87,15 +89,24 @@ pub fn hydrate_record(doc: &Automerge) -> Result<Record, DocError> {
         detail,
     })?;
     let events: Vec<WorkflowEvent> = autosurgeon::hydrate_prop(doc, automerge::ROOT, "events")
-        .map_err(|e| DocError::Hydrate { what: format!("{} events", envelope.id), detail: e.to_string() })?;
+        .map_err(|e| DocError::Hydrate {
+            what: format!("{} events", envelope.id),
+            detail: e.to_string(),
+        })?;
     let mut envelope = envelope;
     dedup_parties(&mut envelope.parties);
-    Ok(Record { envelope, body, events })
+    Ok(Record {
+        envelope,
+        body,
+        events,
+    })
 }
 
 pub fn hydrate_envelope(doc: &Automerge) -> Result<Envelope, DocError> {
-    autosurgeon::hydrate_prop(doc, automerge::ROOT, "envelope")
-        .map_err(|e| DocError::Hydrate { what: "envelope".into(), detail: e.to_string() })
+    autosurgeon::hydrate_prop(doc, automerge::ROOT, "envelope").map_err(|e| DocError::Hydrate {
+        what: "envelope".into(),
+        detail: e.to_string(),
+    })
 }
 
 fn hydrate_body(doc: &Automerge, kind: RecordKind) -> Result<Body, String> {
@@ -111,14 +122,26 @@ fn dedup_parties(parties: &mut Vec<String>) {
 }
 
 /// Appends `event` to the document's event list as one change by the document's actor.
-pub fn append_event(doc: &mut Automerge, event: &WorkflowEvent, now_ms: i64) -> Result<(), DocError> {
-    let mut events: Vec<WorkflowEvent> = autosurgeon::hydrate_prop(&*doc, automerge::ROOT, "events")
-        .map_err(|e| DocError::Hydrate { what: "events".into(), detail: e.to_string() })?;
+pub fn append_event(
+    doc: &mut Automerge,
+    event: &WorkflowEvent,
+    now_ms: i64,
+) -> Result<(), DocError> {
+    let mut events: Vec<WorkflowEvent> =
+        autosurgeon::hydrate_prop(&*doc, automerge::ROOT, "events").map_err(|e| {
+            DocError::Hydrate {
+                what: "events".into(),
+                detail: e.to_string(),
+            }
+        })?;
     events.push(event.clone());
     let message = format!("event {}", event.action);
     doc.transact_with(
         |_| commit(message, now_ms),
-        |tx| autosurgeon::reconcile_prop(tx, automerge::ROOT, "events", &events).map_err(reconcile_err),
+        |tx| {
+            autosurgeon::reconcile_prop(tx, automerge::ROOT, "events", &events)
+                .map_err(reconcile_err)
+        },
     )
     .map_err(|f| f.error)?;
     Ok(())
@@ -126,8 +149,11 @@ pub fn append_event(doc: &mut Automerge, event: &WorkflowEvent, now_ms: i64) -> 
 
 /// Writes `body`, touching only the fields that differ from the document's.
 pub fn edit_body(doc: &mut Automerge, body: &Body, now_ms: i64) -> Result<(), DocError> {
-    doc.transact_with(|_| commit("edit body".to_owned(), now_ms), |tx| reconcile_body(tx, body))
-        .map_err(|f| f.error)?;
+    doc.transact_with(
+        |_| commit("edit body".to_owned(), now_ms),
+        |tx| reconcile_body(tx, body),
+    )
+    .map_err(|f| f.error)?;
     Ok(())
 }
 
@@ -160,19 +186,37 @@ pub struct FieldConflict {
 /// Every conflicted field of the document, by path (`body.assessment`, `events.3.note`).
 pub fn conflicts(doc: &Automerge) -> Vec<FieldConflict> {
     let mut found = Vec::new();
-    walk(doc, automerge::ROOT, String::new(), ObjType::Map, &mut found);
+    walk(
+        doc,
+        automerge::ROOT,
+        String::new(),
+        ObjType::Map,
+        &mut found,
+    );
     found
 }
 
-fn walk(doc: &Automerge, obj: automerge::ObjId, path: String, kind: ObjType, found: &mut Vec<FieldConflict>) {
+fn walk(
+    doc: &Automerge,
+    obj: automerge::ObjId,
+    path: String,
+    kind: ObjType,
+    found: &mut Vec<FieldConflict>,
+) {
     let props: Vec<automerge::Prop> = match kind {
         ObjType::Map | ObjType::Table => doc.keys(&obj).map(automerge::Prop::Map).collect(),
         ObjType::List => (0..doc.length(&obj)).map(automerge::Prop::Seq).collect(),
         ObjType::Text => return,
     };
     for prop in props {
-        let child_path = if path.is_empty() { prop.to_string() } else { format!("{path}.{prop}") };
-        let Ok(values) = doc.get_all(&obj, prop) else { continue };
+        let child_path = if path.is_empty() {
+            prop.to_string()
+        } else {
+            format!("{path}.{prop}")
+        };
+        let Ok(values) = doc.get_all(&obj, prop) else {
+            continue;
+        };
         if values.len() > 1 {
             found.push(FieldConflict {
                 path: child_path.clone(),
@@ -249,7 +293,11 @@ mod tests {
     fn actor_ids_carry_their_organisation() {
         let actor = actor_for("130304103");
         assert_eq!(org_of_actor(&actor).as_deref(), Some("130304103"));
-        assert_ne!(actor, actor_for("130304103"), "each replica gets its own actor");
+        assert_ne!(
+            actor,
+            actor_for("130304103"),
+            "each replica gets its own actor"
+        );
         assert_eq!(org_of_actor(&ActorId::random()), None);
     }
 
@@ -271,18 +319,27 @@ mod tests {
         let mut pc = base.fork().with_actor(actor_for("bdh-yjgl"));
         let mut laptop = base.fork().with_actor(actor_for("bdh-yjgl"));
 
-        let Body::UrgentNotice(mut on_pc) = record.body.clone() else { unreachable!() };
+        let Body::UrgentNotice(mut on_pc) = record.body.clone() else {
+            unreachable!()
+        };
         on_pc.assessment = "cylinders leaking".into();
         on_pc.measures = "area closed".into();
         edit_body(&mut pc, &Body::UrgentNotice(on_pc), 6).unwrap();
-        let Body::UrgentNotice(mut on_laptop) = record.body.clone() else { unreachable!() };
+        let Body::UrgentNotice(mut on_laptop) = record.body.clone() else {
+            unreachable!()
+        };
         on_laptop.assessment = "cylinders intact".into();
         edit_body(&mut laptop, &Body::UrgentNotice(on_laptop), 7).unwrap();
 
         pc.merge(&mut laptop).unwrap();
         let merged = hydrate_record(&pc).unwrap();
-        let Body::UrgentNotice(body) = merged.body else { unreachable!() };
-        assert_eq!(body.measures, "area closed", "the field only one device wrote is kept");
+        let Body::UrgentNotice(body) = merged.body else {
+            unreachable!()
+        };
+        assert_eq!(
+            body.measures, "area closed",
+            "the field only one device wrote is kept"
+        );
         let conflicts = conflicts(&pc);
         assert_eq!(conflicts.len(), 1, "{conflicts:?}");
         assert_eq!(conflicts[0].path, "body.assessment");
@@ -297,8 +354,18 @@ mod tests {
         let base = new_document(&record, actor_for("130304103"), 5).unwrap();
         let mut a = base.fork().with_actor(actor_for("bdh-yjgl"));
         let mut b = base.fork().with_actor(actor_for("bdh-yjgl"));
-        append_event(&mut a, &WorkflowEvent::new(Action::Dispatched, 10, "bdh-yjgl"), 10).unwrap();
-        append_event(&mut b, &WorkflowEvent::new(Action::Updated, 11, "bdh-yjgl"), 11).unwrap();
+        append_event(
+            &mut a,
+            &WorkflowEvent::new(Action::Dispatched, 10, "bdh-yjgl"),
+            10,
+        )
+        .unwrap();
+        append_event(
+            &mut b,
+            &WorkflowEvent::new(Action::Updated, 11, "bdh-yjgl"),
+            11,
+        )
+        .unwrap();
         a.merge(&mut b).unwrap();
         assert_eq!(hydrate_record(&a).unwrap().events.len(), 3);
     }

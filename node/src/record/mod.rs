@@ -113,7 +113,9 @@ impl fmt::Display for RecordKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown record kind {0:?}; known kinds: case, transfer, complaint, shared_info, urgent_notice, consultation, assistance, dispute, liaison_directory, calendar")]
+#[error(
+    "unknown record kind {0:?}; known kinds: case, transfer, complaint, shared_info, urgent_notice, consultation, assistance, dispute, liaison_directory, calendar"
+)]
 pub struct UnknownKind(pub String);
 
 impl FromStr for RecordKind {
@@ -274,7 +276,10 @@ impl Body {
 
     /// Parses the JSON form of a `kind` body; unknown fields are refused by name.
     pub fn from_json(kind: RecordKind, json: &str) -> Result<Body, BodyError> {
-        let err = |e: serde_json::Error| BodyError::Json { kind, detail: e.to_string() };
+        let err = |e: serde_json::Error| BodyError::Json {
+            kind,
+            detail: e.to_string(),
+        };
         for_kind!(kind, T, ctor => serde_json::from_str::<T>(json).map(ctor).map_err(err))
     }
 
@@ -472,7 +477,10 @@ impl Record {
 
     /// The first event with `action`, in time order.
     pub fn first(&self, action: Action) -> Option<&WorkflowEvent> {
-        self.events.iter().filter(|e| e.action == action).min_by_key(|e| e.at_ms)
+        self.events
+            .iter()
+            .filter(|e| e.action == action)
+            .min_by_key(|e| e.at_ms)
     }
 
     pub fn has(&self, action: Action) -> bool {
@@ -496,23 +504,38 @@ mod tests {
 
     #[test]
     fn actions_round_trip_through_snake_case_names() {
-        assert_eq!(Action::ReportedToGovernment.as_str(), "reported_to_government");
+        assert_eq!(
+            Action::ReportedToGovernment.as_str(),
+            "reported_to_government"
+        );
         assert_eq!(Action::parse("objected"), Ok(Action::Objected));
-        assert!(Action::parse("teleported").unwrap_err().to_string().contains("teleported"));
+        assert!(
+            Action::parse("teleported")
+                .unwrap_err()
+                .to_string()
+                .contains("teleported")
+        );
     }
 
     #[test]
     fn body_json_with_an_unknown_field_is_refused_by_name() {
-        let err = Body::from_json(RecordKind::Transfer, r#"{"sender":"x","colour":"red"}"#)
-            .unwrap_err();
+        let err =
+            Body::from_json(RecordKind::Transfer, r#"{"sender":"x","colour":"red"}"#).unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
     }
 
     #[test]
     fn body_patch_replaces_named_fields_only() {
         let body = Body::from_json(RecordKind::UrgentNotice, r#"{"hazard":"gas"}"#).unwrap();
-        let patched = body.patched(&serde_json::json!({"assessment": "valves shut"})).unwrap();
-        let Body::UrgentNotice(b) = patched else { panic!("kind changed") };
-        assert_eq!((b.hazard.as_str(), b.assessment.as_str()), ("gas", "valves shut"));
+        let patched = body
+            .patched(&serde_json::json!({"assessment": "valves shut"}))
+            .unwrap();
+        let Body::UrgentNotice(b) = patched else {
+            panic!("kind changed")
+        };
+        assert_eq!(
+            (b.hazard.as_str(), b.assessment.as_str()),
+            ("gas", "valves shut")
+        );
     }
 }

@@ -9,7 +9,9 @@ use serde::Serialize;
 use super::{Action, RecordKind, WorkflowEvent};
 
 /// Where a record stands. Labels are what office staff read: Chinese with English beside it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, strum::IntoStaticStr, strum::EnumString)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, strum::IntoStaticStr, strum::EnumString,
+)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Status {
@@ -105,11 +107,31 @@ pub struct Derived {
 
 /// Pairs of actions that cannot both be true of one record, with what the pair means.
 const CONTRADICTORY: &[(Action, Action, &str)] = &[
-    (Action::Accepted, Action::Objected, "受理与异议并存 accepted and objected"),
-    (Action::Dispatched, Action::Refused, "出警与拒绝并存 dispatched and refused"),
-    (Action::NegotiationAgreed, Action::NegotiationFailed, "协商一致与未达成并存 agreed and failed"),
-    (Action::CoordinationAgreed, Action::CoordinationFailed, "协调一致与未达成并存 coordination agreed and failed"),
-    (Action::Answered, Action::CaseOpened, "已答复无违法与已立案并存 answered (no violation) and case opened"),
+    (
+        Action::Accepted,
+        Action::Objected,
+        "受理与异议并存 accepted and objected",
+    ),
+    (
+        Action::Dispatched,
+        Action::Refused,
+        "出警与拒绝并存 dispatched and refused",
+    ),
+    (
+        Action::NegotiationAgreed,
+        Action::NegotiationFailed,
+        "协商一致与未达成并存 agreed and failed",
+    ),
+    (
+        Action::CoordinationAgreed,
+        Action::CoordinationFailed,
+        "协调一致与未达成并存 coordination agreed and failed",
+    ),
+    (
+        Action::Answered,
+        Action::CaseOpened,
+        "已答复无违法与已立案并存 answered (no violation) and case opened",
+    ),
 ];
 
 /// Derives status from events, whatever order they were merged in: events are sorted by
@@ -120,7 +142,10 @@ pub fn derive(kind: RecordKind, events: &[WorkflowEvent]) -> Derived {
 
     let contradictions = contradictions(&ordered);
     if !contradictions.is_empty() {
-        return Derived { status: Status::Conflict, contradictions };
+        return Derived {
+            status: Status::Conflict,
+            contradictions,
+        };
     }
 
     let mut status = opening_status(kind);
@@ -129,7 +154,10 @@ pub fn derive(kind: RecordKind, events: &[WorkflowEvent]) -> Derived {
             status = next;
         }
     }
-    Derived { status, contradictions }
+    Derived {
+        status,
+        contradictions,
+    }
 }
 
 fn contradictions(events: &[&WorkflowEvent]) -> Vec<Contradiction> {
@@ -199,7 +227,9 @@ fn step(kind: RecordKind, current: Status, action: Action) -> Option<Status> {
         (K::Consultation, A::Minuted) => Status::Minuted,
 
         (K::Assistance, A::ThirdPartyNeeded) => Status::AwaitingGuidance,
-        (K::Assistance, A::OpinionGiven | A::GuidanceGiven | A::OfficersSent) => Status::OpinionGiven,
+        (K::Assistance, A::OpinionGiven | A::GuidanceGiven | A::OfficersSent) => {
+            Status::OpinionGiven
+        }
 
         (K::Dispute, A::NegotiationAgreed | A::CoordinationAgreed) => Status::Agreed,
         (K::Dispute, A::CoordinationApplied) => Status::Coordinating,
@@ -225,7 +255,10 @@ mod tests {
             event(Action::Received, 2, "bdh-scjg"),
             event(Action::Accepted, 3, "bdh-scjg"),
         ];
-        assert_eq!(derive(RecordKind::Transfer, &events).status, Status::Accepted);
+        assert_eq!(
+            derive(RecordKind::Transfer, &events).status,
+            Status::Accepted
+        );
     }
 
     #[test]
@@ -259,15 +292,29 @@ mod tests {
             event(Action::NegotiationFailed, 2, "130304002"),
             event(Action::CoordinationApplied, 3, "130304002"),
         ];
-        assert_eq!(derive(RecordKind::Dispute, &events).status, Status::Coordinating);
+        assert_eq!(
+            derive(RecordKind::Dispute, &events).status,
+            Status::Coordinating
+        );
     }
 
     #[test]
     fn every_status_has_a_bilingual_label() {
-        for status in [Status::Open, Status::Conflict, Status::Coordinating, Status::Held] {
+        for status in [
+            Status::Open,
+            Status::Conflict,
+            Status::Coordinating,
+            Status::Held,
+        ] {
             let label = status.label();
-            assert!(label.chars().any(|c| !c.is_ascii()), "{label} lacks Chinese");
-            assert!(label.chars().any(|c| c.is_ascii_alphabetic()), "{label} lacks English");
+            assert!(
+                label.chars().any(|c| !c.is_ascii()),
+                "{label} lacks Chinese"
+            );
+            assert!(
+                label.chars().any(|c| c.is_ascii_alphabetic()),
+                "{label} lacks English"
+            );
         }
     }
 }

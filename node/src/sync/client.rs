@@ -60,19 +60,28 @@ pub async fn run_forever(replica: Arc<Replica>, hub: String, status: Arc<LinkSta
 /// Exponential backoff with full jitter in [50%, 150%], so that nodes cut off together do not
 /// reconnect together.
 fn backoff(failures: u32) -> Duration {
-    let exp = MIN_BACKOFF.saturating_mul(1u32 << failures.min(16)).min(MAX_BACKOFF);
+    let exp = MIN_BACKOFF
+        .saturating_mul(1u32 << failures.min(16))
+        .min(MAX_BACKOFF);
     let jitter = rand::rng().random_range(0.5..1.5);
     exp.mul_f64(jitter)
 }
 
-async fn connect_once(replica: &Arc<Replica>, hub: &str, status: &Arc<LinkStatus>) -> Result<(), SyncError> {
+async fn connect_once(
+    replica: &Arc<Replica>,
+    hub: &str,
+    status: &Arc<LinkStatus>,
+) -> Result<(), SyncError> {
     let endpoint = tonic::transport::Endpoint::from_shared(hub.to_owned())
         .map_err(|e| SyncError::Transport(format!("bad hub address {hub:?}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_keepalive(Some(Duration::from_secs(20)))
         .http2_keep_alive_interval(Duration::from_secs(15))
         .keep_alive_timeout(Duration::from_secs(10));
-    let channel = endpoint.connect().await.map_err(|e| SyncError::Transport(e.to_string()))?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| SyncError::Transport(e.to_string()))?;
     let mut client = SyncClient::new(channel)
         .max_decoding_message_size(MAX_FRAME_BYTES)
         .max_encoding_message_size(MAX_FRAME_BYTES);
@@ -93,13 +102,18 @@ async fn connect_once(replica: &Arc<Replica>, hub: &str, status: &Arc<LinkStatus
     let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
 
     let hello = match inbound.next().await {
-        Some(Ok(SyncFrame { frame: Some(Frame::Hello(hello)) })) => hello,
+        Some(Ok(SyncFrame {
+            frame: Some(Frame::Hello(hello)),
+        })) => hello,
         Some(Ok(_)) => return Err(SyncError::Protocol("hub did not start with hello".into())),
         Some(Err(status)) => return Err(status.into()),
         None => return Err(SyncError::Closed),
     };
     if hello.protocol_version != PROTOCOL_VERSION {
-        return Err(SyncError::Protocol(format!("hub speaks protocol {}, this node {PROTOCOL_VERSION}", hello.protocol_version)));
+        return Err(SyncError::Protocol(format!(
+            "hub speaks protocol {}, this node {PROTOCOL_VERSION}",
+            hello.protocol_version
+        )));
     }
     forget_if_recreated(replica, &hello.store_id).await?;
     status.connected.store(true, Ordering::Relaxed);
@@ -143,7 +157,10 @@ mod tests {
     #[test]
     fn backoff_grows_then_caps_with_jitter() {
         let first = backoff(1);
-        assert!(first >= MIN_BACKOFF && first <= MIN_BACKOFF * 3, "{first:?}");
+        assert!(
+            first >= MIN_BACKOFF && first <= MIN_BACKOFF * 3,
+            "{first:?}"
+        );
         for failures in [10, 20, 1000] {
             let wait = backoff(failures);
             assert!(wait <= MAX_BACKOFF.mul_f64(1.5), "{wait:?}");

@@ -40,7 +40,13 @@ pub trait Gate: Send + Sync + std::fmt::Debug + 'static {
 
     /// Admits the changes a peer sent for record `id`: `before` is the local copy (`None` if
     /// new), `after` the copy with the changes applied, `added` the new changes.
-    fn admit(&self, id: &str, before: Option<&Automerge>, after: &Automerge, added: &[Change]) -> Result<(), RuleViolation>;
+    fn admit(
+        &self,
+        id: &str,
+        before: Option<&Automerge>,
+        after: &Automerge,
+        added: &[Change],
+    ) -> Result<(), RuleViolation>;
 }
 
 /// The node's gate: the hub is entitled to everything, and the node takes what the hub sends
@@ -53,7 +59,13 @@ impl Gate for TrustHub {
         true
     }
 
-    fn admit(&self, _: &str, _: Option<&Automerge>, _: &Automerge, _: &[Change]) -> Result<(), RuleViolation> {
+    fn admit(
+        &self,
+        _: &str,
+        _: Option<&Automerge>,
+        _: &Automerge,
+        _: &[Change],
+    ) -> Result<(), RuleViolation> {
         Ok(())
     }
 }
@@ -174,7 +186,10 @@ async fn blocking<R: Send + 'static>(
 
 impl Session {
     async fn send(&self, frame: Frame) -> Result<(), SyncError> {
-        self.outbound.send(SyncFrame { frame: Some(frame) }).await.map_err(|_| SyncError::Closed)
+        self.outbound
+            .send(SyncFrame { frame: Some(frame) })
+            .await
+            .map_err(|_| SyncError::Closed)
     }
 
     /// Offers records that changed since the last scan, while the window has room.
@@ -182,8 +197,13 @@ impl Session {
         while self.offers.len() < WINDOW {
             let replica = self.ctx.replica.clone();
             let after = self.scanned;
-            let entries = blocking(&replica, move |r| Ok(r.store().changed_since(after, SCAN_BATCH)?)).await?;
-            let Some(last) = entries.last().map(|e| e.seq) else { break };
+            let entries = blocking(&replica, move |r| {
+                Ok(r.store().changed_since(after, SCAN_BATCH)?)
+            })
+            .await?;
+            let Some(last) = entries.last().map(|e| e.seq) else {
+                break;
+            };
 
             for entry in entries {
                 self.offer(entry.doc, entry.seq).await?;
@@ -205,14 +225,19 @@ impl Session {
         let gate = self.ctx.gate.clone();
         let doc_id = id.clone();
         let (outcome, state) = blocking(&self.ctx.replica, move |r| {
-            let Some(summary) = r.summary(&doc_id)? else { return Ok((None, state)) };
+            let Some(summary) = r.summary(&doc_id)? else {
+                return Ok((None, state));
+            };
             if !gate.may_offer(&summary) {
                 return Ok((None, state));
             }
             let mut state = state;
             let outcome = r.read(&doc_id, |doc| {
                 let message = doc.generate_sync_message(&mut state);
-                (message, covers(state.their_heads.as_deref(), &doc.get_heads()))
+                (
+                    message,
+                    covers(state.their_heads.as_deref(), &doc.get_heads()),
+                )
             })?;
             Ok((outcome, state))
         })
@@ -235,13 +260,26 @@ impl Session {
             }
         }
         let now = self.ctx.replica.now_ms();
-        if let Some(old) = self.offers.insert(id.clone(), Offer { seq, offered_at_ms: now }) {
+        if let Some(old) = self.offers.insert(
+            id.clone(),
+            Offer {
+                seq,
+                offered_at_ms: now,
+            },
+        ) {
             self.offers_by_seq.remove(&old.seq);
         }
         self.offers_by_seq.insert(seq, id.clone());
         debug!(record = %id, seq, "offered");
         match message {
-            Some(message) => self.send(Frame::Doc(DocSync { record_id: id, message, heads: Vec::new() })).await,
+            Some(message) => {
+                self.send(Frame::Doc(DocSync {
+                    record_id: id,
+                    message,
+                    heads: Vec::new(),
+                }))
+                .await
+            }
             None => Ok(()),
         }
     }
@@ -287,7 +325,11 @@ impl Session {
             Some(Frame::Doc(doc)) => self.on_doc(doc).await,
             Some(Frame::Rejected(rejected)) => self.on_rejected(rejected).await,
             Some(Frame::Progress(progress)) => {
-                let mut figures = self.ctx.figures.lock().expect("figures lock is never poisoned");
+                let mut figures = self
+                    .ctx
+                    .figures
+                    .lock()
+                    .expect("figures lock is never poisoned");
                 figures.peer_pending = progress.pending_records;
                 figures.peer_oldest_pending_ms = progress.oldest_pending_ms;
                 Ok(())
@@ -299,46 +341,85 @@ impl Session {
 
     fn touch(&self) {
         let now = self.ctx.replica.now_ms();
-        self.ctx.figures.lock().expect("figures lock is never poisoned").last_contact_ms = now;
+        self.ctx
+            .figures
+            .lock()
+            .expect("figures lock is never poisoned")
+            .last_contact_ms = now;
     }
 
     async fn on_doc(&mut self, frame: DocSync) -> Result<(), SyncError> {
         let id = frame.record_id;
         if id.is_empty() || id.len() > 256 {
-            return self.reject(id, "protocol", "record id must be 1 to 256 bytes".into()).await;
+            return self
+                .reject(id, "protocol", "record id must be 1 to 256 bytes".into())
+                .await;
         }
         if frame.message.is_empty() {
             return self.on_ack(id, frame.heads).await;
         }
         if frame.message.len() > MAX_FRAME_BYTES {
-            return self.reject(id, "protocol", format!("sync message of {} bytes is over the limit", frame.message.len())).await;
+            return self
+                .reject(
+                    id,
+                    "protocol",
+                    format!(
+                        "sync message of {} bytes is over the limit",
+                        frame.message.len()
+                    ),
+                )
+                .await;
         }
         let message = match Message::decode(&frame.message) {
             Ok(message) => message,
-            Err(e) => return self.reject(id, "protocol", format!("malformed sync message: {e}")).await,
+            Err(e) => {
+                return self
+                    .reject(id, "protocol", format!("malformed sync message: {e}"))
+                    .await;
+            }
         };
 
         let state = self.take_state(&id).await?;
         let gate = self.ctx.gate.clone();
         let doc_id = id.clone();
-        let outcome = blocking(&self.ctx.replica, move |r| Ok(receive(r, &doc_id, gate.as_ref(), state, message))).await?;
+        let outcome = blocking(&self.ctx.replica, move |r| {
+            Ok(receive(r, &doc_id, gate.as_ref(), state, message))
+        })
+        .await?;
 
         match outcome {
-            Received::Applied { state, reply, confirmed, heads } => {
+            Received::Applied {
+                state,
+                reply,
+                confirmed,
+                heads,
+            } => {
                 self.states.insert(id.clone(), state);
                 if confirmed {
                     self.confirm(&id).await?;
                 }
                 let frame = match reply {
-                    Some(reply) => DocSync { record_id: id, message: reply.encode(), heads: Vec::new() },
-                    None => DocSync { record_id: id, message: Vec::new(), heads },
+                    Some(reply) => DocSync {
+                        record_id: id,
+                        message: reply.encode(),
+                        heads: Vec::new(),
+                    },
+                    None => DocSync {
+                        record_id: id,
+                        message: Vec::new(),
+                        heads,
+                    },
                 };
                 self.send(Frame::Doc(frame)).await
             }
             Received::Refused(violation) => {
                 // The peer's next session starts afresh for this record.
                 self.states.insert(id.clone(), State::new());
-                self.ctx.figures.lock().expect("figures lock is never poisoned").records_rejected += 1;
+                self.ctx
+                    .figures
+                    .lock()
+                    .expect("figures lock is never poisoned")
+                    .records_rejected += 1;
                 warn!(record = %id, rule = violation.rule, reason = %violation.message, "refused a peer's change");
                 self.reject(id, violation.rule, violation.message).await
             }
@@ -355,9 +436,15 @@ impl Session {
         if !self.offers.contains_key(&id) {
             return Ok(());
         }
-        let theirs: Vec<automerge::ChangeHash> = heads.iter().filter_map(|h| automerge::ChangeHash::try_from(h.as_slice()).ok()).collect();
+        let theirs: Vec<automerge::ChangeHash> = heads
+            .iter()
+            .filter_map(|h| automerge::ChangeHash::try_from(h.as_slice()).ok())
+            .collect();
         let doc = id.clone();
-        let ours = blocking(&self.ctx.replica, move |r| Ok(r.read(&doc, Automerge::get_heads)?)).await?;
+        let ours = blocking(&self.ctx.replica, move |r| {
+            Ok(r.read(&doc, Automerge::get_heads)?)
+        })
+        .await?;
         if ours.is_some_and(|ours| covers(Some(&theirs), &ours)) {
             self.confirm(&id).await?;
         }
@@ -365,7 +452,12 @@ impl Session {
     }
 
     async fn reject(&self, id: String, rule: &str, reason: String) -> Result<(), SyncError> {
-        self.send(Frame::Rejected(Rejected { record_id: id, rule: rule.to_owned(), reason })).await
+        self.send(Frame::Rejected(Rejected {
+            record_id: id,
+            rule: rule.to_owned(),
+            reason,
+        }))
+        .await
     }
 
     /// The peer refused our changes to a record. Keep the note for the office and stop
@@ -380,7 +472,10 @@ impl Session {
         };
         let key = format!("{REJECTION_PREFIX}{}", note.record_id);
         let bytes = serde_json::to_vec(&note).expect("notes are plain data");
-        blocking(&self.ctx.replica, move |r| Ok(r.store().put_meta(&key, &bytes)?)).await?;
+        blocking(&self.ctx.replica, move |r| {
+            Ok(r.store().put_meta(&key, &bytes)?)
+        })
+        .await?;
         self.states.remove(&rejected.record_id);
         self.settle(&rejected.record_id).await
     }
@@ -398,11 +493,16 @@ impl Session {
     /// Persists the record's sync state (Automerge keeps only the shared heads of it), so the
     /// next session starts from what both sides are known to hold.
     async fn persist_state(&self, id: &str) -> Result<(), SyncError> {
-        let Some(state) = self.states.get(id) else { return Ok(()) };
+        let Some(state) = self.states.get(id) else {
+            return Ok(());
+        };
         let bytes = state.encode();
         let peer = self.ctx.peer_key.clone();
         let doc = id.to_owned();
-        blocking(&self.ctx.replica, move |r| Ok(r.store().put_peer_state(&peer, &doc, &bytes)?)).await
+        blocking(&self.ctx.replica, move |r| {
+            Ok(r.store().put_peer_state(&peer, &doc, &bytes)?)
+        })
+        .await
     }
 
     async fn settle(&mut self, id: &str) -> Result<(), SyncError> {
@@ -421,7 +521,10 @@ impl Session {
         if target > self.cursor {
             self.cursor = target;
             let peer = self.ctx.peer_key.clone();
-            blocking(&self.ctx.replica, move |r| Ok(r.store().put_cursor(&peer, target)?)).await?;
+            blocking(&self.ctx.replica, move |r| {
+                Ok(r.store().put_cursor(&peer, target)?)
+            })
+            .await?;
         }
         self.update_figures();
         Ok(())
@@ -429,16 +532,30 @@ impl Session {
 
     fn update_figures(&self) {
         let last = self.ctx.replica.store().last_seq();
-        let mut figures = self.ctx.figures.lock().expect("figures lock is never poisoned");
-        figures.pending_to_peer = self.offers.len() as u64 + last.saturating_sub(self.scanned).min(u64::from(u32::MAX));
-        figures.oldest_pending_ms = self.offers.values().map(|o| o.offered_at_ms).min().unwrap_or(0);
+        let mut figures = self
+            .ctx
+            .figures
+            .lock()
+            .expect("figures lock is never poisoned");
+        figures.pending_to_peer =
+            self.offers.len() as u64 + last.saturating_sub(self.scanned).min(u64::from(u32::MAX));
+        figures.oldest_pending_ms = self
+            .offers
+            .values()
+            .map(|o| o.offered_at_ms)
+            .min()
+            .unwrap_or(0);
         figures.cursor = self.cursor;
     }
 
     async fn send_progress(&self) -> Result<(), SyncError> {
         self.update_figures();
         let (pending, oldest) = {
-            let figures = self.ctx.figures.lock().expect("figures lock is never poisoned");
+            let figures = self
+                .ctx
+                .figures
+                .lock()
+                .expect("figures lock is never poisoned");
             (figures.pending_to_peer, figures.oldest_pending_ms)
         };
         self.send(Frame::Progress(Progress {
@@ -451,14 +568,25 @@ impl Session {
 }
 
 enum Received {
-    Applied { state: State, reply: Option<Message>, confirmed: bool, heads: Vec<Vec<u8>> },
+    Applied {
+        state: State,
+        reply: Option<Message>,
+        confirmed: bool,
+        heads: Vec<Vec<u8>>,
+    },
     Refused(RuleViolation),
     Failed(String),
 }
 
 /// Applies one sync message to record `id`: on a fork first, so the gate sees the result before
 /// the replica keeps it, then durably.
-fn receive(replica: &Replica, id: &str, gate: &dyn Gate, state: State, message: Message) -> Received {
+fn receive(
+    replica: &Replica,
+    id: &str,
+    gate: &dyn Gate,
+    state: State,
+    message: Message,
+) -> Received {
     let existing = match replica.summary(id) {
         Ok(summary) => summary,
         Err(e) => return Received::Failed(e.to_string()),
@@ -478,23 +606,29 @@ fn receive(replica: &Replica, id: &str, gate: &dyn Gate, state: State, message: 
         let mut trial = doc.fork();
         let mut trial_state = state.clone();
         if let Err(e) = trial.receive_sync_message(&mut trial_state, message) {
-            return Ok(Received::Failed(format!("sync message does not apply: {e}")));
+            return Ok(Received::Failed(format!(
+                "sync message does not apply: {e}"
+            )));
         }
-        let added = trial.get_changes_added(doc);
+        let added = doc.get_changes_added(&trial);
         if !added.is_empty() {
             let before = before_exists.then_some(&*doc);
             if let Err(violation) = gate.admit(id, before, &trial, &added) {
                 return Ok(Received::Refused(violation));
             }
-            for change in &added {
-                doc.apply_changes([change.clone()]).map_err(|e| crate::record::doc::DocError::Load(e.to_string()))?;
-            }
+            doc.apply_changes(added)
+                .map_err(|e| crate::record::doc::DocError::Load(e.to_string()))?;
         }
         let reply = doc.generate_sync_message(&mut trial_state);
         let heads = doc.get_heads();
         let confirmed = covers(trial_state.their_heads.as_deref(), &heads);
         let heads = heads.iter().map(|h| h.as_ref().to_vec()).collect();
-        Ok(Received::Applied { state: trial_state, reply, confirmed, heads })
+        Ok(Received::Applied {
+            state: trial_state,
+            reply,
+            confirmed,
+            heads,
+        })
     });
     match outcome {
         Ok(changed) => {

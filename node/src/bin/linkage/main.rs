@@ -17,13 +17,27 @@ use linkage_proto::v1::records_client::RecordsClient;
 use tonic::transport::Channel;
 
 #[derive(Debug, Parser)]
-#[command(name = "linkage", version, about = "Linkage client: records, obligations, convergence and feeds")]
+#[command(
+    name = "linkage",
+    version,
+    about = "Linkage client: records, obligations, convergence and feeds"
+)]
 struct Cli {
     /// The node to talk to.
-    #[arg(long, global = true, env = "LINKAGE_NODE", default_value = "http://127.0.0.1:7401")]
+    #[arg(
+        long,
+        global = true,
+        env = "LINKAGE_NODE",
+        default_value = "http://127.0.0.1:7401"
+    )]
     node: String,
     /// The hub, for `status`, `district` and `feed`.
-    #[arg(long, global = true, env = "LINKAGE_HUB", default_value = "http://127.0.0.1:7400")]
+    #[arg(
+        long,
+        global = true,
+        env = "LINKAGE_HUB",
+        default_value = "http://127.0.0.1:7400"
+    )]
     hub: String,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -205,19 +219,24 @@ fn optional_instant(text: Option<&str>) -> CliResult<Option<i64>> {
 fn read_json_arg(arg: &str) -> CliResult<String> {
     let text = if arg == "-" {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).map_err(|e| CliError(format!("could not read standard input: {e}")))?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| CliError(format!("could not read standard input: {e}")))?;
         text
     } else if let Some(path) = arg.strip_prefix('@') {
-        std::fs::read_to_string(path).map_err(|e| CliError(format!("could not read {path}: {e}")))?
+        std::fs::read_to_string(path)
+            .map_err(|e| CliError(format!("could not read {path}: {e}")))?
     } else {
         arg.to_owned()
     };
-    serde_json::from_str::<serde_json::Value>(&text).map_err(|e| CliError(format!("invalid JSON: {e}")))?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| CliError(format!("invalid JSON: {e}")))?;
     Ok(text)
 }
 
 async fn connect(url: &str, what: &str) -> CliResult<Channel> {
-    let endpoint = Channel::from_shared(url.to_owned()).map_err(|e| CliError(format!("bad {what} address {url:?}: {e}")))?;
+    let endpoint = Channel::from_shared(url.to_owned())
+        .map_err(|e| CliError(format!("bad {what} address {url:?}: {e}")))?;
     endpoint
         .connect_timeout(std::time::Duration::from_secs(5))
         .connect()
@@ -244,7 +263,12 @@ async fn main() -> ExitCode {
 async fn run(cli: &Cli) -> CliResult {
     let out = render::Output { json: cli.json };
     match &cli.command {
-        Command::Create { kind, body, parties, act } => {
+        Command::Create {
+            kind,
+            body,
+            parties,
+            act,
+        } => {
             let body_json = read_json_arg(body)?;
             let request = pb::CreateRecordRequest {
                 kind: kind.clone(),
@@ -259,10 +283,21 @@ async fn run(cli: &Cli) -> CliResult {
             out.record(&record);
         }
         Command::Get { id } => {
-            let record = records(cli).await?.get(pb::GetRecordRequest { id: id.clone() }).await?.into_inner();
+            let record = records(cli)
+                .await?
+                .get(pb::GetRecordRequest { id: id.clone() })
+                .await?
+                .into_inner();
             out.record(&record);
         }
-        Command::List { kind, party, status, since, until, limit } => {
+        Command::List {
+            kind,
+            party,
+            status,
+            since,
+            until,
+            limit,
+        } => {
             let request = pb::ListRecordsRequest {
                 kind: kind.clone().unwrap_or_default(),
                 party: party.clone().unwrap_or_default(),
@@ -274,7 +309,14 @@ async fn run(cli: &Cli) -> CliResult {
             let list = records(cli).await?.list(request).await?.into_inner();
             out.summaries(&list.records);
         }
-        Command::Event { id, action, act, reason, extension_wd, attachments } => {
+        Command::Event {
+            id,
+            action,
+            act,
+            reason,
+            extension_wd,
+            attachments,
+        } => {
             let request = pb::AppendEventRequest {
                 id: id.clone(),
                 action: action.clone(),
@@ -286,31 +328,58 @@ async fn run(cli: &Cli) -> CliResult {
                 extension_wd: extension_wd.unwrap_or(0),
                 attachments: attachments.clone(),
             };
-            let record = records(cli).await?.append_event(request).await?.into_inner();
+            let record = records(cli)
+                .await?
+                .append_event(request)
+                .await?
+                .into_inner();
             out.record(&record);
         }
         Command::Edit { id, patch } => {
             let patch_json = read_json_arg(patch)?;
-            let record = records(cli).await?.edit_body(pb::EditBodyRequest { id: id.clone(), patch_json }).await?.into_inner();
+            let record = records(cli)
+                .await?
+                .edit_body(pb::EditBodyRequest {
+                    id: id.clone(),
+                    patch_json,
+                })
+                .await?
+                .into_inner();
             out.record(&record);
         }
         Command::AddParties { id, parties } => {
-            let request = pb::AddPartiesRequest { id: id.clone(), parties: parties.clone(), note: String::new() };
+            let request = pb::AddPartiesRequest {
+                id: id.clone(),
+                parties: parties.clone(),
+                note: String::new(),
+            };
             let record = records(cli).await?.add_parties(request).await?.into_inner();
             out.record(&record);
         }
         Command::History { id } => {
-            let history = records(cli).await?.history(pb::HistoryRequest { id: id.clone() }).await?.into_inner();
+            let history = records(cli)
+                .await?
+                .history(pb::HistoryRequest { id: id.clone() })
+                .await?
+                .into_inner();
             out.history(&history.entries);
         }
-        Command::Obligations { at, org, all_states, district } => {
+        Command::Obligations {
+            at,
+            org,
+            all_states,
+            district,
+        } => {
             let request = pb::ObligationsRequest {
                 at_ms: optional_instant(at.as_deref())?,
                 org: org.clone().unwrap_or_default(),
                 include_met: *all_states,
             };
             let response = if *district {
-                DistrictClient::new(connect(&cli.hub, "hub").await?).obligations(request).await?.into_inner()
+                DistrictClient::new(connect(&cli.hub, "hub").await?)
+                    .obligations(request)
+                    .await?
+                    .into_inner()
             } else {
                 records(cli).await?.obligations(request).await?.into_inner()
             };
@@ -318,23 +387,54 @@ async fn run(cli: &Cli) -> CliResult {
         }
         Command::Calendar { command } => calendar_command(command, &out)?,
         Command::Info => {
-            let info = records(cli).await?.node_info(pb::NodeInfoRequest {}).await?.into_inner();
+            let info = records(cli)
+                .await?
+                .node_info(pb::NodeInfoRequest {})
+                .await?
+                .into_inner();
             out.node_info(&info);
         }
         Command::Rejections => {
-            let list = records(cli).await?.rejections(pb::RejectionsRequest {}).await?.into_inner();
+            let list = records(cli)
+                .await?
+                .rejections(pb::RejectionsRequest {})
+                .await?
+                .into_inner();
             out.rejections(&list.rejections);
         }
         Command::Status => {
-            let report = DistrictClient::new(connect(&cli.hub, "hub").await?).convergence(pb::ConvergenceRequest {}).await?.into_inner();
+            let report = DistrictClient::new(connect(&cli.hub, "hub").await?)
+                .convergence(pb::ConvergenceRequest {})
+                .await?
+                .into_inner();
             out.convergence(&report);
         }
         Command::Counts => {
-            let counts = DistrictClient::new(connect(&cli.hub, "hub").await?).record_counts(pb::RecordCountsRequest {}).await?.into_inner();
+            let counts = DistrictClient::new(connect(&cli.hub, "hub").await?)
+                .record_counts(pb::RecordCountsRequest {})
+                .await?
+                .into_inner();
             out.counts(&counts.counts);
         }
-        Command::Feed { org, kinds, categories, token, token_file, follow } => {
-            feed(cli, &out, org, kinds, categories, *token, token_file.as_deref(), *follow).await?;
+        Command::Feed {
+            org,
+            kinds,
+            categories,
+            token,
+            token_file,
+            follow,
+        } => {
+            feed(
+                cli,
+                &out,
+                org,
+                kinds,
+                categories,
+                *token,
+                token_file.as_deref(),
+                *follow,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -350,7 +450,8 @@ fn calendar_command(command: &CalendarCommand, out: &render::Output) -> CliResul
             out.due(from, period, &due);
         }
         CalendarCommand::Day { date } => {
-            let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(|_| CliError(format!("{date:?} is not a date (expected YYYY-MM-DD)")))?;
+            let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+                .map_err(|_| CliError(format!("{date:?} is not a date (expected YYYY-MM-DD)")))?;
             let kind = calendar.is_working_day(day);
             out.day(day, &kind, calendar.holiday(day));
         }
@@ -372,15 +473,31 @@ async fn feed(
     let mut resume = token;
     if let Some(path) = token_file {
         if let Ok(text) = std::fs::read_to_string(path) {
-            resume = text.trim().parse().map_err(|_| CliError(format!("token file {} does not hold a token", path.display())))?;
+            resume = text.trim().parse().map_err(|_| {
+                CliError(format!(
+                    "token file {} does not hold a token",
+                    path.display()
+                ))
+            })?;
         }
     }
-    let request = pb::FeedRequest { org: org.to_owned(), kinds: kinds.to_vec(), categories: categories.to_vec(), resume_token: resume, catch_up_only: !follow };
-    let mut stream = FeedsClient::new(connect(&cli.hub, "hub").await?).subscribe(request).await?.into_inner();
+    let request = pb::FeedRequest {
+        org: org.to_owned(),
+        kinds: kinds.to_vec(),
+        categories: categories.to_vec(),
+        resume_token: resume,
+        catch_up_only: !follow,
+    };
+    let mut stream = FeedsClient::new(connect(&cli.hub, "hub").await?)
+        .subscribe(request)
+        .await?
+        .into_inner();
     while let Some(event) = stream.message().await? {
         out.feed_event(&event);
         if let Some(path) = token_file {
-            std::fs::write(path, event.token.to_string()).map_err(|e| CliError(format!("could not save token to {}: {e}", path.display())))?;
+            std::fs::write(path, event.token.to_string()).map_err(|e| {
+                CliError(format!("could not save token to {}: {e}", path.display()))
+            })?;
         }
     }
     Ok(())

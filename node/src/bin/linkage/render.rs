@@ -16,17 +16,24 @@ fn when(ms: i64) -> String {
     if ms == 0 {
         return "-".into();
     }
-    calendar::from_unix_millis(ms).map(calendar::format_instant).unwrap_or_else(|_| ms.to_string())
+    calendar::from_unix_millis(ms)
+        .map(calendar::format_instant)
+        .unwrap_or_else(|_| ms.to_string())
 }
 
 fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(header.iter().copied());
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(header.iter().copied());
     table
 }
 
 fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialise"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values serialise")
+    );
 }
 
 fn envelope_json(e: &pb::Envelope) -> Value {
@@ -37,7 +44,8 @@ fn envelope_json(e: &pb::Envelope) -> Value {
 }
 
 fn record_json(r: &pb::Record) -> Value {
-    let body: Value = serde_json::from_str(&r.body_json).unwrap_or(Value::String(r.body_json.clone()));
+    let body: Value =
+        serde_json::from_str(&r.body_json).unwrap_or(Value::String(r.body_json.clone()));
     json!({
         "envelope": r.envelope.as_ref().map(envelope_json),
         "body": body,
@@ -53,7 +61,9 @@ fn record_json(r: &pb::Record) -> Value {
 }
 
 fn status_label(code: &str) -> String {
-    code.parse::<linkage_node::record::Status>().map(|s| s.label().to_owned()).unwrap_or_else(|_| code.to_owned())
+    code.parse::<linkage_node::record::Status>()
+        .map(|s| s.label().to_owned())
+        .unwrap_or_else(|_| code.to_owned())
 }
 
 impl Output {
@@ -62,15 +72,30 @@ impl Output {
             return print_json(&record_json(r));
         }
         let e = r.envelope.clone().unwrap_or_default();
-        let kind = e.kind.parse::<linkage_node::record::RecordKind>().map(|k| k.label().to_owned()).unwrap_or(e.kind.clone());
+        let kind = e
+            .kind
+            .parse::<linkage_node::record::RecordKind>()
+            .map(|k| k.label().to_owned())
+            .unwrap_or(e.kind.clone());
         println!("{}  {}", e.id, kind);
         println!("  状态 status:   {}", status_label(&r.status));
         println!("  所有 owner:    {}", e.owner);
         println!("  各方 parties:  {}", e.parties.join(", "));
         println!("  创建 created:  {}", when(e.created_at_ms));
         let body: Value = serde_json::from_str(&r.body_json).unwrap_or(Value::Null);
-        println!("  内容 body:     {}", serde_json::to_string_pretty(&body).unwrap_or_default().replace('\n', "\n                 "));
-        let mut events = table(&["时间 at", "动作 action", "单位 org", "经办 person", "说明 note / reason"]);
+        println!(
+            "  内容 body:     {}",
+            serde_json::to_string_pretty(&body)
+                .unwrap_or_default()
+                .replace('\n', "\n                 ")
+        );
+        let mut events = table(&[
+            "时间 at",
+            "动作 action",
+            "单位 org",
+            "经办 person",
+            "说明 note / reason",
+        ]);
         for ev in &r.events {
             let mut note = ev.note.clone();
             if !ev.reason.is_empty() {
@@ -79,7 +104,17 @@ impl Output {
             if ev.extension_wd > 0 {
                 note = format!("{note} [+{} WD]", ev.extension_wd);
             }
-            events.add_row(vec![when(ev.at_ms), ev.action.clone(), if ev.unit.is_empty() { ev.org.clone() } else { format!("{} / {}", ev.org, ev.unit) }, ev.person.clone(), note]);
+            events.add_row(vec![
+                when(ev.at_ms),
+                ev.action.clone(),
+                if ev.unit.is_empty() {
+                    ev.org.clone()
+                } else {
+                    format!("{} / {}", ev.org, ev.unit)
+                },
+                ev.person.clone(),
+                note,
+            ]);
         }
         println!("{events}");
         for c in &r.conflicts {
@@ -95,11 +130,29 @@ impl Output {
                 .collect();
             return print_json(&Value::Array(rows));
         }
-        let mut t = table(&["编号 id", "类型 kind", "状态 status", "所有 owner", "标题 title", "创建 created"]);
+        let mut t = table(&[
+            "编号 id",
+            "类型 kind",
+            "状态 status",
+            "所有 owner",
+            "标题 title",
+            "创建 created",
+        ]);
         for s in rows {
             let e = s.envelope.clone().unwrap_or_default();
-            let status = if s.conflicted { format!("{} ⚠", status_label(&s.status)) } else { status_label(&s.status) };
-            t.add_row(vec![e.id, e.kind, status, e.owner, s.title.clone(), when(e.created_at_ms)]);
+            let status = if s.conflicted {
+                format!("{} ⚠", status_label(&s.status))
+            } else {
+                status_label(&s.status)
+            };
+            t.add_row(vec![
+                e.id,
+                e.kind,
+                status,
+                e.owner,
+                s.title.clone(),
+                when(e.created_at_ms),
+            ]);
         }
         println!("{t}");
         println!("{} record(s)", rows.len());
@@ -112,7 +165,13 @@ impl Output {
         }
         let mut t = table(&["时间 at", "单位 org", "变更 change", "actor", "hash"]);
         for h in entries {
-            t.add_row(vec![when(h.at_ms), h.org.clone(), h.message.clone(), h.actor.chars().take(16).collect(), h.change_hash.chars().take(12).collect()]);
+            t.add_row(vec![
+                when(h.at_ms),
+                h.org.clone(),
+                h.message.clone(),
+                h.actor.chars().take(16).collect(),
+                h.change_hash.chars().take(12).collect(),
+            ]);
         }
         println!("{t}");
     }
@@ -127,10 +186,30 @@ impl Output {
             return print_json(&json!({"at_ms": response.at_ms, "obligations": rows}));
         }
         println!("obligations at {}", when(response.at_ms));
-        let mut t = table(&["规则 rule", "义务 duty", "责任单位 owner", "期限 due", "状态 state", "记录 record"]);
+        let mut t = table(&[
+            "规则 rule",
+            "义务 duty",
+            "责任单位 owner",
+            "期限 due",
+            "状态 state",
+            "记录 record",
+        ]);
         for o in &response.obligations {
-            let due = if o.due_ms == 0 { "-".to_owned() } else if o.provisional { format!("{} (provisional)", when(o.due_ms)) } else { when(o.due_ms) };
-            t.add_row(vec![o.rule.clone(), o.duty.clone(), o.owner.clone(), due, o.state.clone(), format!("{} {}", o.record_id, o.title)]);
+            let due = if o.due_ms == 0 {
+                "-".to_owned()
+            } else if o.provisional {
+                format!("{} (provisional)", when(o.due_ms))
+            } else {
+                when(o.due_ms)
+            };
+            t.add_row(vec![
+                o.rule.clone(),
+                o.duty.clone(),
+                o.owner.clone(),
+                due,
+                o.state.clone(),
+                format!("{} {}", o.record_id, o.title),
+            ]);
         }
         println!("{t}");
     }
@@ -149,25 +228,48 @@ impl Output {
     }
 
     pub fn day(&self, day: NaiveDate, kind: &DayKind, holiday: Option<&Holiday>) {
-        let name = holiday.map(|h| format!("{} {}", h.name, h.name_en)).unwrap_or_default();
+        let name = holiday
+            .map(|h| format!("{} {}", h.name, h.name_en))
+            .unwrap_or_default();
         if self.json {
-            return print_json(&json!({"date": day.to_string(), "working": kind.is_working(), "status": format!("{:?}", kind.status), "provisional": kind.provisional, "holiday": name}));
+            return print_json(
+                &json!({"date": day.to_string(), "working": kind.is_working(), "status": format!("{:?}", kind.status), "provisional": kind.provisional, "holiday": name}),
+            );
         }
-        let what = if kind.is_working() { "工作日 working day" } else { "休息日 rest day" };
-        let provisional = if kind.provisional { " (provisional: calendar year not yet published)" } else { "" };
+        let what = if kind.is_working() {
+            "工作日 working day"
+        } else {
+            "休息日 rest day"
+        };
+        let provisional = if kind.provisional {
+            " (provisional: calendar year not yet published)"
+        } else {
+            ""
+        };
         println!("{day} {what} ({:?}) {name}{provisional}", kind.status);
     }
 
     pub fn node_info(&self, info: &pb::NodeInfoResponse) {
         if self.json {
-            return print_json(&json!({"org": info.org, "node_id": info.node_id, "hub": info.hub, "hub_connected": info.hub_connected, "last_seq": info.last_seq, "records": info.records, "pending_to_hub": info.pending_to_hub}));
+            return print_json(
+                &json!({"org": info.org, "node_id": info.node_id, "hub": info.hub, "hub_connected": info.hub_connected, "last_seq": info.last_seq, "records": info.records, "pending_to_hub": info.pending_to_hub}),
+            );
         }
         println!("organisation   {}", info.org);
         println!("node id        {}", info.node_id);
-        let link = if info.hub.is_empty() { "none (working alone)".to_owned() } else if info.hub_connected { format!("{} 已连接 connected", info.hub) } else { format!("{} 未连接 offline", info.hub) };
+        let link = if info.hub.is_empty() {
+            "none (working alone)".to_owned()
+        } else if info.hub_connected {
+            format!("{} 已连接 connected", info.hub)
+        } else {
+            format!("{} 未连接 offline", info.hub)
+        };
         println!("hub            {link}");
         println!("records        {}", info.records);
-        println!("change log     {} (pending to hub: {})", info.last_seq, info.pending_to_hub);
+        println!(
+            "change log     {} (pending to hub: {})",
+            info.last_seq, info.pending_to_hub
+        );
     }
 
     pub fn rejections(&self, rows: &[pb::Rejection]) {
@@ -177,7 +279,12 @@ impl Output {
         }
         let mut t = table(&["记录 record", "规则 rule", "原因 reason", "时间 at"]);
         for r in rows {
-            t.add_row(vec![r.record_id.clone(), r.rule.clone(), r.reason.clone(), when(r.at_ms)]);
+            t.add_row(vec![
+                r.record_id.clone(),
+                r.rule.clone(),
+                r.reason.clone(),
+                when(r.at_ms),
+            ]);
         }
         println!("{t}");
     }
@@ -189,22 +296,50 @@ impl Output {
                 .iter()
                 .map(|n| json!({"node_id": n.node_id, "org": n.org, "connected": n.connected, "last_contact_ms": n.last_contact_ms, "pending_to_node": n.pending_to_node, "pending_from_node": n.pending_from_node, "oldest_pending_ms": n.oldest_pending_ms, "heads_mismatch": n.heads_mismatch, "converged": n.converged}))
                 .collect();
-            return print_json(&json!({"converged": report.converged, "records": report.records, "hub_seq": report.hub_seq, "at_ms": report.at_ms, "nodes": nodes}));
+            return print_json(
+                &json!({"converged": report.converged, "records": report.records, "hub_seq": report.hub_seq, "at_ms": report.at_ms, "nodes": nodes}),
+            );
         }
-        let verdict = if report.converged { "已收敛 converged" } else { "未收敛 NOT converged" };
-        println!("district: {verdict} — {} record(s) on the hub, as of {}", report.records, when(report.at_ms));
-        let mut t = table(&["单位 org", "节点 node", "连接 link", "最后联系 last contact", "待下发 to node", "待上传 from node", "最早待同步 oldest pending", "heads ≠", "状态 state"]);
+        let verdict = if report.converged {
+            "已收敛 converged"
+        } else {
+            "未收敛 NOT converged"
+        };
+        println!(
+            "district: {verdict} — {} record(s) on the hub, as of {}",
+            report.records,
+            when(report.at_ms)
+        );
+        let mut t = table(&[
+            "单位 org",
+            "节点 node",
+            "连接 link",
+            "最后联系 last contact",
+            "待下发 to node",
+            "待上传 from node",
+            "最早待同步 oldest pending",
+            "heads ≠",
+            "状态 state",
+        ]);
         for n in &report.nodes {
             t.add_row(vec![
                 n.org.clone(),
                 n.node_id.chars().take(8).collect(),
-                if n.connected { "online".into() } else { "offline".into() },
+                if n.connected {
+                    "online".into()
+                } else {
+                    "offline".into()
+                },
                 when(n.last_contact_ms),
                 n.pending_to_node.to_string(),
                 n.pending_from_node.to_string(),
                 when(n.oldest_pending_ms),
                 n.heads_mismatch.to_string(),
-                if n.converged { "converged".into() } else { "behind".into() },
+                if n.converged {
+                    "converged".into()
+                } else {
+                    "behind".into()
+                },
             ]);
         }
         println!("{t}");
@@ -212,7 +347,10 @@ impl Output {
 
     pub fn counts(&self, counts: &[pb::RecordCount]) {
         if self.json {
-            let rows: Vec<Value> = counts.iter().map(|c| json!({"org": c.org, "kind": c.kind, "count": c.count})).collect();
+            let rows: Vec<Value> = counts
+                .iter()
+                .map(|c| json!({"org": c.org, "kind": c.kind, "count": c.count}))
+                .collect();
             return print_json(&Value::Array(rows));
         }
         let mut t = table(&["单位 org", "类型 kind", "数量 count"]);
@@ -225,10 +363,20 @@ impl Output {
     pub fn feed_event(&self, event: &pb::FeedEvent) {
         let record = event.record.clone().unwrap_or_default();
         if self.json {
-            println!("{}", json!({"token": event.token, "record": record_json(&record)}));
+            println!(
+                "{}",
+                json!({"token": event.token, "record": record_json(&record)})
+            );
             return;
         }
         let e = record.envelope.clone().unwrap_or_default();
-        println!("token {:>6}  {}  {}  {}  {}", event.token, e.id, e.kind, status_label(&record.status), e.owner);
+        println!(
+            "token {:>6}  {}  {}  {}  {}",
+            event.token,
+            e.id,
+            e.kind,
+            status_label(&record.status),
+            e.owner
+        );
     }
 }
