@@ -35,6 +35,7 @@ pub const EMERGENCY: &str = "bdh-yjgl";
 /// the same organisation.
 pub const EMERGENCY_LAPTOP: &str = "bdh-yjgl#laptop";
 pub const JUSTICE: &str = "bdh-sfj";
+pub const XISHAN: &str = "130304001";
 pub const GOVERNMENT: &str = "bdh-gov";
 
 /// "2026-09-28 10:20" in Beijing time, as Unix milliseconds.
@@ -42,6 +43,13 @@ pub fn bj(text: &str) -> i64 {
     calendar::parse_instant(text)
         .expect("scenario instants are well formed")
         .timestamp_millis()
+}
+
+/// Wall-clock instant for progress lines.
+fn describe_ms(ms: i64) -> String {
+    calendar::from_unix_millis(ms)
+        .map(calendar::format_instant)
+        .unwrap_or_else(|_| "-".into())
 }
 
 /// One office's node and the proxy its hub link runs through.
@@ -188,6 +196,8 @@ pub struct Outcome {
     pub decision: String,
     pub dongshan_transfer: String,
     pub dispute: String,
+    pub pre_holiday_decision: String,
+    pub dongshan_while_offline: pb::NodeConvergence,
     pub feed_token_before_holiday: u64,
     pub feed_deliveries: Vec<pb::FeedEvent>,
     pub notice_after_offline_edits: pb::Record,
@@ -258,12 +268,52 @@ pub async fn play(d: &District, say: &mut dyn FnMut(String)) -> anyhow::Result<O
     d.office(EMERGENCY).link.cut();
     d.office(EMERGENCY_LAPTOP).link.cut();
 
-    // Before the holiday, the Market Supervision Bureau's case system pulls the category-3
-    // feed and saves its token.
-    let before = pull_feed(d, 0).await?;
+    // Before the holiday, Xishan shares a penalty decision with the Market Supervision Bureau,
+    // whose case system pulls the category-3 feed and saves its token.
+    let mut xishan = d.office(XISHAN).records().await?;
+    let earlier = xishan
+        .create(create(
+            "shared_info",
+            &[MARKET],
+            json!({
+                "category": 3, "title": "行政处罚决定书 penalty decision: unlicensed barbecue stall",
+                "content": "Decision no. 2026-15: fine of 2,000 yuan.", "formed_at_ms": bj("2026-09-25 16:00"),
+            }),
+            "2026-09-25 16:00",
+        ))
+        .await?
+        .into_inner();
+    out.pre_holiday_decision = id_of(&earlier);
+    xishan
+        .append_event(event(
+            &out.pre_holiday_decision,
+            "shared",
+            "2026-09-25 16:05",
+            "钱 Qian",
+        ))
+        .await?;
+    d.wait_holds(MARKET, &out.pre_holiday_decision, 2).await?;
+    let before = eventually(
+        "the pre-holiday decision in the feed",
+        SYNC_TIMEOUT,
+        || async {
+            let events = pull_feed(d, 0).await?;
+            Ok(events
+                .iter()
+                .any(|e| {
+                    e.record
+                        .as_ref()
+                        .and_then(|r| r.envelope.as_ref())
+                        .is_some_and(|en| en.id == out.pre_holiday_decision)
+                })
+                .then_some(events))
+        },
+    )
+    .await?;
     out.feed_token_before_holiday = before.last().map_or(0, |e| e.token);
     say(format!(
-        "Market Supervision's case system saved feed token {} before the holiday",
+        "Market Supervision's case system pulled {} category-3 record(s) and saved feed token {} before the holiday",
+        before.len(),
         out.feed_token_before_holiday
     ));
 
@@ -442,6 +492,23 @@ pub async fn play(d: &District, say: &mut dyn FnMut(String)) -> anyhow::Result<O
         "event 5: Dongshan (offline) recorded penalty decision {} and extended its sharing by 15 WD",
         out.decision
     ));
+    let offline = d.convergence().await?;
+    out.dongshan_while_offline = offline
+        .nodes
+        .iter()
+        .find(|n| n.org == DONGSHAN)
+        .cloned()
+        .unwrap_or_default();
+    say(format!(
+        "hub during the holiday: district converged = {}; Dongshan {} since {}",
+        offline.converged,
+        if out.dongshan_while_offline.connected {
+            "connected"
+        } else {
+            "OFFLINE"
+        },
+        describe_ms(out.dongshan_while_offline.last_contact_ms)
+    ));
 
     // The Bureau's devices reconnect; both edits meet at the hub.
     for device in [EMERGENCY, EMERGENCY_LAPTOP] {
@@ -474,7 +541,24 @@ pub async fn play(d: &District, say: &mut dyn FnMut(String)) -> anyhow::Result<O
         .append_event(event(&out.decision, "shared", "2026-10-08 09:00", "孙 Sun"))
         .await?;
     d.wait_holds(MARKET, &out.decision, 3).await?;
-    say("event 5: Dongshan reconnected; its decision reached the hub and the Market Supervision Bureau".into());
+    let back = eventually("Dongshan to converge", SYNC_TIMEOUT, || async {
+        let report = d.convergence().await?;
+        Ok(report
+            .nodes
+            .iter()
+            .find(|n| n.org == DONGSHAN && n.converged)
+            .cloned())
+    })
+    .await?;
+    say(format!(
+        "event 5: Dongshan reconnected; its decision reached the hub and the Market Supervision Bureau; the hub shows Dongshan {} (last contact {})",
+        if back.converged {
+            "converged"
+        } else {
+            "behind"
+        },
+        describe_ms(back.last_contact_ms)
+    ));
 
     // Event 4 (second half): 9 Oct.
     d.wait_holds(ECOLOGY, &out.assistance, 1).await?;

@@ -132,7 +132,7 @@ impl Calendar {
         let number = year.year();
         let source = year.source().to_owned();
         let replaced = self.years.insert(number, year);
-        tracing::info!(
+        tracing::debug!(
             year = number,
             source = %source,
             replaced = replaced.is_some(),

@@ -6,6 +6,24 @@ use linkage_node::calendar::{self, DayKind, Due, Holiday, Period};
 use linkage_proto::v1 as pb;
 use serde_json::{Value, json};
 
+/// Writes one line to standard output. A reader that went away (`linkage list | head`) ends
+/// the program quietly instead of panicking as `println!` would.
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{args}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: could not write output: {e}");
+        std::process::exit(1);
+    }
+}
+
+macro_rules! say {
+    ($($arg:tt)*) => { write_line(format_args!($($arg)*)) };
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
     pub json: bool,
@@ -30,7 +48,7 @@ fn table(header: &[&str]) -> Table {
 }
 
 fn print_json(value: &Value) {
-    println!(
+    say!(
         "{}",
         serde_json::to_string_pretty(value).expect("JSON values serialise")
     );
@@ -77,13 +95,13 @@ impl Output {
             .parse::<linkage_node::record::RecordKind>()
             .map(|k| k.label().to_owned())
             .unwrap_or(e.kind.clone());
-        println!("{}  {}", e.id, kind);
-        println!("  状态 status:   {}", status_label(&r.status));
-        println!("  所有 owner:    {}", e.owner);
-        println!("  各方 parties:  {}", e.parties.join(", "));
-        println!("  创建 created:  {}", when(e.created_at_ms));
+        say!("{}  {}", e.id, kind);
+        say!("  状态 status:   {}", status_label(&r.status));
+        say!("  所有 owner:    {}", e.owner);
+        say!("  各方 parties:  {}", e.parties.join(", "));
+        say!("  创建 created:  {}", when(e.created_at_ms));
         let body: Value = serde_json::from_str(&r.body_json).unwrap_or(Value::Null);
-        println!(
+        say!(
             "  内容 body:     {}",
             serde_json::to_string_pretty(&body)
                 .unwrap_or_default()
@@ -116,9 +134,9 @@ impl Output {
                 note,
             ]);
         }
-        println!("{events}");
+        say!("{events}");
         for c in &r.conflicts {
-            println!("  冲突 conflict at {}: {}", c.path, c.values.join(" | "));
+            say!("  冲突 conflict at {}: {}", c.path, c.values.join(" | "));
         }
     }
 
@@ -154,8 +172,8 @@ impl Output {
                 when(e.created_at_ms),
             ]);
         }
-        println!("{t}");
-        println!("{} record(s)", rows.len());
+        say!("{t}");
+        say!("{} record(s)", rows.len());
     }
 
     pub fn history(&self, entries: &[pb::HistoryEntry]) {
@@ -173,7 +191,7 @@ impl Output {
                 h.change_hash.chars().take(12).collect(),
             ]);
         }
-        println!("{t}");
+        say!("{t}");
     }
 
     pub fn obligations(&self, response: &pb::ObligationsResponse) {
@@ -185,7 +203,7 @@ impl Output {
                 .collect();
             return print_json(&json!({"at_ms": response.at_ms, "obligations": rows}));
         }
-        println!("obligations at {}", when(response.at_ms));
+        say!("obligations at {}", when(response.at_ms));
         let mut t = table(&[
             "规则 rule",
             "义务 duty",
@@ -211,7 +229,7 @@ impl Output {
                 format!("{} {}", o.record_id, o.title),
             ]);
         }
-        println!("{t}");
+        say!("{t}");
     }
 
     pub fn due(&self, from: DateTime<FixedOffset>, period: Period, due: &Due) {
@@ -222,9 +240,9 @@ impl Output {
                 "provisional": due.provisional,
             }));
         }
-        println!("from     {}", calendar::format_instant(from));
-        println!("period   {period}");
-        println!("due      {due}");
+        say!("from     {}", calendar::format_instant(from));
+        say!("period   {period}");
+        say!("due      {due}");
     }
 
     pub fn day(&self, day: NaiveDate, kind: &DayKind, holiday: Option<&Holiday>) {
@@ -246,7 +264,7 @@ impl Output {
         } else {
             ""
         };
-        println!("{day} {what} ({:?}) {name}{provisional}", kind.status);
+        say!("{day} {what} ({:?}) {name}{provisional}", kind.status);
     }
 
     pub fn node_info(&self, info: &pb::NodeInfoResponse) {
@@ -255,8 +273,8 @@ impl Output {
                 &json!({"org": info.org, "node_id": info.node_id, "hub": info.hub, "hub_connected": info.hub_connected, "last_seq": info.last_seq, "records": info.records, "pending_to_hub": info.pending_to_hub}),
             );
         }
-        println!("organisation   {}", info.org);
-        println!("node id        {}", info.node_id);
+        say!("organisation   {}", info.org);
+        say!("node id        {}", info.node_id);
         let link = if info.hub.is_empty() {
             "none (working alone)".to_owned()
         } else if info.hub_connected {
@@ -264,11 +282,12 @@ impl Output {
         } else {
             format!("{} 未连接 offline", info.hub)
         };
-        println!("hub            {link}");
-        println!("records        {}", info.records);
-        println!(
+        say!("hub            {link}");
+        say!("records        {}", info.records);
+        say!(
             "change log     {} (pending to hub: {})",
-            info.last_seq, info.pending_to_hub
+            info.last_seq,
+            info.pending_to_hub
         );
     }
 
@@ -286,7 +305,7 @@ impl Output {
                 when(r.at_ms),
             ]);
         }
-        println!("{t}");
+        say!("{t}");
     }
 
     pub fn convergence(&self, report: &pb::ConvergenceReport) {
@@ -305,7 +324,7 @@ impl Output {
         } else {
             "未收敛 NOT converged"
         };
-        println!(
+        say!(
             "district: {verdict} — {} record(s) on the hub, as of {}",
             report.records,
             when(report.at_ms)
@@ -342,7 +361,7 @@ impl Output {
                 },
             ]);
         }
-        println!("{t}");
+        say!("{t}");
     }
 
     pub fn counts(&self, counts: &[pb::RecordCount]) {
@@ -357,20 +376,20 @@ impl Output {
         for c in counts {
             t.add_row(vec![c.org.clone(), c.kind.clone(), c.count.to_string()]);
         }
-        println!("{t}");
+        say!("{t}");
     }
 
     pub fn feed_event(&self, event: &pb::FeedEvent) {
         let record = event.record.clone().unwrap_or_default();
         if self.json {
-            println!(
+            say!(
                 "{}",
                 json!({"token": event.token, "record": record_json(&record)})
             );
             return;
         }
         let e = record.envelope.clone().unwrap_or_default();
-        println!(
+        say!(
             "token {:>6}  {}  {}  {}  {}",
             event.token,
             e.id,
