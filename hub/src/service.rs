@@ -211,6 +211,20 @@ impl District for HubService {
             .map_err(status_of)
     }
 
+    async fn accountability(
+        &self,
+        request: Request<pb::AccountabilityRequest>,
+    ) -> Result<Response<pb::AccountabilityResponse>, Status> {
+        let mut req = request.into_inner();
+        if req.org.is_empty() {
+            req.org = "all".into();
+        }
+        linkage_node::obligation::report(&self.office, req)
+            .await
+            .map(Response::new)
+            .map_err(status_of)
+    }
+
     async fn record_counts(
         &self,
         _: Request<pb::RecordCountsRequest>,

@@ -130,6 +130,10 @@ impl Office {
             parties.insert(0, org.clone());
         }
         parties.extend(implied_parties(&body));
+        // A published calendar year concerns every office: the hub distributes it to all.
+        if kind == RecordKind::Calendar {
+            parties.extend(self.directory.orgs().map(|o| o.id.clone()));
+        }
         let mut seen = std::collections::HashSet::new();
         parties.retain(|p| seen.insert(p.clone()));
 

@@ -1,5 +1,6 @@
 //! Starts a node: opens its store, binds its gRPC services, and runs its sync link to the hub.
-//! `main` and the tests both start nodes through [`run`], so a test runs the real thing.
+//! `main` starts nodes through [`run`]; tests that bind their own listener call [`open`] and
+//! [`serve`], the two halves of [`run`], so a test runs the real thing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,11 +16,24 @@ use crate::service::NodeService;
 use crate::store::{RocksStore, Store};
 use crate::sync::client::{self, LinkStatus};
 
-/// Runs the node until `shutdown` resolves.
+/// Runs the node until `shutdown` resolves: opens its replica, binds `config.listen` and
+/// serves there.
 pub async fn run(
     config: NodeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let office = open(&config).await?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    if let Some(path) = &config.addr_file {
+        write_addr_file(path, addr)?;
+    }
+    info!(org = %config.org, %addr, data_dir = %config.data_dir.display(), hub = ?config.hub, "node listening");
+    serve(listener, office, config.hub.clone(), shutdown).await
+}
+
+/// Opens the node's store and replica and the office over them.
+pub async fn open(config: &NodeConfig) -> anyhow::Result<Office> {
     let data_dir = config.data_dir.clone();
     let store: Arc<dyn Store> =
         Arc::new(tokio::task::spawn_blocking(move || RocksStore::open(&data_dir)).await??);
@@ -29,24 +43,30 @@ pub async fn run(
         Arc::new(SystemClock),
         config.cache_docs,
     )?);
-    let office = Office::new(replica.clone(), Arc::new(config.directory.clone()));
+    Ok(Office::new(replica, Arc::new(config.directory.clone())))
+}
 
-    let listener = TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
-    if let Some(path) = &config.addr_file {
-        write_addr_file(path, addr)?;
-    }
-    info!(org = %config.org, %addr, data_dir = %config.data_dir.display(), hub = ?config.hub, "node listening");
-
+/// Serves `office` on `listener` until `shutdown` resolves, syncing with `hub` if given.
+/// Tests bind `127.0.0.1:0` themselves and hand the listener over, so they know the port
+/// before the server starts and never wait for it.
+pub async fn serve(
+    listener: TcpListener,
+    office: Office,
+    hub: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let link = Arc::new(LinkStatus::default());
-    let sync_task = config
-        .hub
-        .clone()
-        .map(|hub| tokio::spawn(client::run_forever(replica.clone(), hub, link.clone())));
+    let sync_task = hub.clone().map(|hub| {
+        tokio::spawn(client::run_forever(
+            office.replica().clone(),
+            hub,
+            link.clone(),
+        ))
+    });
 
     let (_health_reporter, health, reflection) =
         crate::service::standard_services("linkage.v1.Records").await;
-    let service = NodeService::new(office, config.hub.clone(), link);
+    let service = NodeService::new(office, hub, link);
     let served = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)

@@ -279,6 +279,16 @@ impl Records for NodeService {
             .map_err(status_of)
     }
 
+    async fn accountability(
+        &self,
+        request: Request<pb::AccountabilityRequest>,
+    ) -> Result<Response<pb::AccountabilityResponse>, Status> {
+        crate::obligation::report(&self.office, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status_of)
+    }
+
     async fn rejections(
         &self,
         _: Request<pb::RejectionsRequest>,

@@ -289,6 +289,11 @@ pub fn validate_create(
                     format!("calendar year {} is out of range", c.year),
                 );
             }
+            if let Err(e) =
+                crate::calendar::YearCalendar::from_dates(c.year, &c.off_days, &c.make_up_days)
+            {
+                return refuse("calendar", e.to_string());
+            }
         }
         Body::Case(_) => {}
     }

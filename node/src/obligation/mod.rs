@@ -357,27 +357,12 @@ pub async fn answer(
     req: pb::ObligationsRequest,
 ) -> Result<pb::ObligationsResponse, OfficeError> {
     let at_ms = req.at_ms.unwrap_or_else(|| office.replica().now_ms());
-    crate::calendar::from_unix_millis(at_ms)
-        .map_err(|e| OfficeError::Invalid(format!("at_ms: {e}")))?;
     let org = if req.org.is_empty() {
         office.org()
     } else {
         req.org.as_str()
     };
-
-    let records = office.all_records().await?;
-    let calendar = calendar_with_published(&records);
-    // FIXME: one policy and one set of periods for every organisation, their defaults; the
-    // mission makes end of day configurable per organisation. Needs per-organisation
-    // settings in the node's configuration, passed in here.
-    let all = district_obligations(
-        &records,
-        office.directory(),
-        &calendar,
-        &RulePeriods::default(),
-        &PeriodPolicy::default(),
-        at_ms,
-    );
+    let all = everything_known(office, at_ms).await?;
 
     let obligations: Vec<pb::Obligation> = all
         .iter()
@@ -387,4 +372,61 @@ pub async fn answer(
         .collect();
     debug!(count = obligations.len(), at_ms, "obligations answered");
     Ok(pb::ObligationsResponse { obligations, at_ms })
+}
+
+/// Serves `Accountability`: obligations due in `(from, to]`, judged at `at` (default now).
+pub async fn report(
+    office: &Office,
+    req: pb::AccountabilityRequest,
+) -> Result<pb::AccountabilityResponse, OfficeError> {
+    if req.to_ms <= req.from_ms {
+        return Err(OfficeError::Invalid(format!(
+            "the report's period must end after it starts (from_ms {} to_ms {})",
+            req.from_ms, req.to_ms
+        )));
+    }
+    let at_ms = req.at_ms.unwrap_or_else(|| office.replica().now_ms());
+    let org = if req.org.is_empty() {
+        office.org()
+    } else {
+        req.org.as_str()
+    };
+    let all = everything_known(office, at_ms).await?;
+    let rows = accountability(&all, req.from_ms, req.to_ms)
+        .into_iter()
+        .filter(|row| org == "all" || row.org == org)
+        .map(|row| pb::AccountabilityRow {
+            org: row.org,
+            met_on_time: row.met_on_time as u64,
+            met_late: row.met_late as u64,
+            overdue: row.overdue as u64,
+            open: row.open as u64,
+            oldest_overdue: row.oldest_overdue.as_ref().map(Obligation::to_pb),
+        })
+        .collect();
+    Ok(pb::AccountabilityResponse {
+        rows,
+        from_ms: req.from_ms,
+        to_ms: req.to_ms,
+        at_ms,
+    })
+}
+
+/// Every obligation arising from the records this replica holds, judged at `at_ms`.
+async fn everything_known(office: &Office, at_ms: i64) -> Result<Vec<Obligation>, OfficeError> {
+    crate::calendar::from_unix_millis(at_ms)
+        .map_err(|e| OfficeError::Invalid(format!("at_ms: {e}")))?;
+    let records = office.all_records().await?;
+    let calendar = calendar_with_published(&records);
+    // FIXME: one policy and one set of periods for every organisation, their defaults; the
+    // mission makes end of day configurable per organisation. Needs per-organisation
+    // settings in the node's configuration, passed in here.
+    Ok(district_obligations(
+        &records,
+        office.directory(),
+        &calendar,
+        &RulePeriods::default(),
+        &PeriodPolicy::default(),
+        at_ms,
+    ))
 }

@@ -125,6 +125,25 @@ enum Command {
         #[arg(long)]
         district: bool,
     },
+    /// The accountability report (O-1): per organisation, what fell due in a period and how it
+    /// was met.
+    Report {
+        /// Start of the period (exclusive), e.g. "2026-09-01 00:00".
+        #[arg(long)]
+        from: String,
+        /// End of the period (inclusive).
+        #[arg(long)]
+        to: String,
+        /// Organisation (default: the node's own; `all` for every one).
+        #[arg(long)]
+        org: Option<String>,
+        /// Judge states at this instant (default: now).
+        #[arg(long)]
+        at: Option<String>,
+        /// Ask the hub for the district's report instead of a node.
+        #[arg(long)]
+        district: bool,
+    },
     /// Working-day calendar checks, computed locally.
     Calendar {
         #[command(subcommand)]
@@ -169,6 +188,9 @@ enum CalendarCommand {
         /// 3wd, 24h, 2h, at-once, same-day.
         #[arg(long)]
         period: String,
+        /// Also use the years the Justice Bureau published, read from the node.
+        #[arg(long)]
+        published: bool,
     },
     /// Whether a date is a working day.
     Day { date: String },
@@ -385,7 +407,34 @@ async fn run(cli: &Cli) -> CliResult {
             };
             out.obligations(&response);
         }
-        Command::Calendar { command } => calendar_command(command, &out)?,
+        Command::Report {
+            from,
+            to,
+            org,
+            at,
+            district,
+        } => {
+            let request = pb::AccountabilityRequest {
+                from_ms: instant_ms(from)?,
+                to_ms: instant_ms(to)?,
+                org: org.clone().unwrap_or_default(),
+                at_ms: optional_instant(at.as_deref())?,
+            };
+            let report = if *district {
+                DistrictClient::new(connect(&cli.hub, "hub").await?)
+                    .accountability(request)
+                    .await?
+                    .into_inner()
+            } else {
+                records(cli)
+                    .await?
+                    .accountability(request)
+                    .await?
+                    .into_inner()
+            };
+            out.accountability(&report);
+        }
+        Command::Calendar { command } => calendar_command(cli, command, &out).await?,
         Command::Info => {
             let info = records(cli)
                 .await?
@@ -440,10 +489,17 @@ async fn run(cli: &Cli) -> CliResult {
     Ok(())
 }
 
-fn calendar_command(command: &CalendarCommand, out: &render::Output) -> CliResult {
-    let calendar = Calendar::official();
+async fn calendar_command(cli: &Cli, command: &CalendarCommand, out: &render::Output) -> CliResult {
+    let mut calendar = Calendar::official();
     match command {
-        CalendarCommand::Due { from, period } => {
+        CalendarCommand::Due {
+            from,
+            period,
+            published,
+        } => {
+            if *published {
+                add_published_years(cli, &mut calendar).await?;
+            }
             let from = calendar::parse_instant(from)?;
             let period: Period = period.parse()?;
             let due = calendar.due(from, period, &PeriodPolicy::default())?;
@@ -454,6 +510,45 @@ fn calendar_command(command: &CalendarCommand, out: &render::Output) -> CliResul
                 .map_err(|_| CliError(format!("{date:?} is not a date (expected YYYY-MM-DD)")))?;
             let kind = calendar.is_working_day(day);
             out.day(day, &kind, calendar.holiday(day));
+        }
+    }
+    Ok(())
+}
+
+/// Adds the calendar years published as records (by the Justice Bureau) that the node holds.
+async fn add_published_years(cli: &Cli, calendar: &mut Calendar) -> CliResult {
+    let mut client = records(cli).await?;
+    let list = client
+        .list(pb::ListRecordsRequest {
+            kind: "calendar".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    for summary in list.records {
+        let Some(envelope) = summary.envelope else {
+            continue;
+        };
+        let record = client
+            .get(pb::GetRecordRequest {
+                id: envelope.id.clone(),
+            })
+            .await?
+            .into_inner();
+        let year = serde_json::from_str::<linkage_node::record::CalendarBody>(&record.body_json)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                calendar::YearCalendar::from_dates(b.year, &b.off_days, &b.make_up_days)
+                    .map(|y| y.with_source(b.source))
+                    .map_err(|e| e.to_string())
+            });
+        match year {
+            Ok(year) => {
+                calendar.add_year(year);
+            }
+            // An invalid record cannot be published through a node (the Justice Bureau's node
+            // checks it); one that got here anyway is skipped, not trusted.
+            Err(e) => eprintln!("warning: calendar record {} skipped: {e}", envelope.id),
         }
     }
     Ok(())

@@ -232,6 +232,50 @@ impl Output {
         say!("{t}");
     }
 
+    pub fn accountability(&self, report: &pb::AccountabilityResponse) {
+        if self.json {
+            let rows: Vec<Value> = report
+                .rows
+                .iter()
+                .map(|r| json!({"org": r.org, "met_on_time": r.met_on_time, "met_late": r.met_late, "overdue": r.overdue, "open": r.open,
+                    "oldest_overdue": r.oldest_overdue.as_ref().map(|o| json!({"record_id": o.record_id, "rule": o.rule, "duty": o.duty, "due_ms": o.due_ms}))}))
+                .collect();
+            return print_json(
+                &json!({"from_ms": report.from_ms, "to_ms": report.to_ms, "at_ms": report.at_ms, "rows": rows}),
+            );
+        }
+        say!(
+            "accountability (O-1): obligations due after {} up to {}, judged at {}",
+            when(report.from_ms),
+            when(report.to_ms),
+            when(report.at_ms)
+        );
+        let mut t = table(&[
+            "责任单位 org",
+            "按时 on time",
+            "逾期办结 met late",
+            "逾期未办 overdue",
+            "未到期 open",
+            "最早逾期 oldest overdue",
+        ]);
+        for r in &report.rows {
+            let oldest = r
+                .oldest_overdue
+                .as_ref()
+                .map(|o| format!("{} {} due {}", o.rule, o.record_id, when(o.due_ms)))
+                .unwrap_or_default();
+            t.add_row(vec![
+                r.org.clone(),
+                r.met_on_time.to_string(),
+                r.met_late.to_string(),
+                r.overdue.to_string(),
+                r.open.to_string(),
+                oldest,
+            ]);
+        }
+        say!("{t}");
+    }
+
     pub fn due(&self, from: DateTime<FixedOffset>, period: Period, due: &Due) {
         if self.json {
             return print_json(&json!({

@@ -1,0 +1,12 @@
+//! The office node over real gRPC on loopback and real RocksDB in temporary folders: every
+//! record kind end to end, every workflow rule named by its ID, and malformed requests that
+//! must leave the store untouched.
+//!
+//! Nodes here run alone (no hub); where a test needs a record on a second office's node,
+//! [`support::deliver`] hands the document over the way sync would.
+
+mod admission;
+mod malformed;
+mod records;
+mod rules;
+mod support;
