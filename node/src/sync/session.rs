@@ -174,10 +174,35 @@ pub async fn run(
     }
 }
 
+tokio::task_local! {
+    /// Present only inside [`run_inline`]: store calls run on the session's own task.
+    static INLINE_STORE_CALLS: ();
+}
+
+/// [`run`], with every store call made inline on the session's task instead of on tokio's
+/// blocking pool. This is the deterministic simulation's seam (`linkage-tests`, `sim`): blocking
+/// threads finish in an order no seed controls, so a simulation on a current-thread runtime
+/// with paused time runs them inline, while [`run`], the production path, is unchanged. A
+/// task-local rather than a [`SessionContext`] field keeps the seam out of every place that
+/// builds a context.
+pub async fn run_inline(
+    ctx: SessionContext,
+    inbound: impl Stream<Item = Result<SyncFrame, tonic::Status>> + Unpin,
+    outbound: mpsc::Sender<SyncFrame>,
+) -> Result<(), SyncError> {
+    INLINE_STORE_CALLS.scope((), run(ctx, inbound, outbound)).await
+}
+
 async fn blocking<R: Send + 'static>(
     replica: &Arc<Replica>,
     f: impl FnOnce(&Replica) -> Result<R, SyncError> + Send + 'static,
 ) -> Result<R, SyncError> {
+    if INLINE_STORE_CALLS.try_with(|_| ()).is_ok() {
+        // `spawn_blocking` always suspends the session; yielding keeps that suspension point,
+        // so the simulation still interleaves other tasks (and crashes) between store calls.
+        tokio::task::yield_now().await;
+        return f(replica);
+    }
     let replica = replica.clone();
     tokio::task::spawn_blocking(move || f(&replica))
         .await
@@ -288,12 +313,15 @@ impl Session {
     /// lost reply must not hold the cursor back for the rest of the session.
     async fn retry_stale_offers(&mut self) -> Result<(), SyncError> {
         let now = self.ctx.replica.now_ms();
-        let stale: Vec<(String, Seq)> = self
+        let mut stale: Vec<(String, Seq)> = self
             .offers
             .iter()
             .filter(|(_, o)| now - o.offered_at_ms > OFFER_TIMEOUT.as_millis() as i64)
             .map(|(id, o)| (id.clone(), o.seq))
             .collect();
+        // In change-log order, not the map's random order, so a simulation seed replays the
+        // same frames.
+        stale.sort_unstable_by_key(|(_, seq)| *seq);
         for (id, seq) in stale {
             debug!(record = %id, "offer timed out; starting its sync over");
             self.states.insert(id.clone(), State::new());
@@ -603,8 +631,16 @@ fn receive(
 
     let outcome = replica.change(id, true, |doc| -> Result<Received, ReplicaError> {
         let before_exists = !doc.get_heads().is_empty();
-        let mut trial = doc.fork();
         let mut trial_state = state.clone();
+        // Heads, needs and bloom filters change nothing in the document: only a message
+        // carrying changes needs the trial copy the gate inspects.
+        if message.changes.is_empty() {
+            if let Err(e) = doc.receive_sync_message(&mut trial_state, message) {
+                return Ok(Received::Failed(format!("sync message does not apply: {e}")));
+            }
+            return Ok(answer(doc, trial_state));
+        }
+        let mut trial = doc.fork();
         if let Err(e) = trial.receive_sync_message(&mut trial_state, message) {
             return Ok(Received::Failed(format!(
                 "sync message does not apply: {e}"
@@ -619,16 +655,7 @@ fn receive(
             doc.apply_changes(added)
                 .map_err(|e| crate::record::doc::DocError::Load(e.to_string()))?;
         }
-        let reply = doc.generate_sync_message(&mut trial_state);
-        let heads = doc.get_heads();
-        let confirmed = covers(trial_state.their_heads.as_deref(), &heads);
-        let heads = heads.iter().map(|h| h.as_ref().to_vec()).collect();
-        Ok(Received::Applied {
-            state: trial_state,
-            reply,
-            confirmed,
-            heads,
-        })
+        Ok(answer(doc, trial_state))
     });
     match outcome {
         Ok(changed) => {
@@ -639,6 +666,15 @@ fn receive(
         }
         Err(e) => Received::Failed(e.to_string()),
     }
+}
+
+/// The reply to a message just received, and whether the peer now holds all we have.
+fn answer(doc: &Automerge, mut state: State) -> Received {
+    let reply = doc.generate_sync_message(&mut state);
+    let heads = doc.get_heads();
+    let confirmed = covers(state.their_heads.as_deref(), &heads);
+    let heads = heads.iter().map(|h| h.as_ref().to_vec()).collect();
+    Received::Applied { state, reply, confirmed, heads }
 }
 
 /// Whether the peer's heads include every one of ours, i.e. the peer holds all we have.
