@@ -59,9 +59,11 @@ pub enum StoreError {
 
 /// The storage contract. Implementations are `Send + Sync` and internally synchronised.
 ///
-/// Durability: `append`, `compact`, `put_peer_state`, `put_cursor` and `put_meta` return only
-/// after their write batch is durable (synced WAL for RocksDB). Concurrent `append` calls are
-/// group-committed by the engine.
+/// Durability: `append`, `compact`, `forget_peer` and `put_meta` return only after their write
+/// batch is durable (synced WAL for RocksDB). Concurrent `append` calls are group-committed by
+/// the engine. `put_peer_state` and `put_cursor` are sync bookkeeping: they may be lost in a
+/// power cut (never reordered before an earlier synced write), which only makes the next
+/// session offer a little more again; so they do not wait for the disk.
 ///
 /// Visibility: `changed_since` never returns an entry while an earlier sequence number is
 /// still being written, so a reader that advances a cursor past what it saw loses nothing.

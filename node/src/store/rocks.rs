@@ -188,6 +188,14 @@ impl RocksStore {
             .map_err(|e| StoreError::Engine(format!("{what}: {e}")))
     }
 
+    /// Writes `batch` to the WAL without waiting for the disk: for sync bookkeeping, where
+    /// losing the latest writes in a power cut only makes the next session resend a little.
+    fn write_unsynced(&self, batch: WriteBatch, what: &str) -> Result<(), StoreError> {
+        self.db
+            .write(batch)
+            .map_err(|e| StoreError::Engine(format!("{what}: {e}")))
+    }
+
     fn write_append(
         &self,
         doc: &str,
@@ -388,7 +396,7 @@ impl Store for RocksStore {
     fn put_peer_state(&self, peer: &str, doc: &str, state: &[u8]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_PEERS)?, peer_state_key(peer, doc), state);
-        self.write(batch, "write peer sync state")
+        self.write_unsynced(batch, "write peer sync state")
     }
 
     fn cursor(&self, peer: &str) -> Result<Seq, StoreError> {
@@ -409,7 +417,7 @@ impl Store for RocksStore {
         key.push(PEER_CURSOR);
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_PEERS)?, key, seq.to_be_bytes());
-        self.write(batch, "write peer cursor")
+        self.write_unsynced(batch, "write peer cursor")
     }
 
     fn forget_peer(&self, peer: &str) -> Result<(), StoreError> {
