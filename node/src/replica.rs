@@ -184,7 +184,7 @@ impl Replica {
             }
             _ => {
                 let actor = doc::actor_for(org);
-                store.put_meta("actor", &actor.to_bytes())?;
+                store.put_meta("actor", actor.to_bytes())?;
                 actor
             }
         };

@@ -112,10 +112,10 @@ impl Drop for Spawned {
 fn wait_addr(proc: &mut Spawned, addr_file: &Path, timeout: Duration) -> anyhow::Result<String> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(text) = std::fs::read_to_string(addr_file) {
-            if !text.is_empty() {
-                return Ok(text.trim().to_owned());
-            }
+        if let Ok(text) = std::fs::read_to_string(addr_file)
+            && !text.is_empty()
+        {
+            return Ok(text.trim().to_owned());
         }
         if !proc.is_running() {
             bail!(

@@ -278,11 +278,11 @@ impl Session {
             Some((None, false)) => None,
             Some((Some(message), _)) => Some(message.encode()),
         };
-        if let Some(bytes) = &message {
-            if bytes.len() > MAX_FRAME_BYTES {
-                warn!(record = %id, bytes = bytes.len(), "record too large to sync; skipped");
-                return Ok(());
-            }
+        if let Some(bytes) = &message
+            && bytes.len() > MAX_FRAME_BYTES
+        {
+            warn!(record = %id, bytes = bytes.len(), "record too large to sync; skipped");
+            return Ok(());
         }
         let now = self.ctx.replica.now_ms();
         if let Some(old) = self.offers.insert(
@@ -422,7 +422,7 @@ impl Session {
                 confirmed,
                 heads,
             } => {
-                self.states.insert(id.clone(), state);
+                self.states.insert(id.clone(), *state);
                 if confirmed {
                     self.confirm(&id).await?;
                 }
@@ -597,7 +597,7 @@ impl Session {
 
 enum Received {
     Applied {
-        state: State,
+        state: Box<State>,
         reply: Option<Message>,
         confirmed: bool,
         heads: Vec<Vec<u8>>,
@@ -620,13 +620,13 @@ fn receive(
         Err(e) => return Received::Failed(e.to_string()),
     };
     // Answering a record the peer may not see would hand it the record's changes.
-    if let Some(summary) = &existing {
-        if !gate.may_offer(summary) {
-            return Received::Refused(RuleViolation {
-                rule: crate::workflow::RULE_PARTY,
-                message: format!("the peer is not a party to record {id}"),
-            });
-        }
+    if let Some(summary) = &existing
+        && !gate.may_offer(summary)
+    {
+        return Received::Refused(RuleViolation {
+            rule: crate::workflow::RULE_PARTY,
+            message: format!("the peer is not a party to record {id}"),
+        });
     }
 
     let outcome = replica.change(id, true, |doc| -> Result<Received, ReplicaError> {
@@ -674,7 +674,7 @@ fn answer(doc: &Automerge, mut state: State) -> Received {
     let heads = doc.get_heads();
     let confirmed = covers(state.their_heads.as_deref(), &heads);
     let heads = heads.iter().map(|h| h.as_ref().to_vec()).collect();
-    Received::Applied { state, reply, confirmed, heads }
+    Received::Applied { state: Box::new(state), reply, confirmed, heads }
 }
 
 /// Whether the peer's heads include every one of ours, i.e. the peer holds all we have.
