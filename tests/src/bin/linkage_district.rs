@@ -1,15 +1,15 @@
 //! `linkage-district`: the README's main job. Starts a hub and a node for every organisation of
 //! the Beidaihe directory, each its own process with its own RocksDB folder on loopback, plays
-//! the National Day 2026 scenario through the public interfaces, prints what the hub shows, and
-//! stops every process it started.
+//! the National Day 2026 scenario through the public interfaces, prints what the hub shows
+//! (through the real `linkage` client), and stops every process it started.
 
+use std::process::Command;
 use std::time::Instant;
 
 use clap::Parser;
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use linkage_node::calendar;
 use linkage_proto::v1 as pb;
-use linkage_tests::scenario::{self, District};
+use linkage_tests::bin;
+use linkage_tests::scenario::{self, District, MARKET};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,22 +20,6 @@ struct Args {
     /// Keep data and logs in this folder (default: a temporary folder, removed at the end).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
-}
-
-fn when(ms: i64) -> String {
-    if ms == 0 {
-        return "-".into();
-    }
-    calendar::from_unix_millis(ms)
-        .map(calendar::format_instant)
-        .unwrap_or_default()
-}
-
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED)
-        .set_header(header.iter().copied());
-    t
 }
 
 #[tokio::main]
@@ -56,61 +40,39 @@ async fn main() -> anyhow::Result<()> {
     };
     if let Err(e) = &result {
         eprintln!("district run failed: {e:#}");
-        eprintln!("logs are in {} (pass --dir to keep them)", root.display());
+        if args.dir.is_none() {
+            eprintln!("pass --dir DIR to keep the data and logs for a look");
+        }
     }
     drop(district);
     say("stopped every process this run started".into());
     result
 }
 
+/// Runs the `linkage` client against the hub, its output going straight to ours.
+fn linkage(hub: &str, args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new(bin("linkage")?)
+        .arg("--hub")
+        .arg(hub)
+        .args(args)
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "linkage {} failed ({status})",
+        args.join(" ")
+    );
+    Ok(())
+}
+
 async fn run(district: &District, say: &mut dyn FnMut(String)) -> anyhow::Result<()> {
     let outcome = scenario::play(district, say).await?;
-    let report = district.wait_converged().await?;
+    district.wait_converged().await?;
+    let hub = district.hub.url();
 
-    println!("\n== Convergence (what the hub shows) ==");
-    println!(
-        "district converged: {} — {} records on the hub",
-        if report.converged {
-            "yes 已收敛"
-        } else {
-            "NO"
-        },
-        report.records
-    );
-    let mut t = table(&[
-        "org",
-        "node",
-        "link",
-        "last contact",
-        "to node",
-        "from node",
-        "heads ≠",
-        "state",
-    ]);
-    for n in &report.nodes {
-        t.add_row(vec![
-            n.org.clone(),
-            n.node_id.chars().take(8).collect(),
-            if n.connected {
-                "online".into()
-            } else {
-                "offline".to_string()
-            },
-            when(n.last_contact_ms),
-            n.pending_to_node.to_string(),
-            n.pending_from_node.to_string(),
-            n.heads_mismatch.to_string(),
-            if n.converged {
-                "converged".into()
-            } else {
-                "behind".to_string()
-            },
-        ]);
-    }
-    println!("{t}");
+    println!("\n== Convergence: linkage status ==");
+    linkage(&hub, &["status"])?;
 
-    println!("\n== Records per office (held on each node) ==");
-    let mut t = table(&["office", "records held", "of which own"]);
+    println!("\n== Records held on each office's node ==");
     for (name, office) in &district.offices {
         let list = office
             .records()
@@ -127,49 +89,65 @@ async fn run(district: &District, say: &mut dyn FnMut(String)) -> anyhow::Result
                     .is_some_and(|e| e.owner == office.node.org)
             })
             .count();
-        t.add_row(vec![
-            name.clone(),
-            list.records.len().to_string(),
-            own.to_string(),
-        ]);
-    }
-    println!("{t}");
-
-    println!(
-        "\n== Feed deliveries (Market Supervision's case system, category 3, resumed from token {}) ==",
-        outcome.feed_token_before_holiday
-    );
-    for event in &outcome.feed_deliveries {
-        let record = event.record.clone().unwrap_or_default();
-        let e = record.envelope.unwrap_or_default();
         println!(
-            "token {:>4}  {}  {}  status {}",
-            event.token, e.id, e.owner, record.status
+            "{name:<18} {:>2} records, {own} of them its own",
+            list.records.len()
         );
     }
+    println!("\n== Records on the hub per office: linkage counts ==");
+    linkage(&hub, &["counts"])?;
 
-    println!("\n== Obligations at Mon 12 Oct 2026 18:00 (district view) ==");
-    let mut t = table(&["rule", "duty", "owner", "due", "state", "record"]);
-    for o in &outcome.obligations_12_oct.obligations {
-        let due = if o.provisional {
-            format!("{} (provisional)", when(o.due_ms))
-        } else {
-            when(o.due_ms)
-        };
-        t.add_row(vec![
-            o.rule.clone(),
-            o.duty.clone(),
-            o.owner.clone(),
-            due,
-            o.state.clone(),
-            o.record_id.clone(),
-        ]);
-    }
-    println!("{t}");
+    let token = outcome.feed_token_before_holiday.to_string();
+    println!(
+        "\n== Feed: Market Supervision's case system resumes category 3 from token {token} =="
+    );
+    linkage(
+        &hub,
+        &[
+            "feed",
+            "--org",
+            MARKET,
+            "--categories",
+            "3",
+            "--token",
+            &token,
+        ],
+    )?;
+
+    println!("\n== Obligations at Mon 12 Oct 2026 18:00: linkage obligations --district ==");
+    linkage(
+        &hub,
+        &[
+            "obligations",
+            "--district",
+            "--org",
+            "all",
+            "--all-states",
+            "--at",
+            "2026-10-12 18:00",
+        ],
+    )?;
+
+    println!("\n== Accountability, September and October 2026: linkage report --district ==");
+    linkage(
+        &hub,
+        &[
+            "report",
+            "--district",
+            "--org",
+            "all",
+            "--from",
+            "2026-09-01 00:00",
+            "--to",
+            "2026-10-31 24:00",
+            "--at",
+            "2026-10-12 18:00",
+        ],
+    )?;
 
     println!("\n== The Emergency Management Bureau's two offline edits ==");
     for c in &outcome.notice_after_offline_edits.conflicts {
-        println!("conflict at {}: {}", c.path, c.values.join(" | "));
+        println!("conflict kept at {}: {}", c.path, c.values.join(" | "));
     }
     println!("body: {}", outcome.notice_after_offline_edits.body_json);
     println!(
