@@ -125,7 +125,11 @@ pub async fn run(
         }
         for entry in entries {
             token = entry.seq;
-            let Ok(Some(summary)) = office.replica().summary(&entry.doc) else {
+            let replica = office.replica().clone();
+            let doc = entry.doc.clone();
+            let Ok(Ok(Some(summary))) =
+                tokio::task::spawn_blocking(move || replica.summary(&doc)).await
+            else {
                 continue;
             };
             if !filter.wants(&directory, &summary) {

@@ -315,18 +315,20 @@ impl Records for NodeService {
         &self,
         _: Request<pb::NodeInfoRequest>,
     ) -> Result<Response<pb::NodeInfoResponse>, Status> {
+        let replica = self.office.replica().clone();
+        let (records, pending_to_hub) = tokio::task::spawn_blocking(move || {
+            let store = replica.store();
+            let records = store.summaries()?.len() as u64;
+            // Records changed locally (or received) since the hub last confirmed; capped so
+            // the answer stays cheap after a long time offline.
+            let cursor = store.cursor(crate::sync::client::HUB_PEER)?;
+            let pending = store.changed_since(cursor, 100_000)?.len() as u64;
+            Ok::<_, crate::store::StoreError>((records, pending))
+        })
+        .await
+        .map_err(|_| Status::unavailable("the node is shutting down"))?
+        .map_err(|e| Status::internal(format!("storage failure: {e}")))?;
         let replica = self.office.replica();
-        let figures = self
-            .link
-            .figures
-            .lock()
-            .expect("figures lock is never poisoned")
-            .clone();
-        let records = replica
-            .store()
-            .summaries()
-            .map(|s| s.len() as u64)
-            .unwrap_or(0);
         Ok(Response::new(pb::NodeInfoResponse {
             org: replica.org().to_owned(),
             node_id: replica.store().store_id(),
@@ -334,14 +336,7 @@ impl Records for NodeService {
             hub_connected: self.link.connected.load(Ordering::Relaxed),
             last_seq: replica.store().last_seq(),
             records,
-            pending_to_hub: replica.store().last_seq().saturating_sub(
-                figures.cursor.max(
-                    replica
-                        .store()
-                        .cursor(crate::sync::client::HUB_PEER)
-                        .unwrap_or(0),
-                ),
-            ),
+            pending_to_hub,
         }))
     }
 }
