@@ -1,12 +1,27 @@
 //! `linkage-hub`: the district hub. See `linkage-hub --help` and the README.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use linkage_hub::config::{HubArgs, HubConfig};
 use linkage_node::server::{init_tracing, shutdown_signal};
+use tracing::error;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     init_tracing();
-    let config = HubConfig::from_args(HubArgs::parse())?;
-    linkage_hub::server::run(config, shutdown_signal()).await
+    let config = match HubConfig::from_args(HubArgs::parse()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("linkage-hub: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match linkage_hub::server::run(config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "hub stopped");
+            ExitCode::FAILURE
+        }
+    }
 }

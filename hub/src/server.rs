@@ -1,12 +1,13 @@
 //! Starts the hub: opens its store, loads the node registry, binds its gRPC services.
 //! `main` and the tests start hubs through [`run`].
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use linkage_node::office::Office;
-use linkage_node::replica::{Replica, SystemClock};
+use linkage_node::replica::{Replica, ReplicaError, SystemClock};
 use linkage_node::server::write_addr_file;
-use linkage_node::store::{RocksStore, Store};
+use linkage_node::store::{RocksStore, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
@@ -19,34 +20,64 @@ use crate::service::HubService;
 /// the replica's bookkeeping uniform.
 pub const HUB_ORG: &str = "district-hub";
 
+/// Why the hub could not start, or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("hub store: {0}")]
+    Store(#[from] StoreError),
+    #[error("hub replica: {0}")]
+    Replica(#[from] ReplicaError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write the address file: {0}")]
+    AddrFile(std::io::Error),
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
 /// Runs the hub until `shutdown` resolves.
 pub async fn run(
     config: HubConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), HubError> {
     let data_dir = config.data_dir.clone();
-    let store: Arc<dyn Store> =
-        Arc::new(tokio::task::spawn_blocking(move || RocksStore::open(&data_dir)).await??);
+    let store = tokio::task::spawn_blocking(move || RocksStore::open(&data_dir))
+        .await
+        .map_err(|_| HubError::ShuttingDown)??;
+    let store: Arc<dyn Store> = Arc::new(store);
     let replica = Arc::new(Replica::open(
         HUB_ORG,
         store,
         Arc::new(SystemClock),
         config.cache_docs,
     )?);
-    let registry = Arc::new({
+    let registry = {
         let replica = replica.clone();
-        tokio::task::spawn_blocking(move || Registry::load(replica)).await??
-    });
+        tokio::task::spawn_blocking(move || Registry::load(replica))
+            .await
+            .map_err(|_| HubError::ShuttingDown)??
+    };
     let office = Office::new(replica, Arc::new(config.directory.clone()));
 
-    let listener = TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
+    let listen_error = |source| HubError::Listen {
+        addr: config.listen,
+        source,
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(listen_error)?;
+    let addr = listener.local_addr().map_err(listen_error)?;
     if let Some(path) = &config.addr_file {
-        write_addr_file(path, addr)?;
+        write_addr_file(path, addr).map_err(HubError::AddrFile)?;
     }
     info!(%addr, data_dir = %config.data_dir.display(), "hub listening");
 
-    let service = HubService::new(office, registry);
+    let service = HubService::new(office, Arc::new(registry));
     let (_reporter, health, reflection) =
         linkage_node::service::standard_services("linkage.v1.Sync").await;
     tonic::transport::Server::builder()
