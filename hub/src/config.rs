@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use linkage_node::config::{ConfigError, read_toml, require_loopback};
+use linkage_node::config::{ConfigError, TlsArgs, TlsFile, read_toml, require_loopback};
+use linkage_node::tls::TlsFiles;
 use linkage_node::org::Directory;
 use serde::Deserialize;
 
@@ -34,6 +35,8 @@ pub struct HubArgs {
     /// Documents kept in memory at once.
     #[arg(long)]
     pub cache_docs: Option<usize>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +46,9 @@ struct HubFile {
     listen: Option<SocketAddr>,
     orgs_file: Option<PathBuf>,
     cache_docs: Option<usize>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +58,8 @@ pub struct HubConfig {
     pub directory: Directory,
     pub addr_file: Option<PathBuf>,
     pub cache_docs: usize,
+    /// Mutual TLS; with it the hub takes each node's organisation from its certificate.
+    pub tls: Option<TlsFiles>,
 }
 
 impl HubConfig {
@@ -65,7 +73,12 @@ impl HubConfig {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7400)));
-        require_loopback(listen)?;
+        let tls = args.tls.resolve(&TlsFile {
+            tls_ca: file.tls_ca,
+            tls_cert: file.tls_cert,
+            tls_key: file.tls_key,
+        })?;
+        require_loopback(listen, tls.as_ref())?;
         Ok(HubConfig {
             data_dir: args
                 .data_dir
@@ -75,6 +88,7 @@ impl HubConfig {
             directory,
             addr_file: args.addr_file,
             cache_docs: args.cache_docs.or(file.cache_docs).unwrap_or(16_384),
+            tls,
         })
     }
 }

@@ -36,6 +36,8 @@ pub enum HubError {
     AddrFile(std::io::Error),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] linkage_node::tls::TlsError),
     #[error("the hub is shutting down")]
     ShuttingDown,
 }
@@ -80,7 +82,11 @@ pub async fn run(
     let service = HubService::new(office, Arc::new(registry));
     let (_reporter, health, reflection) =
         linkage_node::service::standard_services("linkage.v1.Sync").await;
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(tls.server_config()?)?;
+    }
+    builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(health)

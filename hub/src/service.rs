@@ -75,6 +75,15 @@ impl HubService {
     }
 }
 
+/// The organisation named by the client's TLS certificate, if it connected over mutual TLS.
+fn certified_org<T>(request: &Request<T>) -> Result<Option<String>, Status> {
+    match linkage_node::tls::org_of_peer(request) {
+        None => Ok(None),
+        Some(Ok(org)) => Ok(Some(org)),
+        Some(Err(e)) => Err(Status::permission_denied(e.to_string())),
+    }
+}
+
 /// Checks a node's hello: protocol version and a known organisation.
 fn check_hello(directory: &Directory, hello: &pb::Hello) -> Result<(), Status> {
     if hello.protocol_version != PROTOCOL_VERSION {
@@ -103,6 +112,7 @@ impl Sync for HubService {
         &self,
         request: Request<Streaming<pb::SyncFrame>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let certified = certified_org(&request)?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
             Ok(Some(Ok(pb::SyncFrame {
@@ -116,10 +126,16 @@ impl Sync for HubService {
             Err(_) => return Err(Status::deadline_exceeded("no hello within 10 s")),
         };
         check_hello(&self.directory, &hello)?;
-
-        // FIXME: the organisation is taken from the hello, so any client on the hub's network
-        // can claim any organisation. Mutual TLS with the district CA (design.md, Interfaces)
-        // would take it from the client certificate; until then the hub listens on loopback only.
+        // Over mutual TLS the certificate says who the node is; the hello must agree. Without
+        // TLS (the loopback-only development mode) the hello is all there is.
+        if let Some(certified) = certified
+            && certified != hello.org
+        {
+            return Err(Status::permission_denied(format!(
+                "the node's certificate was issued to {certified}, but its hello claims {}",
+                hello.org
+            )));
+        }
         let node_id = hello.node_id.clone();
         let org = hello.org.clone();
         let peer_store_key = format!("peer-store-id/{node_id}");
@@ -250,7 +266,16 @@ impl Feeds for HubService {
         &self,
         request: Request<pb::FeedRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let certified = certified_org(&request)?;
         let req = request.into_inner();
+        if let Some(certified) = certified
+            && certified != req.org
+        {
+            return Err(Status::permission_denied(format!(
+                "the caller's certificate was issued to {certified}; it may read only its own feed, not {}'s",
+                req.org
+            )));
+        }
         let filter = FeedFilter::from_request(&self.directory, &req)?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(feed::run(

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::tls::TlsFiles;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config file {path} could not be read: {source}")]
@@ -19,13 +21,15 @@ pub enum ConfigError {
     #[error("missing setting {0}: pass --{0} or set it in the config file")]
     Missing(&'static str),
     #[error(
-        "--listen {addr} is not a loopback address; without TLS a node listens on loopback only (see deploy/README.md)"
+        "--listen {addr} is not a loopback address; without TLS (--tls-ca, --tls-cert, --tls-key) a server listens on loopback only (see deploy/README.md)"
     )]
     NotLoopback { addr: SocketAddr },
     #[error("organisation {0:?} is not in the organisation directory")]
     UnknownOrg(String),
     #[error(transparent)]
     Directory(#[from] crate::org::DirectoryError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// `linkage-node`: an office's node.
@@ -60,6 +64,41 @@ pub struct NodeArgs {
     /// Documents kept in memory at once.
     #[arg(long, env = "LINKAGE_CACHE_DOCS")]
     pub cache_docs: Option<usize>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Mutual TLS settings, shared by the node, the hub and the CLI. All three or none.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// The district CA certificate (PEM); peers must present certificates it signed.
+    #[arg(long, env = "LINKAGE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This organisation's certificate (PEM), issued by the district CA.
+    #[arg(long, env = "LINKAGE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This organisation's private key (PEM).
+    #[arg(long, env = "LINKAGE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// Flags first, then the config file's keys.
+    pub fn resolve(&self, file: &TlsFile) -> Result<Option<TlsFiles>, ConfigError> {
+        Ok(TlsFiles::from_parts(
+            self.tls_ca.clone().or(file.tls_ca.clone()),
+            self.tls_cert.clone().or(file.tls_cert.clone()),
+            self.tls_key.clone().or(file.tls_key.clone()),
+        )?)
+    }
+}
+
+/// The TLS keys of a config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct TlsFile {
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +110,9 @@ struct NodeFile {
     hub: Option<String>,
     orgs_file: Option<PathBuf>,
     cache_docs: Option<usize>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// A node's settings, complete and checked.
@@ -83,6 +125,9 @@ pub struct NodeConfig {
     pub directory: crate::org::Directory,
     pub addr_file: Option<PathBuf>,
     pub cache_docs: usize,
+    /// Mutual TLS for serving and for the hub link; `None` is the loopback-only development
+    /// mode.
+    pub tls: Option<TlsFiles>,
 }
 
 pub fn read_toml<T: for<'de> Deserialize<'de> + Default>(
@@ -101,9 +146,10 @@ pub fn read_toml<T: for<'de> Deserialize<'de> + Default>(
     })
 }
 
-/// Refuses a non-loopback listen address: the gRPC services are not yet behind TLS.
-pub fn require_loopback(addr: SocketAddr) -> Result<(), ConfigError> {
-    if addr.ip().is_loopback() {
+/// Refuses a non-loopback listen address without TLS: the development mode without
+/// certificates must not be reachable from the network.
+pub fn require_loopback(addr: SocketAddr, tls: Option<&TlsFiles>) -> Result<(), ConfigError> {
+    if tls.is_some() || addr.ip().is_loopback() {
         Ok(())
     } else {
         Err(ConfigError::NotLoopback { addr })
@@ -126,7 +172,12 @@ impl NodeConfig {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7401)));
-        require_loopback(listen)?;
+        let tls = args.tls.resolve(&TlsFile {
+            tls_ca: file.tls_ca,
+            tls_cert: file.tls_cert,
+            tls_key: file.tls_key,
+        })?;
+        require_loopback(listen, tls.as_ref())?;
         Ok(NodeConfig {
             org,
             data_dir: args
@@ -138,6 +189,7 @@ impl NodeConfig {
             directory,
             addr_file: args.addr_file,
             cache_docs: args.cache_docs.or(file.cache_docs).unwrap_or(4096),
+            tls,
         })
     }
 }

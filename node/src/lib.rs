@@ -14,3 +14,4 @@ pub mod service;
 pub mod store;
 pub mod sync;
 pub mod workflow;
+pub mod tls;

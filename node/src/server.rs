@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tracing::{error, info};
 
 use crate::config::NodeConfig;
@@ -15,6 +15,7 @@ use crate::replica::{Replica, SystemClock};
 use crate::service::NodeService;
 use crate::store::{RocksStore, Store};
 use crate::sync::client::{self, LinkStatus};
+use crate::tls::TlsFiles;
 
 /// Runs the node until `shutdown` resolves: opens its replica, binds `config.listen` and
 /// serves there.
@@ -29,14 +30,35 @@ pub async fn run(
         write_addr_file(path, addr)?;
     }
     info!(org = %config.org, %addr, data_dir = %config.data_dir.display(), hub = ?config.hub, "node listening");
-    serve(listener, office, config.hub.clone(), shutdown).await
+    serve_with_tls(listener, office, config.hub.clone(), config.tls.clone(), shutdown).await
 }
+
+/// Set to `1` only by the fault harness's negative control: the node opens its store without
+/// a write-ahead log ([`RocksStore::open_unsafe_without_wal`]), so a kill -9 loses acknowledged
+/// writes and the durability check must notice. Deliberately not a flag or a config key.
+pub const UNSAFE_NO_WAL_ENV: &str = "LINKAGE_UNSAFE_NO_WAL";
 
 /// Opens the node's store and replica and the office over them.
 pub async fn open(config: &NodeConfig) -> anyhow::Result<Office> {
     let data_dir = config.data_dir.clone();
-    let store: Arc<dyn Store> =
-        Arc::new(tokio::task::spawn_blocking(move || RocksStore::open(&data_dir)).await??);
+    let unsafe_no_wal = std::env::var(UNSAFE_NO_WAL_ENV).is_ok_and(|v| v == "1");
+    if unsafe_no_wal {
+        error!(
+            env = UNSAFE_NO_WAL_ENV,
+            data_dir = %config.data_dir.display(),
+            "UNSAFE: store opened without its write-ahead log; acknowledged writes are lost on a crash. This mode exists only for the fault harness's negative control"
+        );
+    }
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || {
+            if unsafe_no_wal {
+                RocksStore::open_unsafe_without_wal(&data_dir)
+            } else {
+                RocksStore::open(&data_dir)
+            }
+        })
+        .await??,
+    );
     let replica = Arc::new(Replica::open(
         &config.org,
         store,
@@ -55,23 +77,41 @@ pub async fn serve(
     hub: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with_tls(listener, office, hub, None, shutdown).await
+}
+
+/// [`serve`], over mutual TLS when `tls` is given: clients (and the hub link) must present
+/// certificates the district CA signed.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    office: Office,
+    hub: Option<String>,
+    tls: Option<TlsFiles>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let link = Arc::new(LinkStatus::default());
+    let client_tls = tls.as_ref().map(TlsFiles::client_config).transpose()?;
     let sync_task = hub.clone().map(|hub| {
-        tokio::spawn(client::run_forever(
+        tokio::spawn(client::run_forever_tls(
             office.replica().clone(),
             hub,
+            client_tls,
             link.clone(),
         ))
     });
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.server_config()?)?;
+    }
 
     let (_health_reporter, health, reflection) =
         crate::service::standard_services("linkage.v1.Records").await;
     let service = NodeService::new(office, hub, link);
-    let served = tonic::transport::Server::builder()
+    let served = builder
         .add_service(health)
         .add_service(reflection)
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
 
     if let Some(task) = sync_task {
@@ -83,6 +123,13 @@ pub async fn serve(
     served?;
     info!("node stopped");
     Ok(())
+}
+
+/// The connections `listener` accepts, with TCP_NODELAY set as tonic's own `serve` would: a
+/// reply goes out in several small writes, and without it Nagle's algorithm holds the last
+/// ones until the client's delayed ACK, some 40 ms per call on Linux.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Writes the bound address atomically (write then rename), so a script polling for the file

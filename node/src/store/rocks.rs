@@ -76,6 +76,16 @@ pub struct RocksStore {
     path: PathBuf,
     store_id: String,
     seqs: SeqTracker,
+    wal: Wal,
+}
+
+/// Whether writes go through RocksDB's write-ahead log. Only [`Wal::Disabled`]'s one caller,
+/// the fault harness's negative control, ever turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wal {
+    Enabled,
+    /// Writes land in the memtable only: a kill -9 loses everything not yet flushed.
+    Disabled,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -84,6 +94,7 @@ impl std::fmt::Debug for RocksStore {
             .field("path", &self.path)
             .field("store_id", &self.store_id)
             .field("last_seq", &self.seqs.visible())
+            .field("wal", &self.wal)
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +103,22 @@ impl RocksStore {
     /// Opens the store in `path`, creating the folder, the column families and the store id
     /// on first use, and recovers the next sequence number from the change log.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, Wal::Enabled)
+    }
+
+    /// UNSAFE: opens the store with RocksDB's write-ahead log disabled, so an acknowledged
+    /// write lives only in memory until a memtable flush, and a kill -9 loses it.
+    ///
+    /// This exists only for the negative control of the fault harness (`linkage-faults
+    /// --negative-control`, `tests/FAULTS.md`): the durability check run against this store
+    /// must report loss, which proves the check can fail. A node opens it only when started
+    /// with `LINKAGE_UNSAFE_NO_WAL=1`, and says so at error level. Never use it for data that
+    /// matters.
+    pub fn open_unsafe_without_wal(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, Wal::Disabled)
+    }
+
+    fn open_with(path: &Path, wal: Wal) -> Result<Self, StoreError> {
         let open_error = |detail: String| StoreError::Open {
             path: path.display().to_string(),
             detail,
@@ -110,6 +137,7 @@ impl RocksStore {
             path: path.to_path_buf(),
             store_id: String::new(),
             seqs: SeqTracker::new(0),
+            wal,
         };
         store.store_id = store.init_meta().map_err(|e| open_error(e.to_string()))?;
         let last = store
@@ -182,7 +210,10 @@ impl RocksStore {
     /// Writes `batch` and returns once it is in the synced WAL.
     fn write(&self, batch: WriteBatch, what: &str) -> Result<(), StoreError> {
         let mut options = WriteOptions::default();
-        options.set_sync(true);
+        match self.wal {
+            Wal::Enabled => options.set_sync(true),
+            Wal::Disabled => options.disable_wal(true),
+        }
         self.db
             .write_opt(batch, &options)
             .map_err(|e| StoreError::Engine(format!("{what}: {e}")))
@@ -191,8 +222,10 @@ impl RocksStore {
     /// Writes `batch` to the WAL without waiting for the disk: for sync bookkeeping, where
     /// losing the latest writes in a power cut only makes the next session resend a little.
     fn write_unsynced(&self, batch: WriteBatch, what: &str) -> Result<(), StoreError> {
+        let mut options = WriteOptions::default();
+        options.disable_wal(self.wal == Wal::Disabled);
         self.db
-            .write(batch)
+            .write_opt(batch, &options)
             .map_err(|e| StoreError::Engine(format!("{what}: {e}")))
     }
 

@@ -10,6 +10,7 @@ use linkage_proto::v1::sync_client::SyncClient;
 use linkage_proto::v1::{Hello, SyncFrame, sync_frame::Frame};
 use rand::Rng;
 use tokio::sync::mpsc;
+use tonic::transport::ClientTlsConfig;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info, instrument, warn};
@@ -38,12 +39,22 @@ pub struct LinkStatus {
 }
 
 /// Runs the node's sync link to `hub` (an `http://host:port` URL) until the task is dropped.
-#[instrument(skip_all, fields(org = %replica.org(), hub = %hub))]
 pub async fn run_forever(replica: Arc<Replica>, hub: String, status: Arc<LinkStatus>) {
+    run_forever_tls(replica, hub, None, status).await;
+}
+
+/// [`run_forever`] over mutual TLS when `tls` is given (the hub URL is then `https://`).
+#[instrument(skip_all, fields(org = %replica.org(), hub = %hub))]
+pub async fn run_forever_tls(
+    replica: Arc<Replica>,
+    hub: String,
+    tls: Option<ClientTlsConfig>,
+    status: Arc<LinkStatus>,
+) {
     let mut failures: u32 = 0;
     loop {
         let started = tokio::time::Instant::now();
-        let result = connect_once(&replica, &hub, &status).await;
+        let result = connect_once(&replica, &hub, tls.clone(), &status).await;
         status.connected.store(false, Ordering::Relaxed);
         match result {
             Ok(()) => info!("hub closed the session"),
@@ -70,10 +81,17 @@ fn backoff(failures: u32) -> Duration {
 async fn connect_once(
     replica: &Arc<Replica>,
     hub: &str,
+    tls: Option<ClientTlsConfig>,
     status: &Arc<LinkStatus>,
 ) -> Result<(), SyncError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(hub.to_owned())
-        .map_err(|e| SyncError::Transport(format!("bad hub address {hub:?}: {e}")))?
+    let mut endpoint = tonic::transport::Endpoint::from_shared(hub.to_owned())
+        .map_err(|e| SyncError::Transport(format!("bad hub address {hub:?}: {e}")))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| SyncError::Transport(format!("TLS settings for {hub}: {e}")))?;
+    }
+    let endpoint = endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_keepalive(Some(Duration::from_secs(20)))
         .http2_keep_alive_interval(Duration::from_secs(15))

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use linkage_node::calendar::{self, Calendar, Period, PeriodPolicy};
+use linkage_node::tls::TlsFiles;
 use linkage_proto::v1 as pb;
 use linkage_proto::v1::district_client::DistrictClient;
 use linkage_proto::v1::feeds_client::FeedsClient;
@@ -42,6 +43,15 @@ struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// The district CA certificate, for servers running mutual TLS (use https:// URLs).
+    #[arg(long, global = true, env = "LINKAGE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Your organisation's certificate, issued by the district CA.
+    #[arg(long, global = true, env = "LINKAGE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Your organisation's private key.
+    #[arg(long, global = true, env = "LINKAGE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -144,6 +154,12 @@ enum Command {
         #[arg(long)]
         district: bool,
     },
+    /// The district certificate authority: create it, and issue each organisation's
+    /// certificate (mutual TLS; the hub takes a node's organisation from it).
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Working-day calendar checks, computed locally.
     Calendar {
         #[command(subcommand)]
@@ -176,6 +192,29 @@ enum Command {
         /// Keep following live changes instead of stopping once caught up.
         #[arg(long)]
         follow: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Create the district CA (`ca.pem`, `ca.key`) in a folder; keep the key off the network.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The district's code or name, written into the CA's name.
+        #[arg(long, default_value = "130304")]
+        district: String,
+    },
+    /// Issue an organisation's certificate (`ORG.pem`, `ORG.key`) signed by the CA in `--dir`.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The organisation id, e.g. 130304100; becomes the certificate's common name.
+        #[arg(long)]
+        org: String,
+        /// Host names and IP addresses the organisation's server is reached at.
+        #[arg(long = "host", default_values = ["localhost", "127.0.0.1"])]
+        hosts: Vec<String>,
     },
 }
 
@@ -256,9 +295,17 @@ fn read_json_arg(arg: &str) -> CliResult<String> {
     Ok(text)
 }
 
-async fn connect(url: &str, what: &str) -> CliResult<Channel> {
-    let endpoint = Channel::from_shared(url.to_owned())
+async fn connect(cli: &Cli, url: &str, what: &str) -> CliResult<Channel> {
+    let mut endpoint = Channel::from_shared(url.to_owned())
         .map_err(|e| CliError(format!("bad {what} address {url:?}: {e}")))?;
+    let tls = TlsFiles::from_parts(cli.tls_ca.clone(), cli.tls_cert.clone(), cli.tls_key.clone())
+        .map_err(|e| CliError(e.to_string()))?;
+    if let Some(tls) = tls {
+        let config = tls.client_config().map_err(|e| CliError(e.to_string()))?;
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| CliError(format!("TLS settings for {url}: {e}")))?;
+    }
     endpoint
         .connect_timeout(std::time::Duration::from_secs(5))
         .connect()
@@ -267,7 +314,7 @@ async fn connect(url: &str, what: &str) -> CliResult<Channel> {
 }
 
 async fn records(cli: &Cli) -> CliResult<RecordsClient<Channel>> {
-    Ok(RecordsClient::new(connect(&cli.node, "node").await?))
+    Ok(RecordsClient::new(connect(cli, &cli.node, "node").await?))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -398,7 +445,7 @@ async fn run(cli: &Cli) -> CliResult {
                 include_met: *all_states,
             };
             let response = if *district {
-                DistrictClient::new(connect(&cli.hub, "hub").await?)
+                DistrictClient::new(connect(cli, &cli.hub, "hub").await?)
                     .obligations(request)
                     .await?
                     .into_inner()
@@ -421,7 +468,7 @@ async fn run(cli: &Cli) -> CliResult {
                 at_ms: optional_instant(at.as_deref())?,
             };
             let report = if *district {
-                DistrictClient::new(connect(&cli.hub, "hub").await?)
+                DistrictClient::new(connect(cli, &cli.hub, "hub").await?)
                     .accountability(request)
                     .await?
                     .into_inner()
@@ -434,6 +481,7 @@ async fn run(cli: &Cli) -> CliResult {
             };
             out.accountability(&report);
         }
+        Command::Ca { command } => ca_command(command)?,
         Command::Calendar { command } => calendar_command(cli, command, &out).await?,
         Command::Info => {
             let info = records(cli)
@@ -452,14 +500,14 @@ async fn run(cli: &Cli) -> CliResult {
             out.rejections(&list.rejections);
         }
         Command::Status => {
-            let report = DistrictClient::new(connect(&cli.hub, "hub").await?)
+            let report = DistrictClient::new(connect(cli, &cli.hub, "hub").await?)
                 .convergence(pb::ConvergenceRequest {})
                 .await?
                 .into_inner();
             out.convergence(&report);
         }
         Command::Counts => {
-            let counts = DistrictClient::new(connect(&cli.hub, "hub").await?)
+            let counts = DistrictClient::new(connect(cli, &cli.hub, "hub").await?)
                 .record_counts(pb::RecordCountsRequest {})
                 .await?
                 .into_inner();
@@ -510,6 +558,24 @@ async fn calendar_command(cli: &Cli, command: &CalendarCommand, out: &render::Ou
                 .map_err(|_| CliError(format!("{date:?} is not a date (expected YYYY-MM-DD)")))?;
             let kind = calendar.is_working_day(day);
             out.day(day, &kind, calendar.holiday(day));
+        }
+    }
+    Ok(())
+}
+
+fn ca_command(command: &CaCommand) -> CliResult {
+    let tls_error = |e: linkage_node::tls::TlsError| CliError(e.to_string());
+    match command {
+        CaCommand::Init { dir, district } => {
+            let (cert, key) = linkage_node::tls::create_ca(dir, district).map_err(tls_error)?;
+            render::write_line(format_args!("district CA written: {} and {} (keep the key offline)", cert.display(), key.display()));
+        }
+        CaCommand::Issue { dir, org, hosts } => {
+            if linkage_node::org::Directory::beidaihe().org(org).is_none() {
+                eprintln!("warning: {org} is not in the embedded Beidaihe directory");
+            }
+            let files = linkage_node::tls::issue(dir, org, hosts).map_err(tls_error)?;
+            render::write_line(format_args!("certificate for {org}: {} and {}", files.cert.display(), files.key.display()));
         }
     }
     Ok(())
@@ -583,7 +649,7 @@ async fn feed(
         resume_token: resume,
         catch_up_only: !follow,
     };
-    let mut stream = FeedsClient::new(connect(&cli.hub, "hub").await?)
+    let mut stream = FeedsClient::new(connect(cli, &cli.hub, "hub").await?)
         .subscribe(request)
         .await?
         .into_inner();
