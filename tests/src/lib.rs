@@ -14,8 +14,11 @@ use linkage_proto::v1::district_client::DistrictClient;
 use linkage_proto::v1::records_client::RecordsClient;
 use tonic::transport::Channel;
 
+pub mod faults;
+pub mod bench;
 pub mod proxy;
 pub mod scenario;
+pub mod sim;
 
 /// The folder holding the workspace's binaries for the running profile.
 pub fn bin_dir() -> PathBuf {

@@ -6,6 +6,7 @@
 //! validation in through [`session::Gate`].
 
 pub mod client;
+pub mod guard;
 pub mod session;
 
 /// Version of the frame protocol in `proto/linkage/v1/sync.proto`. A peer speaking another

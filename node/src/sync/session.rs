@@ -406,6 +406,10 @@ impl Session {
                     .await;
             }
         };
+        if let Err(e) = super::guard::check_message(&message) {
+            warn!(record = %id, error = %e, "refused a sync message past the limits");
+            return self.reject(id, "limits", e.to_string()).await;
+        }
 
         let state = self.take_state(&id).await?;
         let gate = self.ctx.gate.clone();

@@ -509,3 +509,26 @@ async fn concurrent_edits_of_one_field_are_both_kept_as_a_conflict() {
     let listed = device_b.list(Default::default()).await;
     assert!(listed[0].conflicted);
 }
+
+/// A reply goes out in several small writes (headers, message, trailers). Without
+/// TCP_NODELAY on the accepted socket, Nagle's algorithm holds the later ones until the
+/// client's delayed ACK, about 40 ms on Linux: every call took that long.
+#[tokio::test]
+async fn a_call_is_answered_without_waiting_for_a_delayed_ack() {
+    let haibin = TestNode::start(HAIBIN).await;
+    let id = haibin
+        .create(create("case", case_body(), "2026-09-28 09:00"))
+        .await
+        .envelope
+        .unwrap()
+        .id;
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        haibin.get(&id).await;
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < std::time::Duration::from_millis(400),
+        "20 reads of a cached record took {elapsed:?}"
+    );
+}

@@ -45,7 +45,6 @@ pub fn bj(text: &str) -> i64 {
 #[derive(Debug)]
 pub struct TestNode {
     pub org: String,
-    pub addr: SocketAddr,
     /// The node's own office, for tests that play the hub between two nodes.
     pub office: Office,
     client: RecordsClient<Channel>,
@@ -64,6 +63,7 @@ impl TestNode {
             directory: Directory::beidaihe(),
             addr_file: None,
             cache_docs: 64,
+            tls: None,
         };
         let office = server::open(&config).await.expect("the node opens its store");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
@@ -81,7 +81,6 @@ impl TestNode {
             .expect("the node accepts connections");
         TestNode {
             org: org.to_owned(),
-            addr,
             office,
             client: RecordsClient::new(channel),
             _stop: stop,

@@ -1,0 +1,439 @@
+//! The hub's admission gate against a rogue client: something that speaks the Sync protocol
+//! directly (tonic's `SyncClient`, a hello as Haibin Town) instead of running a node, and sends
+//! what no honest node would. Each bad input must be answered with a `Rejected` frame naming
+//! its rule, must leave the hub's copy exactly as it was, and must not end the session: the
+//! same stream then syncs a valid change.
+//!
+//! The hub runs in-process over real gRPC on loopback port 0 with an in-memory store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::sync::{Message, State, SyncDoc};
+use automerge::{Automerge, ChangeHash};
+use linkage_hub::convergence::Registry;
+use linkage_hub::service::HubService;
+use linkage_node::office::{Act, Office};
+use linkage_node::org::Directory;
+use linkage_node::record::doc::{actor_for, append_event, hydrate_record, new_document};
+use linkage_node::record::{
+    Action, Body, CaseBody, Envelope, Material, MaterialKind, Record, RecordKind, SCHEMA_VERSION,
+    TransferBody, WorkflowEvent,
+};
+use linkage_node::replica::{Clock, Replica, Summary, SystemClock};
+use linkage_node::store::{MemoryStore, Store};
+use linkage_node::sync::PROTOCOL_VERSION;
+use linkage_node::sync::client::{LinkStatus, run_forever};
+use linkage_proto::v1::sync_client::SyncClient;
+use linkage_proto::v1::sync_frame::Frame;
+use linkage_proto::v1::{DocSync, Hello, Rejected, SyncFrame};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::Streaming;
+
+/// The rogue's claimed organisation: Haibin Town.
+const HAIBIN: &str = "130304100";
+/// The Market Supervision Bureau, receiver of Haibin's transfer.
+const MARKET: &str = "bdh-scjg";
+/// Daihe Town and the Ecology Branch share a case Haibin is no party to.
+const DAIHE: &str = "130304101";
+const ECOLOGY: &str = "bdh-sthj";
+
+/// How long the hub gets to answer one frame.
+const ANSWER: Duration = Duration::from_secs(10);
+
+fn replica(org: &str) -> Arc<Replica> {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    Arc::new(Replica::open(org, store, Arc::new(SystemClock), 1024).unwrap())
+}
+
+async fn start_hub() -> (String, Arc<Replica>) {
+    let hub = replica("district-hub");
+    let registry = Arc::new(Registry::load(hub.clone()).unwrap());
+    let office = Office::new(hub.clone(), Arc::new(Directory::beidaihe()));
+    let service = HubService::new(office, registry);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service.sync_server())
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    (url, hub)
+}
+
+/// What the hub said about a pushed record.
+#[derive(Debug)]
+enum Answer {
+    /// The hub holds every change of the pushed document.
+    Holds,
+    Rejected(Rejected),
+}
+
+/// A client that speaks the Sync protocol by hand.
+struct Rogue {
+    outbound: mpsc::Sender<SyncFrame>,
+    inbound: Streaming<SyncFrame>,
+}
+
+impl Rogue {
+    async fn connect(url: &str, org: &str) -> Rogue {
+        let mut client = SyncClient::connect(url.to_owned()).await.unwrap();
+        let (outbound, rx) = mpsc::channel(16);
+        outbound
+            .send(SyncFrame {
+                frame: Some(Frame::Hello(Hello {
+                    protocol_version: PROTOCOL_VERSION,
+                    org: org.into(),
+                    node_id: "rogue-node".into(),
+                    store_id: "rogue-store".into(),
+                })),
+            })
+            .await
+            .unwrap();
+        let mut inbound = client
+            .session(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        match inbound.message().await.unwrap() {
+            Some(SyncFrame {
+                frame: Some(Frame::Hello(_)),
+            }) => {}
+            other => panic!("the hub did not answer with hello: {other:?}"),
+        }
+        Rogue { outbound, inbound }
+    }
+
+    async fn send(&self, record_id: &str, message: Vec<u8>) {
+        self.outbound
+            .send(SyncFrame {
+                frame: Some(Frame::Doc(DocSync {
+                    record_id: record_id.to_owned(),
+                    message,
+                    heads: Vec::new(),
+                })),
+            })
+            .await
+            .expect("the hub closed the session");
+    }
+
+    /// The hub's next frame about `record_id`; progress reports and offers of other records
+    /// are skipped.
+    async fn next_about(&mut self, record_id: &str) -> Frame {
+        loop {
+            let frame = tokio::time::timeout(ANSWER, self.inbound.message())
+                .await
+                .unwrap_or_else(|_| panic!("the hub said nothing about {record_id} in {ANSWER:?}"))
+                .expect("the hub broke the session")
+                .expect("the hub closed the session");
+            match frame.frame {
+                Some(Frame::Doc(ref d)) if d.record_id == record_id => return frame.frame.unwrap(),
+                Some(Frame::Rejected(ref r)) if r.record_id == record_id => {
+                    return frame.frame.unwrap();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs Automerge's sync protocol for `doc` until the hub holds all of it or rejects it.
+    async fn push(&mut self, record_id: &str, doc: &mut Automerge) -> Answer {
+        let mut state = State::new();
+        let ours = doc.get_heads();
+        loop {
+            if let Some(message) = doc.generate_sync_message(&mut state) {
+                self.send(record_id, message.encode()).await;
+            }
+            match self.next_about(record_id).await {
+                Frame::Rejected(rejected) => return Answer::Rejected(rejected),
+                Frame::Doc(d) if d.message.is_empty() => {
+                    let theirs: Vec<ChangeHash> = d
+                        .heads
+                        .iter()
+                        .filter_map(|h| ChangeHash::try_from(h.as_slice()).ok())
+                        .collect();
+                    if ours.iter().all(|h| theirs.contains(h)) {
+                        return Answer::Holds;
+                    }
+                }
+                Frame::Doc(d) => {
+                    let message = Message::decode(&d.message).expect("the hub sent a bad message");
+                    doc.receive_sync_message(&mut state, message).unwrap();
+                    if state
+                        .their_heads
+                        .as_ref()
+                        .is_some_and(|theirs| ours.iter().all(|h| theirs.contains(h)))
+                    {
+                        return Answer::Holds;
+                    }
+                }
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Sends raw bytes as a sync message and returns the hub's answer.
+    async fn send_raw(&mut self, record_id: &str, message: Vec<u8>) -> Frame {
+        self.send(record_id, message).await;
+        self.next_about(record_id).await
+    }
+}
+
+fn rejected(answer: Answer, what: &str) -> Rejected {
+    match answer {
+        Answer::Rejected(r) => r,
+        Answer::Holds => panic!("the hub admitted {what}"),
+    }
+}
+
+/// A transfer from Haibin Town to the Market Supervision Bureau, as Haibin's node would write
+/// it, signed by an actor of Haibin.
+fn haibin_transfer(at_ms: i64) -> (String, Automerge) {
+    let record = Record {
+        envelope: Envelope {
+            id: RecordKind::Transfer.new_record_id(),
+            kind: "transfer".into(),
+            owner: HAIBIN.into(),
+            parties: vec![HAIBIN.into(), MARKET.into()],
+            created_at_ms: at_ms,
+            schema_version: SCHEMA_VERSION,
+        },
+        body: Body::Transfer(TransferBody {
+            sender: HAIBIN.into(),
+            receiver: MARKET.into(),
+            title: "food sold past its use-by date".into(),
+            matter: "food safety".into(),
+            facts: "A stall sells packaged food past its use-by date.".into(),
+            discovered_at_ms: at_ms - 60_000,
+            materials: vec![Material {
+                kind: MaterialKind::TransferLetter,
+                name: "transfer letter".into(),
+            }],
+            ..Default::default()
+        }),
+        events: vec![WorkflowEvent::new(Action::Sent, at_ms, HAIBIN)],
+    };
+    let id = record.envelope.id.clone();
+    (id, new_document(&record, actor_for(HAIBIN), at_ms).unwrap())
+}
+
+/// The hub's copy of a record as far as anyone can tell: its summary (heads, parties, status)
+/// and its saved bytes.
+fn hub_copy(hub: &Replica, id: &str) -> (Option<Summary>, Option<Vec<u8>>) {
+    (
+        hub.summary(id).unwrap(),
+        hub.read(id, |d| d.save()).unwrap(),
+    )
+}
+
+/// `doc` with one more event, written by an actor of `signer`.
+fn with_event(doc: &Automerge, signer: &str, event: WorkflowEvent) -> Automerge {
+    let mut doc = doc.fork().with_actor(actor_for(signer));
+    let at = event.at_ms;
+    append_event(&mut doc, &event, at).unwrap();
+    doc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rogue_client_is_refused_rule_by_rule_and_its_session_goes_on() {
+    let (url, hub) = start_hub().await;
+    let now = SystemClock.now_ms();
+
+    // A record Haibin is no party to, written by a real Daihe node.
+    let daihe = replica(DAIHE);
+    tokio::spawn(run_forever(
+        daihe.clone(),
+        url.clone(),
+        Arc::new(LinkStatus::default()),
+    ));
+    let foreign = Office::new(daihe.clone(), Arc::new(Directory::beidaihe()))
+        .create(
+            RecordKind::Case,
+            vec![ECOLOGY.into()],
+            Body::Case(CaseBody {
+                title: "noise from a karaoke bar".into(),
+                ..Default::default()
+            }),
+            Act::default(),
+        )
+        .await
+        .unwrap();
+    let foreign_id = foreign.record.id().to_owned();
+    let deadline = tokio::time::Instant::now() + ANSWER;
+    while !hub.contains(&foreign_id).unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Daihe's case never reached the hub"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut rogue = Rogue::connect(&url, HAIBIN).await;
+
+    // A valid transfer first: the session works and the hub holds it.
+    let (transfer_id, mut transfer) = haibin_transfer(now);
+    assert!(matches!(
+        rogue.push(&transfer_id, &mut transfer).await,
+        Answer::Holds
+    ));
+    assert_eq!(
+        hub.summary(&transfer_id).unwrap().unwrap().heads,
+        transfer
+            .get_heads()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    );
+    let seq_before = hub.store().last_seq();
+
+    // (a) Haibin forges the Bureau's receipt, signed with an actor of the Bureau.
+    let before = hub_copy(&hub, &transfer_id);
+    let mut forged = with_event(
+        &transfer,
+        MARKET,
+        WorkflowEvent::new(Action::Received, now + 1_000, MARKET),
+    );
+    let r = rejected(
+        rogue.push(&transfer_id, &mut forged).await,
+        "a change signed by another organisation's actor",
+    );
+    assert_eq!(r.rule, "actor", "{r:?}");
+    assert!(
+        r.reason.contains(MARKET) && r.reason.contains(HAIBIN),
+        "the reason names neither the signer nor the session's organisation: {}",
+        r.reason
+    );
+    assert_eq!(
+        hub_copy(&hub, &transfer_id),
+        before,
+        "the hub's copy changed"
+    );
+
+    // (b) A change to a record Haibin is no party to, signed as Haibin.
+    let foreign_doc = hub
+        .read(&foreign_id, |d| d.fork())
+        .unwrap()
+        .expect("the hub holds Daihe's case");
+    let before_foreign = hub_copy(&hub, &foreign_id);
+    let mut meddled = with_event(
+        &foreign_doc,
+        HAIBIN,
+        WorkflowEvent::new(Action::Updated, now + 2_000, HAIBIN),
+    );
+    let r = rejected(
+        rogue.push(&foreign_id, &mut meddled).await,
+        "a change to a record of which the sender is no party",
+    );
+    assert_eq!(r.rule, "party", "{r:?}");
+    assert_eq!(
+        hub_copy(&hub, &foreign_id),
+        before_foreign,
+        "the foreign record changed"
+    );
+
+    // (c) Haibin, the sender, accepts its own transfer: only the receiver may (T-5).
+    let mut received = with_event(
+        &transfer,
+        HAIBIN,
+        WorkflowEvent::new(Action::Received, now + 3_000, HAIBIN),
+    );
+    let r = rejected(
+        rogue.push(&transfer_id, &mut received).await,
+        "a receipt by the transfer's sender",
+    );
+    assert_eq!(r.rule, "T-5", "{r:?}");
+    assert!(r.reason.contains("receiver"), "{}", r.reason);
+    let mut accepted = with_event(
+        &transfer,
+        HAIBIN,
+        WorkflowEvent::new(Action::Accepted, now + 3_000, HAIBIN),
+    );
+    let r = rejected(
+        rogue.push(&transfer_id, &mut accepted).await,
+        "an acceptance by the transfer's sender",
+    );
+    assert_eq!(r.rule, "T-5", "{r:?}");
+    assert_eq!(
+        hub_copy(&hub, &transfer_id),
+        before,
+        "the hub's copy changed"
+    );
+
+    // (d) Malformed sync bytes, for a record the hub holds and for one it does not.
+    for id in [transfer_id.as_str(), "TR-0000000000000000"] {
+        match rogue
+            .send_raw(id, b"\x42not an automerge sync message".to_vec())
+            .await
+        {
+            Frame::Rejected(r) => {
+                assert_eq!(r.rule, "protocol", "{r:?}");
+                assert!(r.reason.contains("malformed"), "{}", r.reason);
+            }
+            other => panic!("malformed bytes for {id} were answered with {other:?}"),
+        }
+    }
+    assert!(!hub.contains("TR-0000000000000000").unwrap());
+
+    // (d) A record id far over the limit, carrying an otherwise valid new record.
+    let long_id = format!("TR-{}", "9".repeat(4096));
+    let (_, valid_doc) = haibin_transfer(now);
+    let message = valid_doc
+        .generate_sync_message(&mut State::new())
+        .unwrap()
+        .encode();
+    match rogue.send_raw(&long_id, message).await {
+        Frame::Rejected(r) => {
+            assert_eq!(r.rule, "protocol", "{r:?}");
+            assert!(r.reason.contains("record id"), "{}", r.reason);
+        }
+        other => panic!("an oversized record id was answered with {other:?}"),
+    }
+    assert!(!hub.contains(&long_id).unwrap());
+
+    // (e) A document pushed under one id whose envelope claims another.
+    let (claimed_id, mut impostor) = haibin_transfer(now);
+    let pushed_as = RecordKind::Transfer.new_record_id();
+    let r = rejected(
+        rogue.push(&pushed_as, &mut impostor).await,
+        "a document whose envelope names another id",
+    );
+    assert_eq!(r.rule, "schema", "{r:?}");
+    assert!(!hub.contains(&pushed_as).unwrap() && !hub.contains(&claimed_id).unwrap());
+
+    assert_eq!(
+        hub.store().last_seq(),
+        seq_before,
+        "a refused change reached the hub's change log"
+    );
+    assert_eq!(hub_copy(&hub, &transfer_id), before);
+
+    // The same session still syncs valid changes: a note on the transfer and a new record.
+    let hub_transfer = hub.read(&transfer_id, |d| d.fork()).unwrap().unwrap();
+    let mut noted = with_event(
+        &hub_transfer,
+        HAIBIN,
+        WorkflowEvent::new(Action::Updated, now + 4_000, HAIBIN),
+    );
+    assert!(matches!(
+        rogue.push(&transfer_id, &mut noted).await,
+        Answer::Holds
+    ));
+    let events = hub.record(&transfer_id).unwrap().events;
+    assert_eq!(
+        events.iter().map(|e| e.action).collect::<Vec<_>>(),
+        [Action::Sent, Action::Updated]
+    );
+    let (second_id, mut second) = haibin_transfer(now + 5_000);
+    assert!(matches!(
+        rogue.push(&second_id, &mut second).await,
+        Answer::Holds
+    ));
+    assert_eq!(
+        hydrate_record(&hub.read(&second_id, |d| d.fork()).unwrap().unwrap()).unwrap(),
+        hydrate_record(&second).unwrap()
+    );
+}

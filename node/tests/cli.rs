@@ -1,0 +1,367 @@
+//! The `linkage` command line against the real `linkage-node` binary: scenario events 1 and 2
+//! recorded by hand, `--json` output that parses, input errors caught before the node is
+//! contacted, the calendar check, and a reader that goes away early.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+
+use common::NodeBinary;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const HAIBIN: &str = "130304100";
+const HAIBIN_TEAM: &str = "130304100-zhzfd";
+const DAIHE: &str = "130304101";
+const MARKET: &str = "bdh-scjg";
+
+fn bj(text: &str) -> i64 {
+    linkage_node::calendar::parse_instant(text)
+        .expect("a Beijing time")
+        .timestamp_millis()
+}
+
+/// Runs `linkage --node URL ARGS...`, feeding `stdin` if given.
+fn linkage(node: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut all = vec!["--node", node];
+    all.extend(args);
+    run(&all, stdin)
+}
+
+/// Runs `linkage ARGS...`, feeding `stdin` if given.
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_linkage"))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("linkage starts");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(text.as_bytes())
+            .expect("linkage reads its standard input");
+    }
+    child.wait_with_output().expect("linkage runs to the end")
+}
+
+fn succeeded(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "linkage failed ({:?}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).expect("output is UTF-8")
+}
+
+fn parsed(output: &Output) -> Value {
+    let text = succeeded(output);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("--json printed non-JSON ({e}):\n{text}"))
+}
+
+/// Expects exit code 1 with nothing on stdout; returns stderr.
+fn failed(output: &Output) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "expected exit code 1: {output:?}"
+    );
+    assert!(output.stdout.is_empty(), "{output:?}");
+    String::from_utf8(output.stderr.clone()).expect("errors are UTF-8")
+}
+
+fn transfer_body(sender: &str) -> Value {
+    json!({
+        "sender": sender,
+        "receiver": MARKET,
+        "title": "销售过期食品 stall selling food past its use-by date",
+        "matter": "food safety",
+        "place": "海滨镇 market street stall",
+        "facts": "The stall offered packaged food past its use-by date.",
+        "discovered_at_ms": bj("2026-09-28 10:20"),
+        "materials": [
+            {"kind": "transfer_letter", "name": "移送函 transfer letter.pdf"},
+            {"kind": "case_source", "name": "现场检查笔录 on-site inspection record.pdf"},
+            {"kind": "evidence", "name": "photo-1.jpg"},
+            {"kind": "evidence", "name": "photo-2.jpg"},
+        ],
+    })
+}
+
+/// Scenario event 1: the enforcement team's attempt in its own name is refused by T-4, then
+/// Haibin Town sends the transfer at 11:05, meeting its T-1 deadline of 8 Oct 24:00.
+#[test]
+fn scenario_event_1_haibin_transfers_after_a_refused_t4_attempt() {
+    let folder = TempDir::new().unwrap();
+    let node = NodeBinary::start(HAIBIN, folder.path());
+    let url = node.url();
+
+    let team_body = transfer_body(HAIBIN_TEAM).to_string();
+    let refused = linkage(
+        &url,
+        &[
+            "create",
+            "transfer",
+            "--body",
+            &team_body,
+            "--parties",
+            MARKET,
+            "--at",
+            "2026-09-28 10:40",
+        ],
+        None,
+    );
+    let stderr = failed(&refused);
+    assert!(stderr.contains("T-4"), "names the rule: {stderr}");
+    assert!(
+        stderr.contains("海滨镇人民政府 Haibin Town (130304100) may"),
+        "says who may send it: {stderr}"
+    );
+    assert!(stderr.contains("FailedPrecondition"), "{stderr}");
+
+    let body_file = folder.path().join("transfer.json");
+    std::fs::write(&body_file, transfer_body(HAIBIN).to_string()).unwrap();
+    let body_arg = format!("@{}", body_file.display());
+    let sent = parsed(&linkage(
+        &url,
+        &[
+            "--json",
+            "create",
+            "transfer",
+            "--body",
+            &body_arg,
+            "--parties",
+            MARKET,
+            "--at",
+            "2026-09-28 11:05",
+            "--unit",
+            HAIBIN_TEAM,
+            "--person",
+            "张三 Zhang",
+            "--note",
+            "移送函、现场检查笔录及照片两张 letter, inspection record, two photos",
+        ],
+        None,
+    ));
+    assert_eq!(sent["status"], "awaiting_receipt");
+    assert_eq!(sent["body"]["sender"], HAIBIN);
+    assert_eq!(sent["body"]["materials"].as_array().unwrap().len(), 4);
+    assert_eq!(sent["envelope"]["parties"], json!([HAIBIN, MARKET]));
+    assert_eq!(sent["events"][0]["action"], "sent");
+    assert_eq!(sent["events"][0]["unit"], HAIBIN_TEAM);
+    assert_eq!(sent["events"][0]["at_ms"], bj("2026-09-28 11:05"));
+    let id = sent["envelope"]["id"].as_str().unwrap().to_owned();
+
+    let obligations = parsed(&linkage(
+        &url,
+        &[
+            "--json",
+            "obligations",
+            "--at",
+            "2026-09-28 12:00",
+            "--all-states",
+        ],
+        None,
+    ));
+    let transfer_duty = obligations["obligations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["record_id"] == id.as_str() && o["rule"] == "T-1")
+        .unwrap_or_else(|| panic!("no T-1 obligation: {obligations}"));
+    assert_eq!(transfer_duty["due_ms"], bj("2026-10-08 24:00"));
+    assert_eq!(transfer_duty["met_at_ms"], bj("2026-09-28 11:05"));
+
+    let listed = parsed(&linkage(
+        &url,
+        &["--json", "list", "--kind", "transfer"],
+        None,
+    ));
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["envelope"]["id"], id.as_str());
+    let table = succeeded(&linkage(&url, &["list"], None));
+    assert!(
+        table.contains(&id) && table.contains("1 record(s)"),
+        "{table}"
+    );
+    let history = parsed(&linkage(&url, &["--json", "history", &id], None));
+    assert_eq!(history[0]["org"], HAIBIN);
+    let got = parsed(&linkage(&url, &["--json", "get", &id], None));
+    assert_eq!(got, sent, "get shows what create returned");
+    let info = parsed(&linkage(&url, &["--json", "info"], None));
+    assert_eq!(
+        (info["org"].as_str(), info["records"].as_u64()),
+        (Some(HAIBIN), Some(1))
+    );
+}
+
+/// Scenario event 2: market supervision registers a phone complaint about a matter devolved to
+/// Daihe Town and notifies the town in writing (C-3).
+#[test]
+fn scenario_event_2_market_supervision_registers_and_forwards_a_complaint_c3() {
+    let folder = TempDir::new().unwrap();
+    let node = NodeBinary::start(MARKET, folder.path());
+    let url = node.url();
+    let complaint = json!({
+        "received_by": MARKET,
+        "handler": DAIHE,
+        "channel": "phone",
+        "subject": "占道经营 shop occupying the pavement",
+        "place": "戴河镇 main road",
+        "received_at_ms": bj("2026-09-28 15:00"),
+        "complainant": {"name": "王某 Wang", "phone": "13800000000"},
+    });
+
+    let registered = parsed(&linkage(
+        &url,
+        &[
+            "--json",
+            "create",
+            "complaint",
+            "--body",
+            "-",
+            "--at",
+            "2026-09-28 15:00",
+        ],
+        Some(&complaint.to_string()),
+    ));
+    assert_eq!(registered["status"], "registered");
+    assert_eq!(registered["envelope"]["parties"], json!([MARKET, DAIHE]));
+    assert_eq!(registered["body"]["complainant"]["phone"], "13800000000");
+    let id = registered["envelope"]["id"].as_str().unwrap().to_owned();
+
+    let forwarded = parsed(&linkage(
+        &url,
+        &[
+            "--json",
+            "event",
+            &id,
+            "forwarded",
+            "--at",
+            "2026-09-28 15:10",
+            "--note",
+            "已告知投诉人向戴河镇反映并书面通知戴河镇 complainant told; Daihe Town notified in writing",
+        ],
+        None,
+    ));
+    assert_eq!(forwarded["status"], "forwarded");
+    assert_eq!(forwarded["events"][1]["action"], "forwarded");
+    assert_eq!(forwarded["events"][1]["org"], MARKET);
+
+    let by_township = failed(&linkage(
+        &url,
+        &["event", &id, "accepted", "--at", "2026-09-28 15:20"],
+        None,
+    ));
+    assert!(by_township.contains("C-2"), "{by_township}");
+    let unknown = failed(&linkage(&url, &["event", &id, "teleported"], None));
+    assert!(
+        unknown.contains("teleported") && unknown.contains("InvalidArgument"),
+        "{unknown}"
+    );
+}
+
+/// A typo in `--body` is caught by the CLI: the node (here a listener nobody serves) is never
+/// contacted.
+#[test]
+fn invalid_json_on_body_is_refused_without_contacting_the_node() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+
+    let stderr = failed(&linkage(
+        &url,
+        &["create", "case", "--body", "{\"title\": \"unclosed\""],
+        None,
+    ));
+    assert!(stderr.starts_with("error: invalid JSON"), "{stderr}");
+    let stderr = failed(&linkage(
+        &url,
+        &["edit", "CA-0000000000000000", "--patch", "title=x"],
+        None,
+    ));
+    assert!(stderr.starts_with("error: invalid JSON"), "{stderr}");
+
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the CLI connected to the node: {other:?}"),
+    }
+}
+
+#[test]
+fn calendar_due_3wd_from_the_scenarios_discovery_is_8_october_24_00() {
+    let args = [
+        "calendar",
+        "due",
+        "--from",
+        "2026-09-28 10:20",
+        "--period",
+        "3wd",
+    ];
+    let text = succeeded(&run(&args, None));
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["due", "2026-10-08", "24:00", "+08:00"]),
+        "{text}"
+    );
+    let mut json_args = vec!["--json"];
+    json_args.extend(args);
+    let due = parsed(&run(&json_args, None));
+    assert_eq!(due["due"], "2026-10-08 24:00 +08:00");
+    assert_eq!(due["provisional"], false);
+}
+
+/// `linkage list | head -0`: the reader is gone before the CLI writes. The CLI must end
+/// quietly, not panic on EPIPE as `println!` does.
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly_without_a_panic() {
+    let folder = TempDir::new().unwrap();
+    let node = NodeBinary::start(HAIBIN, folder.path());
+    for args in [
+        vec!["list"],
+        vec!["--json", "info"],
+        vec![
+            "calendar",
+            "due",
+            "--from",
+            "2026-09-28 10:20",
+            "--period",
+            "3wd",
+        ],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_linkage"))
+            .arg("--node")
+            .arg(node.url())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("linkage runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !stderr.contains("panicked"),
+            "`linkage {}` panicked on a closed stdout: {stderr}",
+            args.join(" ")
+        );
+        assert!(
+            output.status.success(),
+            "`linkage {}` should end quietly: {:?} {stderr}",
+            args.join(" "),
+            output.status
+        );
+    }
+}

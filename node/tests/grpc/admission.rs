@@ -1,0 +1,161 @@
+//! `workflow::admit_change`: what the hub checks before it takes a change a node sent. The
+//! records start as real ones written through a node's gRPC service; the changes a
+//! misbehaving or forged node might send are made to copies of them.
+
+use linkage_node::org::Directory;
+use linkage_node::record::{Action, Body, Record, WorkflowEvent};
+use linkage_node::workflow::{RuleViolation, admit_change};
+
+use crate::support::*;
+
+/// Event 1's transfer as Haibin's node stored it.
+async fn sent_transfer() -> Record {
+    let haibin = TestNode::start(HAIBIN).await;
+    let created = haibin
+        .create(create(
+            "transfer",
+            transfer_body(HAIBIN, MARKET),
+            "2026-09-28 11:05",
+        ))
+        .await;
+    haibin
+        .office
+        .replica()
+        .record(&created.envelope.unwrap().id)
+        .expect("the node holds what it created")
+}
+
+fn with_event(record: &Record, action: Action, at: &str, org: &str) -> Record {
+    let mut after = record.clone();
+    after.events.push(WorkflowEvent {
+        reason: Some("stated".into()),
+        ..WorkflowEvent::new(action, bj(at), org)
+    });
+    after
+}
+
+fn refused(result: Result<(), RuleViolation>, rule: &str) -> String {
+    let violation = result.expect_err("the change should be refused");
+    assert_eq!(violation.rule, rule, "{violation}");
+    violation.message
+}
+
+#[tokio::test]
+async fn admission_takes_a_new_record_only_from_the_organisation_that_may_create_it() {
+    let dir = Directory::beidaihe();
+    let transfer = sent_transfer().await;
+    admit_change(&dir, HAIBIN, None, &transfer).expect("Haibin sent its own transfer");
+    refused(admit_change(&dir, MARKET, None, &transfer), "party");
+
+    let mut forged = transfer.clone();
+    if let Body::Transfer(t) = &mut forged.body {
+        t.sender = HAIBIN_TEAM.into();
+    }
+    refused(admit_change(&dir, HAIBIN, None, &forged), "T-4");
+}
+
+#[tokio::test]
+async fn t5_admission_lets_the_receivers_acknowledgement_and_acceptance_through() {
+    let dir = Directory::beidaihe();
+    let before = sent_transfer().await;
+    let received = with_event(&before, Action::Received, "2026-10-08 09:30", MARKET);
+    let accepted = with_event(&received, Action::Accepted, "2026-10-08 09:31", MARKET);
+    admit_change(&dir, MARKET, Some(&before), &accepted).expect("the receiver's own acts");
+}
+
+#[tokio::test]
+async fn t5_admission_checks_new_events_in_time_order() {
+    let dir = Directory::beidaihe();
+    let before = sent_transfer().await;
+    let accepted_first = with_event(
+        &with_event(&before, Action::Received, "2026-10-08 09:31", MARKET),
+        Action::Accepted,
+        "2026-10-08 09:30",
+        MARKET,
+    );
+    let message = refused(
+        admit_change(&dir, MARKET, Some(&before), &accepted_first),
+        "T-5",
+    );
+    assert!(message.contains("送达回证"), "{message}");
+    let by_sender = with_event(&before, Action::Accepted, "2026-10-08 09:30", HAIBIN);
+    refused(admit_change(&dir, HAIBIN, Some(&before), &by_sender), "T-5");
+}
+
+#[tokio::test]
+async fn admission_refuses_events_in_another_organisations_name() {
+    let dir = Directory::beidaihe();
+    let before = sent_transfer().await;
+    let forged = with_event(&before, Action::Received, "2026-10-08 09:30", MARKET);
+    refused(admit_change(&dir, HAIBIN, Some(&before), &forged), "party");
+}
+
+#[tokio::test]
+async fn admission_refuses_a_change_from_an_organisation_not_a_party() {
+    let dir = Directory::beidaihe();
+    let before = sent_transfer().await;
+    let after = with_event(&before, Action::Updated, "2026-09-28 12:00", DAIHE);
+    refused(admit_change(&dir, DAIHE, Some(&before), &after), "party");
+}
+
+#[tokio::test]
+async fn admission_refuses_a_rewritten_envelope() {
+    let dir = Directory::beidaihe();
+    let before = sent_transfer().await;
+    let mut after = before.clone();
+    after.envelope.owner = MARKET.into();
+    let message = refused(admit_change(&dir, MARKET, Some(&before), &after), "party");
+    assert!(message.contains("envelope"), "{message}");
+}
+
+#[tokio::test]
+async fn admission_refuses_a_removed_party_and_a_unit_as_party() {
+    let dir = Directory::beidaihe();
+    let before = sent_transfer().await;
+    let mut dropped = before.clone();
+    dropped.envelope.parties.retain(|p| p != HAIBIN);
+    let message = refused(admit_change(&dir, MARKET, Some(&before), &dropped), "party");
+    assert!(message.contains("only ever added"), "{message}");
+
+    let mut unit = before.clone();
+    unit.envelope.parties.push(URBAN_SQUAD.into());
+    refused(admit_change(&dir, MARKET, Some(&before), &unit), "directory");
+    let mut justice = before.clone();
+    justice.envelope.parties.push(JUSTICE.into());
+    admit_change(&dir, MARKET, Some(&before), &justice).expect("parties may be added");
+}
+
+#[tokio::test]
+async fn admission_refuses_a_body_edit_its_owner_could_not_have_created_t3() {
+    let dir = Directory::beidaihe();
+    let before = sent_transfer().await;
+    let mut after = before.clone();
+    if let Body::Transfer(t) = &mut after.body {
+        t.materials.clear();
+    }
+    refused(admit_change(&dir, MARKET, Some(&before), &after), "T-3");
+}
+
+#[tokio::test]
+async fn admission_refuses_rewritten_or_removed_events() {
+    let dir = Directory::beidaihe();
+    let received = with_event(
+        &sent_transfer().await,
+        Action::Received,
+        "2026-10-08 09:30",
+        MARKET,
+    );
+    let mut rewritten = received.clone();
+    rewritten.events[1].note = "never received".into();
+    let message = refused(
+        admit_change(&dir, MARKET, Some(&received), &rewritten),
+        "workflow",
+    );
+    assert!(message.contains("append-only"), "{message}");
+    let mut removed = received.clone();
+    removed.events.pop();
+    refused(
+        admit_change(&dir, MARKET, Some(&received), &removed),
+        "workflow",
+    );
+}

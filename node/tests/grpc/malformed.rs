@@ -1,0 +1,268 @@
+//! Requests a node must refuse without storing anything: each gets an error that names what
+//! was wrong, and the node's records and change log are exactly as before
+//! ([`TestNode::refused`] compares both).
+
+use linkage_node::office::MAX_FIELD_BYTES;
+use linkage_proto::v1 as pb;
+use serde_json::json;
+use tonic::Code;
+
+use crate::support::*;
+
+/// A node of Haibin Town holding one transfer, so "nothing changed" has something to keep.
+async fn haibin_with_a_transfer() -> (TestNode, String) {
+    let haibin = TestNode::start(HAIBIN).await;
+    let id = haibin
+        .create(create(
+            "transfer",
+            transfer_body(HAIBIN, MARKET),
+            "2026-09-28 11:05",
+        ))
+        .await
+        .envelope
+        .unwrap()
+        .id;
+    (haibin, id)
+}
+
+#[tokio::test]
+async fn unknown_kind_is_invalid_and_lists_the_known_ones() {
+    let (haibin, _) = haibin_with_a_transfer().await;
+    let request = create("parcel", json!({}), "2026-09-28 11:05");
+    let message = haibin
+        .invalid("parcel", |mut c| async move { c.create(request).await })
+        .await;
+    assert!(message.contains("liaison_directory"), "{message}");
+    haibin
+        .invalid("parcel", |mut c| async move {
+            c.list(pb::ListRecordsRequest {
+                kind: "parcel".into(),
+                ..Default::default()
+            })
+            .await
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn unknown_organisation_as_a_party_is_refused() {
+    let (haibin, _) = haibin_with_a_transfer().await;
+    let request = pb::CreateRecordRequest {
+        parties: vec!["bdh-nowhere".into()],
+        ..create("case", case_body(), "2026-09-28 11:05")
+    };
+    let message = haibin
+        .refused_by("directory", |mut c| async move { c.create(request).await })
+        .await;
+    assert!(message.contains("bdh-nowhere"), "{message}");
+}
+
+#[tokio::test]
+async fn a_unit_as_a_party_is_refused_naming_its_organisation() {
+    let (haibin, _) = haibin_with_a_transfer().await;
+    let request = pb::CreateRecordRequest {
+        parties: vec![URBAN_SQUAD.into()],
+        ..create("case", case_body(), "2026-09-28 11:05")
+    };
+    let message = haibin
+        .refused_by("directory", |mut c| async move { c.create(request).await })
+        .await;
+    assert!(
+        message.contains(URBAN_SQUAD) && message.contains("Urban Management"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_field_over_64_kib_is_invalid() {
+    let (haibin, _) = haibin_with_a_transfer().await;
+    let mut body = case_body();
+    body["facts"] = json!("事".repeat(MAX_FIELD_BYTES / 3 + 1));
+    let request = create("case", body.clone(), "2026-09-28 11:05");
+    let message = haibin
+        .invalid("facts", |mut c| async move { c.create(request).await })
+        .await;
+    assert!(message.contains("65536"), "names the limit: {message}");
+
+    body["facts"] = json!("x".repeat(MAX_FIELD_BYTES));
+    haibin
+        .create(create("case", body, "2026-09-28 11:05"))
+        .await;
+}
+
+#[tokio::test]
+async fn an_event_note_over_64_kib_is_invalid() {
+    let (haibin, id) = haibin_with_a_transfer().await;
+    let request = pb::AppendEventRequest {
+        note: "n".repeat(MAX_FIELD_BYTES + 1),
+        ..event(&id, "updated", "2026-09-28 12:00")
+    };
+    haibin
+        .invalid("note", |mut c| async move { c.append_event(request).await })
+        .await;
+}
+
+#[tokio::test]
+async fn an_edit_over_64_kib_is_invalid() {
+    let (haibin, id) = haibin_with_a_transfer().await;
+    haibin
+        .invalid("facts", |mut c| async move {
+            c.edit_body(pb::EditBodyRequest {
+                id,
+                patch_json: json!({ "facts": "f".repeat(MAX_FIELD_BYTES + 1) }).to_string(),
+            })
+            .await
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_request_over_the_4_mib_message_limit_is_refused_before_decoding() {
+    let (haibin, _) = haibin_with_a_transfer().await;
+    let request = create("case", json!({ "facts": "x".repeat(5 << 20) }), "2026-09-28 11:05");
+    // tonic answers OUT_OF_RANGE for a message past `max_decoding_message_size`.
+    let status = haibin
+        .refused(Code::OutOfRange, |mut c| async move { c.create(request).await })
+        .await;
+    assert!(status.message().contains("4194304"), "{status:?}");
+}
+
+#[tokio::test]
+async fn body_json_with_an_unknown_field_is_invalid_naming_it() {
+    let (haibin, _) = haibin_with_a_transfer().await;
+    let mut body = transfer_body(HAIBIN, MARKET);
+    body["colour"] = json!("red");
+    let request = create("transfer", body, "2026-09-28 11:05");
+    haibin
+        .invalid("colour", |mut c| async move { c.create(request).await })
+        .await;
+}
+
+#[tokio::test]
+async fn invalid_body_json_is_invalid() {
+    let (haibin, _) = haibin_with_a_transfer().await;
+    for text in ["{\"title\": ", "not json", "[1, 2]", ""] {
+        let request = pb::CreateRecordRequest {
+            body_json: text.into(),
+            ..create("case", json!({}), "2026-09-28 11:05")
+        };
+        haibin
+            .invalid("not valid JSON for that kind", |mut c| async move {
+                c.create(request).await
+            })
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn a_body_field_of_the_wrong_type_is_invalid() {
+    let (haibin, _) = haibin_with_a_transfer().await;
+    let request = create(
+        "shared_info",
+        json!({ "category": "three", "formed_at_ms": 1 }),
+        "2026-09-28 11:05",
+    );
+    haibin
+        .invalid("shared_info", |mut c| async move { c.create(request).await })
+        .await;
+}
+
+#[tokio::test]
+async fn an_edit_patch_that_is_not_a_json_object_of_known_fields_is_invalid() {
+    let (haibin, id) = haibin_with_a_transfer().await;
+    for (patch, named) in [
+        ("{\"title\": ", "not valid JSON"),
+        ("[\"title\"]", "JSON object"),
+        ("{\"colour\": \"red\"}", "colour"),
+    ] {
+        let id = id.clone();
+        haibin
+            .invalid(named, |mut c| async move {
+                c.edit_body(pb::EditBodyRequest {
+                    id,
+                    patch_json: patch.into(),
+                })
+                .await
+            })
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn unknown_action_is_invalid_naming_it() {
+    let (haibin, id) = haibin_with_a_transfer().await;
+    let request = event(&id, "teleported", "2026-09-28 12:00");
+    haibin
+        .invalid("teleported", |mut c| async move {
+            c.append_event(request).await
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn too_many_attachments_are_invalid() {
+    let (haibin, id) = haibin_with_a_transfer().await;
+    let request = pb::AppendEventRequest {
+        attachments: vec!["a.pdf".into(); 257],
+        ..event(&id, "updated", "2026-09-28 12:00")
+    };
+    haibin
+        .invalid("256 attachment", |mut c| async move {
+            c.append_event(request).await
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn unknown_record_id_is_not_found_by_every_call() {
+    let (haibin, _) = haibin_with_a_transfer().await;
+    let missing = "TR-0000000000000000";
+    let not_found = |status: tonic::Status| {
+        assert!(status.message().contains(missing), "{status:?}");
+    };
+    not_found(
+        haibin
+            .refused(Code::NotFound, |mut c| async move {
+                c.get(pb::GetRecordRequest { id: missing.into() }).await
+            })
+            .await,
+    );
+    not_found(
+        haibin
+            .refused(Code::NotFound, |mut c| async move {
+                c.append_event(event(missing, "received", "2026-09-28 12:00"))
+                    .await
+            })
+            .await,
+    );
+    not_found(
+        haibin
+            .refused(Code::NotFound, |mut c| async move {
+                c.history(pb::HistoryRequest { id: missing.into() }).await
+            })
+            .await,
+    );
+    not_found(
+        haibin
+            .refused(Code::NotFound, |mut c| async move {
+                c.edit_body(pb::EditBodyRequest {
+                    id: missing.into(),
+                    patch_json: "{}".into(),
+                })
+                .await
+            })
+            .await,
+    );
+    not_found(
+        haibin
+            .refused(Code::NotFound, |mut c| async move {
+                c.add_parties(pb::AddPartiesRequest {
+                    id: missing.into(),
+                    parties: vec![MARKET.into()],
+                    note: String::new(),
+                })
+                .await
+            })
+            .await,
+    );
+}

@@ -1,0 +1,247 @@
+//! The cold-start workload: a new office joins a hub that holds K records shared with every
+//! organisation, and the clock runs until its node holds all of them.
+//!
+//! The K records are made by one source office through the library (its `Office` over its own
+//! RocksDB folder, before its node process starts), then uploaded to the hub by that node over
+//! a real sync session; the joining office is a fresh node process.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use linkage_node::office::{Act, Office};
+use linkage_node::org::Directory;
+use linkage_node::replica::{Replica, SystemClock};
+use linkage_node::store::RocksStore;
+use linkage_proto::v1 as pb;
+use tokio::task::block_in_place;
+
+use super::procstat;
+use super::report::{Figure, Unit};
+use super::text::{KIND, TextSource, typed_body};
+use super::{Progress, Sizes};
+use crate::proxy::Proxy;
+use crate::{HubProcess, NodeProcess};
+
+const WORKLOAD: &str = "cold start";
+/// Creates in flight while filling the source office: enough for RocksDB to group-commit.
+const FILL_IN_FLIGHT: usize = 16;
+const POLL_EVERY: Duration = Duration::from_millis(200);
+
+pub async fn run(sizes: &Sizes, root: &Path, progress: &Progress) -> anyhow::Result<Vec<Figure>> {
+    let k = sizes.cold_records;
+    let directory = Directory::beidaihe();
+    let orgs: Vec<String> = directory.orgs().map(|o| o.id.clone()).collect();
+    let (source_org, joiner_org) = (orgs[0].clone(), orgs[1].clone());
+    let mut figures = Vec::new();
+
+    let source_dir = root.join("source");
+    let started = Instant::now();
+    fill(&source_dir, &source_org, &orgs, k, directory, progress).await?;
+    let fill_s = started.elapsed().as_secs_f64();
+    progress.say(format!(
+        "{k} records made in the source office in {fill_s:.1} s"
+    ));
+    figures.push(Figure::new(
+        WORKLOAD,
+        format!(
+            "source office creates {k} records through the library ({FILL_IN_FLIGHT} in flight)"
+        ),
+        k as f64 / fill_s,
+        Unit::PerSecond,
+    ));
+
+    let hub = block_in_place(|| HubProcess::start(&root.join("hub"), "127.0.0.1:0"))?;
+    let hub_pid = hub.proc.pid().context("hub is running")?;
+    let upstream = hub.addr.parse().context("hub address")?;
+    let source_link = Proxy::start(upstream).await?;
+    let source =
+        block_in_place(|| NodeProcess::start(&source_org, &source_dir, Some(&source_link.url())))?;
+    let started = Instant::now();
+    wait_uploaded(&hub, &source, k, sizes.sync_timeout, progress).await?;
+    let upload = started.elapsed();
+    progress.say(format!(
+        "the hub holds {k} records after {:.1} s",
+        upload.as_secs_f64()
+    ));
+    figures.push(
+        Figure::new(
+            WORKLOAD,
+            format!("hub takes in {k} records from one office"),
+            upload.as_secs_f64() * 1000.0,
+            Unit::Ms,
+        )
+        .note(format!("{:.0} records/s", k as f64 / upload.as_secs_f64())),
+    );
+
+    let hub_before = procstat::sample(hub_pid)?;
+    let join_link = Proxy::start(upstream).await?;
+    let started = Instant::now();
+    let joiner_dir = root.join("joiner");
+    let joiner =
+        block_in_place(|| NodeProcess::start(&joiner_org, &joiner_dir, Some(&join_link.url())))?;
+    let held = wait_held(&joiner, k, started, sizes.sync_timeout, progress).await?;
+    let hub_after = procstat::sample(hub_pid)?;
+    let wire = join_link.bytes_forwarded() as f64;
+
+    let name = format!("new office holds all {k} records");
+    match held {
+        Some(done) => {
+            progress.say(format!(
+                "the new office holds every record after {:.1} s",
+                done.as_secs_f64()
+            ));
+            figures.push(
+                Figure::new(WORKLOAD, name, done.as_secs_f64() * 1000.0, Unit::Ms)
+                    .note(format!("{:.0} records/s", k as f64 / done.as_secs_f64())),
+            );
+        }
+        None => figures.push(Figure::missing(
+            WORKLOAD,
+            name,
+            Unit::Ms,
+            format!("timed out after {:.0} s", sizes.sync_timeout.as_secs_f64()),
+        )),
+    }
+    figures.extend([
+        Figure::new(
+            WORKLOAD,
+            "bytes on the wire to the new office",
+            wire,
+            Unit::Bytes,
+        )
+        .note(format!(
+            "{} per record",
+            Unit::Bytes.format(wire / k.max(1) as f64)
+        )),
+        Figure::new(
+            WORKLOAD,
+            "hub CPU serving the new office",
+            hub_after.cpu_s - hub_before.cpu_s,
+            Unit::CpuSeconds,
+        ),
+        Figure::new(
+            WORKLOAD,
+            "hub peak RSS",
+            hub_after.peak_rss_mib(),
+            Unit::Mib,
+        ),
+        Figure::new(
+            WORKLOAD,
+            "hub disk bytes",
+            procstat::folder_bytes(&hub.data_dir) as f64,
+            Unit::Bytes,
+        ),
+    ]);
+    Ok(figures)
+}
+
+/// Creates `k` records shared with every organisation in the source office's store.
+async fn fill(
+    dir: &Path,
+    org: &str,
+    parties: &[String],
+    k: usize,
+    directory: Directory,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let store = {
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || RocksStore::open(&dir)).await??
+    };
+    let replica = Arc::new(Replica::open(
+        org,
+        Arc::new(store),
+        Arc::new(SystemClock),
+        1024,
+    )?);
+    let office = Office::new(replica, Arc::new(directory));
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut creates = futures::stream::iter(0..k)
+        .map(|i| {
+            let office = office.clone();
+            let body = typed_body(&TextSource::new(i as u64).body(i as u32, now));
+            let parties = parties.to_vec();
+            async move { office.create(KIND, parties, body, Act::default()).await }
+        })
+        .buffer_unordered(FILL_IN_FLIGHT);
+    let mut made = 0usize;
+    while let Some(created) = creates.next().await {
+        created?;
+        made += 1;
+        if made % 500 == 0 {
+            progress.status(format!("filling the source office: {made} of {k}"));
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the hub holds `k` records and the source node has nothing left to push.
+async fn wait_uploaded(
+    hub: &HubProcess,
+    source: &NodeProcess,
+    k: usize,
+    timeout: Duration,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let mut district = hub.district().await?;
+    let mut node = source.records().await?;
+    let started = Instant::now();
+    loop {
+        let counts = district
+            .record_counts(pb::RecordCountsRequest {})
+            .await?
+            .into_inner();
+        let held: u64 = counts.counts.iter().map(|c| c.count).sum();
+        let info = node.node_info(pb::NodeInfoRequest {}).await?.into_inner();
+        if held >= k as u64 && info.hub_connected && info.pending_to_hub == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "the hub holds only {held} of {k} records after {timeout:?}"
+        );
+        progress.status(format!("upload to the hub: {held} of {k} records"));
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// Waits until the joining node holds `k` complete records; `None` on timeout.
+async fn wait_held(
+    joiner: &NodeProcess,
+    k: usize,
+    started: Instant,
+    timeout: Duration,
+    progress: &Progress,
+) -> anyhow::Result<Option<Duration>> {
+    let mut node = joiner.records().await?;
+    loop {
+        let info = node.node_info(pb::NodeInfoRequest {}).await?.into_inner();
+        if info.records >= k as u64 {
+            // A record whose changes arrived only in part lists as "incomplete".
+            let incomplete = node
+                .list(pb::ListRecordsRequest {
+                    status: "incomplete".into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .records
+                .len();
+            if incomplete == 0 {
+                return Ok(Some(started.elapsed()));
+            }
+        }
+        if started.elapsed() > timeout {
+            return Ok(None);
+        }
+        progress.status(format!(
+            "new office: {} of {k} records, {:.1} s",
+            info.records,
+            started.elapsed().as_secs_f64()
+        ));
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
