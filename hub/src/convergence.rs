@@ -195,7 +195,12 @@ impl Registry {
                 .filter(|t| *t > 0)
                 .min()
                 .unwrap_or(0);
-            let converged = connected && pending == 0 && figures.peer_pending == 0 && mismatch == 0;
+            // A node that has not yet reported what it holds back is not known to be level.
+            let converged = connected
+                && figures.peer_reported
+                && pending == 0
+                && figures.peer_pending == 0
+                && mismatch == 0;
             report.converged &= converged;
             report.nodes.push(pb::NodeConvergence {
                 node_id,

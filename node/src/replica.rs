@@ -6,7 +6,7 @@
 //! publishes the new change-log position to sync sessions and feeds.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::{ActorId, Automerge, ChangeHash};
 use serde::{Deserialize, Serialize};
@@ -140,6 +140,23 @@ fn summarize(doc: &Automerge, now_ms: i64) -> Summary {
 struct Slot {
     doc: Option<Automerge>,
     chunks_since_snapshot: usize,
+    /// Bytes the store holds for the document (snapshot and chunks), so a change that would
+    /// take it past [`MAX_DOCUMENT_BYTES`] is refused before it is stored.
+    stored_bytes: usize,
+}
+
+/// Locks a document's slot. A panic inside a change (Automerge has panicked on a peer's
+/// bytes; see `sync::guard`) poisons the lock with the document possibly half-changed, and
+/// would fail every later session that touches the record. The next user instead drops the
+/// in-memory copy, so the document is reloaded from the store, and clears the poison.
+fn lock_slot(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
+    slot.lock().unwrap_or_else(|poisoned| {
+        let mut guard = poisoned.into_inner();
+        *guard = Slot::default();
+        slot.clear_poison();
+        tracing::warn!("a change panicked earlier; the document is reloaded from the store");
+        guard
+    })
 }
 
 #[derive(Debug, Default)]
@@ -257,6 +274,7 @@ impl Replica {
         }
         slot.doc = Some(doc.with_actor(self.actor.clone()));
         slot.chunks_since_snapshot = stored.chunks.len();
+        slot.stored_bytes = stored.len();
         Ok(true)
     }
 
@@ -267,7 +285,7 @@ impl Replica {
         f: impl FnOnce(&Automerge) -> R,
     ) -> Result<Option<R>, ReplicaError> {
         let slot = self.slot(id);
-        let mut slot = slot.lock().expect("slot lock is never poisoned");
+        let mut slot = lock_slot(&slot);
         if !self.load_into(id, &mut slot)? {
             return Ok(None);
         }
@@ -282,7 +300,7 @@ impl Replica {
     pub fn create(&self, record: &Record) -> Result<Seq, ReplicaError> {
         let id = record.id().to_owned();
         let slot = self.slot(&id);
-        let mut slot = slot.lock().expect("slot lock is never poisoned");
+        let mut slot = lock_slot(&slot);
         if slot.doc.is_some() || self.store.summary(&id)?.is_some() {
             return Err(ReplicaError::AlreadyExists(id));
         }
@@ -294,6 +312,7 @@ impl Replica {
         let seq = self.store.append(&id, &bytes, &encode_summary(&summary))?;
         slot.doc = Some(doc);
         slot.chunks_since_snapshot = 1;
+        slot.stored_bytes = bytes.len();
         self.publish();
         Ok(seq)
     }
@@ -309,17 +328,21 @@ impl Replica {
         f: impl FnOnce(&mut Automerge) -> Result<R, E>,
     ) -> Result<Changed<R>, E> {
         let slot = self.slot(id);
-        let mut slot = slot.lock().expect("slot lock is never poisoned");
+        let mut slot = lock_slot(&slot);
         if !self.load_into(id, &mut slot)? {
             if !create_missing {
                 return Err(ReplicaError::NotFound(id.to_owned()).into());
             }
             slot.doc = Some(Automerge::new().with_actor(self.actor.clone()));
             slot.chunks_since_snapshot = 0;
+            slot.stored_bytes = 0;
         }
 
         let outcome = self.change_loaded(id, &mut slot, f);
-        if outcome.is_err() {
+        // A failed change may have half-applied; an empty document (a sync exchange that has
+        // not brought the record's changes yet) is not the record. Either way the store is
+        // the truth, so the next reader loads from it and finds the record or nothing.
+        if outcome.is_err() || slot.doc.as_ref().is_some_and(|d| d.get_heads().is_empty()) {
             slot.doc = None;
         }
         outcome
@@ -344,6 +367,15 @@ impl Replica {
         }
 
         let chunk = doc.save_after(&before);
+        // Checked before the chunk is stored: once appended, a change is durable and a
+        // refusal would only misreport it. Chunks are larger than the compacted document, so
+        // near the limit the document itself is measured, and compacted at once.
+        let mut measured = None;
+        if slot.stored_bytes + chunk.len() > MAX_DOCUMENT_BYTES {
+            let snapshot = doc.save();
+            self.check_size(id, snapshot.len())?;
+            measured = Some(snapshot);
+        }
         let now = self.now_ms();
         let summary = summarize(doc, now);
         let seq = self
@@ -351,13 +383,14 @@ impl Replica {
             .append(id, &chunk, &encode_summary(&summary))
             .map_err(ReplicaError::from)?;
         slot.chunks_since_snapshot += 1;
-        if slot.chunks_since_snapshot > COMPACT_AFTER_CHUNKS {
-            let snapshot = doc.save();
-            self.check_size(id, snapshot.len())?;
+        slot.stored_bytes += chunk.len();
+        if measured.is_some() || slot.chunks_since_snapshot > COMPACT_AFTER_CHUNKS {
+            let snapshot = measured.unwrap_or_else(|| doc.save());
             self.store
                 .compact(id, &snapshot, seq)
                 .map_err(ReplicaError::from)?;
             slot.chunks_since_snapshot = 0;
+            slot.stored_bytes = snapshot.len();
         }
         self.publish();
         Ok(Changed {

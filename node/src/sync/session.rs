@@ -91,6 +91,9 @@ pub struct SessionFigures {
     pub oldest_pending_ms: i64,
     /// What the peer last said it still has to push to us.
     pub peer_pending: u64,
+    /// Whether the peer has said it at all in this session. Until it has, what it recorded
+    /// while disconnected is unknown, and nobody may call it converged.
+    pub peer_reported: bool,
     pub peer_oldest_pending_ms: i64,
     pub last_contact_ms: i64,
     pub cursor: Seq,
@@ -360,6 +363,7 @@ impl Session {
                     .expect("figures lock is never poisoned");
                 figures.peer_pending = progress.pending_records;
                 figures.peer_oldest_pending_ms = progress.oldest_pending_ms;
+                figures.peer_reported = true;
                 Ok(())
             }
             Some(Frame::Hello(_)) => Err(SyncError::Protocol("hello sent twice".into())),
@@ -633,6 +637,28 @@ fn receive(
         });
     }
 
+    // The guard keeps known bad messages away from Automerge; an unknown Automerge panic on a
+    // peer's bytes is caught here, so it refuses that record instead of ending the session
+    // (the replica reloads the record from the store on its next use).
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        apply_message(replica, id, gate, state, message)
+    }));
+    match outcome {
+        Ok(received) => received,
+        Err(_) => {
+            warn!(record = %id, "Automerge panicked on a peer's sync message; refused");
+            Received::Failed("the sync message made Automerge fail; refused".into())
+        }
+    }
+}
+
+fn apply_message(
+    replica: &Replica,
+    id: &str,
+    gate: &dyn Gate,
+    state: State,
+    message: Message,
+) -> Received {
     let outcome = replica.change(id, true, |doc| -> Result<Received, ReplicaError> {
         let before_exists = !doc.get_heads().is_empty();
         let mut trial_state = state.clone();
