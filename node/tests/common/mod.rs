@@ -51,10 +51,10 @@ impl NodeBinary {
     fn wait_addr(&mut self, addr_file: &Path) -> String {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(text) = std::fs::read_to_string(addr_file) {
-                if !text.trim().is_empty() {
-                    return text.trim().to_owned();
-                }
+            if let Ok(text) = std::fs::read_to_string(addr_file)
+                && !text.trim().is_empty()
+            {
+                return text.trim().to_owned();
             }
             let exited = self
                 .child

@@ -52,6 +52,17 @@ async fn admission_takes_a_new_record_only_from_the_organisation_that_may_create
         t.sender = HAIBIN_TEAM.into();
     }
     refused(admit_change(&dir, HAIBIN, None, &forged), "T-4");
+
+    let mut mislabelled = transfer.clone();
+    mislabelled.envelope.kind = "case".into();
+    refused(admit_change(&dir, HAIBIN, None, &mislabelled), "schema");
+    let mut unseen = transfer.clone();
+    unseen.envelope.parties.retain(|p| p != MARKET);
+    let message = refused(admit_change(&dir, HAIBIN, None, &unseen), "party");
+    assert!(message.contains("receiver"), "{message}");
+    let mut ownerless = transfer;
+    ownerless.envelope.parties.retain(|p| p != HAIBIN);
+    refused(admit_change(&dir, HAIBIN, None, &ownerless), "party");
 }
 
 #[tokio::test]
@@ -119,7 +130,10 @@ async fn admission_refuses_a_removed_party_and_a_unit_as_party() {
 
     let mut unit = before.clone();
     unit.envelope.parties.push(URBAN_SQUAD.into());
-    refused(admit_change(&dir, MARKET, Some(&before), &unit), "directory");
+    refused(
+        admit_change(&dir, MARKET, Some(&before), &unit),
+        "directory",
+    );
     let mut justice = before.clone();
     justice.envelope.parties.push(JUSTICE.into());
     admit_change(&dir, MARKET, Some(&before), &justice).expect("parties may be added");

@@ -119,10 +119,17 @@ async fn an_edit_over_64_kib_is_invalid() {
 #[tokio::test]
 async fn a_request_over_the_4_mib_message_limit_is_refused_before_decoding() {
     let (haibin, _) = haibin_with_a_transfer().await;
-    let request = create("case", json!({ "facts": "x".repeat(5 << 20) }), "2026-09-28 11:05");
+    let request = create(
+        "case",
+        json!({ "facts": "x".repeat(5 << 20) }),
+        "2026-09-28 11:05",
+    );
     // tonic answers OUT_OF_RANGE for a message past `max_decoding_message_size`.
     let status = haibin
-        .refused(Code::OutOfRange, |mut c| async move { c.create(request).await })
+        .refused(
+            Code::OutOfRange,
+            |mut c| async move { c.create(request).await },
+        )
         .await;
     assert!(status.message().contains("4194304"), "{status:?}");
 }
@@ -163,7 +170,10 @@ async fn a_body_field_of_the_wrong_type_is_invalid() {
         "2026-09-28 11:05",
     );
     haibin
-        .invalid("shared_info", |mut c| async move { c.create(request).await })
+        .invalid(
+            "shared_info",
+            |mut c| async move { c.create(request).await },
+        )
         .await;
 }
 

@@ -12,7 +12,11 @@ use crate::support::*;
 fn assert_body_holds(record: &pb::Record, sent: &Value) {
     let stored: Value = serde_json::from_str(&record.body_json).expect("body_json is JSON");
     for (field, value) in sent.as_object().expect("bodies are objects") {
-        assert_eq!(&stored[field], value, "field {field} of {}", record.body_json);
+        assert_eq!(
+            &stored[field], value,
+            "field {field} of {}",
+            record.body_json
+        );
     }
 }
 
@@ -63,7 +67,10 @@ async fn every_kind_is_created_read_back_and_listed_by_kind() {
         let (action, status) = opening[kind];
         assert_eq!(created.events.len(), 1, "{kind} opens with one event");
         assert_eq!(
-            (created.events[0].action.as_str(), created.events[0].org.as_str()),
+            (
+                created.events[0].action.as_str(),
+                created.events[0].org.as_str()
+            ),
             (action, org)
         );
         assert_eq!(created.status, status, "{kind}");
@@ -98,7 +105,11 @@ async fn list_filters_by_kind_party_status_and_creation_time() {
         .create(create("case", case_body(), "2026-09-30 16:00"))
         .await;
     let info = haibin
-        .create(create("shared_info", shared_info_body(3), "2026-10-09 08:00"))
+        .create(create(
+            "shared_info",
+            shared_info_body(3),
+            "2026-10-09 08:00",
+        ))
         .await;
     let id = |r: &pb::Record| r.envelope.as_ref().unwrap().id.clone();
     let list = |request: pb::ListRecordsRequest| haibin.list(request);
@@ -258,9 +269,7 @@ async fn an_objection_to_a_transfer_opens_a_dispute_between_its_parties_t5_d1() 
         })
         .await;
     assert_eq!(disputes.len(), 1, "one objection, one dispute");
-    let dispute = urban
-        .get(&disputes[0].envelope.as_ref().unwrap().id)
-        .await;
+    let dispute = urban.get(&disputes[0].envelope.as_ref().unwrap().id).await;
     let envelope = dispute.envelope.as_ref().unwrap();
     assert_eq!(envelope.owner, URBAN);
     assert!(envelope.parties.contains(&DONGSHAN.to_owned()));
@@ -397,7 +406,11 @@ async fn contradictory_events_from_two_devices_surface_as_status_conflict() {
     assert_eq!(merged.status, "conflict");
     let mut actions: Vec<&str> = merged.events.iter().map(|e| e.action.as_str()).collect();
     actions.sort_unstable();
-    assert_eq!(actions, vec!["dispatched", "notified", "refused"], "both kept");
+    assert_eq!(
+        actions,
+        vec!["dispatched", "notified", "refused"],
+        "both kept"
+    );
     assert_eq!(merged.conflicts.len(), 1, "{:?}", merged.conflicts);
     let conflict = &merged.conflicts[0];
     assert_eq!(conflict.path, "events");

@@ -117,11 +117,7 @@ async fn t4_a_transfer_in_another_organisations_name_is_refused() {
     let message = haibin
         .create_refused_by(
             "T-4",
-            create(
-                "transfer",
-                transfer_body(DAIHE, MARKET),
-                "2026-09-28 10:40",
-            ),
+            create("transfer", transfer_body(DAIHE, MARKET), "2026-09-28 10:40"),
         )
         .await;
     assert!(message.contains(HAIBIN), "{message}");
@@ -133,22 +129,14 @@ async fn t1_a_transfer_goes_between_a_township_and_a_department() {
     haibin
         .create_refused_by(
             "T-1",
-            create(
-                "transfer",
-                transfer_body(HAIBIN, DAIHE),
-                "2026-09-28 10:40",
-            ),
+            create("transfer", transfer_body(HAIBIN, DAIHE), "2026-09-28 10:40"),
         )
         .await;
     let market = TestNode::start(MARKET).await;
     market
         .create_refused_by(
             "T-1",
-            create(
-                "transfer",
-                transfer_body(MARKET, URBAN),
-                "2026-09-28 10:40",
-            ),
+            create("transfer", transfer_body(MARKET, URBAN), "2026-09-28 10:40"),
         )
         .await;
 }
@@ -202,8 +190,18 @@ async fn t3_a_transfer_without_its_transfer_letter_is_refused() {
 }
 
 #[tokio::test]
-async fn transfer_receiver_must_be_an_organisation_in_the_directory() {
+async fn transfer_sender_and_receiver_must_be_organisations_in_the_directory() {
     let haibin = TestNode::start(HAIBIN).await;
+    haibin
+        .create_refused_by(
+            "directory",
+            create(
+                "transfer",
+                transfer_body("bdh-nowhere", MARKET),
+                "2026-09-28 10:40",
+            ),
+        )
+        .await;
     for receiver in ["bdh-nowhere", URBAN_SQUAD] {
         let message = haibin
             .create_refused_by(
@@ -463,9 +461,7 @@ async fn s2_extension_needs_a_reason_and_at_most_15_wd() {
         extension_wd: wd,
         ..event(&id, "extended", "2026-09-30 14:10")
     };
-    let no_reason = dongshan
-        .append_refused_by("S-2", extension("", 15))
-        .await;
+    let no_reason = dongshan.append_refused_by("S-2", extension("", 15)).await;
     assert!(no_reason.contains("reason"), "{no_reason}");
     let too_long = dongshan
         .append_refused_by("S-2", extension("node offline", 16))
@@ -646,7 +642,11 @@ async fn j4_an_organisation_names_only_its_own_liaisons() {
     let message = urban
         .create_refused_by(
             "J-4",
-            create("liaison_directory", liaison_body(MARKET), "2026-09-01 09:00"),
+            create(
+                "liaison_directory",
+                liaison_body(MARKET),
+                "2026-09-01 09:00",
+            ),
         )
         .await;
     assert!(message.contains(MARKET), "{message}");
@@ -751,9 +751,7 @@ async fn a3_an_extension_is_announced_in_advance_with_reason_and_length() {
         extension_wd: wd,
         ..event(&id, "extension_announced", "2026-09-30 10:00")
     };
-    let no_reason = ecology
-        .append_refused_by("A-3", announce("", 5))
-        .await;
+    let no_reason = ecology.append_refused_by("A-3", announce("", 5)).await;
     assert!(no_reason.contains("reason"), "{no_reason}");
     let no_length = ecology
         .append_refused_by("A-3", announce("long appraisal", 0))
@@ -771,11 +769,7 @@ async fn d1_a_dispute_is_opened_in_this_nodes_name_against_an_organisation() {
     dongshan
         .create_refused_by(
             "D-1",
-            create(
-                "dispute",
-                dispute_body(HAIBIN, URBAN),
-                "2026-10-12 09:00",
-            ),
+            create("dispute", dispute_body(HAIBIN, URBAN), "2026-10-12 09:00"),
         )
         .await;
     dongshan
@@ -808,7 +802,11 @@ async fn d1_negotiation_is_minuted_and_between_the_disputing_parties() {
         )
         .await;
     let agreed = urban
-        .append(minutes(event(&id, "negotiation_agreed", "2026-10-12 16:00")))
+        .append(minutes(event(
+            &id,
+            "negotiation_agreed",
+            "2026-10-12 16:00",
+        )))
         .await;
     assert_eq!(agreed.status, "agreed");
 }
@@ -817,11 +815,18 @@ async fn d1_negotiation_is_minuted_and_between_the_disputing_parties() {
 async fn d2_coordination_is_applied_for_after_negotiation_fails() {
     let (_urban, dongshan, id) = dispute_between_urban_and_dongshan().await;
     let message = dongshan
-        .append_refused_by("D-2", event(&id, "coordination_applied", "2026-10-13 09:00"))
+        .append_refused_by(
+            "D-2",
+            event(&id, "coordination_applied", "2026-10-13 09:00"),
+        )
         .await;
     assert!(message.contains("D-1"), "{message}");
     dongshan
-        .append(minutes(event(&id, "negotiation_failed", "2026-10-12 16:00")))
+        .append(minutes(event(
+            &id,
+            "negotiation_failed",
+            "2026-10-12 16:00",
+        )))
         .await;
     dongshan
         .append(event(&id, "coordination_applied", "2026-10-13 09:00"))
@@ -839,11 +844,18 @@ async fn d2_the_justice_bureau_records_the_outcome_of_coordination() {
         .await;
     assert!(not_applied.contains("applied"), "{not_applied}");
     justice
-        .append_refused_by("D-2", event(&id, "coordination_applied", "2026-10-14 09:00"))
+        .append_refused_by(
+            "D-2",
+            event(&id, "coordination_applied", "2026-10-14 09:00"),
+        )
         .await;
 
     dongshan
-        .append(minutes(event(&id, "negotiation_failed", "2026-10-12 16:00")))
+        .append(minutes(event(
+            &id,
+            "negotiation_failed",
+            "2026-10-12 16:00",
+        )))
         .await;
     dongshan
         .append(event(&id, "coordination_applied", "2026-10-13 09:00"))
@@ -881,7 +893,11 @@ async fn d3_the_proposal_follows_failed_coordination_and_the_government_decides(
 
     deliver(&urban, &dongshan, &id);
     dongshan
-        .append(minutes(event(&id, "negotiation_failed", "2026-10-12 16:00")))
+        .append(minutes(event(
+            &id,
+            "negotiation_failed",
+            "2026-10-12 16:00",
+        )))
         .await;
     dongshan
         .append(event(&id, "coordination_applied", "2026-10-13 09:00"))
@@ -901,7 +917,10 @@ async fn d3_the_proposal_follows_failed_coordination_and_the_government_decides(
     let decided_elsewhere = dongshan
         .append_refused_by("D-3", event(&id, "government_decided", "2026-10-28 09:00"))
         .await;
-    assert!(decided_elsewhere.contains("Government"), "{decided_elsewhere}");
+    assert!(
+        decided_elsewhere.contains("Government"),
+        "{decided_elsewhere}"
+    );
     deliver(&justice, &government, &id);
     let decided = government
         .append(event(&id, "government_decided", "2026-10-28 09:00"))
@@ -928,6 +947,12 @@ async fn calendar_is_published_only_by_the_justice_bureau() {
             create("calendar", calendar_body(1999), "2026-12-01 09:00"),
         )
         .await;
+    let mut misdated = calendar_body(2027);
+    misdated["off_days"] = json!(["2027-02-30"]);
+    let message = justice
+        .create_refused_by("calendar", create("calendar", misdated, "2026-12-01 09:00"))
+        .await;
+    assert!(message.contains("2027-02-30"), "{message}");
     let published = justice
         .create(create("calendar", calendar_body(2027), "2026-12-01 09:00"))
         .await;
@@ -1042,4 +1067,23 @@ async fn an_action_outside_a_kinds_workflow_is_refused() {
         .append(event(&id, "decided", "2026-09-29 10:00"))
         .await;
     assert_eq!(decided.status, "decided");
+}
+
+#[tokio::test]
+async fn a_case_is_decided_only_by_its_owner() {
+    let haibin = TestNode::start(HAIBIN).await;
+    let market = TestNode::start(MARKET).await;
+    let id = id_of(
+        &haibin
+            .create(pb::CreateRecordRequest {
+                parties: vec![MARKET.into()],
+                ..create("case", case_body(), "2026-09-28 09:00")
+            })
+            .await,
+    );
+    deliver(&haibin, &market, &id);
+    let message = market
+        .append_refused_by("workflow", event(&id, "decided", "2026-09-29 10:00"))
+        .await;
+    assert!(message.contains("as another party"), "{message}");
 }

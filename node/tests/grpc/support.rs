@@ -65,9 +65,15 @@ impl TestNode {
             cache_docs: 64,
             tls: None,
         };
-        let office = server::open(&config).await.expect("the node opens its store");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
-        let addr = listener.local_addr().expect("a bound listener has an address");
+        let office = server::open(&config)
+            .await
+            .expect("the node opens its store");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(server::serve(listener, office.clone(), None, async move {
             let _ = stopped.await;
@@ -93,7 +99,10 @@ impl TestNode {
     }
 
     pub async fn try_create(&self, request: pb::CreateRecordRequest) -> Result<pb::Record, Status> {
-        self.client().create(request).await.map(Response::into_inner)
+        self.client()
+            .create(request)
+            .await
+            .map(Response::into_inner)
     }
 
     pub async fn create(&self, request: pb::CreateRecordRequest) -> pb::Record {
@@ -391,7 +400,11 @@ pub fn one_of_each_kind() -> Vec<(&'static str, &'static str, Value)> {
         ("transfer", HAIBIN, transfer_body(HAIBIN, MARKET)),
         ("complaint", MARKET, complaint_body(MARKET, DAIHE)),
         ("shared_info", DONGSHAN, shared_info_body(3)),
-        ("urgent_notice", NIUTOUYA, urgent_notice_body(NIUTOUYA, EMERGENCY)),
+        (
+            "urgent_notice",
+            NIUTOUYA,
+            urgent_notice_body(NIUTOUYA, EMERGENCY),
+        ),
         ("consultation", DAIHE, consultation_body(DAIHE, "special")),
         ("assistance", DAIHE, assistance_body(DAIHE, ECOLOGY)),
         ("dispute", DONGSHAN, dispute_body(DONGSHAN, URBAN)),
