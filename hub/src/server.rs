@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use linkage_node::office::Office;
 use linkage_node::replica::{Replica, ReplicaError, SystemClock};
-use linkage_node::server::write_addr_file;
+use linkage_node::server::{incoming, write_addr_file};
 use linkage_node::store::{RocksStore, Store, StoreError};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 use crate::config::HubConfig;
@@ -94,7 +93,7 @@ pub async fn run(
         .add_service(service.sync_server())
         .add_service(service.district_server())
         .add_service(service.feeds_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     info!("hub stopped");
     Ok(())

@@ -128,7 +128,7 @@ pub async fn serve_with_tls(
 /// The connections `listener` accepts, with TCP_NODELAY set as tonic's own `serve` would: a
 /// reply goes out in several small writes, and without it Nagle's algorithm holds the last
 /// ones until the client's delayed ACK, some 40 ms per call on Linux.
-fn incoming(listener: TcpListener) -> TcpIncoming {
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
