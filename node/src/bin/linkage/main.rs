@@ -298,8 +298,12 @@ fn read_json_arg(arg: &str) -> CliResult<String> {
 async fn connect(cli: &Cli, url: &str, what: &str) -> CliResult<Channel> {
     let mut endpoint = Channel::from_shared(url.to_owned())
         .map_err(|e| CliError(format!("bad {what} address {url:?}: {e}")))?;
-    let tls = TlsFiles::from_parts(cli.tls_ca.clone(), cli.tls_cert.clone(), cli.tls_key.clone())
-        .map_err(|e| CliError(e.to_string()))?;
+    let tls = TlsFiles::from_parts(
+        cli.tls_ca.clone(),
+        cli.tls_cert.clone(),
+        cli.tls_key.clone(),
+    )
+    .map_err(|e| CliError(e.to_string()))?;
     if let Some(tls) = tls {
         let config = tls.client_config().map_err(|e| CliError(e.to_string()))?;
         endpoint = endpoint
@@ -568,14 +572,22 @@ fn ca_command(command: &CaCommand) -> CliResult {
     match command {
         CaCommand::Init { dir, district } => {
             let (cert, key) = linkage_node::tls::create_ca(dir, district).map_err(tls_error)?;
-            render::write_line(format_args!("district CA written: {} and {} (keep the key offline)", cert.display(), key.display()));
+            render::write_line(format_args!(
+                "district CA written: {} and {} (keep the key offline)",
+                cert.display(),
+                key.display()
+            ));
         }
         CaCommand::Issue { dir, org, hosts } => {
             if linkage_node::org::Directory::beidaihe().org(org).is_none() {
                 eprintln!("warning: {org} is not in the embedded Beidaihe directory");
             }
             let files = linkage_node::tls::issue(dir, org, hosts).map_err(tls_error)?;
-            render::write_line(format_args!("certificate for {org}: {} and {}", files.cert.display(), files.key.display()));
+            render::write_line(format_args!(
+                "certificate for {org}: {} and {}",
+                files.cert.display(),
+                files.key.display()
+            ));
         }
     }
     Ok(())
@@ -632,15 +644,15 @@ async fn feed(
     follow: bool,
 ) -> CliResult {
     let mut resume = token;
-    if let Some(path) = token_file {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            resume = text.trim().parse().map_err(|_| {
-                CliError(format!(
-                    "token file {} does not hold a token",
-                    path.display()
-                ))
-            })?;
-        }
+    if let Some(path) = token_file
+        && let Ok(text) = std::fs::read_to_string(path)
+    {
+        resume = text.trim().parse().map_err(|_| {
+            CliError(format!(
+                "token file {} does not hold a token",
+                path.display()
+            ))
+        })?;
     }
     let request = pb::FeedRequest {
         org: org.to_owned(),
