@@ -171,7 +171,7 @@ async fn fill(
     while let Some(created) = creates.next().await {
         created?;
         made += 1;
-        if made % 500 == 0 {
+        if made.is_multiple_of(500) {
             progress.status(format!("filling the source office: {made} of {k}"));
         }
     }

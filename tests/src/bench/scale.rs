@@ -79,7 +79,7 @@ async fn tier(
     for i in 0..clients {
         let org = &orgs[i % orgs.len()];
         fleet.push(light_client(i, org, hub.url(), &sightings, &seen)?);
-        if fleet.len() % CONNECT_STEP == 0 || fleet.len() == clients {
+        if fleet.len().is_multiple_of(CONNECT_STEP) || fleet.len() == clients {
             wait_connected(&fleet, started, progress).await?;
         }
     }
