@@ -7,12 +7,13 @@
 //! `LINKAGE_FUZZ_CASES=N` multiplies nothing and replaces every property's case count, for a
 //! longer run (`LINKAGE_FUZZ_CASES=20000 cargo test -p linkage-node --test fuzz --release`).
 
+use std::cell::{Cell, RefCell};
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::sync::{Message, State, SyncDoc};
-use automerge::{AutoCommit, Automerge, ROOT, transaction::Transactable};
+use automerge::{AutoCommit, Automerge, ROOT, ReadDoc, transaction::Transactable};
 use futures::StreamExt;
 use linkage_node::calendar::{Calendar, YearCalendar};
 use linkage_node::config::{NodeArgs, NodeConfig};
@@ -26,7 +27,7 @@ use linkage_node::sync::session::{self, SessionContext, TrustHub};
 use linkage_proto::v1 as pb;
 use linkage_proto::v1::sync_frame::Frame;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -44,40 +45,66 @@ fn cases(default: u32) -> Config {
         // Shrinking a session-level failure replays whole sessions; the failing input is
         // printed either way.
         max_shrink_iters: 256,
+        // Inputs that broke a property are kept as named tests below, not in files.
+        failure_persistence: None,
         ..Config::default()
     }
+}
+
+/// Runs a property for `default` cases (or `LINKAGE_FUZZ_CASES`). `test` returns whether the
+/// code under test refused the input. The tally line printed at the end is what the fault
+/// report (`linkage-faults report`) quotes.
+fn fuzz<S: Strategy>(
+    target: &str,
+    default: u32,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<bool, TestCaseError>,
+) {
+    let (inputs, refused) = (Cell::new(0u64), Cell::new(0u64));
+    TestRunner::new(cases(default))
+        .run(&strategy, |value| {
+            inputs.set(inputs.get() + 1);
+            if test(value)? {
+                refused.set(refused.get() + 1);
+            }
+            Ok(())
+        })
+        .unwrap();
+    eprintln!(
+        "fuzz-tally target={target:?} inputs={} refused={}",
+        inputs.get(),
+        refused.get()
+    );
 }
 
 /// Mutations of a valid input: bit flips, inserted and deleted bytes, 0xff (a LEB128
 /// continuation, so lengths and counts turn huge), truncation and duplicated slices.
 fn mutated(seed: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(
-        (0u8..6, any::<prop::sample::Index>(), any::<u8>()),
-        1..8,
-    )
-    .prop_map(move |edits| {
-        let mut bytes = seed.clone();
-        for (op, at, value) in edits {
-            let len = bytes.len();
-            let i = at.index(len.max(1));
-            match op {
-                0 if len > 0 => bytes[i] ^= 1 << (value % 8),
-                1 => bytes.insert(i.min(len), value),
-                2 if len > 0 => {
-                    bytes.remove(i);
+    prop::collection::vec((0u8..6, any::<prop::sample::Index>(), any::<u8>()), 1..8).prop_map(
+        move |edits| {
+            let mut bytes = seed.clone();
+            for (op, at, value) in edits {
+                let len = bytes.len();
+                let i = at.index(len.max(1));
+                match op {
+                    0 if len > 0 => bytes[i] ^= 1 << (value % 8),
+                    1 => bytes.insert(i.min(len), value),
+                    2 if len > 0 => {
+                        bytes.remove(i);
+                    }
+                    3 if len > 0 => bytes[i] = 0xff,
+                    4 => bytes.truncate(i),
+                    5 if len > 0 => {
+                        let end = (i + 1 + usize::from(value)).min(len);
+                        let copy = bytes[i..end].to_vec();
+                        bytes.splice(i..i, copy);
+                    }
+                    _ => {}
                 }
-                3 if len > 0 => bytes[i] = 0xff,
-                4 => bytes.truncate(i),
-                5 if len > 0 => {
-                    let end = (i + 1 + usize::from(value)).min(len);
-                    let copy = bytes[i..end].to_vec();
-                    bytes.splice(i..i, copy);
-                }
-                _ => {}
             }
-        }
-        bytes
-    })
+            bytes
+        },
+    )
 }
 
 fn bytes_or_mutation(seeds: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
@@ -158,6 +185,76 @@ fn real_sync_messages() -> Vec<Vec<u8>> {
     messages
 }
 
+/// Sync messages built field by field, so the fuzzer reaches what byte mutation rarely does:
+/// bloom filters with any parameters, many hashes, and real or mangled change chunks.
+fn structured_sync_message(chunks: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+    let hash = prop::collection::vec(any::<u8>(), 32);
+    let bloom = prop_oneof![
+        Just(Vec::new()),
+        (
+            0u64..4,
+            0u64..12,
+            prop_oneof![0u64..10, Just(u64::from(u32::MAX))],
+            0usize..16
+        )
+            .prop_map(|(entries, bits, probes, len)| {
+                let mut bytes = uleb(entries);
+                bytes.extend(uleb(bits));
+                bytes.extend(uleb(probes));
+                bytes.extend(std::iter::repeat_n(0xa5, len));
+                bytes
+            }),
+    ];
+    let change = prop_oneof![
+        prop::sample::select(chunks.clone()),
+        prop::strategy::Union::new(chunks.into_iter().map(mutated)),
+    ];
+    (
+        prop::sample::select(vec![0x42u8, 0x43]),
+        prop::collection::vec(hash.clone(), 0..3),
+        prop::collection::vec(hash.clone(), 0..3),
+        prop::collection::vec((prop::collection::vec(hash, 0..2), bloom), 0..2),
+        prop::collection::vec(change, 0..3),
+    )
+        .prop_map(|(version, heads, need, have, changes)| {
+            let mut bytes = vec![version];
+            for hashes in [&heads, &need] {
+                bytes.extend(uleb(hashes.len() as u64));
+                hashes.iter().for_each(|h| bytes.extend(h));
+            }
+            bytes.extend(uleb(have.len() as u64));
+            for (last_sync, bloom) in &have {
+                bytes.extend(uleb(last_sync.len() as u64));
+                last_sync.iter().for_each(|h| bytes.extend(h));
+                bytes.extend(uleb(bloom.len() as u64));
+                bytes.extend(bloom);
+            }
+            bytes.extend(uleb(changes.len() as u64));
+            for change in &changes {
+                bytes.extend(uleb(change.len() as u64));
+                bytes.extend(change);
+            }
+            bytes
+        })
+}
+
+/// Change chunks of a real record, to build messages from.
+fn real_change_chunks() -> Vec<Vec<u8>> {
+    let mut doc = AutoCommit::new();
+    doc.put(ROOT, "title", "a case").unwrap();
+    doc.commit();
+    doc.put(ROOT, "facts", "y".repeat(2000)).unwrap();
+    doc.commit();
+    let mut chunks: Vec<Vec<u8>> = doc
+        .document()
+        .get_changes(&[])
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    chunks.push(doc.save());
+    chunks
+}
+
 /// A live session over a replica, driven frame by frame: what it answers to a `DocSync` is
 /// either the record's next sync message (or an acknowledgement), or a `Rejected` frame.
 struct LiveSession {
@@ -199,26 +296,37 @@ impl LiveSession {
         }
     }
 
+    /// Sends one frame, then a marker frame the session must refuse (its id is too long). The
+    /// session answers frames in order, so the answer to the first is whatever arrives before
+    /// the marker's refusal: a `Rejected` for its record, or nothing but `Doc` frames (its
+    /// reply, and offers the session makes on its own).
     fn send(&mut self, record_id: String, message: Vec<u8>) -> Answer {
-        let frame = pb::SyncFrame {
+        let frame = |record_id: String, message: Vec<u8>| pb::SyncFrame {
             frame: Some(Frame::Doc(pb::DocSync {
-                record_id: record_id.clone(),
+                record_id,
                 message,
                 heads: Vec::new(),
             })),
         };
+        let marker = format!("marker-{}", "m".repeat(300));
         let (to_session, from_session) = (&self.to_session, &mut self.from_session);
         self.rt.block_on(async {
-            to_session.send(Ok(frame)).await.expect("session is alive");
+            for frame in [
+                frame(record_id.clone(), message),
+                frame(marker.clone(), vec![1]),
+            ] {
+                to_session.send(Ok(frame)).await.expect("session is alive");
+            }
+            let mut answer = Answer::Applied;
             loop {
                 let frame = tokio::time::timeout(Duration::from_secs(20), from_session.recv())
                     .await
                     .expect("the session answers within 20 s")
                     .expect("the session is still running");
                 match frame.frame {
-                    Some(Frame::Doc(doc)) if doc.record_id == record_id => return Answer::Applied,
+                    Some(Frame::Rejected(r)) if r.record_id == marker => return answer,
                     Some(Frame::Rejected(r)) if r.record_id == record_id => {
-                        return Answer::Refused(r);
+                        answer = Answer::Refused(r);
                     }
                     _ => {}
                 }
@@ -249,45 +357,46 @@ fn record_ids() -> impl Strategy<Value = Option<String>> {
 
 #[test]
 fn sync_frames_of_random_and_mutated_bytes_are_refused_by_name_and_store_nothing() {
-    // The runner takes an `Fn`; the session and the tallies change per case.
-    let live = std::cell::RefCell::new(LiveSession::start());
-    let (refused, applied) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
-    let seeds = real_sync_messages();
-    let mut runner = TestRunner::new(cases(300));
-    runner
-        .run(
-            &(bytes_or_mutation(seeds), record_ids()),
-            |(bytes, record_id)| {
-                if bytes.is_empty() {
-                    return Ok(());
+    // The runner takes an `Fn`; the session changes per case.
+    let live = RefCell::new(LiveSession::start());
+    let messages = prop_oneof![
+        bytes_or_mutation(real_sync_messages()),
+        structured_sync_message(real_change_chunks()),
+    ];
+    let refusals = Cell::new(0u32);
+    fuzz(
+        "node: sync frames into a live session",
+        400,
+        (messages, record_ids()),
+        |(bytes, record_id)| {
+            if bytes.is_empty() {
+                return Ok(false);
+            }
+            let mut live = live.borrow_mut();
+            let record_id = record_id.unwrap_or_else(|| live.record.clone());
+            let before = stored(&live.replica);
+            let refused = match live.send(record_id, bytes) {
+                Answer::Refused(rejected) => {
+                    prop_assert!(!rejected.reason.is_empty(), "{rejected:?}");
+                    prop_assert!(!rejected.rule.is_empty(), "{rejected:?}");
+                    prop_assert_eq!(
+                        &stored(&live.replica),
+                        &before,
+                        "a refused frame changed the store"
+                    );
+                    refusals.set(refusals.get() + 1);
+                    true
                 }
-                let mut live = live.borrow_mut();
-                let record_id = record_id.unwrap_or_else(|| live.record.clone());
-                let before = stored(&live.replica);
-                match live.send(record_id, bytes) {
-                    Answer::Refused(rejected) => {
-                        refused.set(refused.get() + 1);
-                        prop_assert!(!rejected.reason.is_empty(), "{rejected:?}");
-                        prop_assert!(!rejected.rule.is_empty(), "{rejected:?}");
-                        prop_assert_eq!(
-                            &stored(&live.replica),
-                            &before,
-                            "a refused frame changed the store"
-                        );
-                    }
-                    Answer::Applied => applied.set(applied.get() + 1),
-                }
-                prop_assert!(live.alive(), "the session ended on a bad frame");
-                Ok(())
-            },
-        )
-        .unwrap();
-    eprintln!(
-        "sync frames: {} refused, {} applied",
-        refused.get(),
-        applied.get()
+                Answer::Applied => false,
+            };
+            prop_assert!(live.alive(), "the session ended on a bad frame");
+            Ok(refused)
+        },
     );
-    assert!(refused.get() > 0, "the mutations never produced a bad message");
+    assert!(
+        refusals.get() > 0,
+        "the mutations never produced a bad message"
+    );
     still_syncs(&live.borrow());
 }
 
@@ -305,8 +414,13 @@ fn still_syncs(live: &LiveSession) {
         figures: Default::default(),
     };
     let wrap = |rx| ReceiverStream::new(rx).map(Ok::<_, tonic::Status>);
-    live.rt.spawn(session::run(ctx(&live.replica, "clean-peer"), wrap(b_in), a_out));
-    live.rt.spawn(session::run(ctx(&peer, "fuzzed"), wrap(a_in), b_out));
+    live.rt.spawn(session::run(
+        ctx(&live.replica, "clean-peer"),
+        wrap(b_in),
+        a_out,
+    ));
+    live.rt
+        .spawn(session::run(ctx(&peer, "fuzzed"), wrap(a_in), b_out));
 
     let office = Office::new(live.replica.clone(), Arc::new(Directory::beidaihe()));
     let body = Body::from_json(RecordKind::Case, r#"{"title": "after the fuzzing"}"#).unwrap();
@@ -332,18 +446,28 @@ fn still_syncs(live: &LiveSession) {
 
 #[test]
 fn sync_message_decode_and_guard_never_panic_on_any_bytes() {
-    let seeds = real_sync_messages();
-    let mut runner = TestRunner::new(cases(2000));
-    runner
-        .run(&bytes_or_mutation(seeds), |bytes| {
-            if let Ok(message) = Message::decode(&bytes) {
-                if let Err(e) = guard::check_message(&message) {
-                    prop_assert!(!e.to_string().is_empty());
-                }
+    let messages = prop_oneof![
+        bytes_or_mutation(real_sync_messages()),
+        structured_sync_message(real_change_chunks()),
+    ];
+    fuzz(
+        "node: sync message decode and guard",
+        2000,
+        messages,
+        |bytes| match Message::decode(&bytes) {
+            Err(e) => {
+                prop_assert!(!e.to_string().is_empty());
+                Ok(true)
             }
-            Ok(())
-        })
-        .unwrap();
+            Ok(message) => match guard::check_message(&message) {
+                Err(e) => {
+                    prop_assert!(!e.to_string().is_empty());
+                    Ok(true)
+                }
+                Ok(()) => Ok(false),
+            },
+        },
+    );
 }
 
 #[test]
@@ -355,34 +479,37 @@ fn stored_documents_of_random_and_mutated_bytes_load_as_corrupt_not_a_panic() {
         .read(&id, |d| d.get_changes(&[])[0].raw_bytes().to_vec())
         .unwrap()
         .unwrap();
-    let mut runner = TestRunner::new(cases(500));
-    runner
-        .run(
-            &bytes_or_mutation(vec![doc_bytes, change_bytes]),
-            |bytes| {
-                let replica = replica(HAIBIN);
-                replica.store().append("CA-fuzz", &bytes, b"{}").unwrap();
-                let before = stored(&replica);
-                match replica.record("CA-fuzz") {
-                    Ok(_) => {}
-                    Err(ReplicaError::Corrupt { id, detail }) => {
-                        prop_assert_eq!(id, "CA-fuzz");
-                        prop_assert!(!detail.is_empty());
-                    }
-                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+    fuzz(
+        "node: stored documents loaded by the replica",
+        500,
+        bytes_or_mutation(vec![doc_bytes, change_bytes]),
+        |bytes| {
+            let replica = replica(HAIBIN);
+            replica.store().append("CA-fuzz", &bytes, b"{}").unwrap();
+            let before = stored(&replica);
+            let refused = match replica.record("CA-fuzz") {
+                Ok(_) => false,
+                Err(ReplicaError::Corrupt { id, detail }) => {
+                    prop_assert_eq!(id, "CA-fuzz");
+                    prop_assert!(!detail.is_empty());
+                    true
                 }
-                let edit = replica.change("CA-fuzz", false, |doc| {
-                    doc.transact(|tx| tx.put(ROOT, "poke", 1))
-                        .map(|_| ())
-                        .map_err(|_| ReplicaError::NotFound("poke".into()))
-                });
-                if edit.is_err() {
-                    prop_assert_eq!(stored(&replica), before);
+                Err(e) => {
+                    prop_assert!(!e.to_string().is_empty());
+                    true
                 }
-                Ok(())
-            },
-        )
-        .unwrap();
+            };
+            let edit = replica.change("CA-fuzz", false, |doc| {
+                doc.transact(|tx| tx.put(ROOT, "poke", 1))
+                    .map(|_| ())
+                    .map_err(|_| ReplicaError::NotFound("poke".into()))
+            });
+            if edit.is_err() {
+                prop_assert_eq!(stored(&replica), before);
+            }
+            Ok(refused)
+        },
+    );
 }
 
 /// JSON values of every shape: scalars, long strings, arrays and objects nested a few deep.
@@ -418,25 +545,25 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 
 #[test]
 fn record_bodies_of_random_json_are_refused_naming_the_kind() {
-    let mut runner = TestRunner::new(cases(1000));
-    runner
-        .run(
-            &(
-                prop::sample::select(RecordKind::ALL.to_vec()),
-                prop_oneof![
-                    3 => json_value().prop_map(|v| v.to_string()),
-                    1 => ".{0,64}",
-                ],
-            ),
-            |(kind, json)| {
-                if let Err(e) = Body::from_json(kind, &json) {
-                    let message = e.to_string();
-                    prop_assert!(message.contains(kind.as_str()), "{message}");
-                }
-                Ok(())
-            },
-        )
-        .unwrap();
+    fuzz(
+        "node: record bodies (JSON)",
+        1000,
+        (
+            prop::sample::select(RecordKind::ALL.to_vec()),
+            prop_oneof![
+                3 => json_value().prop_map(|v| v.to_string()),
+                1 => ".{0,64}",
+            ],
+        ),
+        |(kind, json)| match Body::from_json(kind, &json) {
+            Ok(_) => Ok(false),
+            Err(e) => {
+                let message = e.to_string();
+                prop_assert!(message.contains(kind.as_str()), "{message}");
+                Ok(true)
+            }
+        },
+    );
 }
 
 #[test]
@@ -479,35 +606,33 @@ fn node_config_seed() -> Vec<u8> {
 fn configuration_files_of_random_and_mutated_toml_are_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.toml");
-    let mut runner = TestRunner::new(cases(500));
-    runner
-        .run(&bytes_or_mutation(vec![node_config_seed()]), |bytes| {
+    fuzz(
+        "node: configuration files (TOML)",
+        500,
+        bytes_or_mutation(vec![node_config_seed()]),
+        |bytes| {
             std::fs::File::create(&path)
                 .and_then(|mut f| f.write_all(&bytes))
                 .unwrap();
-            let args = NodeArgs::try_parse_from_config(&path);
-            match NodeConfig::from_args(args) {
-                Ok(config) => prop_assert!(!config.org.is_empty()),
+            match NodeConfig::from_args(args_with_config(&path)) {
+                Ok(config) => {
+                    prop_assert!(!config.org.is_empty());
+                    Ok(false)
+                }
                 Err(e) => {
                     let message = e.to_string();
                     prop_assert!(!message.is_empty());
+                    Ok(true)
                 }
             }
-            Ok(())
-        })
-        .unwrap();
+        },
+    );
 }
 
-trait FromConfig {
-    fn try_parse_from_config(path: &std::path::Path) -> NodeArgs;
-}
-
-impl FromConfig for NodeArgs {
-    fn try_parse_from_config(path: &std::path::Path) -> NodeArgs {
-        use clap::Parser;
-        NodeArgs::try_parse_from(["linkage-node", "--config", &path.display().to_string()])
-            .expect("--config alone parses")
-    }
+fn args_with_config(path: &std::path::Path) -> NodeArgs {
+    use clap::Parser;
+    NodeArgs::try_parse_from(["linkage-node", "--config", &path.display().to_string()])
+        .expect("--config alone parses")
 }
 
 fn holidays_seed() -> Vec<u8> {
@@ -516,60 +641,74 @@ fn holidays_seed() -> Vec<u8> {
 
 #[test]
 fn holiday_files_of_random_and_mutated_toml_never_panic() {
-    let mut runner = TestRunner::new(cases(500));
-    runner
-        .run(&bytes_or_mutation(vec![holidays_seed()]), |bytes| {
-            let text = String::from_utf8_lossy(&bytes);
-            if let Err(e) = Calendar::from_holiday_file(&text) {
+    fuzz(
+        "node: holiday files (TOML)",
+        500,
+        bytes_or_mutation(vec![holidays_seed()]),
+        |bytes| match Calendar::from_holiday_file(&String::from_utf8_lossy(&bytes)) {
+            Ok(_) => Ok(false),
+            Err(e) => {
                 prop_assert!(!e.to_string().is_empty());
+                Ok(true)
             }
-            Ok(())
-        })
-        .unwrap();
+        },
+    );
 }
 
 #[test]
 fn calendar_years_from_random_dates_are_refused_naming_the_date() {
-    let mut runner = TestRunner::new(cases(1000));
     let date = prop_oneof![
         "[0-9]{4}-[0-9]{2}-[0-9]{2}",
         "-?[0-9]{1,7}-[0-9]{1,3}-[0-9]{1,3}",
         ".{0,20}",
     ];
-    runner
-        .run(
-            &(
-                any::<i32>(),
-                prop::collection::vec(date.clone(), 0..6),
-                prop::collection::vec(date, 0..6),
-            ),
-            |(year, off, make_up)| {
-                if let Err(e) = YearCalendar::from_dates(year, &off, &make_up) {
-                    prop_assert!(!e.to_string().is_empty());
-                }
-                Ok(())
-            },
-        )
-        .unwrap();
+    fuzz(
+        "node: calendar years from record dates",
+        1000,
+        (
+            any::<i32>(),
+            prop::collection::vec(date.clone(), 0..6),
+            prop::collection::vec(date, 0..6),
+        ),
+        |(year, off, make_up)| match YearCalendar::from_dates(year, &off, &make_up) {
+            Ok(_) => Ok(false),
+            Err(e) => {
+                let message = e.to_string();
+                // Each error carries the offending input (shortened past 64 characters) or
+                // the year it falls outside of.
+                let named = off.iter().chain(&make_up).any(|d| {
+                    let shown = format!("{:?}", d.chars().take(64).collect::<String>());
+                    message.contains(shown.trim_end_matches('"')) || message.contains(d.trim())
+                }) || message.contains(&year.to_string());
+                prop_assert!(named, "{message}");
+                Ok(true)
+            }
+        },
+    );
 }
 
-/// Decodes `bytes` as every request and frame type the node and the hub accept.
-fn decode_every_request(bytes: &[u8]) {
-    let _ = pb::CreateRecordRequest::decode(bytes);
-    let _ = pb::GetRecordRequest::decode(bytes);
-    let _ = pb::ListRecordsRequest::decode(bytes);
-    let _ = pb::AppendEventRequest::decode(bytes);
-    let _ = pb::HistoryRequest::decode(bytes);
-    let _ = pb::AddPartiesRequest::decode(bytes);
-    let _ = pb::EditBodyRequest::decode(bytes);
-    let _ = pb::ObligationsRequest::decode(bytes);
-    let _ = pb::AccountabilityRequest::decode(bytes);
-    let _ = pb::RejectionsRequest::decode(bytes);
-    let _ = pb::NodeInfoRequest::decode(bytes);
-    let _ = pb::SyncFrame::decode(bytes);
-    let _ = pb::ConvergenceRequest::decode(bytes);
-    let _ = pb::RecordCountsRequest::decode(bytes);
-    let _ = pb::FeedRequest::decode(bytes);
+/// Decodes `bytes` as every request and frame type the node and the hub accept; whether all
+/// refused them.
+fn decode_every_request(bytes: &[u8]) -> bool {
+    [
+        pb::CreateRecordRequest::decode(bytes).is_err(),
+        pb::GetRecordRequest::decode(bytes).is_err(),
+        pb::ListRecordsRequest::decode(bytes).is_err(),
+        pb::AppendEventRequest::decode(bytes).is_err(),
+        pb::HistoryRequest::decode(bytes).is_err(),
+        pb::AddPartiesRequest::decode(bytes).is_err(),
+        pb::EditBodyRequest::decode(bytes).is_err(),
+        pb::ObligationsRequest::decode(bytes).is_err(),
+        pb::AccountabilityRequest::decode(bytes).is_err(),
+        pb::RejectionsRequest::decode(bytes).is_err(),
+        pb::NodeInfoRequest::decode(bytes).is_err(),
+        pb::SyncFrame::decode(bytes).is_err(),
+        pb::ConvergenceRequest::decode(bytes).is_err(),
+        pb::RecordCountsRequest::decode(bytes).is_err(),
+        pb::FeedRequest::decode(bytes).is_err(),
+    ]
+    .into_iter()
+    .all(|refused| refused)
 }
 
 #[test]
@@ -599,13 +738,12 @@ fn grpc_requests_of_random_and_mutated_bytes_decode_or_fail_cleanly() {
         }
         .encode_to_vec(),
     ];
-    let mut runner = TestRunner::new(cases(2000));
-    runner
-        .run(&bytes_or_mutation(seeds), |bytes| {
-            decode_every_request(&bytes);
-            Ok(())
-        })
-        .unwrap();
+    fuzz(
+        "node and hub: gRPC request and frame decoding",
+        2000,
+        bytes_or_mutation(seeds),
+        |bytes| Ok(decode_every_request(&bytes)),
+    );
 }
 
 // Inputs that once broke a property, kept by name.
@@ -660,7 +798,11 @@ fn bloom_filter_with_zero_bits_per_entry_is_refused_not_a_division_by_zero() {
     let message = Message::decode(&bytes).unwrap();
     assert!(matches!(
         guard::check_message(&message),
-        Err(GuardError::Bloom { field: "bits per entry", value: 0, .. })
+        Err(GuardError::Bloom {
+            field: "bits per entry",
+            value: 0,
+            ..
+        })
     ));
 
     let mut live = LiveSession::start();
@@ -671,7 +813,10 @@ fn bloom_filter_with_zero_bits_per_entry_is_refused_not_a_division_by_zero() {
         Answer::Applied => panic!("a zero-bit bloom filter was applied"),
     }
     assert_eq!(stored(&live.replica), before);
-    assert!(matches!(live.send(record, real_sync_messages().remove(1)), Answer::Applied));
+    assert!(matches!(
+        live.send(record, real_sync_messages().remove(1)),
+        Answer::Applied
+    ));
     still_syncs(&live);
 }
 
@@ -684,15 +829,17 @@ fn bloom_filter_with_four_billion_probes_is_refused_before_allocating() {
     let message = Message::decode(&message_with_bloom(&bloom)).unwrap();
     assert!(matches!(
         guard::check_message(&message),
-        Err(GuardError::Bloom { field: "probes", .. })
+        Err(GuardError::Bloom {
+            field: "probes",
+            ..
+        })
     ));
 }
 
 /// Automerge inflates a compressed change with no cap: 20 KiB of deflate is 20 MiB of zeros.
 #[test]
 fn compressed_change_inflating_past_the_document_limit_is_refused() {
-    let mut encoder =
-        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
     encoder
         .write_all(&vec![0u8; MAX_DOCUMENT_BYTES + 1])
         .unwrap();
@@ -752,4 +899,84 @@ fn real_sync_messages_pass_the_guard() {
         let message = Message::decode(&bytes).unwrap();
         assert_eq!(guard::check_message(&message), Ok(()));
     }
+}
+
+/// Found while reading the replica for this suite: the size limit was checked only when a
+/// document was compacted, after the change was stored, so a record grew past it unrefused and
+/// then stopped syncing (its messages were over the frame limit).
+#[test]
+fn change_growing_a_record_past_the_document_limit_is_refused_and_stores_nothing() {
+    let rt = runtime();
+    let (replica, id) = replica_with_a_case(&rt);
+    // Text that deflate cannot shrink much, so the saved document really grows.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut noise = |len: usize| -> String {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(
+                    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                        [(state % 62) as usize],
+                )
+            })
+            .collect()
+    };
+    let mut refused = None;
+    for field in 0..4 {
+        let before = stored(&replica);
+        let value = noise(3 * 1024 * 1024);
+        let outcome = replica.change(&id, false, |doc| {
+            doc.transact(|tx| tx.put(ROOT, format!("blob{field}"), value.as_str()))
+                .map(|_| ())
+                .map_err(|_| ReplicaError::NotFound("put".into()))
+        });
+        if let Err(e) = outcome {
+            assert!(matches!(e, ReplicaError::TooLarge { .. }), "{e}");
+            assert_eq!(stored(&replica), before, "a refused change was stored");
+            refused = Some(field);
+            break;
+        }
+    }
+    assert!(refused.is_some(), "12 MiB of changes were all accepted");
+    let size = replica.read(&id, |d| d.save().len()).unwrap().unwrap();
+    assert!(size <= MAX_DOCUMENT_BYTES, "{size} bytes held");
+}
+
+/// The division by zero above panicked while the replica held the record's lock; the next
+/// session to touch the record then failed on the poisoned lock. A panic inside a change now
+/// leaves the record as the store has it.
+#[test]
+fn a_panic_inside_a_change_leaves_the_record_as_stored() {
+    let rt = runtime();
+    let (replica, id) = replica_with_a_case(&rt);
+    let before = stored(&replica);
+    let title = replica.record(&id).unwrap().body.title();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = replica.change(&id, false, |doc| -> Result<(), ReplicaError> {
+            doc.transact(|tx| tx.put(ROOT, "half", "changed"))
+                .map(|_| ())
+                .map_err(|_| ReplicaError::NotFound("put".into()))?;
+            panic!("Automerge panicked here");
+        });
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(stored(&replica), before);
+    let record = replica.record(&id).unwrap();
+    assert_eq!(record.body.title(), title);
+    assert!(
+        replica
+            .read(&id, |d| d.get(ROOT, "half").unwrap().is_none())
+            .unwrap()
+            .unwrap(),
+        "the half-applied change lingered in memory"
+    );
+    replica
+        .change(&id, false, |doc| {
+            doc.transact(|tx| tx.put(ROOT, "after", 1))
+                .map(|_| ())
+                .map_err(|_| ReplicaError::NotFound("put".into()))
+        })
+        .unwrap();
 }

@@ -71,7 +71,11 @@ pub enum GuardError {
     #[error(
         "chunk {chunk} column {column:#x} holds more than {limit} rows (operations or changes)"
     )]
-    TooManyRows { chunk: usize, column: u32, limit: u64 },
+    TooManyRows {
+        chunk: usize,
+        column: u32,
+        limit: u64,
+    },
 }
 
 /// Refuses a message whose parts would make Automerge's work unbounded.
@@ -153,7 +157,9 @@ fn check_chunks(blob: &[u8], budget: &mut Budget) -> Result<(), GuardError> {
 
         let magic = input.take(4).map_err(malformed)?;
         if magic != MAGIC {
-            return Err(malformed("it does not start with Automerge's magic bytes".into()));
+            return Err(malformed(
+                "it does not start with Automerge's magic bytes".into(),
+            ));
         }
         input.take(4).map_err(malformed)?;
         let kind = input.take(1).map_err(malformed)?[0];
@@ -180,7 +186,9 @@ fn check_change(chunk: usize, data: &[u8]) -> Result<(), GuardError> {
     let mut input = Input::new(data);
     let deps = input.uleb().map_err(malformed)?;
     limit("dependencies", deps, MAX_HASHES as u64)?;
-    input.take_len(deps * HASH_BYTES as u64).map_err(malformed)?;
+    input
+        .take_len(deps * HASH_BYTES as u64)
+        .map_err(malformed)?;
     actor(&mut input).map_err(malformed)?;
     input.uleb().map_err(malformed)?;
     input.uleb().map_err(malformed)?;
@@ -217,7 +225,9 @@ fn check_document(chunk: usize, data: &[u8], budget: &mut Budget) -> Result<(), 
     }
     let heads = input.uleb().map_err(malformed)?;
     limit("heads", heads, MAX_HASHES as u64)?;
-    input.take_len(heads * HASH_BYTES as u64).map_err(malformed)?;
+    input
+        .take_len(heads * HASH_BYTES as u64)
+        .map_err(malformed)?;
     let change_columns = column_layout(&mut input).map_err(malformed)?;
     let op_columns = column_layout(&mut input).map_err(malformed)?;
     for (spec, len) in change_columns.into_iter().chain(op_columns) {
@@ -371,10 +381,7 @@ impl<'a> Input<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let Some((head, rest)) = self.bytes.split_at_checked(n) else {
-            return Err(format!(
-                "{n} bytes expected, {} left",
-                self.bytes.len()
-            ));
+            return Err(format!("{n} bytes expected, {} left", self.bytes.len()));
         };
         self.bytes = rest;
         Ok(head)
@@ -481,7 +488,11 @@ mod tests {
             check_rows(1, 0x44, &uleb(MAX_ROWS + 1)),
             Err(GuardError::TooManyRows { .. })
         ));
-        assert_eq!(check_rows(1, 0x42, &[0x7d, 1, 2, 3]), Ok(()), "literal run of 3");
+        assert_eq!(
+            check_rows(1, 0x42, &[0x7d, 1, 2, 3]),
+            Ok(()),
+            "literal run of 3"
+        );
     }
 
     #[test]
@@ -489,14 +500,20 @@ mod tests {
         assert_eq!(check_bloom(0, &[]), Ok(()));
         assert!(matches!(
             check_bloom(0, &[1, 0, 7]),
-            Err(GuardError::Bloom { field: "bits per entry", .. })
+            Err(GuardError::Bloom {
+                field: "bits per entry",
+                ..
+            })
         ));
         let mut huge = vec![1, 10];
         huge.extend(uleb(u64::from(u32::MAX)));
         huge.push(0xff);
         assert!(matches!(
             check_bloom(0, &huge),
-            Err(GuardError::Bloom { field: "probes", .. })
+            Err(GuardError::Bloom {
+                field: "probes",
+                ..
+            })
         ));
         assert_eq!(check_bloom(0, &[1, 10, 7, 0, 0]), Ok(()));
     }

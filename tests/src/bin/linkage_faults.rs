@@ -6,7 +6,7 @@
 //! target/debug/linkage-faults                      # 50 kill cycles, random seed (printed)
 //! target/debug/linkage-faults --cycles 5 --seed 7  # a short, reproducible schedule
 //! target/debug/linkage-faults --negative-control   # must report loss
-//! target/debug/linkage-faults report               # short loop + control + fuzz sweep
+//! target/debug/linkage-faults report               # short loop + control + fuzz properties
 //! ```
 
 use std::path::PathBuf;
@@ -49,9 +49,9 @@ enum Command {
         /// Cycles of the short kill loop and of the negative control.
         #[arg(long, default_value_t = 5)]
         cycles: u32,
-        /// Inputs per fuzz target.
-        #[arg(long, default_value_t = 2000)]
-        fuzz_cases: u32,
+        /// Cases per fuzz property; the CI counts written in the tests when omitted.
+        #[arg(long)]
+        fuzz_cases: Option<u32>,
     },
 }
 
@@ -90,7 +90,10 @@ async fn main() -> anyhow::Result<ExitCode> {
                 keep_dir: args.keep,
             };
             let outcome = kill_loop::run(&config, &mut |line| eprintln!("{line}")).await?;
-            println!("{}", linkage_tests::faults::report::render_kill_loop(&outcome));
+            println!(
+                "{}",
+                linkage_tests::faults::report::render_kill_loop(&outcome)
+            );
             Ok(if expected(&outcome) {
                 ExitCode::SUCCESS
             } else {

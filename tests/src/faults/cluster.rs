@@ -106,7 +106,11 @@ impl Daemon {
                 return Ok(text.trim().to_owned());
             }
             if !self.is_running() {
-                bail!("{} exited before listening:\n{}", self.name, self.log_tail(30));
+                bail!(
+                    "{} exited before listening:\n{}",
+                    self.name,
+                    self.log_tail(30)
+                );
             }
             if Instant::now() > deadline {
                 bail!(
@@ -213,10 +217,9 @@ impl Cluster {
                 &data_dir,
             );
             if unsafe_first && i == 0 {
-                daemon.env.push((
-                    linkage_node::server::UNSAFE_NO_WAL_ENV.into(),
-                    "1".into(),
-                ));
+                daemon
+                    .env
+                    .push((linkage_node::server::UNSAFE_NO_WAL_ENV.into(), "1".into()));
             }
             daemon.start().await?;
             offices.push(Office {

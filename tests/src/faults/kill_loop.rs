@@ -116,8 +116,13 @@ pub struct KillLoopOutcome {
     pub unacknowledged_but_stored: usize,
     pub records_on_nodes: [usize; 2],
     pub records_on_hub: usize,
+    /// Restarted nodes checked alone (link cut) against their own acknowledged writes.
+    pub restart_checks: u32,
     /// Acknowledged writes missing, one line each ("<where>: <what>").
     pub missing: Vec<String>,
+    /// Of those, the ones still missing once the offices converged: lost for good, not just
+    /// by the restarted node before the hub gave them back.
+    pub missing_at_end: usize,
     /// Writes applied more than once, records or events duplicated.
     pub duplicated: Vec<String>,
     /// Whether both offices ended with the same records at the same heads.
@@ -278,14 +283,18 @@ async fn run_cycle(
         .iter()
         .map(|o| ledger.acks_by(&o.org))
         .collect();
-    crate::eventually("writes under load before the kill", Duration::from_secs(30), || {
-        let ready = cluster
-            .offices
-            .iter()
-            .zip(&baseline)
-            .all(|(o, base)| ledger.acks_by(&o.org) >= base + WRITES_PER_CYCLE);
-        async move { Ok(ready.then_some(())) }
-    })
+    crate::eventually(
+        "writes under load before the kill",
+        Duration::from_secs(30),
+        || {
+            let ready = cluster
+                .offices
+                .iter()
+                .zip(&baseline)
+                .all(|(o, base)| ledger.acks_by(&o.org) >= base + WRITES_PER_CYCLE);
+            async move { Ok(ready.then_some(())) }
+        },
+    )
     .await?;
     // Past the writes counted above, so the kill lands anywhere in a write or a sync.
     tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
@@ -300,17 +309,55 @@ async fn run_cycle(
         }
     };
     let downtime = Duration::from_millis(rng.random_range(0..250));
+    // A restarted node must hold every write it acknowledged by itself, before the hub can
+    // give any of it back: checked with its link cut, on every kill of the negative control's
+    // node and on half the others (the rest restart straight onto the link).
+    let check_alone = match victim {
+        Victim::Office(_) => config.negative_control || rng.random_bool(0.5),
+        Victim::Hub => false,
+    };
     let daemon = match victim {
         Victim::Office(i) => &mut cluster.offices[i].daemon,
         Victim::Hub => &mut cluster.hub,
     };
     daemon.kill9();
-    *outcome.kills.entry(daemon.name.clone()).or_default() += 1;
-    tokio::time::sleep(downtime).await;
-    daemon.start().await?;
     let name = daemon.name.clone();
+    *outcome.kills.entry(name.clone()).or_default() += 1;
+    if let (Victim::Office(i), true) = (victim, check_alone) {
+        cluster.offices[i].link.cut();
+    }
+    let acknowledged = match victim {
+        Victim::Office(i) => ledger.acks_of(&cluster.offices[i].org),
+        Victim::Hub => Vec::new(),
+    };
+    tokio::time::sleep(downtime).await;
+    match victim {
+        Victim::Office(i) => cluster.offices[i].daemon.start().await?,
+        Victim::Hub => cluster.hub.start().await?,
+    }
+    let mut checked = String::new();
+    if let (Victim::Office(i), true) = (victim, check_alone) {
+        let office = &cluster.offices[i];
+        let holding = crate::eventually(
+            "the restarted node to answer",
+            Duration::from_secs(30),
+            || async { holding_of_node(office).await.map(Some) },
+        )
+        .await?;
+        let place = format!("{} right after restart, before any sync", office.org);
+        let verdict = verify(&acknowledged, &[(place, &holding)]);
+        outcome.restart_checks += 1;
+        checked = format!(
+            "; alone after restart it holds {} of its {} acknowledged writes",
+            acknowledged.len() - verdict.missing.len(),
+            acknowledged.len()
+        );
+        outcome.missing.extend(verdict.missing);
+        outcome.duplicated.extend(verdict.duplicated);
+        office.link.heal();
+    }
     say(format!(
-        "cycle {cycle}: killed {name} ({} ms down){}; {} writes acknowledged",
+        "cycle {cycle}: killed {name} ({} ms down){}{checked}; {} writes acknowledged",
         downtime.as_millis(),
         fault
             .map(|(o, f)| format!(", {} on {}'s link", f.name(), cluster.offices[o].org))
@@ -381,13 +428,10 @@ async fn write_load(
             client
                 .create(case_request(&tag, &other))
                 .await
-                .and_then(|r| {
-                    let id = r.into_inner().envelope.map(|e| e.id).unwrap_or_default();
-                    Ok(Ack::Created {
-                        writer: org.clone(),
-                        id,
-                        tag: tag.clone(),
-                    })
+                .map(|r| Ack::Created {
+                    writer: org.clone(),
+                    id: r.into_inner().envelope.map(|e| e.id).unwrap_or_default(),
+                    tag: tag.clone(),
                 })
         } else {
             let pool = if !theirs.is_empty() && rng.random_bool(0.4) {
@@ -421,7 +465,7 @@ async fn write_load(
                 rng.random_range(50..150)
             }
         };
-        if attempt % 16 == 0
+        if attempt.is_multiple_of(16)
             && let Ok(listed) = client
                 .list(pb::ListRecordsRequest {
                     kind: "case".into(),
@@ -535,7 +579,11 @@ async fn holding_of_hub(cluster: &Cluster) -> anyhow::Result<Holding> {
 /// Waits for both offices to hold the same records at the same heads, then holds the ledger
 /// against each office and the hub. Gives up after [`SETTLE`] (not converged), or after
 /// [`QUIESCENT`] without change once converged but missing acknowledged writes (lost for good).
-async fn check(cluster: &Cluster, ledger: &Ledger, outcome: &mut KillLoopOutcome) -> anyhow::Result<()> {
+async fn check(
+    cluster: &Cluster,
+    ledger: &Ledger,
+    outcome: &mut KillLoopOutcome,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + SETTLE;
     let mut unchanged_since: Option<(Holding, Instant)> = None;
     let mut last_error = None;
@@ -563,7 +611,10 @@ async fn check(cluster: &Cluster, ledger: &Ledger, outcome: &mut KillLoopOutcome
                 if Instant::now() > deadline {
                     break Some(holdings);
                 }
-                if unchanged_since.as_ref().is_none_or(|(h, _)| *h != holdings[0]) {
+                if unchanged_since
+                    .as_ref()
+                    .is_none_or(|(h, _)| *h != holdings[0])
+                {
                     unchanged_since = Some((holdings[0].clone(), Instant::now()));
                 }
             }
@@ -589,8 +640,12 @@ async fn check(cluster: &Cluster, ledger: &Ledger, outcome: &mut KillLoopOutcome
     let mut places = cluster_places(cluster, &holdings);
     places.push(("hub".to_owned(), &hub));
     let verdict = verify(&ledger.acks(), &places);
-    outcome.missing = verdict.missing;
-    outcome.duplicated = verdict.duplicated;
+    outcome.missing_at_end = verdict.missing.len();
+    outcome.missing.extend(verdict.missing);
+    outcome.duplicated.extend(verdict.duplicated);
+    // A write lost at one restart and again at the next is one loss.
+    outcome.missing.sort();
+    outcome.missing.dedup();
     outcome.records_on_nodes = [holdings[0].records.len(), holdings[1].records.len()];
     outcome.records_on_hub = hub.records.len();
     outcome.unacknowledged_but_stored = stored_anyway(&ledger.unacknowledged(), &holdings);
@@ -732,7 +787,11 @@ mod tests {
         let acks = [created("r1", "a/w1"), appended("r1", "a/w2")];
         let held = holding(&[("r1", "a/w1", &["", "a/w2"]), ("r2", "a/w3", &[""])]);
         let verdict = verify(&acks, &[("x".into(), &held)]);
-        assert_eq!(verdict, Verdict::default(), "an unacknowledged extra record is allowed");
+        assert_eq!(
+            verdict,
+            Verdict::default(),
+            "an unacknowledged extra record is allowed"
+        );
     }
 
     #[test]

@@ -104,6 +104,16 @@ impl Ledger {
         self.lock().acks.len()
     }
 
+    /// Every write `writer` has had acknowledged so far.
+    pub fn acks_of(&self, writer: &str) -> Vec<Ack> {
+        self.lock()
+            .acks
+            .iter()
+            .filter(|a| a.writer() == writer)
+            .cloned()
+            .collect()
+    }
+
     /// Acknowledged writes by `writer` so far.
     pub fn acks_by(&self, writer: &str) -> usize {
         self.lock()
