@@ -123,6 +123,17 @@ impl Sim {
             }
         }
 
+        for node in &self.nodes {
+            for (key, note) in node.store.meta_prefix("rejection/").unwrap() {
+                found.push(format!(
+                    "the hub refused {}'s changes to {}: {}",
+                    node.name,
+                    key.trim_start_matches("rejection/"),
+                    String::from_utf8_lossy(&note)
+                ));
+            }
+        }
+
         if let Some(registry) = &self.hub.registry {
             let report = registry.report().unwrap();
             for node in report.nodes.iter().filter(|n| !n.converged) {
@@ -200,6 +211,9 @@ fn sorted(mut heads: Vec<automerge::ChangeHash>) -> Vec<automerge::ChangeHash> {
 }
 
 fn short(heads: &[automerge::ChangeHash]) -> String {
-    let hex: Vec<String> = heads.iter().map(|h| h.to_string()[..8].to_owned()).collect();
+    let hex: Vec<String> = heads
+        .iter()
+        .map(|h| h.to_string()[..8].to_owned())
+        .collect();
     format!("[{}]", hex.join(","))
 }

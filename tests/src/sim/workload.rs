@@ -43,6 +43,7 @@ impl Sim {
             return;
         }
         let i = *self.rng.pick(&up);
+        self.tick_before_write();
         match self.rng.below(100) {
             0..=11 => self.create_shared(i),
             12..=19 => self.create_notice(i),
@@ -69,8 +70,17 @@ impl Sim {
             return;
         }
         let id = self.rng.pick(&both).clone();
+        self.tick_before_write();
         self.edit_body(a, Some(id.clone()));
         self.edit_body(b, Some(id));
+    }
+
+    /// An office act takes time: unless the run asks for same-millisecond writes, the clock
+    /// moves on by a millisecond first (frames stay where they are).
+    fn tick_before_write(&mut self) {
+        if !self.cfg.same_ms_writes {
+            self.advance(1);
+        }
     }
 
     /// Records node `i` holds, complete, with its organisation among the parties.
@@ -147,9 +157,19 @@ impl Sim {
     }
 
     /// `Office::create`'s steps, with the record id from the seed.
-    fn create(&mut self, i: usize, kind: RecordKind, prefix: &str, parties: Vec<String>, body: Body) {
+    fn create(
+        &mut self,
+        i: usize,
+        kind: RecordKind,
+        prefix: &str,
+        parties: Vec<String>,
+        body: Body,
+    ) {
         let org = self.nodes[i].org.clone();
-        let replica = self.nodes[i].replica.clone().expect("writes go to running nodes");
+        let replica = self.nodes[i]
+            .replica
+            .clone()
+            .expect("writes go to running nodes");
         let now = self.now_ms();
         let id = format!("{prefix}-{:016x}", self.rng.next_u64());
         let record = Record {
@@ -182,20 +202,32 @@ impl Sim {
         }
         let id = self.rng.pick(&held).clone();
         let org = self.nodes[i].org.clone();
-        let replica = self.nodes[i].replica.clone().expect("writes go to running nodes");
+        let replica = self.nodes[i]
+            .replica
+            .clone()
+            .expect("writes go to running nodes");
         let Ok(record) = replica.record(&id) else {
             return;
         };
         use Action as A;
-        let choices: &[Action] = match record.kind() {
-            RecordKind::SharedInfo => &[A::Shared, A::Extended, A::Updated, A::Closed],
-            RecordKind::UrgentNotice => &[
+        let contested = self.cfg.contested_events;
+        let choices: &[Action] = match (record.kind(), contested) {
+            (RecordKind::SharedInfo, true) => &[A::Shared, A::Extended, A::Updated, A::Closed],
+            (RecordKind::SharedInfo, false) => &[A::Shared, A::Updated],
+            (RecordKind::UrgentNotice, true) => &[
                 A::Dispatched,
                 A::Refused,
                 A::StopOrdered,
                 A::ReportedToGovernment,
                 A::Updated,
                 A::Closed,
+            ],
+            (RecordKind::UrgentNotice, false) => &[
+                A::Dispatched,
+                A::Refused,
+                A::StopOrdered,
+                A::ReportedToGovernment,
+                A::Updated,
             ],
             _ => &[A::Updated],
         };
@@ -246,7 +278,10 @@ impl Sim {
                 self.rng.pick(&held).clone()
             }
         };
-        let replica = self.nodes[i].replica.clone().expect("writes go to running nodes");
+        let replica = self.nodes[i]
+            .replica
+            .clone()
+            .expect("writes go to running nodes");
         let field = if id.starts_with("UN-") {
             "measures"
         } else {
@@ -264,8 +299,15 @@ impl Sim {
             return;
         }
         let id = self.rng.pick(&held).clone();
-        let replica = self.nodes[i].replica.clone().expect("writes go to running nodes");
-        let parties = replica.summary(&id).unwrap().map(|s| s.parties).unwrap_or_default();
+        let replica = self.nodes[i]
+            .replica
+            .clone()
+            .expect("writes go to running nodes");
+        let parties = replica
+            .summary(&id)
+            .unwrap()
+            .map(|s| s.parties)
+            .unwrap_or_default();
         let candidates: Vec<&str> = ORGS
             .iter()
             .copied()
@@ -299,7 +341,10 @@ impl Sim {
 
     /// Logs an acknowledged write: its record, the heads it left, and the parties it gave.
     fn ack(&mut self, i: usize, id: &str, what: String) {
-        let replica = self.nodes[i].replica.clone().expect("writes go to running nodes");
+        let replica = self.nodes[i]
+            .replica
+            .clone()
+            .expect("writes go to running nodes");
         let heads = replica.read(id, |d| d.get_heads()).unwrap().unwrap();
         let parties = replica.summary(id).unwrap().unwrap().parties;
         self.entitled

@@ -239,6 +239,8 @@ pub struct Sim {
     last_doc_frame_ms: i64,
     digest: DefaultHasher,
     pub stats: Stats,
+    /// `LINKAGE_SIM_VERBOSE=1`: print every act, for reading one seed's story.
+    verbose: bool,
 }
 
 impl std::fmt::Debug for Sim {
@@ -313,6 +315,7 @@ impl Sim {
             last_doc_frame_ms: EPOCH_MS,
             digest: DefaultHasher::new(),
             stats: Stats::default(),
+            verbose: std::env::var_os("LINKAGE_SIM_VERBOSE").is_some(),
         };
         sim.restart_hub();
         for i in 0..sim.nodes.len() {
@@ -326,7 +329,10 @@ impl Sim {
     }
 
     /// Folds an event into the run's fingerprint: two runs of one seed must end with the same.
-    pub fn trace(&mut self, event: impl Hash) {
+    pub fn trace(&mut self, event: impl Hash + std::fmt::Debug) {
+        if self.verbose {
+            eprintln!("[{:>8} ms] {event:?}", self.now_ms() - EPOCH_MS);
+        }
         event.hash(&mut self.digest);
     }
 
@@ -386,10 +392,7 @@ impl Sim {
     fn drain(&mut self) {
         for i in 0..self.nodes.len() {
             for dir in [Dir::ToHub, Dir::ToNode] {
-                loop {
-                    let Some(link) = self.nodes[i].link.as_mut() else {
-                        break;
-                    };
+                while let Some(link) = self.nodes[i].link.as_mut() {
                     let received = match dir {
                         Dir::ToHub => link.from_node.try_recv(),
                         Dir::ToNode => link.from_hub.try_recv(),
@@ -403,7 +406,7 @@ impl Sim {
 
     fn enqueue(&mut self, i: usize, dir: Dir, frame: SyncFrame) {
         let now = self.now_ms();
-        trace_frame(&mut self.digest, "sent", i, dir, &frame);
+        self.trace_frame("sent", i, dir, &frame);
         if matches!(&frame.frame, Some(Frame::Doc(d)) if !d.message.is_empty()) {
             self.last_doc_frame_ms = now;
         }
@@ -467,16 +470,15 @@ impl Sim {
         self.settle();
         self.reap();
         // Keep it for replay only if the session lived to handle it.
-        if let Some(frame) = frame {
-            if self.nodes[i].link.as_ref().map(|l| l.id) == link_id
-                && matches!(&frame.frame, Some(Frame::Doc(d)) if !d.message.is_empty())
-            {
-                self.delivered.push(Delivered {
-                    node: i,
-                    dir,
-                    frame,
-                });
-            }
+        if let Some(frame) = frame
+            && self.nodes[i].link.as_ref().map(|l| l.id) == link_id
+            && matches!(&frame.frame, Some(Frame::Doc(d)) if !d.message.is_empty())
+        {
+            self.delivered.push(Delivered {
+                node: i,
+                dir,
+                frame,
+            });
         }
         true
     }
@@ -486,8 +488,9 @@ impl Sim {
         let flight = link.queue(dir).pop_front()?;
         let _ = link.input(dir).send(Ok(flight.frame.clone()));
         self.stats.delivered += 1;
-        trace_frame(&mut self.digest, "delivered", i, dir, &flight.frame);
-        Some(flight.frame)
+        let frame = flight.frame;
+        self.trace_frame("delivered", i, dir, &frame);
+        Some(frame)
     }
 
     /// Hands a copy of an earlier frame to the current session of the same node and side.
@@ -495,14 +498,11 @@ impl Sim {
         let Some(link) = self.nodes[earlier.node].link.as_ref() else {
             return false;
         };
-        let sent = link.input(earlier.dir).send(Ok(earlier.frame.clone())).is_ok();
-        trace_frame(
-            &mut self.digest,
-            "redelivered",
-            earlier.node,
-            earlier.dir,
-            &earlier.frame,
-        );
+        let sent = link
+            .input(earlier.dir)
+            .send(Ok(earlier.frame.clone()))
+            .is_ok();
+        self.trace_frame("redelivered", earlier.node, earlier.dir, &earlier.frame);
         sent
     }
 
@@ -912,20 +912,29 @@ impl Sim {
 /// Gives a store the actor id `Replica::open` will adopt: `actor_for`'s layout (organisation,
 /// separator, 16 bytes), with the 16 bytes from the seed instead of the system's randomness.
 fn seed_actor(store: &MemoryStore, org: &str, rng: &mut SimRng) {
-    let mut bytes = linkage_node::record::doc::actor_for(org).to_bytes().to_vec();
+    let mut bytes = linkage_node::record::doc::actor_for(org)
+        .to_bytes()
+        .to_vec();
     let tail = bytes.len() - 16;
     bytes[tail..tail + 8].copy_from_slice(&rng.next_u64().to_le_bytes());
     bytes[tail + 8..].copy_from_slice(&rng.next_u64().to_le_bytes());
     store.put_meta("actor", &bytes).unwrap();
 }
 
-fn trace_frame(digest: &mut DefaultHasher, what: &str, i: usize, dir: Dir, frame: &SyncFrame) {
-    (what, i, dir).hash(digest);
-    match &frame.frame {
-        Some(Frame::Doc(d)) => ("doc", &d.record_id, &d.message, &d.heads).hash(digest),
-        Some(Frame::Progress(p)) => ("progress", p.pending_records).hash(digest),
-        Some(Frame::Rejected(r)) => ("rejected", &r.record_id, &r.rule).hash(digest),
-        Some(Frame::Hello(_)) => "hello".hash(digest),
-        None => "empty".hash(digest),
+impl Sim {
+    fn trace_frame(&mut self, what: &str, i: usize, dir: Dir, frame: &SyncFrame) {
+        match &frame.frame {
+            Some(Frame::Doc(d)) => {
+                d.message.hash(&mut self.digest);
+                let bytes = d.message.len();
+                self.trace((what, i, dir, "doc", &d.record_id, bytes, d.heads.len()));
+            }
+            Some(Frame::Progress(p)) => self.trace((what, i, dir, "progress", p.pending_records)),
+            Some(Frame::Rejected(r)) => {
+                self.trace((what, i, dir, "rejected", &r.record_id, &r.rule, &r.reason))
+            }
+            Some(Frame::Hello(_)) => self.trace((what, i, dir, "hello")),
+            None => self.trace((what, i, dir, "empty")),
+        }
     }
 }
