@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use linkage_node::config::{ConfigError, TlsArgs, TlsFile, read_toml, require_loopback};
-use linkage_node::tls::TlsFiles;
 use linkage_node::org::Directory;
+use linkage_node::tls::TlsFiles;
 use serde::Deserialize;
 
 /// `linkage-hub`: the district hub.

@@ -13,5 +13,5 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod sync;
-pub mod workflow;
 pub mod tls;
+pub mod workflow;

@@ -30,7 +30,14 @@ pub async fn run(
         write_addr_file(path, addr)?;
     }
     info!(org = %config.org, %addr, data_dir = %config.data_dir.display(), hub = ?config.hub, "node listening");
-    serve_with_tls(listener, office, config.hub.clone(), config.tls.clone(), shutdown).await
+    serve_with_tls(
+        listener,
+        office,
+        config.hub.clone(),
+        config.tls.clone(),
+        shutdown,
+    )
+    .await
 }
 
 /// Set to `1` only by the fault harness's negative control: the node opens its store without

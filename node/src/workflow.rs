@@ -341,6 +341,25 @@ pub fn validate_event(
     record: &Record,
     event: &WorkflowEvent,
 ) -> Result<(), RuleViolation> {
+    check_event(dir, acting_org, record, event, Closing::Final)
+}
+
+/// Whether acting on a closed record is refused (at the node, where the office sees the
+/// record closed) or admitted as concurrent (at the hub, where it may have been made before
+/// the closing was seen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    Final,
+    Concurrent,
+}
+
+fn check_event(
+    dir: &Directory,
+    acting_org: &str,
+    record: &Record,
+    event: &WorkflowEvent,
+    closing: Closing,
+) -> Result<(), RuleViolation> {
     if event.org != acting_org {
         return refuse(
             RULE_PARTY,
@@ -362,7 +381,7 @@ pub fn validate_event(
             }
         }
     }
-    if record.has(Action::Closed) && event.action != Action::Updated {
+    if closing == Closing::Final && record.has(Action::Closed) && event.action != Action::Updated {
         return refuse("workflow", format!("record {} is closed", record.id()));
     }
 
@@ -653,7 +672,9 @@ pub fn admit_change(
     after: &Record,
 ) -> Result<(), RuleViolation> {
     let Some(before) = before else {
-        let first = after.events.iter().min_by_key(|e| (e.at_ms, e.id.clone()));
+        // The opening event is the one inserted with the record, first in list order; a
+        // stated time may tie or run backwards (found by simulation seed 1).
+        let first = after.events.first();
         let opening = Record {
             events: first.into_iter().cloned().collect(),
             ..after.clone()
@@ -719,18 +740,21 @@ fn admit_events(
             }
         }
     }
-    let mut new: Vec<&WorkflowEvent> = after
+    // New events are checked in the order they were appended (list order), not by stated
+    // time: two acts in one millisecond must not swap (simulation seed 1).
+    let new = after
         .events
         .iter()
-        .filter(|e| !before.events.iter().any(|o| o.id == e.id))
-        .collect();
-    new.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.id.cmp(&b.id)));
+        .filter(|e| !before.events.iter().any(|o| o.id == e.id));
     let mut state = Record {
         events: before.events.clone(),
         ..after.clone()
     };
     for event in new {
-        validate_event(dir, org, &state, event)?;
+        // An act made while its author had not yet seen the record closed was valid where it
+        // was made; refusing it would drop an office's work and stop the record converging.
+        // It is admitted and, if it contradicts, surfaces as a conflict (simulation seed 133).
+        check_event(dir, org, &state, event, Closing::Concurrent)?;
         state.events.push(event.clone());
     }
     Ok(())

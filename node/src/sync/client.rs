@@ -10,9 +10,9 @@ use linkage_proto::v1::sync_client::SyncClient;
 use linkage_proto::v1::{Hello, SyncFrame, sync_frame::Frame};
 use rand::Rng;
 use tokio::sync::mpsc;
-use tonic::transport::ClientTlsConfig;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::ClientTlsConfig;
 use tracing::{info, instrument, warn};
 
 use super::session::{self, FiguresHandle, SessionContext, TrustHub};

@@ -193,7 +193,9 @@ pub async fn run_inline(
     inbound: impl Stream<Item = Result<SyncFrame, tonic::Status>> + Unpin,
     outbound: mpsc::Sender<SyncFrame>,
 ) -> Result<(), SyncError> {
-    INLINE_STORE_CALLS.scope((), run(ctx, inbound, outbound)).await
+    INLINE_STORE_CALLS
+        .scope((), run(ctx, inbound, outbound))
+        .await
 }
 
 async fn blocking<R: Send + 'static>(
@@ -666,7 +668,9 @@ fn apply_message(
         // carrying changes needs the trial copy the gate inspects.
         if message.changes.is_empty() {
             if let Err(e) = doc.receive_sync_message(&mut trial_state, message) {
-                return Ok(Received::Failed(format!("sync message does not apply: {e}")));
+                return Ok(Received::Failed(format!(
+                    "sync message does not apply: {e}"
+                )));
             }
             return Ok(answer(doc, trial_state));
         }
@@ -704,7 +708,12 @@ fn answer(doc: &Automerge, mut state: State) -> Received {
     let heads = doc.get_heads();
     let confirmed = covers(state.their_heads.as_deref(), &heads);
     let heads = heads.iter().map(|h| h.as_ref().to_vec()).collect();
-    Received::Applied { state: Box::new(state), reply, confirmed, heads }
+    Received::Applied {
+        state: Box::new(state),
+        reply,
+        confirmed,
+        heads,
+    }
 }
 
 /// Whether the peer's heads include every one of ours, i.e. the peer holds all we have.
