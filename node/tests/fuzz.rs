@@ -207,7 +207,8 @@ fn structured_sync_message(chunks: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8
     ];
     let change = prop_oneof![
         prop::sample::select(chunks.clone()),
-        prop::strategy::Union::new(chunks.into_iter().map(mutated)),
+        prop::strategy::Union::new(chunks.clone().into_iter().map(mutated)),
+        resealed_mutations(chunks),
     ];
     (
         prop::sample::select(vec![0x42u8, 0x43]),
@@ -236,6 +237,42 @@ fn structured_sync_message(chunks: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8
             }
             bytes
         })
+}
+
+/// A chunk in Automerge's framing with the checksum Automerge checks: the first four bytes of
+/// SHA-256 over the chunk type, the data's LEB128 length and the data.
+fn sealed_chunk(kind: u8, data: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut header = vec![kind];
+    header.extend(uleb(data.len() as u64));
+    let hash = sha2::Sha256::new()
+        .chain_update(&header)
+        .chain_update(data)
+        .finalize();
+    let mut bytes = vec![0x85, 0x6f, 0x4a, 0x83];
+    bytes.extend(&hash[..4]);
+    bytes.extend(header);
+    bytes.extend(data);
+    bytes
+}
+
+/// Splits a single chunk into its type and data (the inputs here are Automerge's own output).
+fn chunk_parts(chunk: &[u8]) -> (u8, Vec<u8>) {
+    let kind = chunk[8];
+    let mut i = 9;
+    while chunk[i] & 0x80 != 0 {
+        i += 1;
+    }
+    (kind, chunk[i + 1..].to_vec())
+}
+
+/// Real chunks whose data is mutated and then sealed with a valid checksum, so the input gets
+/// past Automerge's checksum check into its column decoders and document reconstruction.
+fn resealed_mutations(chunks: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+    prop::strategy::Union::new(chunks.into_iter().map(|chunk| {
+        let (kind, data) = chunk_parts(&chunk);
+        mutated(data).prop_map(move |data| sealed_chunk(kind, &data))
+    }))
 }
 
 /// Change chunks of a real record, to build messages from.
@@ -482,7 +519,10 @@ fn stored_documents_of_random_and_mutated_bytes_load_as_corrupt_not_a_panic() {
     fuzz(
         "node: stored documents loaded by the replica",
         500,
-        bytes_or_mutation(vec![doc_bytes, change_bytes]),
+        prop_oneof![
+            bytes_or_mutation(vec![doc_bytes.clone(), change_bytes.clone()]),
+            resealed_mutations(vec![doc_bytes, change_bytes]),
+        ],
         |bytes| {
             let replica = replica(HAIBIN);
             replica.store().append("CA-fuzz", &bytes, b"{}").unwrap();
@@ -979,4 +1019,51 @@ fn a_panic_inside_a_change_leaves_the_record_as_stored() {
                 .map_err(|_| ReplicaError::NotFound("put".into()))
         })
         .unwrap();
+}
+
+/// A well-formed change (valid checksum) from a fresh actor whose sequence number is 3, not 1.
+/// Automerge 0.12 panics applying it (`op_set2/change/batch.rs:1121`, an `unwrap` on the actor
+/// lookup). Found by `stored_documents_...` once mutated chunks were resealed.
+fn change_with_a_sequence_gap() -> Vec<u8> {
+    let actor = b"130304100\0fixed-actor-id".to_vec();
+    let mut doc = AutoCommit::new().with_actor(automerge::ActorId::from(actor.clone()));
+    doc.put(ROOT, "title", "a case").unwrap();
+    doc.commit_with(automerge::transaction::CommitOptions::default().with_time(1_000));
+    let (kind, mut data) = chunk_parts(doc.document().get_changes(&[])[0].raw_bytes());
+    // No dependencies (one byte), the actor's length (one byte) and bytes, then the sequence
+    // number.
+    let seq_at = 2 + actor.len();
+    assert_eq!(data[seq_at], 1);
+    data[seq_at] = 3;
+    sealed_chunk(kind, &data)
+}
+
+#[test]
+fn change_whose_sequence_number_skips_ahead_is_refused_not_a_panic() {
+    let bytes = message_with_changes(vec![change_with_a_sequence_gap()]).encode();
+    let mut live = LiveSession::start();
+    let before = stored(&live.replica);
+    match live.send("CA-sequence-gap".into(), bytes) {
+        Answer::Refused(r) => assert!(r.reason.contains("Automerge"), "{r:?}"),
+        Answer::Applied => panic!("a change with a sequence gap was applied"),
+    }
+    assert_eq!(stored(&live.replica), before);
+    assert!(live.alive());
+    still_syncs(&live);
+}
+
+#[test]
+fn stored_change_whose_sequence_number_skips_ahead_loads_as_corrupt() {
+    let replica = replica(HAIBIN);
+    replica
+        .store()
+        .append("CA-sequence-gap", &change_with_a_sequence_gap(), b"{}")
+        .unwrap();
+    match replica.record("CA-sequence-gap") {
+        Err(ReplicaError::Corrupt { id, detail }) => {
+            assert_eq!(id, "CA-sequence-gap");
+            assert!(detail.contains("Automerge"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
