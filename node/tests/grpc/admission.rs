@@ -75,13 +75,24 @@ async fn t5_admission_lets_the_receivers_acknowledgement_and_acceptance_through(
 }
 
 #[tokio::test]
-async fn t5_admission_checks_new_events_in_time_order() {
+async fn t5_admission_checks_new_events_in_the_order_they_were_appended() {
     let dir = Directory::beidaihe();
     let before = sent_transfer().await;
-    let accepted_first = with_event(
+    // Receipt recorded first, acceptance after it with an earlier stated time: the order of
+    // the acts is the order they were appended, so this is a valid receipt then acceptance.
+    let received_then_accepted = with_event(
         &with_event(&before, Action::Received, "2026-10-08 09:31", MARKET),
         Action::Accepted,
         "2026-10-08 09:30",
+        MARKET,
+    );
+    admit_change(&dir, MARKET, Some(&before), &received_then_accepted)
+        .expect("acts are checked in the order they were recorded");
+    // Acceptance appended before any receipt is refused, whatever times it states.
+    let accepted_first = with_event(
+        &with_event(&before, Action::Accepted, "2026-10-08 09:30", MARKET),
+        Action::Received,
+        "2026-10-08 09:29",
         MARKET,
     );
     let message = refused(
