@@ -14,8 +14,8 @@ use linkage_proto::v1::district_client::DistrictClient;
 use linkage_proto::v1::records_client::RecordsClient;
 use tonic::transport::Channel;
 
-pub mod faults;
 pub mod bench;
+pub mod faults;
 pub mod proxy;
 pub mod scenario;
 pub mod sim;

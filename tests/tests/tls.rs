@@ -12,16 +12,30 @@ use serde_json::json;
 use tonic::transport::{Channel, ClientTlsConfig};
 
 fn linkage(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(bin("linkage").unwrap()).args(args).output().unwrap()
+    std::process::Command::new(bin("linkage").unwrap())
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn issue(ca: &Path, org: &str) {
     let out = linkage(&["ca", "issue", "--dir", ca.to_str().unwrap(), "--org", org]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Starts `program` with TLS files of `cert_org` and waits for its address file.
-fn start(program: &str, name: &str, dir: &Path, ca: &Path, cert_org: &str, extra: &[String]) -> (Spawned, String) {
+fn start(
+    program: &str,
+    name: &str,
+    dir: &Path,
+    ca: &Path,
+    cert_org: &str,
+    extra: &[String],
+) -> (Spawned, String) {
     let addr_file = dir.join(format!("{name}.addr"));
     let mut args: Vec<String> = vec![
         "--data-dir".into(),
@@ -38,7 +52,13 @@ fn start(program: &str, name: &str, dir: &Path, ca: &Path, cert_org: &str, extra
         ca.join(format!("{cert_org}.key")).display().to_string(),
     ];
     args.extend_from_slice(extra);
-    let mut proc = Spawned::start(name, &bin(program).unwrap(), &args, &dir.join(format!("{name}.log"))).unwrap();
+    let mut proc = Spawned::start(
+        name,
+        &bin(program).unwrap(),
+        &args,
+        &dir.join(format!("{name}.log")),
+    )
+    .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(addr) = std::fs::read_to_string(&addr_file)
@@ -47,7 +67,10 @@ fn start(program: &str, name: &str, dir: &Path, ca: &Path, cert_org: &str, extra
             return (proc, addr.trim().to_owned());
         }
         assert!(proc.is_running(), "{name} exited:\n{}", proc.log_tail(20));
-        assert!(std::time::Instant::now() < deadline, "{name} did not listen");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} did not listen"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -55,29 +78,70 @@ fn start(program: &str, name: &str, dir: &Path, ca: &Path, cert_org: &str, extra
 async fn tls_client(ca: &Path, org: &str, addr: &str) -> anyhow::Result<RecordsClient<Channel>> {
     let pem = |name: String| std::fs::read_to_string(ca.join(name)).unwrap();
     let config = ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(pem("ca.pem".into())))
-        .identity(tonic::transport::Identity::from_pem(pem(format!("{org}.pem")), pem(format!("{org}.key"))));
-    let channel = Channel::from_shared(format!("https://{addr}"))?.tls_config(config)?.connect().await?;
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            pem("ca.pem".into()),
+        ))
+        .identity(tonic::transport::Identity::from_pem(
+            pem(format!("{org}.pem")),
+            pem(format!("{org}.key")),
+        ));
+    let channel = Channel::from_shared(format!("https://{addr}"))?
+        .tls_config(config)?
+        .connect()
+        .await?;
     Ok(RecordsClient::new(channel))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_sync_over_mutual_tls_and_the_hub_trusts_certificates_not_hellos() -> anyhow::Result<()> {
+async fn nodes_sync_over_mutual_tls_and_the_hub_trusts_certificates_not_hellos()
+-> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let ca = dir.path().join("ca");
     let out = linkage(&["ca", "init", "--dir", ca.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for org in ["district-hub", "130304100", "bdh-scjg"] {
         issue(&ca, org);
     }
 
     let (_hub, hub_addr) = start("linkage-hub", "hub", dir.path(), &ca, "district-hub", &[]);
     let hub_url = format!("https://{hub_addr}");
-    let node = |org: &str| vec!["--org".to_owned(), org.to_owned(), "--hub".to_owned(), hub_url.clone()];
-    let (_haibin, haibin_addr) = start("linkage-node", "haibin", dir.path(), &ca, "130304100", &node("130304100"));
-    let (_market, market_addr) = start("linkage-node", "market", dir.path(), &ca, "bdh-scjg", &node("bdh-scjg"));
+    let node = |org: &str| {
+        vec![
+            "--org".to_owned(),
+            org.to_owned(),
+            "--hub".to_owned(),
+            hub_url.clone(),
+        ]
+    };
+    let (_haibin, haibin_addr) = start(
+        "linkage-node",
+        "haibin",
+        dir.path(),
+        &ca,
+        "130304100",
+        &node("130304100"),
+    );
+    let (_market, market_addr) = start(
+        "linkage-node",
+        "market",
+        dir.path(),
+        &ca,
+        "bdh-scjg",
+        &node("bdh-scjg"),
+    );
     // Haibin's certificate on a node that says it is the Market Supervision Bureau.
-    let (mut rogue, _) = start("linkage-node", "rogue", dir.path(), &ca, "130304100", &node("bdh-scjg"));
+    let (mut rogue, _) = start(
+        "linkage-node",
+        "rogue",
+        dir.path(),
+        &ca,
+        "130304100",
+        &node("bdh-scjg"),
+    );
 
     let mut haibin = tls_client(&ca, "130304100", &haibin_addr).await?;
     let body = json!({
@@ -85,32 +149,49 @@ async fn nodes_sync_over_mutual_tls_and_the_hub_trusts_certificates_not_hellos()
         "discovered_at_ms": 1_790_562_000_000_i64, "materials": [{"kind": "transfer_letter", "name": "letter"}],
     });
     let created = haibin
-        .create(pb::CreateRecordRequest { kind: "transfer".into(), parties: vec!["bdh-scjg".into()], body_json: body.to_string(), ..Default::default() })
+        .create(pb::CreateRecordRequest {
+            kind: "transfer".into(),
+            parties: vec!["bdh-scjg".into()],
+            body_json: body.to_string(),
+            ..Default::default()
+        })
         .await?
         .into_inner();
     let id = created.envelope.unwrap().id;
 
     let mut market = tls_client(&ca, "bdh-scjg", &market_addr).await?;
-    eventually("the transfer to reach the Market Supervision Bureau over TLS", Duration::from_secs(30), || {
-        let mut market = market.clone();
-        let id = id.clone();
-        async move { Ok(market.get(pb::GetRecordRequest { id }).await.ok()) }
-    })
+    eventually(
+        "the transfer to reach the Market Supervision Bureau over TLS",
+        Duration::from_secs(30),
+        || {
+            let mut market = market.clone();
+            let id = id.clone();
+            async move { Ok(market.get(pb::GetRecordRequest { id }).await.ok()) }
+        },
+    )
     .await?;
     let _ = &mut market;
 
     // The rogue node is refused at hello, naming the certificate's organisation.
-    eventually("the hub to refuse the rogue node", Duration::from_secs(30), || {
-        let log = rogue.log_tail(50);
-        async move { Ok(log.contains("issued to 130304100").then_some(())) }
-    })
+    eventually(
+        "the hub to refuse the rogue node",
+        Duration::from_secs(30),
+        || {
+            let log = rogue.log_tail(50);
+            async move { Ok(log.contains("issued to 130304100").then_some(())) }
+        },
+    )
     .await?;
     assert!(rogue.is_running());
 
     // Without a client certificate the node answers nothing.
-    let plain = Channel::from_shared(format!("http://{haibin_addr}"))?.connect().await;
+    let plain = Channel::from_shared(format!("http://{haibin_addr}"))?
+        .connect()
+        .await;
     if let Ok(channel) = plain {
-        let refused = RecordsClient::new(channel).list(pb::ListRecordsRequest::default()).await;
+        let refused = RecordsClient::new(channel)
+            .list(pb::ListRecordsRequest::default())
+            .await;
         assert!(refused.is_err(), "a client without TLS was served");
     }
 
@@ -119,8 +200,23 @@ async fn nodes_sync_over_mutual_tls_and_the_hub_trusts_certificates_not_hellos()
     let cert = ca.join("bdh-scjg.pem").display().to_string();
     let key = ca.join("bdh-scjg.key").display().to_string();
     let url = format!("https://{market_addr}");
-    let out = linkage(&["--node", &url, "--tls-ca", &ca_arg, "--tls-cert", &cert, "--tls-key", &key, "--json", "info"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = linkage(&[
+        "--node",
+        &url,
+        "--tls-ca",
+        &ca_arg,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--json",
+        "info",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let info: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(info["org"], "bdh-scjg");
     Ok(())
