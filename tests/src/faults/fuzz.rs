@@ -167,7 +167,7 @@ pub fn render(run: &FuzzRun) -> String {
         out,
         "held                               {}",
         if run.held() {
-            "no panic, every refusal came with its error, nothing stored changed on a refusal, other sessions kept syncing"
+            "no panic reached a caller, every refusal came with its error, nothing stored changed on a refusal, other sessions kept syncing"
         } else {
             "NO (see above)"
         }
