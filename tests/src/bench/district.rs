@@ -392,6 +392,15 @@ async fn raw_change_bytes(
             wire / raw.max(1.0),
             Unit::Ratio,
         ));
+        // Each record must cross the wire N times at least: up to the hub once, down to each
+        // of the other N - 1 offices.
+        let crossings = district.offices.len() as f64;
+        out.push(Figure::new(
+            DISTRICT,
+            format!("wire bytes / (raw change bytes × {crossings:.0} crossings)"),
+            wire / (raw * crossings).max(1.0),
+            Unit::Ratio,
+        ));
     }
     Ok(out)
 }

@@ -151,9 +151,25 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The peers' folder as the workspace lays it out: `../shared/bench` beside the repository.
+    /// The peers' folder, `shared/bench` beside the repository: found from the working folder
+    /// or the executable's, so a binary built in another clone still finds it.
     pub fn default_peers_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench")
+        let compiled_in = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let starts = [
+            std::env::current_dir().ok(),
+            std::env::current_exe().ok(),
+            Some(compiled_in.clone()),
+        ];
+        starts
+            .into_iter()
+            .flatten()
+            .find_map(|start| {
+                start
+                    .ancestors()
+                    .map(|a| a.join("shared").join("bench"))
+                    .find(|dir| dir.join("samod").is_dir())
+            })
+            .unwrap_or_else(|| compiled_in.join("../../shared/bench"))
     }
 }
 

@@ -159,14 +159,22 @@ impl Report {
             .min_by(|a, b| a.0.total_cmp(&b.0))
     }
 
-    /// What the peer column says when no peer has a value: why not.
+    /// What the peer column says when no peer has a value: why not, in a word per peer (the
+    /// lines under the table say more).
     fn peer_absence(&self) -> String {
         if self.peers.is_empty() {
             return "not run".into();
         }
         self.peers
             .iter()
-            .map(|run| format!("{}: {}", run.peer.name(), run.outcome.short()))
+            .map(|run| {
+                let word = match run.outcome {
+                    PeerOutcome::Finished(_) => "not measured",
+                    PeerOutcome::Partial { .. } => "did not finish",
+                    PeerOutcome::Failed(_) => "failed",
+                };
+                format!("{}: {word}", run.peer.name())
+            })
             .collect::<Vec<_>>()
             .join("; ")
     }
