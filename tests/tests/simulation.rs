@@ -69,8 +69,18 @@ fn regression_seed_1() {
 fn regression_seed_133() {
     let cfg = Config {
         contested_events: true,
-        ..Config::default()
+        ..Config::calm()
     };
     let outcome = sim::run_seed(133, &cfg);
     assert!(outcome.violations.is_empty(), "{}", outcome.report());
+}
+
+/// Seed 285: the laptop's last exchange on a record ends with an ack (heads, no sync message).
+/// The hub confirmed its offer but persisted a sync state whose shared heads were stale, so
+/// its convergence tracker called the laptop "1 heads mismatched" forever although every copy
+/// was identical. Fixed in `session::on_ack`, which now records the acked heads as shared.
+#[test]
+fn regression_seed_285() {
+    let outcome = sim::run_seed(285, &Config::calm());
+    assert!(!outcome.failed(), "{}", outcome.report());
 }

@@ -483,7 +483,13 @@ impl Session {
             Ok(r.read(&doc, Automerge::get_heads)?)
         })
         .await?;
-        if ours.is_some_and(|ours| covers(Some(&theirs), &ours)) {
+        if let Some(ours) = ours.filter(|ours| covers(Some(&theirs), ours)) {
+            // An ack carries no sync message, so Automerge never moved the shared heads; the
+            // peer holds all of ours, and the persisted state must say so (the hub's tracker
+            // compares it with the record's heads). Found by the simulation, seed 285.
+            if let Some(state) = self.states.get_mut(&id) {
+                state.shared_heads = ours;
+            }
             self.confirm(&id).await?;
         }
         Ok(())

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use automerge::ReadDoc;
-use linkage_node::replica::Summary;
+use linkage_node::replica::{Replica, Summary};
 use linkage_node::store::Store;
 
 use super::world::Sim;
@@ -138,13 +138,14 @@ impl Sim {
             let report = registry.report().unwrap();
             for node in report.nodes.iter().filter(|n| !n.converged) {
                 found.push(format!(
-                    "the hub's tracker calls {} ({}) not converged: connected {}, {} to send, {} to receive, {} heads mismatched",
+                    "the hub's tracker calls {} ({}) not converged: connected {}, {} to send, {} to receive, {} heads mismatched{}",
                     node.node_id,
                     node.org,
                     node.connected,
                     node.pending_to_node,
                     node.pending_from_node,
-                    node.heads_mismatch
+                    node.heads_mismatch,
+                    shared_heads_mismatches(&hub, &summaries, &node.node_id, &node.org)
                 ));
             }
         }
@@ -203,6 +204,35 @@ impl Sim {
         let node = self.nodes.iter().find(|n| n.name == name).expect("a node");
         node.store.as_ref()
     }
+}
+
+/// The records whose sync state, as the hub persisted it for `node_id`, names other shared
+/// heads than the record's: what the tracker counts as "heads mismatched".
+fn shared_heads_mismatches(
+    hub: &Replica,
+    summaries: &BTreeMap<String, Summary>,
+    node_id: &str,
+    org: &str,
+) -> String {
+    let mut text = String::new();
+    for (id, _) in summaries.iter().filter(|(_, s)| s.is_party(org)) {
+        let shared = hub
+            .store()
+            .peer_state(node_id, id)
+            .unwrap()
+            .and_then(|bytes| automerge::sync::State::decode(&bytes).ok())
+            .map(|state| sorted(state.shared_heads))
+            .unwrap_or_default();
+        let heads = sorted(hub.read(id, |d| d.get_heads()).unwrap().unwrap_or_default());
+        if shared != heads {
+            text.push_str(&format!(
+                "; {id}: shared {} but heads {}",
+                short(&shared),
+                short(&heads)
+            ));
+        }
+    }
+    text
 }
 
 fn sorted(mut heads: Vec<automerge::ChangeHash>) -> Vec<automerge::ChangeHash> {

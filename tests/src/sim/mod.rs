@@ -47,25 +47,20 @@
 //! LINKAGE_SIM_SEED=1234 cargo test -p linkage-tests --test simulation    # one seed
 //! ```
 //! `LINKAGE_SIM_THREADS` sets how many seeds run at once (default: the machine's cores);
-//! `LINKAGE_SIM_VERBOSE=1` prints every act of a run; `LINKAGE_SIM_WORKLOAD=everything` adds
-//! the workloads that trip the known bugs below (see [`Config::from_env`]).
+//! `LINKAGE_SIM_VERBOSE=1` prints every act of a run; `LINKAGE_SIM_WORKLOAD=calm` leaves out
+//! same-millisecond acts and contested events (see [`Config::from_env`]).
 //!
-//! # Known bugs the simulation found
+//! # Bugs the simulation found
 //!
-//! The hub's admission (`workflow::admit_change`) checks a record's new events in stated-time
-//! order, `(at_ms, id)`, not in the order the office appended them. Two acts on one record in
-//! the same millisecond (or an act stated earlier than the record's opening) are then checked
-//! in the wrong order, and the hub refuses valid writes for good: the record, or every later
-//! change to it, never leaves the node that made it. `Config::same_ms_writes` is off by
-//! default for that reason, and `regression_seed_1` pins the refusal.
-//!
-//! The same admission refuses an event that was valid where it was made but contradicts one the
-//! hub already holds: two parties closing a notice while apart, or one device extending an
-//! item's sharing while the other shares it. The refused change stays in the node's replica,
-//! so all its later changes to that record are refused with it, and the record's copies never
-//! converge (nor does the district go quiet: the hub re-offers the record every 20 s, since the
-//! node's heads never equal its own). `Config::contested_events` is off by default for that
-//! reason, and `regression_seed_133` pins it. Both are the hub's rules, not the sync session's.
+//! - A session confirmed an offer on the peer's ack (heads, no sync message) without recording
+//!   those heads as shared, so the hub's convergence tracker reported a node's record as
+//!   mismatched forever although every copy was identical. Fixed in `session::on_ack`
+//!   (`regression_seed_285`).
+//! - The hub's admission checked a record's new events in stated-time order, so two acts on
+//!   one record within a millisecond were checked in the wrong order and valid records were
+//!   refused for good (`regression_seed_1`); and it refused an act made concurrently with a
+//!   closing, taking every later change of that office to the record with it
+//!   (`regression_seed_133`). Both fixed in `workflow::admit_change`.
 
 pub mod check;
 mod rng;
@@ -83,12 +78,11 @@ pub struct Config {
     pub steps: usize,
     /// The longest a frame spends on the wire.
     pub max_latency_ms: i64,
-    /// Let an office act twice on one record within one millisecond. Off by default: the hub
-    /// then refuses valid records (`regression_seed_1`).
+    /// Let an office act twice on one record within one millisecond (`regression_seed_1`).
     pub same_ms_writes: bool,
     /// Include the events whose validity depends on what else happened (closing, extending
-    /// sharing), so that offices acting concurrently contradict each other. Off by default:
-    /// the hub then refuses the later one for good (`regression_seed_3`).
+    /// sharing), so that offices acting concurrently contradict each other
+    /// (`regression_seed_133`).
     pub contested_events: bool,
 }
 
@@ -97,41 +91,36 @@ impl Default for Config {
         Config {
             steps: 400,
             max_latency_ms: 300,
-            same_ms_writes: false,
-            contested_events: false,
+            same_ms_writes: true,
+            contested_events: true,
         }
     }
 }
 
 impl Config {
-    /// The default, or what `LINKAGE_SIM_WORKLOAD` names: `contested`, `same-ms`, or
-    /// `everything` (both), to look for more seeds that trip the known bugs.
-    pub fn from_env() -> Self {
-        let workload = std::env::var("LINKAGE_SIM_WORKLOAD").unwrap_or_default();
-        let everything = Config::everything();
-        match workload.trim() {
-            "" | "default" => Config::default(),
-            "contested" => Config {
-                contested_events: true,
-                ..Config::default()
-            },
-            "same-ms" => Config {
-                same_ms_writes: true,
-                ..Config::default()
-            },
-            "everything" => everything,
-            other => panic!(
-                "LINKAGE_SIM_WORKLOAD is default, contested, same-ms or everything, not {other:?}"
-            ),
+    /// Every workload the simulation knows: the default.
+    pub fn everything() -> Self {
+        Config::default()
+    }
+
+    /// Neither same-millisecond acts nor contested events: the workload seed 285 was found
+    /// with.
+    pub fn calm() -> Self {
+        Config {
+            same_ms_writes: false,
+            contested_events: false,
+            ..Config::default()
         }
     }
 
-    /// Every workload the simulation knows, including the two that trip known bugs.
-    pub fn everything() -> Self {
-        Config {
-            same_ms_writes: true,
-            contested_events: true,
-            ..Config::default()
+    /// The default, or what `LINKAGE_SIM_WORKLOAD` names: `everything` (the default) or
+    /// `calm`.
+    pub fn from_env() -> Self {
+        let workload = std::env::var("LINKAGE_SIM_WORKLOAD").unwrap_or_default();
+        match workload.trim() {
+            "" | "default" | "everything" => Config::default(),
+            "calm" => Config::calm(),
+            other => panic!("LINKAGE_SIM_WORKLOAD is everything or calm, not {other:?}"),
         }
     }
 }
