@@ -84,3 +84,25 @@ fn regression_seed_285() {
     let outcome = sim::run_seed(285, &Config::calm());
     assert!(!outcome.failed(), "{}", outcome.report());
 }
+
+/// Seed 783: Niutouya's two devices, apart, one sharing an information item and the other
+/// extending its sharing (S-2).
+///
+/// FIXME: both acts were valid where they were made, but the hub checks the extension against
+/// its copy, where the item is already shared, and refuses it ("sharing can only be extended
+/// before the item is shared"). The refused change stays on the device, every later change it
+/// makes to the item is refused with it, and the copies never converge. The admission fix for
+/// acts concurrent with a closing (seed 133) does not cover this contradiction; admitting it
+/// and surfacing it as a contradiction would, and this test should then expect no violation.
+#[test]
+fn regression_seed_783() {
+    let outcome = sim::run_seed(783, &Config::default());
+    assert!(
+        outcome.violations.iter().any(|v| {
+            v.starts_with("the hub refused niutouya-pc's changes to SI-e4093115462e6bfd")
+                && v.contains("sharing can only be extended before the item is shared")
+        }),
+        "{}",
+        outcome.report()
+    );
+}
