@@ -692,8 +692,10 @@ fn apply_message(
             if let Err(violation) = gate.admit(id, before, &trial, &added) {
                 return Ok(Received::Refused(violation));
             }
-            doc.apply_changes(added)
-                .map_err(|e| crate::record::doc::DocError::Load(e.to_string()))?;
+            // The admitted trial copy already holds the changes: keep it (with this replica's
+            // actor) instead of applying them a second time.
+            let actor = doc.get_actor().clone();
+            *doc = trial.with_actor(actor);
         }
         Ok(answer(doc, trial_state))
     });
