@@ -341,16 +341,22 @@ pub fn validate_event(
     record: &Record,
     event: &WorkflowEvent,
 ) -> Result<(), RuleViolation> {
-    check_event(dir, acting_org, record, event, Closing::Final)
+    check_event(dir, acting_org, record, event, Vantage::Office)
 }
 
-/// Whether acting on a closed record is refused (at the node, where the office sees the
-/// record closed) or admitted as concurrent (at the hub, where it may have been made before
-/// the closing was seen).
+/// Where an act is checked, which decides whether checks that depend on the order of acts
+/// apply.
+///
+/// At the office the act is checked against the record as its author sees it, so "the record
+/// is closed" and "the item is already shared" are facts and the act is refused. At the hub an
+/// act may have been made on a device that had not yet seen a closing or a sharing by another
+/// device; it was valid where it was made, and refusing it would drop an office's work and keep
+/// the record from converging (simulation seeds 133 and 783). Such acts are admitted; a
+/// contradiction surfaces as a conflict, and the obligations count only acts made in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Closing {
-    Final,
-    Concurrent,
+enum Vantage {
+    Office,
+    Hub,
 }
 
 fn check_event(
@@ -358,7 +364,7 @@ fn check_event(
     acting_org: &str,
     record: &Record,
     event: &WorkflowEvent,
-    closing: Closing,
+    vantage: Vantage,
 ) -> Result<(), RuleViolation> {
     if event.org != acting_org {
         return refuse(
@@ -381,7 +387,7 @@ fn check_event(
             }
         }
     }
-    if closing == Closing::Final && record.has(Action::Closed) && event.action != Action::Updated {
+    if vantage == Vantage::Office && record.has(Action::Closed) && event.action != Action::Updated {
         return refuse("workflow", format!("record {} is closed", record.id()));
     }
 
@@ -462,7 +468,7 @@ fn check_event(
 
         (K::SharedInfo, A::Shared) if role == Role::Owner => Ok(()),
         (K::SharedInfo, A::Extended) if role == Role::Owner => {
-            if status != Status::Held {
+            if vantage == Vantage::Office && status != Status::Held {
                 return refuse(
                     "S-2",
                     "sharing can only be extended before the item is shared, and only once",
@@ -662,7 +668,7 @@ pub fn parties_brought_in(dir: &Directory, kind: RecordKind, action: Action) -> 
 /// (`None` if the record is new to it) and `after` the record with the change applied.
 ///
 /// The envelope's owner never changes and parties are only added; existing events are never
-/// rewritten; each new event must be one `org` may append (checked in time order, each against
+/// rewritten; each new event must be one `org` may append (checked in the order appended, each against
 /// the record as it stood before it); a new record must be one `org` may create; an edited
 /// body must still be one its owner could have created.
 pub fn admit_change(
@@ -751,10 +757,7 @@ fn admit_events(
         ..after.clone()
     };
     for event in new {
-        // An act made while its author had not yet seen the record closed was valid where it
-        // was made; refusing it would drop an office's work and stop the record converging.
-        // It is admitted and, if it contradicts, surfaces as a conflict (simulation seed 133).
-        check_event(dir, org, &state, event, Closing::Concurrent)?;
+        check_event(dir, org, &state, event, Vantage::Hub)?;
         state.events.push(event.clone());
     }
     Ok(())

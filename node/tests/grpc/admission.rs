@@ -184,3 +184,51 @@ async fn admission_refuses_rewritten_or_removed_events() {
         "workflow",
     );
 }
+
+/// Seed 783: one office's two devices, apart, one sharing an item and the other extending
+/// its sharing. The office refuses an extension after sharing (`s2_sharing_is_not_extended_once_shared`);
+/// the hub, which cannot tell the two apart, admits it but still checks what it states.
+#[tokio::test]
+async fn admission_takes_an_extension_made_concurrently_with_sharing() {
+    let dir = Directory::beidaihe();
+    let dongshan = TestNode::start(DONGSHAN).await;
+    let created = dongshan
+        .create(create(
+            "shared_info",
+            shared_info_body(3),
+            "2026-09-30 14:00",
+        ))
+        .await;
+    let formed = dongshan
+        .office
+        .replica()
+        .record(&created.envelope.unwrap().id)
+        .expect("the node holds what it created");
+    let shared = with_event(&formed, Action::Shared, "2026-09-30 15:00", DONGSHAN);
+
+    let mut extended = shared.clone();
+    extended.events.push(WorkflowEvent {
+        reason: Some("materials still being sealed".into()),
+        extension_wd: Some(2),
+        ..WorkflowEvent::new(Action::Extended, bj("2026-09-30 14:30"), DONGSHAN)
+    });
+    admit_change(&dir, DONGSHAN, Some(&shared), &extended)
+        .expect("an extension made before its device saw the sharing");
+
+    let mut unbounded = shared.clone();
+    unbounded.events.push(WorkflowEvent {
+        reason: Some("materials still being sealed".into()),
+        extension_wd: Some(40),
+        ..WorkflowEvent::new(Action::Extended, bj("2026-09-30 14:30"), DONGSHAN)
+    });
+    let message = refused(
+        admit_change(&dir, DONGSHAN, Some(&shared), &unbounded),
+        "S-2",
+    );
+    assert!(message.contains("at most 15"), "{message}");
+    let by_other = with_event(&shared, Action::Extended, "2026-09-30 14:30", MARKET);
+    refused(
+        admit_change(&dir, MARKET, Some(&shared), &by_other),
+        "party",
+    );
+}
