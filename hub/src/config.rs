@@ -1,10 +1,15 @@
-//! The hub's configuration: flags alone, or a TOML file with the same keys.
+//! The hub's configuration: flags alone, or a TOML file with the same keys. The `[periods]`
+//! table is the nodes' own ([`PeriodsFile`]): the hub answers the district's obligations and
+//! must turn periods into due times as the nodes do.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use linkage_node::config::{ConfigError, TlsArgs, TlsFile, read_toml, require_loopback};
+use linkage_node::calendar::PeriodPolicies;
+use linkage_node::config::{
+    ConfigError, PeriodsFile, TlsArgs, TlsFile, read_toml, require_loopback,
+};
 use linkage_node::org::Directory;
 use linkage_node::tls::TlsFiles;
 use serde::Deserialize;
@@ -17,7 +22,8 @@ use serde::Deserialize;
     about = "Linkage district hub: merges, redistributes, tracks convergence, serves feeds"
 )]
 pub struct HubArgs {
-    /// TOML file with any of the keys below (data_dir, listen, orgs_file).
+    /// TOML file with any of the keys below (data_dir, listen, orgs_file), and the district's
+    /// [periods] table, the same as every node's (see deploy/linkage-hub.toml).
     #[arg(long, env = "LINKAGE_HUB_CONFIG")]
     pub config: Option<PathBuf>,
     /// Folder of the hub's RocksDB store; created if missing.
@@ -49,6 +55,8 @@ struct HubFile {
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    #[serde(default)]
+    periods: PeriodsFile,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +68,8 @@ pub struct HubConfig {
     pub cache_docs: usize,
     /// Mutual TLS; with it the hub takes each node's organisation from its certificate.
     pub tls: Option<TlsFiles>,
+    /// How periods become due times in the district's obligations, from `[periods]`.
+    pub periods: PeriodPolicies,
 }
 
 impl HubConfig {
@@ -79,6 +89,7 @@ impl HubConfig {
             tls_key: file.tls_key,
         })?;
         require_loopback(listen, tls.as_ref())?;
+        let periods = file.periods.resolve(&directory)?;
         Ok(HubConfig {
             data_dir: args
                 .data_dir
@@ -89,6 +100,83 @@ impl HubConfig {
             addr_file: args.addr_file,
             cache_docs: args.cache_docs.or(file.cache_docs).unwrap_or(16_384),
             tls,
+            periods,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{NaiveTime, TimeDelta};
+    use linkage_node::calendar::PeriodPolicy;
+
+    use super::*;
+
+    fn hub_config(toml: &str) -> Result<HubConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(&path, format!("data_dir = \"/tmp/unused\"\n{toml}")).unwrap();
+        let args =
+            HubArgs::try_parse_from(["linkage-hub", "--config", path.to_str().unwrap()]).unwrap();
+        HubConfig::from_args(args)
+    }
+
+    #[test]
+    fn the_hub_reads_the_same_periods_table_as_a_node() {
+        let config = hub_config(
+            r#"
+[periods]
+at_once = "1h"
+[periods.organisations.130304100]
+end_of_day = "17:30"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.periods.for_org("bdh-scjg").at_once,
+            TimeDelta::hours(1)
+        );
+        assert_eq!(
+            config.periods.for_org("130304100"),
+            &PeriodPolicy {
+                at_once: TimeDelta::hours(1),
+                end_of_day: NaiveTime::from_hms_opt(17, 30, 0).unwrap(),
+            }
+        );
+        assert_eq!(hub_config("").unwrap().periods, PeriodPolicies::default());
+    }
+
+    #[test]
+    fn the_deploy_example_carries_the_same_periods_table_as_the_node_example() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(&path, include_str!("../../deploy/linkage-hub.toml")).unwrap();
+        let args =
+            HubArgs::try_parse_from(["linkage-hub", "--config", path.to_str().unwrap()]).unwrap();
+        let hub = HubConfig::from_args(args).unwrap();
+
+        let periods_of = |toml: &str| -> PeriodsFile {
+            toml::from_str::<toml::Table>(toml).unwrap()["periods"]
+                .clone()
+                .try_into()
+                .unwrap()
+        };
+        assert_eq!(
+            periods_of(include_str!("../../deploy/linkage-hub.toml")),
+            periods_of(include_str!("../../deploy/linkage-node.toml"))
+        );
+        assert_eq!(hub.periods, PeriodPolicies::default());
+    }
+
+    #[test]
+    fn the_hub_refuses_an_unknown_organisation_or_a_bad_value_in_periods() {
+        let unknown = hub_config("[periods.organisations.nobody]\nat_once = \"1h\"\n").unwrap_err();
+        assert!(unknown.to_string().contains("nobody"), "{unknown}");
+        let bad = hub_config("[periods]\nend_of_day = \"17h30\"\n").unwrap_err();
+        let message = bad.to_string();
+        assert!(
+            message.contains("periods.end_of_day") && message.contains("\"17h30\""),
+            "{message}"
+        );
     }
 }

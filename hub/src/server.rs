@@ -63,7 +63,8 @@ pub async fn run(
             .await
             .map_err(|_| HubError::ShuttingDown)??
     };
-    let office = Office::new(replica, Arc::new(config.directory.clone()));
+    let office = Office::new(replica, Arc::new(config.directory.clone()))
+        .with_period_policies(config.periods.clone());
 
     let listen_error = |source| HubError::Listen {
         addr: config.listen,

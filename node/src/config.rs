@@ -1,12 +1,17 @@
 //! The node's configuration: flags alone, or a TOML file with the same keys, with flags
 //! overriding the file and `LINKAGE_*` environment variables overriding neither-set keys.
+//! Also the pieces the hub's configuration shares: TLS keys, reading a TOML file, and the
+//! `[periods]` table that sets how periods become due times.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::calendar::{CalendarError, PeriodPolicies, PeriodPolicy, parse_delay, parse_end_of_day};
+use crate::org::Directory;
 use crate::tls::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +31,14 @@ pub enum ConfigError {
     NotLoopback { addr: SocketAddr },
     #[error("organisation {0:?} is not in the organisation directory")]
     UnknownOrg(String),
+    #[error("[periods.organisations.{0}]: organisation {0:?} is not in the organisation directory")]
+    UnknownPeriodsOrg(String),
+    #[error("{key}: {source}")]
+    BadPeriodSetting {
+        /// The setting's full TOML key, e.g. `periods.organisations.130304100.end_of_day`.
+        key: String,
+        source: CalendarError,
+    },
     #[error(transparent)]
     Directory(#[from] crate::org::DirectoryError),
     #[error(transparent)]
@@ -40,7 +53,8 @@ pub enum ConfigError {
     about = "Linkage office node: records as Automerge documents in RocksDB, served over gRPC"
 )]
 pub struct NodeArgs {
-    /// TOML file with any of the keys below (org, data_dir, listen, hub, orgs_file).
+    /// TOML file with any of the keys below (org, data_dir, listen, hub, orgs_file), and the
+    /// district's [periods] table (see deploy/linkage-node.toml).
     #[arg(long, env = "LINKAGE_CONFIG")]
     pub config: Option<PathBuf>,
     /// The organisation this node serves, e.g. 130304100 (Haibin Town).
@@ -101,6 +115,83 @@ pub struct TlsFile {
     pub tls_key: Option<PathBuf>,
 }
 
+/// The `[periods]` table of a node's or the hub's config file: the district's "at once" and
+/// end of day, and organisations whose own differ. A key left out keeps the district's value
+/// (for an organisation) or the mission's default (for the district: 2h, 24:00).
+///
+/// Every node computes every party's obligations, so all nodes and the hub of a district
+/// must carry the same table, or they show different due times for one duty.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodsFile {
+    /// "At once" (T-2, J-3, A-4), e.g. "2h", "90m", "1h30m".
+    pub at_once: Option<String>,
+    /// When a day ends in Beijing time, e.g. "24:00", "17:30".
+    pub end_of_day: Option<String>,
+    /// By organisation id.
+    #[serde(default)]
+    pub organisations: BTreeMap<String, OrgPeriodsFile>,
+}
+
+/// One organisation's entry under `[periods.organisations.ID]`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgPeriodsFile {
+    pub at_once: Option<String>,
+    pub end_of_day: Option<String>,
+}
+
+impl PeriodsFile {
+    /// Checks every value and organisation id against `directory`; an error names the key
+    /// and the value, or the unknown organisation.
+    pub fn resolve(&self, directory: &Directory) -> Result<PeriodPolicies, ConfigError> {
+        let district = policy_from(
+            "periods",
+            &PeriodPolicy::default(),
+            self.at_once.as_deref(),
+            self.end_of_day.as_deref(),
+        )?;
+        let mut organisations = BTreeMap::new();
+        for (org, entry) in &self.organisations {
+            if directory.org(org).is_none() {
+                return Err(ConfigError::UnknownPeriodsOrg(org.clone()));
+            }
+            let policy = policy_from(
+                &format!("periods.organisations.{org}"),
+                &district,
+                entry.at_once.as_deref(),
+                entry.end_of_day.as_deref(),
+            )?;
+            organisations.insert(org.clone(), policy);
+        }
+        Ok(PeriodPolicies {
+            district,
+            organisations,
+        })
+    }
+}
+
+/// `base` with the values given under `table` replaced.
+fn policy_from(
+    table: &str,
+    base: &PeriodPolicy,
+    at_once: Option<&str>,
+    end_of_day: Option<&str>,
+) -> Result<PeriodPolicy, ConfigError> {
+    let bad = |name: &str| {
+        let key = format!("{table}.{name}");
+        move |source| ConfigError::BadPeriodSetting { key, source }
+    };
+    let mut policy = *base;
+    if let Some(text) = at_once {
+        policy.at_once = parse_delay(text).map_err(bad("at_once"))?;
+    }
+    if let Some(text) = end_of_day {
+        policy.end_of_day = parse_end_of_day(text).map_err(bad("end_of_day"))?;
+    }
+    Ok(policy)
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NodeFile {
@@ -113,6 +204,8 @@ struct NodeFile {
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    #[serde(default)]
+    periods: PeriodsFile,
 }
 
 /// A node's settings, complete and checked.
@@ -122,12 +215,14 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub hub: Option<String>,
-    pub directory: crate::org::Directory,
+    pub directory: Directory,
     pub addr_file: Option<PathBuf>,
     pub cache_docs: usize,
     /// Mutual TLS for serving and for the hub link; `None` is the loopback-only development
     /// mode.
     pub tls: Option<TlsFiles>,
+    /// How periods become due times, from the `[periods]` table.
+    pub periods: PeriodPolicies,
 }
 
 pub fn read_toml<T: for<'de> Deserialize<'de> + Default>(
@@ -161,8 +256,8 @@ impl NodeConfig {
         let file: NodeFile = read_toml(args.config.as_deref())?;
         let orgs_file = args.orgs_file.or(file.orgs_file);
         let directory = match orgs_file {
-            Some(path) => crate::org::Directory::from_file(&path)?,
-            None => crate::org::Directory::beidaihe(),
+            Some(path) => Directory::from_file(&path)?,
+            None => Directory::beidaihe(),
         };
         let org = args.org.or(file.org).ok_or(ConfigError::Missing("org"))?;
         if directory.org(&org).is_none() {
@@ -178,6 +273,7 @@ impl NodeConfig {
             tls_key: file.tls_key,
         })?;
         require_loopback(listen, tls.as_ref())?;
+        let periods = file.periods.resolve(&directory)?;
         Ok(NodeConfig {
             org,
             data_dir: args
@@ -190,6 +286,166 @@ impl NodeConfig {
             addr_file: args.addr_file,
             cache_docs: args.cache_docs.or(file.cache_docs).unwrap_or(4096),
             tls,
+            periods,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{NaiveTime, TimeDelta};
+
+    use super::*;
+
+    /// `NodeConfig::from_args` over a config file holding `toml` (org and data_dir
+    /// included).
+    fn node_config(toml: &str) -> Result<NodeConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let text = format!("org = \"130304100\"\ndata_dir = \"/tmp/unused\"\n{toml}");
+        std::fs::write(&path, text).unwrap();
+        let args =
+            NodeArgs::try_parse_from(["linkage-node", "--config", path.to_str().unwrap()]).unwrap();
+        NodeConfig::from_args(args)
+    }
+
+    fn hm(hour: u32, minute: u32) -> NaiveTime {
+        NaiveTime::from_hms_opt(hour, minute, 0).unwrap()
+    }
+
+    #[test]
+    fn without_a_periods_table_every_organisation_has_the_missions_defaults() {
+        let config = node_config("").unwrap();
+        assert_eq!(config.periods, PeriodPolicies::default());
+        assert_eq!(
+            config.periods.for_org("bdh-scjg").at_once,
+            TimeDelta::hours(2)
+        );
+        assert_eq!(
+            config.periods.for_org("bdh-scjg").end_of_day,
+            PeriodPolicy::MIDNIGHT
+        );
+    }
+
+    #[test]
+    fn the_deploy_example_and_its_commented_override_parse() {
+        let example = include_str!("../../deploy/linkage-node.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let read = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            let args =
+                NodeArgs::try_parse_from(["linkage-node", "--config", path.to_str().unwrap()])
+                    .unwrap();
+            NodeConfig::from_args(args)
+        };
+        assert_eq!(read(example).unwrap().periods, PeriodPolicies::default());
+
+        let uncommented = example
+            .replace("# [periods.organisations.", "[periods.organisations.")
+            .replace("# end_of_day = \"17:30\"", "end_of_day = \"17:30\"");
+        let periods = read(&uncommented).unwrap().periods;
+        assert_eq!(periods.for_org("130304100").end_of_day, hm(17, 30));
+        assert_eq!(periods.for_org("bdh-scjg"), &PeriodPolicy::default());
+    }
+
+    #[test]
+    fn periods_table_sets_the_district_and_an_organisation_that_inherits_the_rest() {
+        let config = node_config(
+            r#"
+[periods]
+at_once = "90m"
+end_of_day = "24:00"
+[periods.organisations.130304100]
+end_of_day = "17:30"
+[periods.organisations.bdh-yjgl]
+at_once = "1h"
+"#,
+        )
+        .unwrap();
+        let district = PeriodPolicy {
+            at_once: TimeDelta::minutes(90),
+            end_of_day: PeriodPolicy::MIDNIGHT,
+        };
+        assert_eq!(config.periods.district, district);
+        assert_eq!(
+            config.periods.for_org("130304100"),
+            &PeriodPolicy {
+                at_once: TimeDelta::minutes(90),
+                end_of_day: hm(17, 30),
+            }
+        );
+        assert_eq!(
+            config.periods.for_org("bdh-yjgl"),
+            &PeriodPolicy {
+                at_once: TimeDelta::hours(1),
+                end_of_day: PeriodPolicy::MIDNIGHT,
+            }
+        );
+        assert_eq!(config.periods.for_org("bdh-scjg"), &district);
+    }
+
+    #[test]
+    fn an_unknown_organisation_in_periods_is_refused_naming_it() {
+        let error =
+            node_config("[periods.organisations.999999999]\nend_of_day = \"17:30\"\n").unwrap_err();
+        assert!(
+            matches!(&error, ConfigError::UnknownPeriodsOrg(org) if org == "999999999"),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("999999999"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_delay_or_end_of_day_is_refused_naming_the_key_and_the_value() {
+        for (toml, key, value) in [
+            (
+                "[periods]\nat_once = \"2 hours\"\n",
+                "periods.at_once",
+                "2 hours",
+            ),
+            (
+                "[periods]\nend_of_day = \"25:00\"\n",
+                "periods.end_of_day",
+                "25:00",
+            ),
+            (
+                "[periods.organisations.130304100]\nend_of_day = \"5pm\"\n",
+                "periods.organisations.130304100.end_of_day",
+                "5pm",
+            ),
+            (
+                "[periods.organisations.bdh-scjg]\nat_once = \"0m\"\n",
+                "periods.organisations.bdh-scjg.at_once",
+                "0m",
+            ),
+        ] {
+            let error = node_config(toml).unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::BadPeriodSetting { key: named, .. } if named == key),
+                "{toml}: {error:?}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.contains(key) && message.contains(&format!("{value:?}")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_in_periods_are_refused_by_name() {
+        for (toml, unknown) in [
+            ("[periods]\nend_of_the_day = \"17:30\"\n", "end_of_the_day"),
+            (
+                "[periods.organisations.130304100]\nat_one = \"1h\"\n",
+                "at_one",
+            ),
+            ("[periods]\nat_once = 2\n", "string"),
+        ] {
+            let error = node_config(toml).unwrap_err();
+            assert!(matches!(error, ConfigError::Parse { .. }), "{error:?}");
+            assert!(error.to_string().contains(unknown), "{error}");
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tracing::{info, instrument};
 
+use crate::calendar::PeriodPolicies;
 use crate::org::Directory;
 use crate::record::doc::{self, FieldConflict, HistoryEntry};
 use crate::record::{
@@ -68,11 +69,24 @@ pub struct ListFilter {
 pub struct Office {
     replica: Arc<Replica>,
     directory: Arc<Directory>,
+    /// How periods become due times, per organisation; read by [`crate::obligation`].
+    period_policies: Arc<PeriodPolicies>,
 }
 
 impl Office {
+    /// An office with the default period policies (at once 2 hours, end of day 24:00).
     pub fn new(replica: Arc<Replica>, directory: Arc<Directory>) -> Self {
-        Office { replica, directory }
+        Office {
+            replica,
+            directory,
+            period_policies: Arc::default(),
+        }
+    }
+
+    /// The same office, computing due times by `policies` (the `[periods]` table).
+    pub fn with_period_policies(mut self, policies: PeriodPolicies) -> Self {
+        self.period_policies = Arc::new(policies);
+        self
     }
 
     pub fn org(&self) -> &str {
@@ -85,6 +99,10 @@ impl Office {
 
     pub fn directory(&self) -> &Arc<Directory> {
         &self.directory
+    }
+
+    pub fn period_policies(&self) -> &PeriodPolicies {
+        &self.period_policies
     }
 
     /// Runs blocking replica work on tokio's blocking pool.

@@ -45,7 +45,8 @@ pub async fn run(
 /// writes and the durability check must notice. Deliberately not a flag or a config key.
 pub const UNSAFE_NO_WAL_ENV: &str = "LINKAGE_UNSAFE_NO_WAL";
 
-/// Opens the node's store and replica and the office over them.
+/// Opens the node's store and replica and the office over them, with the configured period
+/// policies.
 pub async fn open(config: &NodeConfig) -> anyhow::Result<Office> {
     let data_dir = config.data_dir.clone();
     let unsafe_no_wal = std::env::var(UNSAFE_NO_WAL_ENV).is_ok_and(|v| v == "1");
@@ -72,7 +73,13 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Office> {
         Arc::new(SystemClock),
         config.cache_docs,
     )?);
-    Ok(Office::new(replica, Arc::new(config.directory.clone())))
+    info!(
+        district = %config.periods.district,
+        organisations_with_their_own = config.periods.organisations.len(),
+        "period policies"
+    );
+    Ok(Office::new(replica, Arc::new(config.directory.clone()))
+        .with_period_policies(config.periods.clone()))
 }
 
 /// Serves `office` on `listener` until `shutdown` resolves, syncing with `hub` if given.

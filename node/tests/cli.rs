@@ -1,6 +1,7 @@
 //! The `linkage` command line against the real `linkage-node` binary: scenario events 1 and 2
 //! recorded by hand, `--json` output that parses, input errors caught before the node is
-//! contacted, the calendar check, and a reader that goes away early.
+//! contacted, the calendar check, due times by a configured `[periods]` table, and a reader
+//! that goes away early.
 
 mod common;
 
@@ -320,6 +321,166 @@ fn calendar_due_3wd_from_the_scenarios_discovery_is_8_october_24_00() {
     let due = parsed(&run(&json_args, None));
     assert_eq!(due["due"], "2026-10-08 24:00 +08:00");
     assert_eq!(due["provisional"], false);
+}
+
+#[test]
+fn calendar_due_by_an_offices_own_end_of_day_and_at_once() {
+    let due = |extra: &[&str]| {
+        let mut args = vec!["--json", "calendar", "due", "--from", "2026-09-28 10:20"];
+        args.extend(extra);
+        parsed(&run(&args, None))
+    };
+    let wd = due(&["--period", "3wd", "--end-of-day", "17:30"]);
+    assert_eq!(wd["due"], "2026-10-08 17:30 +08:00");
+    assert_eq!(
+        (wd["end_of_day"].as_str(), wd["at_once"].as_str()),
+        (Some("17:30"), Some("2h"))
+    );
+    // Discovered after the office closed: the same day still runs to midnight.
+    let same_day = parsed(&run(
+        &[
+            "--json",
+            "calendar",
+            "due",
+            "--from",
+            "2026-09-28 18:00",
+            "--period",
+            "same-day",
+            "--end-of-day",
+            "17:30",
+        ],
+        None,
+    ));
+    assert_eq!(same_day["due"], "2026-09-28 24:00 +08:00");
+    let at_once = due(&["--period", "at-once", "--at-once", "1h"]);
+    assert_eq!(at_once["due"], "2026-09-28 11:20 +08:00");
+
+    let table = succeeded(&run(
+        &[
+            "calendar",
+            "due",
+            "--from",
+            "2026-09-28 10:20",
+            "--period",
+            "3wd",
+            "--end-of-day",
+            "17:30",
+        ],
+        None,
+    ));
+    assert!(table.contains("end of day 17:30"), "{table}");
+
+    let stderr = failed(&run(
+        &[
+            "calendar",
+            "due",
+            "--from",
+            "2026-09-28 10:20",
+            "--period",
+            "3wd",
+            "--end-of-day",
+            "5pm",
+        ],
+        None,
+    ));
+    assert!(stderr.contains("\"5pm\" is not an end of day"), "{stderr}");
+    let stderr = failed(&run(
+        &[
+            "calendar",
+            "due",
+            "--from",
+            "2026-09-28 10:20",
+            "--period",
+            "at-once",
+            "--at-once",
+            "2 hours",
+        ],
+        None,
+    ));
+    assert!(stderr.contains("\"2 hours\" is not a delay"), "{stderr}");
+}
+
+/// A node whose TOML sets the district's "at once" to 1 hour and Haibin's end of day to 17:30
+/// answers `linkage obligations` with those due times; the Market Supervision Bureau's
+/// receipt keeps the district's 24:00.
+#[test]
+fn obligations_follow_the_nodes_periods_table() {
+    let folder = TempDir::new().unwrap();
+    let config = folder.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "[periods]\nat_once = \"1h\"\nend_of_day = \"24:00\"\n\
+         [periods.organisations.130304100]\nend_of_day = \"17:30\"\n",
+    )
+    .unwrap();
+    let node = NodeBinary::start_with_args(
+        HAIBIN,
+        folder.path(),
+        &["--config".as_ref(), config.as_os_str()],
+    );
+    let url = node.url();
+
+    let mut body = transfer_body(HAIBIN);
+    body["ongoing"] = json!(true);
+    let sent = parsed(&linkage(
+        &url,
+        &[
+            "--json",
+            "create",
+            "transfer",
+            "--body",
+            &body.to_string(),
+            "--parties",
+            MARKET,
+            "--at",
+            "2026-09-28 11:30",
+        ],
+        None,
+    ));
+    let id = sent["envelope"]["id"].as_str().unwrap().to_owned();
+
+    let answer = parsed(&linkage(
+        &url,
+        &[
+            "--json",
+            "obligations",
+            "--org",
+            "all",
+            "--all-states",
+            "--at",
+            "2026-09-28 12:00",
+        ],
+        None,
+    ));
+    let mut found: Vec<(String, String, i64, String)> = answer["obligations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["record_id"] == id.as_str())
+        .map(|o| {
+            (
+                o["rule"].as_str().unwrap().to_owned(),
+                o["owner"].as_str().unwrap().to_owned(),
+                o["due_ms"].as_i64().unwrap(),
+                o["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    let row = |rule: &str, owner: &str, due: &str, state: &str| {
+        (rule.to_owned(), owner.to_owned(), bj(due), state.to_owned())
+    };
+    assert_eq!(
+        found,
+        [
+            row("T-1", HAIBIN, "2026-10-08 17:30", "met"),
+            // Discovered 10:20, sent 11:30: on time by the default 2 hours, late by the
+            // configured hour.
+            row("T-2", HAIBIN, "2026-09-28 11:20", "met_late"),
+            row("T-5", MARKET, "2026-10-08 24:00", "open"),
+        ],
+        "{answer}"
+    );
 }
 
 /// `linkage list | head -0`: the reader is gone before the CLI writes. The CLI must end

@@ -26,7 +26,10 @@ use std::sync::LazyLock;
 use chrono::{Datelike, NaiveDate, Weekday};
 
 pub use instant::{BEIJING, format_instant, from_unix_millis, parse_instant};
-pub use period::{Due, Period, PeriodPolicy};
+pub use period::{
+    Due, Period, PeriodPolicies, PeriodPolicy, format_delay, format_end_of_day, parse_delay,
+    parse_end_of_day,
+};
 pub use year::{Holiday, YearCalendar};
 
 /// The official holiday arrangements, one State Council notice per year.
@@ -57,6 +60,10 @@ pub enum CalendarError {
     BadHolidayFile { detail: String },
     #[error("{input:?} is not a period ({reason}); expected e.g. 5wd, 24h, at-once, same-day")]
     BadPeriod { input: String, reason: &'static str },
+    #[error("{input:?} is not a delay ({reason}); expected e.g. 2h, 90m, 1h30m")]
+    BadDelay { input: String, reason: &'static str },
+    #[error("{input:?} is not an end of day ({reason}); expected e.g. 17:30 or 24:00")]
+    BadEndOfDay { input: String, reason: &'static str },
     #[error("{input:?} is not an instant (expected RFC 3339, or YYYY-MM-DD HH:MM in Beijing time)")]
     BadInstant { input: String },
     #[error("counting from {start} runs past the dates this program can represent")]

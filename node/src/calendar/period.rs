@@ -1,7 +1,10 @@
 //! Periods ("3 WD", "24 hours", "at once") and the due times they give from an event,
 //! extensions of a due time and the limits rules put on them. Which rule uses which period is
-//! left to the obligation logic.
+//! left to the obligation logic. [`PeriodPolicies`] holds a district's policies, one per
+//! organisation that differs from the district's; reading them from configuration is
+//! [`crate::config`]'s.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -56,6 +59,134 @@ impl Default for PeriodPolicy {
             at_once: TimeDelta::hours(2),
             end_of_day: Self::MIDNIGHT,
         }
+    }
+}
+
+/// Written as the configuration takes it: `at once 2h, end of day 24:00`.
+impl fmt::Display for PeriodPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "at once {}, end of day {}",
+            format_delay(self.at_once),
+            format_end_of_day(self.end_of_day)
+        )
+    }
+}
+
+/// The period policies of a district: its default and the organisations that differ from it.
+///
+/// Every node computes every party's obligations, not only its own, and the hub computes the
+/// district's; they agree on a due time only if they hold the same policies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeriodPolicies {
+    /// The policy of every organisation not listed in `organisations`.
+    pub district: PeriodPolicy,
+    /// Organisations with their own policy, by organisation id.
+    pub organisations: BTreeMap<String, PeriodPolicy>,
+}
+
+impl PeriodPolicies {
+    /// The policy that turns `org`'s periods into due times.
+    pub fn for_org(&self, org: &str) -> &PeriodPolicy {
+        self.organisations.get(org).unwrap_or(&self.district)
+    }
+}
+
+/// The longest "at once" accepted: T-1's urgent period. A longer delay is no longer "at once",
+/// and is more likely minutes written as hours.
+const MAX_AT_ONCE: TimeDelta = TimeDelta::hours(24);
+
+/// Reads a delay for "at once": `2h`, `90m` or `1h30m` (case and surrounding spaces
+/// ignored), from one minute to 24 hours.
+pub fn parse_delay(input: &str) -> Result<TimeDelta, CalendarError> {
+    let bad = |reason| CalendarError::BadDelay {
+        input: shorten(input),
+        reason,
+    };
+    let text = input.trim().to_ascii_lowercase();
+    let (hours, minutes) = match text.split_once('h') {
+        Some((hours, "")) => (hours, None),
+        Some((hours, rest)) => (
+            hours,
+            Some(
+                rest.strip_suffix('m')
+                    .ok_or_else(|| bad("minutes must end in m"))?,
+            ),
+        ),
+        None => match text.strip_suffix('m') {
+            Some(minutes) => ("0", Some(minutes)),
+            None => return Err(bad("expected hours with h, minutes with m, or both")),
+        },
+    };
+    let number = |digits: &str| -> Result<i64, CalendarError> {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("each count must be a whole number"));
+        }
+        // Anything past 24 hours is refused below; the bound only keeps the sum from
+        // overflowing.
+        digits
+            .parse::<u32>()
+            .map(i64::from)
+            .map_err(|_| bad("longer than 24 hours"))
+    };
+    let minutes = number(hours)? * 60 + minutes.map(number).transpose()?.unwrap_or(0);
+    let delay = TimeDelta::minutes(minutes);
+    if delay < TimeDelta::minutes(1) {
+        return Err(bad("must be at least 1 minute"));
+    }
+    if delay > MAX_AT_ONCE {
+        return Err(bad("longer than 24 hours"));
+    }
+    Ok(delay)
+}
+
+/// Writes a delay the way [`parse_delay`] reads it: `2h`, `90m`, `1h30m`.
+pub fn format_delay(delay: TimeDelta) -> String {
+    let minutes = delay.num_minutes();
+    match (minutes / 60, minutes % 60) {
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h{m}m"),
+    }
+}
+
+/// Reads an end of day in Beijing time: `HH:MM` from `00:01` to `24:00`. `24:00` gives
+/// [`PeriodPolicy::MIDNIGHT`]; `00:00` is refused, as a day cannot end at its own start.
+pub fn parse_end_of_day(input: &str) -> Result<NaiveTime, CalendarError> {
+    let bad = |reason| CalendarError::BadEndOfDay {
+        input: shorten(input),
+        reason,
+    };
+    let text = input.trim();
+    let Some((hours, minutes)) = text.split_once(':') else {
+        return Err(bad("expected HH:MM"));
+    };
+    let digits = |part: &str, widths: std::ops::RangeInclusive<usize>| {
+        widths.contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit())
+    };
+    if !digits(hours, 1..=2) || !digits(minutes, 2..=2) {
+        return Err(bad("expected HH:MM"));
+    }
+    let (hours, minutes): (u32, u32) = (
+        hours.parse().map_err(|_| bad("expected HH:MM"))?,
+        minutes.parse().map_err(|_| bad("expected HH:MM"))?,
+    );
+    match (hours, minutes) {
+        (24, 0) => Ok(PeriodPolicy::MIDNIGHT),
+        (0, 0) => Err(bad(
+            "a day cannot end at its start; write 24:00 for midnight",
+        )),
+        _ => NaiveTime::from_hms_opt(hours, minutes, 0).ok_or_else(|| bad("no such time of day")),
+    }
+}
+
+/// Writes an end of day the way [`parse_end_of_day`] reads it; midnight is `24:00`.
+pub fn format_end_of_day(end_of_day: NaiveTime) -> String {
+    if end_of_day == PeriodPolicy::MIDNIGHT {
+        "24:00".to_owned()
+    } else {
+        end_of_day.format("%H:%M").to_string()
     }
 }
 

@@ -483,6 +483,117 @@ fn at_once_follows_the_organisations_policy() {
 }
 
 #[test]
+fn period_policies_give_an_organisation_its_own_policy_and_the_rest_the_districts() {
+    let district = PeriodPolicy {
+        at_once: TimeDelta::hours(1),
+        ..PeriodPolicy::default()
+    };
+    let policies = PeriodPolicies {
+        district,
+        organisations: BTreeMap::from([("130304100".to_owned(), policy_ending_at(17, 30))]),
+    };
+    assert_eq!(policies.for_org("130304100"), &policy_ending_at(17, 30));
+    assert_eq!(policies.for_org("bdh-scjg"), &district);
+    assert_eq!(
+        PeriodPolicies::default().for_org("130304100"),
+        &PeriodPolicy::default()
+    );
+}
+
+#[test]
+fn delays_are_read_in_hours_minutes_or_both() {
+    for (input, minutes) in [
+        ("2h", 120),
+        ("90m", 90),
+        ("1h30m", 90),
+        (" 1H ", 60),
+        ("1m", 1),
+        ("24h", 1440),
+        ("0h45m", 45),
+    ] {
+        assert_eq!(
+            parse_delay(input),
+            Ok(TimeDelta::minutes(minutes)),
+            "{input}"
+        );
+    }
+    for (delay, text) in [(120, "2h"), (90, "1h30m"), (45, "45m")] {
+        assert_eq!(format_delay(TimeDelta::minutes(delay)), text);
+        assert_eq!(parse_delay(text), Ok(TimeDelta::minutes(delay)));
+    }
+}
+
+#[test]
+fn bad_delays_are_refused_naming_the_value() {
+    for input in [
+        "",
+        "2",
+        "two hours",
+        "2 h",
+        "-1h",
+        "1.5h",
+        "0m",
+        "0h",
+        "24h1m",
+        "25h",
+        "1h30",
+        "h",
+        "1hm",
+        "99999999999h",
+    ] {
+        let error = parse_delay(input).unwrap_err();
+        assert!(
+            matches!(&error, CalendarError::BadDelay { input: named, .. } if named == input),
+            "{input:?}: {error:?}"
+        );
+        assert!(error.to_string().contains(&format!("{input:?}")), "{error}");
+    }
+}
+
+#[test]
+fn ends_of_day_are_read_as_hh_mm_with_24_00_for_midnight() {
+    assert_eq!(parse_end_of_day("24:00"), Ok(PeriodPolicy::MIDNIGHT));
+    assert_eq!(
+        parse_end_of_day("17:30"),
+        Ok(NaiveTime::from_hms_opt(17, 30, 0).unwrap())
+    );
+    assert_eq!(
+        parse_end_of_day(" 9:05 "),
+        Ok(NaiveTime::from_hms_opt(9, 5, 0).unwrap())
+    );
+    assert_eq!(format_end_of_day(PeriodPolicy::MIDNIGHT), "24:00");
+    assert_eq!(
+        format_end_of_day(NaiveTime::from_hms_opt(9, 5, 0).unwrap()),
+        "09:05"
+    );
+    assert_eq!(
+        policy_ending_at(17, 30).to_string(),
+        "at once 2h, end of day 17:30"
+    );
+}
+
+#[test]
+fn bad_ends_of_day_are_refused_naming_the_value() {
+    for input in [
+        "", "17", "1730", "17:3", "17:30:00", "25:00", "24:01", "12:60", "00:00", "0:00", "noon",
+        "-1:30", "+9:30",
+    ] {
+        let error = parse_end_of_day(input).unwrap_err();
+        assert!(
+            matches!(&error, CalendarError::BadEndOfDay { input: named, .. } if named == input),
+            "{input:?}: {error:?}"
+        );
+        assert!(error.to_string().contains(&format!("{input:?}")), "{error}");
+    }
+    assert!(
+        parse_end_of_day("00:00")
+            .unwrap_err()
+            .to_string()
+            .contains("write 24:00")
+    );
+}
+
+#[test]
 fn t1_urgent_24h_runs_through_nights_and_holidays() {
     assert_eq!(
         due_text("2026-09-30 16:45", Period::Hours(24)),

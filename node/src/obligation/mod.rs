@@ -2,10 +2,10 @@
 //! met, met late or is overdue at a given instant — the visible form of O-1.
 //!
 //! [`obligations`] is a pure function of one record, the organisation directory, the
-//! working-day calendar, the rule periods and an instant; `rules.rs` holds one function per
-//! record kind. Each node computes its own organisation's obligations offline ([`answer`]);
-//! the hub computes the district's ([`district_obligations`]) and per-organisation
-//! accountability ([`accountability`]).
+//! working-day calendar, the rule periods, the district's period policies and an instant;
+//! `rules.rs` holds one function per record kind. Each node computes its own organisation's
+//! obligations offline ([`answer`]); the hub computes the district's
+//! ([`district_obligations`]) and per-organisation accountability ([`accountability`]).
 //! Period arithmetic is [`crate::calendar`]'s; who may record which act is
 //! [`crate::workflow`]'s, and a late act is still recorded there and shows here as met late.
 
@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use linkage_proto::v1 as pb;
 use tracing::{debug, instrument, warn};
 
-use crate::calendar::{Calendar, CalendarError, Due, Period, PeriodPolicy, YearCalendar};
+use crate::calendar::{Calendar, CalendarError, Due, Period, PeriodPolicies, YearCalendar};
 use crate::office::{Office, OfficeError};
 use crate::org::Directory;
 use crate::record::{Body, Record, RecordKind};
@@ -123,8 +123,8 @@ impl Obligation {
 }
 
 /// How long each duty runs. The defaults are the notice's numbers (北司〔2021〕48号, restated in
-/// `mission.md`) where it gives one, and a default taken here where it is silent; an operator
-/// may change any of them.
+/// `mission.md`) where it gives one, and a default taken here where it is silent. Unlike the
+/// period policies they are not read from configuration: every node uses these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RulePeriods {
     /// T-1: transfer to the competent party, from discovery.
@@ -168,7 +168,7 @@ impl Default for RulePeriods {
             transfer: Period::WorkingDays(3),
             transfer_urgent: Period::Hours(24),
             // The notice: "立即劝阻…及时书面告知"; "at once" is the mission's 2-hour default,
-            // which PeriodPolicy::at_once carries.
+            // which the owner's PeriodPolicy::at_once carries.
             stop_ongoing: Period::AtOnce,
             // Default taken here: the notice has no receipt step; T-5 comes from the sister
             // mechanisms of other Hebei counties, which give 3 WD for each step.
@@ -202,15 +202,17 @@ impl Default for RulePeriods {
 /// what was owed and overdue then. A duty whose clock had not started by `at_ms` is not
 /// listed. The directory names the Justice Bureau and the District Government, who owe the
 /// upper stages of the dispute ladder (D-2, D-3), and tells departments from townships (C-3).
+/// Each duty's period ends by the policy of the organisation that owes it (its end of day,
+/// its "at once"), taken from `policies`.
 pub fn obligations(
     record: &Record,
     directory: &Directory,
     calendar: &Calendar,
     periods: &RulePeriods,
-    policy: &PeriodPolicy,
+    policies: &PeriodPolicies,
     at_ms: i64,
 ) -> Vec<Obligation> {
-    let context = rules::Context::new(record, directory, calendar, periods, policy, at_ms);
+    let context = rules::Context::new(record, directory, calendar, periods, policies, at_ms);
     let mut found = Vec::new();
     let result = match &record.body {
         Body::Transfer(body) => rules::transfer(&context, body, &mut found),
@@ -272,12 +274,12 @@ pub fn district_obligations(
     directory: &Directory,
     calendar: &Calendar,
     periods: &RulePeriods,
-    policy: &PeriodPolicy,
+    policies: &PeriodPolicies,
     at_ms: i64,
 ) -> Vec<Obligation> {
     let mut all: Vec<Obligation> = records
         .iter()
-        .flat_map(|r| obligations(r, directory, calendar, periods, policy, at_ms))
+        .flat_map(|r| obligations(r, directory, calendar, periods, policies, at_ms))
         .collect();
     sort_by_due(&mut all);
     all
@@ -412,21 +414,20 @@ pub async fn report(
     })
 }
 
-/// Every obligation arising from the records this replica holds, judged at `at_ms`.
+/// Every obligation arising from the records this replica holds, judged at `at_ms` by the
+/// period policies the office was configured with (the `[periods]` table, the same on every
+/// node and the hub of a district). The rule periods are [`RulePeriods::default`] everywhere.
 async fn everything_known(office: &Office, at_ms: i64) -> Result<Vec<Obligation>, OfficeError> {
     crate::calendar::from_unix_millis(at_ms)
         .map_err(|e| OfficeError::Invalid(format!("at_ms: {e}")))?;
     let records = office.all_records().await?;
     let calendar = calendar_with_published(&records);
-    // FIXME: one policy and one set of periods for every organisation, their defaults; the
-    // mission makes end of day configurable per organisation. Needs per-organisation
-    // settings in the node's configuration, passed in here.
     Ok(district_obligations(
         &records,
         office.directory(),
         &calendar,
         &RulePeriods::default(),
-        &PeriodPolicy::default(),
+        office.period_policies(),
         at_ms,
     ))
 }

@@ -4,7 +4,7 @@
 //! Every function reads only the events recorded by the instant asked about, and pushes what
 //! it finds; [`super::obligations`] dispatches to them and owns the types.
 
-use crate::calendar::{Calendar, Due, Period, PeriodPolicy};
+use crate::calendar::{Calendar, Due, Period, PeriodPolicies};
 use crate::org::{Directory, OrgKind};
 use crate::record::{
     Action, AssistanceBody, AssistanceKind, ComplaintBody, DisputeBody, Record, SharedInfoBody,
@@ -20,7 +20,7 @@ pub(super) struct Context<'a> {
     directory: &'a Directory,
     calendar: &'a Calendar,
     periods: &'a RulePeriods,
-    policy: &'a PeriodPolicy,
+    policies: &'a PeriodPolicies,
     at_ms: i64,
     /// Events recorded at or before `at_ms`, ordered by time and then id as
     /// `record::status` orders them, so every replica picks the same first act.
@@ -33,7 +33,7 @@ impl<'a> Context<'a> {
         directory: &'a Directory,
         calendar: &'a Calendar,
         periods: &'a RulePeriods,
-        policy: &'a PeriodPolicy,
+        policies: &'a PeriodPolicies,
         at_ms: i64,
     ) -> Self {
         let mut visible: Vec<&WorkflowEvent> =
@@ -44,7 +44,7 @@ impl<'a> Context<'a> {
             directory,
             calendar,
             periods,
-            policy,
+            policies,
             at_ms,
             visible,
         }
@@ -70,21 +70,31 @@ impl<'a> Context<'a> {
         from_ms <= self.at_ms
     }
 
+    /// When `owner`'s duty under `rule` falls due: the period runs by the end of day and
+    /// "at once" of the organisation that owes it, not of the one that started the clock.
     fn due(
         &self,
         rule: &'static str,
+        owner: &str,
         from_ms: i64,
         period: Period,
     ) -> Result<Due, ObligationError> {
         let from = crate::calendar::from_unix_millis(from_ms).map_err(|e| self.error(rule, e))?;
         self.calendar
-            .due(from, period, self.policy)
+            .due(from, period, self.policies.for_org(owner))
             .map_err(|e| self.error(rule, e))
     }
 
-    fn extend(&self, rule: &'static str, due: &Due, days: u16) -> Result<Due, ObligationError> {
+    /// `owner`'s due time extended by `days`, ending at `owner`'s end of day.
+    fn extend(
+        &self,
+        rule: &'static str,
+        owner: &str,
+        due: &Due,
+        days: u16,
+    ) -> Result<Due, ObligationError> {
         self.calendar
-            .extend(due, days, self.policy)
+            .extend(due, days, self.policies.for_org(owner))
             .map_err(|e| self.error(rule, e))
     }
 
@@ -197,13 +207,13 @@ pub(super) fn transfer(
                 "移送案件 transfer the case to the competent party",
             )
         };
-        let due = cx.due("T-1", discovered, period)?;
+        let due = cx.due("T-1", sender, discovered, period)?;
         out.push(cx.owe(sender, "T-1", duty, Some(due), sent));
 
         if body.ongoing {
             // T-2: a transfer in writing is itself the written notice, so sending it meets
             // the duty as well as an order to stop does.
-            let due = cx.due("T-2", discovered, cx.periods.stop_ongoing)?;
+            let due = cx.due("T-2", sender, discovered, cx.periods.stop_ongoing)?;
             let met = cx.first(&[Action::Sent, Action::StopOrdered]);
             let duty = "责令停止违法行为并书面告知 order the ongoing violation stopped and notify in writing";
             out.push(cx.owe(sender, "T-2", duty, Some(due), met));
@@ -212,13 +222,13 @@ pub(super) fn transfer(
 
     let Some(sent) = sent else { return Ok(()) };
     let received = cx.first(&[Action::Received]);
-    let due = cx.due("T-5", sent.at_ms, cx.periods.receipt)?;
+    let due = cx.due("T-5", &body.receiver, sent.at_ms, cx.periods.receipt)?;
     let duty = "签收移送案件（送达回证） acknowledge receipt of the transfer";
     out.push(cx.owe(&body.receiver, "T-5", duty, Some(due), received));
 
     if let Some(received) = received {
         let decided = cx.first(&[Action::Accepted, Action::Objected]);
-        let due = cx.due("T-5", received.at_ms, cx.periods.acceptance)?;
+        let due = cx.due("T-5", &body.receiver, received.at_ms, cx.periods.acceptance)?;
         let duty = "受理案件或说明理由提出异议 accept the case or object with reasons";
         out.push(cx.owe(&body.receiver, "T-5", duty, Some(due), decided));
     }
@@ -243,7 +253,7 @@ pub(super) fn complaint(
     let from_department = cx.directory.kind_of(received_by) == Some(OrgKind::Department);
 
     if from_department {
-        let due = cx.due("C-3", registered, cx.periods.complaint_forward)?;
+        let due = cx.due("C-3", received_by, registered, cx.periods.complaint_forward)?;
         let forwarded = cx.first(&[Action::Forwarded]);
         let duty = "书面告知乡镇投诉事宜 notify the township of the complaint in writing";
         out.push(cx.owe(received_by, "C-3", duty, Some(due), forwarded));
@@ -256,7 +266,12 @@ pub(super) fn complaint(
 
     // C-2 when the township received the complaint itself; C-4 when a department passed it
     // on, which also makes the township report the result back.
-    let due = cx.due("C-2", registered, cx.periods.complaint_answer)?;
+    let due = cx.due(
+        "C-2",
+        &body.handler,
+        registered,
+        cx.periods.complaint_answer,
+    )?;
     let told = cx.first(&[Action::Answered, Action::ResultTold]);
     let (rule, duty) = if from_department {
         (
@@ -289,7 +304,8 @@ pub(super) fn shared_info(
         return Ok(());
     }
 
-    let same_day = cx.due("S-2", formed, cx.periods.sharing)?;
+    let owner = cx.record.envelope.owner.as_str();
+    let same_day = cx.due("S-2", owner, formed, cx.periods.sharing)?;
     // An extension counts only if recorded while sharing was still on time: one recorded
     // after the day has ended cannot excuse the lateness it comes after.
     let extension = cx
@@ -304,7 +320,7 @@ pub(super) fn shared_info(
         Some(asked) => {
             // The notice allows at most 15 WD; a longer extension counts up to that bound.
             let days = working_days(asked).min(cx.periods.sharing_extension_limit_wd);
-            let due = cx.due("S-2", formed, Period::WorkingDays(days))?;
+            let due = cx.due("S-2", owner, formed, Period::WorkingDays(days))?;
             let duty = format!(
                 "延期共享信息（延长{days}个工作日） share the information within the {days} WD extension"
             );
@@ -312,7 +328,7 @@ pub(super) fn shared_info(
         }
     };
     let shared = cx.first(&[Action::Shared]);
-    out.push(cx.owe(&cx.record.envelope.owner, "S-2", duty, Some(due), shared));
+    out.push(cx.owe(owner, "S-2", duty, Some(due), shared));
     Ok(())
 }
 
@@ -327,7 +343,7 @@ pub(super) fn urgent_notice(
     let Some(notified) = cx.first(&[Action::Notified]) else {
         return Ok(());
     };
-    let due = cx.due("J-3", notified.at_ms, cx.periods.dispatch)?;
+    let due = cx.due("J-3", &body.receiver, notified.at_ms, cx.periods.dispatch)?;
     let dispatched = cx.first(&[Action::Dispatched]);
     let refusal = cx.first(&[Action::Refused]);
     // The notice escalates only a refusal "不能说明理由" (without a reason); one with
@@ -359,16 +375,11 @@ pub(super) fn urgent_notice(
     else {
         return Ok(());
     };
-    let report_due = cx.due("J-3", since, cx.periods.report_to_government)?;
+    let notifier = cx.or_owner(&body.sender);
+    let report_due = cx.due("J-3", notifier, since, cx.periods.report_to_government)?;
     let reported = cx.first(&[Action::ReportedToGovernment]);
     let duty = "向区人民政府报告 report to the District People's Government";
-    let mut report = cx.owe(
-        cx.or_owner(&body.sender),
-        "J-3",
-        duty,
-        Some(report_due),
-        reported,
-    );
+    let mut report = cx.owe(notifier, "J-3", duty, Some(report_due), reported);
     // Once the department has answered, even late, a report not yet made no longer serves
     // its purpose; the department's own lateness stays visible on its J-3 obligation.
     if reported.is_none() && (dispatched.is_some() || explained.is_some()) {
@@ -395,8 +406,8 @@ pub(super) fn assistance(
 
     match body.assistance_kind {
         AssistanceKind::TechnicalSupport => {
-            let base = cx.due("A-1", requested, cx.periods.opinion)?;
-            let (due, extended_by) = announced_extensions(cx, "A-1", base)?;
+            let base = cx.due("A-1", provider, requested, cx.periods.opinion)?;
+            let (due, extended_by) = announced_extensions(cx, "A-1", provider, base)?;
             let opinion = cx.first(&[Action::OpinionGiven]);
             let third_party = cx.first(&[Action::ThirdPartyNeeded]);
             let duty = with_extension(
@@ -410,8 +421,8 @@ pub(super) fn assistance(
             out.push(a1);
 
             if third_party.is_some() {
-                let base = cx.due("A-2", requested, cx.periods.guidance)?;
-                let (due, extended_by) = announced_extensions(cx, "A-2", base)?;
+                let base = cx.due("A-2", provider, requested, cx.periods.guidance)?;
+                let (due, extended_by) = announced_extensions(cx, "A-2", provider, base)?;
                 let guidance = cx.first(&[Action::GuidanceGiven]);
                 let duty =
                     "出具书面指导意见和材料 give written guidance for a third-party appraisal";
@@ -420,7 +431,7 @@ pub(super) fn assistance(
             }
         }
         AssistanceKind::OnSite => {
-            let due = cx.due("A-4", requested, cx.periods.on_site)?;
+            let due = cx.due("A-4", provider, requested, cx.periods.on_site)?;
             let sent = cx.first(&[Action::OfficersSent]);
             let duty = "指派执法人员协助现场处置 send officers to help on site";
             out.push(cx.owe(provider, "A-4", duty, Some(due), sent));
@@ -432,10 +443,11 @@ pub(super) fn assistance(
 
 /// each announced extension moves the due time on by its working days, counted from the
 /// due time it extends, but only if announced before that due time ("应事先告知"). Returns the
-/// extended due time and the working days added.
+/// extended due time, at `owner`'s end of day, and the working days added.
 fn announced_extensions(
     cx: &Context<'_>,
     rule: &'static str,
+    owner: &str,
     mut due: Due,
 ) -> Result<(Due, u32), ObligationError> {
     let mut added = 0u32;
@@ -444,7 +456,7 @@ fn announced_extensions(
             continue;
         };
         if announcement.at_ms < due_ms(&due) {
-            due = cx.extend(rule, &due, working_days(days))?;
+            due = cx.extend(rule, owner, &due, working_days(days))?;
             added = added.saturating_add(days);
         }
     }

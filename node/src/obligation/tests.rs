@@ -4,7 +4,7 @@
 use std::sync::{Arc, LazyLock};
 
 use super::*;
-use crate::calendar::{format_instant, parse_instant};
+use crate::calendar::{PeriodPolicy, format_instant, parse_instant};
 use crate::record::{
     Action, AssistanceBody, AssistanceKind, CalendarBody, ComplaintBody, DisputeBody, Envelope,
     Material, MaterialKind, SCHEMA_VERSION, SharedInfoBody, TransferBody, UrgentNoticeBody,
@@ -63,8 +63,8 @@ fn record(owner: &str, other: &str, body: Body, events: Vec<WorkflowEvent>) -> R
 fn obligations_at(record: &Record, at: &str) -> Vec<Obligation> {
     let calendar = Calendar::official();
     let periods = RulePeriods::default();
-    let policy = PeriodPolicy::default();
-    obligations(record, &DIRECTORY, &calendar, &periods, &policy, ms(at))
+    let policies = PeriodPolicies::default();
+    obligations(record, &DIRECTORY, &calendar, &periods, &policies, ms(at))
 }
 
 /// The one obligation under `rule` whose duty mentions `duty`.
@@ -784,6 +784,238 @@ fn d3_ladder_after_the_proposal_awaits_the_government_then_ends_met() {
     );
 }
 
+// Period policies: "at once" and end of day per organisation (mission, open questions) ------
+
+fn ending_at(hour: u32, minute: u32) -> PeriodPolicy {
+    PeriodPolicy {
+        end_of_day: chrono::NaiveTime::from_hms_opt(hour, minute, 0).unwrap(),
+        ..PeriodPolicy::default()
+    }
+}
+
+fn at_once(minutes: i64) -> PeriodPolicy {
+    PeriodPolicy {
+        at_once: chrono::TimeDelta::minutes(minutes),
+        ..PeriodPolicy::default()
+    }
+}
+
+/// The district's defaults (2h, 24:00) with `own` for the organisations named.
+fn policies(own: &[(&str, PeriodPolicy)]) -> PeriodPolicies {
+    PeriodPolicies {
+        district: PeriodPolicy::default(),
+        organisations: own
+            .iter()
+            .map(|(org, policy)| ((*org).to_owned(), *policy))
+            .collect(),
+    }
+}
+
+fn obligations_by(record: &Record, at: &str, policies: &PeriodPolicies) -> Vec<Obligation> {
+    let calendar = Calendar::official();
+    obligations(
+        record,
+        &DIRECTORY,
+        &calendar,
+        &RulePeriods::default(),
+        policies,
+        ms(at),
+    )
+}
+
+#[test]
+fn wd_duties_end_at_the_owners_end_of_day_17_30_while_others_keep_24_00() {
+    // Haibin's day ends at 17:30; the Market Supervision Bureau keeps the district's 24:00.
+    let haibin_closes_early = policies(&[(HAIBIN, ending_at(17, 30))]);
+    let events = vec![
+        event(Action::Sent, "2026-10-08 18:00", HAIBIN),
+        event(Action::Received, "2026-10-12 18:00", MARKET),
+    ];
+    let record = transfer("2026-09-28 10:20", false, false, events);
+    let found = obligations_by(&record, "2026-10-14 09:00", &haibin_closes_early);
+
+    let t1 = find(&found, "T-1", "transfer the case");
+    assert_eq!(due_text(&t1), "2026-10-08 17:30 +08:00");
+    assert_eq!((t1.owner.as_str(), t1.state), (HAIBIN, MetLate));
+    // 3 WD after 8 Oct: 9, Saturday 10 (a make-up day) and 12 Oct.
+    let receipt = find(&found, "T-5", "acknowledge receipt");
+    assert_eq!(due_text(&receipt), "2026-10-12 24:00 +08:00");
+    assert_eq!((receipt.owner.as_str(), receipt.state), (MARKET, Met));
+
+    // The same record by the defaults: sending at 18:00 on the last day is on time.
+    let by_default = obligations_by(&record, "2026-10-14 09:00", &PeriodPolicies::default());
+    let t1 = find(&by_default, "T-1", "transfer the case");
+    assert_eq!(
+        (due_text(&t1), t1.state),
+        ("2026-10-08 24:00 +08:00".to_owned(), Met)
+    );
+}
+
+#[test]
+fn s2_same_day_sharing_ends_at_the_owners_end_of_day_17_30() {
+    let dongshan_closes_early = policies(&[(DONGSHAN, ending_at(17, 30))]);
+    let someone_else_closes_early = policies(&[(HAIBIN, ending_at(17, 30))]);
+    let events = vec![
+        event(Action::Formed, "2026-09-30 14:00", DONGSHAN),
+        event(Action::Shared, "2026-09-30 18:00", DONGSHAN),
+    ];
+    let record = shared_info("2026-09-30 14:00", events);
+
+    let s2 = find(
+        &obligations_by(&record, "2026-10-08 09:00", &dongshan_closes_early),
+        "S-2",
+        "the day it is formed",
+    );
+    assert_eq!(due_text(&s2), "2026-09-30 17:30 +08:00");
+    assert_eq!((s2.owner.as_str(), s2.state), (DONGSHAN, MetLate));
+    let s2 = find(
+        &obligations_by(&record, "2026-10-08 09:00", &someone_else_closes_early),
+        "S-2",
+        "the day it is formed",
+    );
+    assert_eq!(
+        (due_text(&s2), s2.state),
+        ("2026-09-30 24:00 +08:00".to_owned(), Met)
+    );
+
+    // Formed after the office has closed: the day is not over until midnight.
+    let late = shared_info(
+        "2026-09-30 19:00",
+        vec![event(Action::Formed, "2026-09-30 19:00", DONGSHAN)],
+    );
+    let s2 = find(
+        &obligations_by(&late, "2026-09-30 20:00", &dongshan_closes_early),
+        "S-2",
+        "share",
+    );
+    assert_eq!(due_text(&s2), "2026-09-30 24:00 +08:00");
+}
+
+#[test]
+fn s2_extension_is_counted_to_the_owners_end_of_day() {
+    let events = vec![
+        event(Action::Formed, "2026-09-30 14:00", DONGSHAN),
+        extension(Action::Extended, "2026-09-30 14:10", DONGSHAN, 2),
+        event(Action::Shared, "2026-10-09 17:45", DONGSHAN),
+    ];
+    let s2 = find(
+        &obligations_by(
+            &shared_info("2026-09-30 14:00", events),
+            "2026-10-12 10:00",
+            &policies(&[(DONGSHAN, ending_at(17, 30))]),
+        ),
+        "S-2",
+        "extension",
+    );
+    assert_eq!(due_text(&s2), "2026-10-09 17:30 +08:00");
+    assert_eq!(s2.state, MetLate);
+}
+
+#[test]
+fn c3_same_day_is_the_departments_end_of_day_and_c2_the_townships() {
+    let market_closes_early = policies(&[(MARKET, ending_at(17, 30))]);
+    let events = vec![
+        event(Action::Registered, "2026-09-28 15:00", MARKET),
+        event(Action::Forwarded, "2026-09-28 17:40", MARKET),
+    ];
+    let found = obligations_by(
+        &complaint(MARKET, false, events),
+        "2026-09-29 09:00",
+        &market_closes_early,
+    );
+    let forward = find(&found, "C-3", "notify the township");
+    assert_eq!(due_text(&forward), "2026-09-28 17:30 +08:00");
+    assert_eq!((forward.owner.as_str(), forward.state), (MARKET, MetLate));
+    let told = find(&found, "C-4", "tell the complainant");
+    assert_eq!(
+        (due_text(&told), told.owner.as_str()),
+        ("2026-10-23 24:00 +08:00".to_owned(), DAIHE)
+    );
+}
+
+#[test]
+fn a3_extension_ends_at_the_providers_end_of_day() {
+    let events = vec![
+        event(Action::Requested, "2026-09-29 14:30", DAIHE),
+        extension(Action::ExtensionAnnounced, "2026-10-12 16:00", ECOLOGY, 3),
+    ];
+    let a1 = find(
+        &obligations_by(
+            &assistance(AssistanceKind::TechnicalSupport, events),
+            "2026-10-13 09:00",
+            &policies(&[(ECOLOGY, ending_at(17, 30))]),
+        ),
+        "A-1",
+        "opinion",
+    );
+    // 5 WD to 12 Oct 17:30, then 3 more counted from that day: 13, 14 and 15 Oct.
+    assert_eq!(due_text(&a1), "2026-10-15 17:30 +08:00");
+}
+
+#[test]
+fn a_configured_at_once_of_1h_moves_the_t2_due() {
+    let record = transfer("2026-09-28 10:20", false, true, vec![]);
+    let district_1h = PeriodPolicies {
+        district: at_once(60),
+        organisations: Default::default(),
+    };
+    let t2 = find(
+        &obligations_by(&record, "2026-09-28 11:30", &district_1h),
+        "T-2",
+        "stopped",
+    );
+    assert_eq!(due_text(&t2), "2026-09-28 11:20 +08:00");
+    assert_eq!(t2.state, Overdue);
+    let t2 = find(
+        &obligations_at(&record, "2026-09-28 11:30"),
+        "T-2",
+        "stopped",
+    );
+    assert_eq!(
+        (due_text(&t2), t2.state),
+        ("2026-09-28 12:20 +08:00".to_owned(), Open)
+    );
+}
+
+#[test]
+fn j3_dispatch_runs_by_the_departments_at_once_and_the_report_by_the_townships() {
+    // Emergency Management's "at once" is 1 hour; Niutouya keeps the district's 2 hours.
+    let record = urgent_notice(vec![event(Action::Notified, "2026-09-29 09:00", NIUTOUYA)]);
+    let found = obligations_by(
+        &record,
+        "2026-09-29 10:01",
+        &policies(&[(EMERGENCY, at_once(60))]),
+    );
+    let dispatch = find(&found, "J-3", "send officers");
+    assert_eq!(due_text(&dispatch), "2026-09-29 10:00 +08:00");
+    assert_eq!(
+        (dispatch.owner.as_str(), dispatch.state),
+        (EMERGENCY, Overdue)
+    );
+    let report = find(&found, "J-3", "report to the District");
+    assert_eq!(due_text(&report), "2026-09-29 12:00 +08:00");
+    assert_eq!((report.owner.as_str(), report.state), (NIUTOUYA, Open));
+}
+
+#[tokio::test]
+async fn answer_uses_the_offices_configured_policies() {
+    let office = niutouya_office("2026-09-29 10:30")
+        .await
+        .with_period_policies(policies(&[(EMERGENCY, at_once(60))]));
+    let ask = pb::ObligationsRequest {
+        org: EMERGENCY.to_owned(),
+        ..Default::default()
+    };
+    let response = answer(&office, ask).await.unwrap();
+    let dispatch: Vec<(&str, i64, &str)> = response
+        .obligations
+        .iter()
+        .filter(|o| o.rule == "J-3")
+        .map(|o| (o.owner.as_str(), o.due_ms, o.state.as_str()))
+        .collect();
+    assert_eq!(dispatch, [(EMERGENCY, ms("2026-09-29 10:00"), "overdue")]);
+}
+
 // Types, calendar, district views ---------------------------------------------------------
 
 #[test]
@@ -848,7 +1080,7 @@ fn calendar_with_published_adds_valid_years_and_skips_invalid_ones() {
         &DIRECTORY,
         &calendar,
         &RulePeriods::default(),
-        &PeriodPolicy::default(),
+        &PeriodPolicies::default(),
         ms("2026-12-30 12:00"),
     );
     let t1 = find(&found, "T-1", "transfer");
@@ -879,7 +1111,7 @@ fn an_instant_beyond_the_calendar_is_skipped_not_a_panic() {
         &DIRECTORY,
         &Calendar::official(),
         &RulePeriods::default(),
-        &PeriodPolicy::default(),
+        &PeriodPolicies::default(),
         i64::MAX,
     );
     assert!(found.is_empty(), "{found:#?}");
@@ -900,7 +1132,7 @@ fn district_obligations_are_sorted_by_due_with_ladder_stages_last() {
         &DIRECTORY,
         &Calendar::official(),
         &RulePeriods::default(),
-        &PeriodPolicy::default(),
+        &PeriodPolicies::default(),
         ms("2026-10-12 18:00"),
     );
     let rules: Vec<&str> = all.iter().map(|o| o.rule).collect();
@@ -928,7 +1160,7 @@ fn accountability_counts_per_organisation_with_the_oldest_overdue() {
         &DIRECTORY,
         &Calendar::official(),
         &RulePeriods::default(),
-        &PeriodPolicy::default(),
+        &PeriodPolicies::default(),
         ms("2026-09-30 10:00"),
     );
     let report = accountability(&all, ms("2026-09-28 00:00"), ms("2026-10-01 00:00"));
@@ -1024,7 +1256,7 @@ fn scenario_deadlines_come_out_exactly() {
         &DIRECTORY,
         &Calendar::official(),
         &RulePeriods::default(),
-        &PeriodPolicy::default(),
+        &PeriodPolicies::default(),
         at,
     );
 

@@ -19,6 +19,11 @@ pub struct NodeBinary {
 impl NodeBinary {
     /// Starts a node of `org` on the store in `folder/store`, logging to `folder/node.log`.
     pub fn start(org: &str, folder: &Path) -> NodeBinary {
+        NodeBinary::start_with_args(org, folder, &[])
+    }
+
+    /// [`NodeBinary::start`] with `extra` flags after the usual ones, e.g. `--config FILE`.
+    pub fn start_with_args(org: &str, folder: &Path, extra: &[&std::ffi::OsStr]) -> NodeBinary {
         let addr_file = folder.join("node.addr");
         let log = folder.join("node.log");
         let _ = std::fs::remove_file(&addr_file);
@@ -32,6 +37,7 @@ impl NodeBinary {
             .arg(folder.join("store"))
             .arg("--addr-file")
             .arg(&addr_file)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("the log file handle clones"))

@@ -64,6 +64,7 @@ impl TestNode {
             addr_file: None,
             cache_docs: 64,
             tls: None,
+            periods: Default::default(),
         };
         let office = server::open(&config)
             .await

@@ -230,6 +230,13 @@ enum CalendarCommand {
         /// Also use the years the Justice Bureau published, read from the node.
         #[arg(long)]
         published: bool,
+        /// The office's end of day, HH:MM in Beijing time (default 24:00), as its node's
+        /// [periods] table sets it: working-day and same-day periods end then.
+        #[arg(long, value_name = "HH:MM")]
+        end_of_day: Option<String>,
+        /// What "at once" gives (default 2h), e.g. 1h, 90m, 1h30m.
+        #[arg(long, value_name = "DURATION")]
+        at_once: Option<String>,
     },
     /// Whether a date is a working day.
     Day { date: String },
@@ -548,14 +555,23 @@ async fn calendar_command(cli: &Cli, command: &CalendarCommand, out: &render::Ou
             from,
             period,
             published,
+            end_of_day,
+            at_once,
         } => {
+            let from = calendar::parse_instant(from)?;
+            let period: Period = period.parse()?;
+            let mut policy = PeriodPolicy::default();
+            if let Some(text) = end_of_day {
+                policy.end_of_day = calendar::parse_end_of_day(text)?;
+            }
+            if let Some(text) = at_once {
+                policy.at_once = calendar::parse_delay(text)?;
+            }
             if *published {
                 add_published_years(cli, &mut calendar).await?;
             }
-            let from = calendar::parse_instant(from)?;
-            let period: Period = period.parse()?;
-            let due = calendar.due(from, period, &PeriodPolicy::default())?;
-            out.due(from, period, &due);
+            let due = calendar.due(from, period, &policy)?;
+            out.due(from, period, &policy, &due);
         }
         CalendarCommand::Day { date } => {
             let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")

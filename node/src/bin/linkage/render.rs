@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use linkage_node::calendar::{self, DayKind, Due, Holiday, Period};
+use linkage_node::calendar::{self, DayKind, Due, Holiday, Period, PeriodPolicy};
 use linkage_proto::v1 as pb;
 use serde_json::{Value, json};
 
@@ -276,16 +276,25 @@ impl Output {
         say!("{t}");
     }
 
-    pub fn due(&self, from: DateTime<FixedOffset>, period: Period, due: &Due) {
+    pub fn due(
+        &self,
+        from: DateTime<FixedOffset>,
+        period: Period,
+        policy: &PeriodPolicy,
+        due: &Due,
+    ) {
         if self.json {
             return print_json(&json!({
                 "from": calendar::format_instant(from), "period": period.to_string(),
+                "at_once": calendar::format_delay(policy.at_once),
+                "end_of_day": calendar::format_end_of_day(policy.end_of_day),
                 "due": calendar::format_instant(due.at), "due_ms": due.at.timestamp_millis(),
                 "provisional": due.provisional,
             }));
         }
         say!("from     {}", calendar::format_instant(from));
         say!("period   {period}");
+        say!("policy   {policy}");
         say!("due      {due}");
     }
 
