@@ -6,7 +6,7 @@
 //! publishes the new change-log position to sync sessions and feeds.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use automerge::{ActorId, Automerge, ChangeHash};
 use serde::{Deserialize, Serialize};
@@ -173,12 +173,24 @@ pub struct Changed<R> {
     pub heads: Vec<ChangeHash>,
 }
 
+/// The decoded summaries of every record, kept beside the stored JSON: sync asks for a
+/// record's summary on every offer and every received message (the hub's gate reads its
+/// parties), and decoding the JSON each time was a measured hot spot. A few hundred bytes per
+/// record; the store stays the truth and fills this on first use.
+#[derive(Debug, Default)]
+struct Summaries {
+    by_id: HashMap<String, Summary>,
+    /// Whether `by_id` holds every stored summary, so listing needs no store scan.
+    complete: bool,
+}
+
 #[derive(Debug)]
 pub struct Replica {
     org: String,
     actor: ActorId,
     store: Arc<dyn Store>,
     cache: Mutex<Cache>,
+    summaries: RwLock<Summaries>,
     capacity: usize,
     changes: watch::Sender<Seq>,
     clock: Arc<dyn Clock>,
@@ -211,6 +223,7 @@ impl Replica {
             actor,
             store,
             cache: Mutex::new(Cache::default()),
+            summaries: RwLock::new(Summaries::default()),
             capacity: capacity.max(16),
             changes,
             clock,
@@ -307,7 +320,7 @@ impl Replica {
     }
 
     pub fn contains(&self, id: &str) -> Result<bool, ReplicaError> {
-        Ok(self.store.summary(id)?.is_some())
+        Ok(self.summary(id)?.is_some())
     }
 
     /// Creates a record's document. Durable when this returns.
@@ -315,7 +328,7 @@ impl Replica {
         let id = record.id().to_owned();
         let slot = self.slot(&id);
         let mut slot = lock_slot(&slot);
-        if slot.doc.is_some() || self.store.summary(&id)?.is_some() {
+        if slot.doc.is_some() || self.summary(&id)?.is_some() {
             return Err(ReplicaError::AlreadyExists(id));
         }
         let now = self.now_ms();
@@ -324,6 +337,7 @@ impl Replica {
         self.check_size(&id, bytes.len())?;
         let summary = summarize(&doc, now);
         let seq = self.store.append(&id, &bytes, &encode_summary(&summary))?;
+        self.remember(&id, summary);
         slot.doc = Some(doc);
         slot.chunks_since_snapshot = 1;
         slot.stored_bytes = bytes.len();
@@ -396,6 +410,7 @@ impl Replica {
             .store
             .append(id, &chunk, &encode_summary(&summary))
             .map_err(ReplicaError::from)?;
+        self.remember(id, summary);
         slot.chunks_since_snapshot += 1;
         slot.stored_bytes += chunk.len();
         if measured.is_some() || slot.chunks_since_snapshot > COMPACT_AFTER_CHUNKS {
@@ -443,17 +458,61 @@ impl Replica {
             .map_err(ReplicaError::from)
     }
 
+    /// The record's summary as last stored, `None` if the replica does not hold it.
     pub fn summary(&self, id: &str) -> Result<Option<Summary>, ReplicaError> {
-        Ok(self.store.summary(id)?.and_then(|b| decode_summary(&b)))
+        if let Some(summary) = self.read_summaries().by_id.get(id) {
+            return Ok(Some(summary.clone()));
+        }
+        let Some(summary) = self.store.summary(id)?.and_then(|b| decode_summary(&b)) else {
+            return Ok(None);
+        };
+        self.write_summaries()
+            .by_id
+            .entry(id.to_owned())
+            .or_insert_with(|| summary.clone());
+        Ok(Some(summary))
     }
 
+    /// Every record's summary, by record id as the store orders them.
     pub fn summaries(&self) -> Result<Vec<Summary>, ReplicaError> {
-        Ok(self
-            .store
-            .summaries()?
-            .iter()
-            .filter_map(|(_, b)| decode_summary(b))
-            .collect())
+        let by_id = |known: &Summaries| {
+            let mut all: Vec<(&String, &Summary)> = known.by_id.iter().collect();
+            all.sort_unstable_by_key(|(id, _)| *id);
+            all.into_iter().map(|(_, s)| s.clone()).collect::<Vec<_>>()
+        };
+        {
+            let known = self.read_summaries();
+            if known.complete {
+                return Ok(by_id(&known));
+            }
+        }
+        let stored = self.store.summaries()?;
+        let mut known = self.write_summaries();
+        for (id, bytes) in stored {
+            // A summary written since the scan began is newer than the scanned one.
+            if let Some(summary) = decode_summary(&bytes) {
+                known.by_id.entry(id).or_insert(summary);
+            }
+        }
+        known.complete = true;
+        Ok(by_id(&known))
+    }
+
+    /// Keeps a summary just made durable.
+    fn remember(&self, id: &str, summary: Summary) {
+        self.write_summaries().by_id.insert(id.to_owned(), summary);
+    }
+
+    fn read_summaries(&self) -> std::sync::RwLockReadGuard<'_, Summaries> {
+        self.summaries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_summaries(&self) -> std::sync::RwLockWriteGuard<'_, Summaries> {
+        self.summaries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -134,6 +134,11 @@ pub fn summary_to_pb(s: &Summary) -> pb::RecordSummary {
         title: s.title.clone(),
         updated_at_ms: s.updated_at_ms,
         conflicted: s.conflicted,
+        heads: {
+            let mut heads = s.heads.clone();
+            heads.sort_unstable();
+            heads
+        },
     }
 }
 

@@ -32,6 +32,8 @@ const SCAN_BATCH: usize = 512;
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// How long an offer may wait for the peer's answer before it is made again.
 const OFFER_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often a session with offers in flight writes its peer's cursor.
+const CURSOR_SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// What the local side lets through to and from this peer.
 pub trait Gate: Send + Sync + std::fmt::Debug + 'static {
@@ -132,6 +134,9 @@ struct Session {
     /// How far the change log has been scanned.
     scanned: Seq,
     cursor: Seq,
+    /// The cursor as last written to the store, and when.
+    saved_cursor: Seq,
+    cursor_saved_ms: i64,
 }
 
 /// Runs a session until the peer closes it or the link fails. The hello exchange is done by
@@ -154,6 +159,8 @@ pub async fn run(
         offers_by_seq: BTreeMap::new(),
         scanned: cursor,
         cursor,
+        saved_cursor: cursor,
+        cursor_saved_ms: 0,
     };
     let mut changes = replica.subscribe();
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
@@ -170,6 +177,9 @@ pub async fn run(
                 return Err(SyncError::Closed);
             },
             _ = progress.tick() => {
+                if session.cursor > session.saved_cursor {
+                    session.save_cursor().await?;
+                }
                 session.retry_stale_offers().await?;
                 session.send_progress().await?;
             }
@@ -235,14 +245,18 @@ impl Session {
                 break;
             };
 
-            for entry in entries {
-                self.offer(entry.doc, entry.seq).await?;
+            let mut entries = entries.into_iter().map(|e| (e.doc, e.seq)).peekable();
+            while entries.peek().is_some() {
+                // Never more than the window has room for, so the window stays a bound.
+                let room = WINDOW - self.offers.len();
+                let batch: Vec<(String, Seq)> = entries.by_ref().take(room).collect();
+                let through = batch.last().map(|(_, seq)| *seq).unwrap_or(self.scanned);
+                self.offer_batch(batch).await?;
+                self.scanned = through;
                 if self.offers.len() >= WINDOW {
-                    self.scanned = entry.seq;
                     self.advance_cursor().await?;
                     return Ok(());
                 }
-                self.scanned = entry.seq;
             }
             self.scanned = last;
             self.advance_cursor().await?;
@@ -250,35 +264,57 @@ impl Session {
         Ok(())
     }
 
-    async fn offer(&mut self, id: String, seq: Seq) -> Result<(), SyncError> {
-        let state = self.take_state(&id).await?;
+    /// Offers `batch` (record, change-log position), in one trip to the store: one hop per
+    /// record was most of a session's cost (benchmark hot spot 5).
+    async fn offer_batch(&mut self, batch: Vec<(String, Seq)>) -> Result<(), SyncError> {
+        let inputs: Vec<(String, Seq, Option<State>)> = batch
+            .into_iter()
+            .map(|(id, seq)| {
+                let state = self.states.remove(&id);
+                (id, seq, state)
+            })
+            .collect();
         let gate = self.ctx.gate.clone();
-        let doc_id = id.clone();
-        let (outcome, state) = blocking(&self.ctx.replica, move |r| {
-            let Some(summary) = r.summary(&doc_id)? else {
-                return Ok((None, state));
-            };
-            if !gate.may_offer(&summary) {
-                return Ok((None, state));
+        let peer = self.ctx.peer_key.clone();
+        let prepared = blocking(&self.ctx.replica, move |r| {
+            let mut prepared = Vec::with_capacity(inputs.len());
+            for (id, seq, state) in inputs {
+                let state = match state {
+                    Some(state) => state,
+                    None => stored_state(r, &peer, &id)?,
+                };
+                let (outcome, state) = prepare_offer(r, gate.as_ref(), &id, state)?;
+                // The peer already holds all of it: remember that for the next session and
+                // for the hub's heads comparison, here rather than in another trip.
+                if matches!(outcome, Some((None, true))) {
+                    r.store().put_peer_state(&peer, &id, &state.encode())?;
+                }
+                prepared.push((id, seq, outcome, state));
             }
-            let mut state = state;
-            let outcome = r.read(&doc_id, |doc| {
-                let message = doc.generate_sync_message(&mut state);
-                (
-                    message,
-                    covers(state.their_heads.as_deref(), &doc.get_heads()),
-                )
-            })?;
-            Ok((outcome, state))
+            Ok(prepared)
         })
         .await?;
-        self.states.insert(id.clone(), state);
+        for (id, seq, outcome, state) in prepared {
+            self.states.insert(id.clone(), state);
+            self.send_offer(id, seq, outcome).await?;
+        }
+        Ok(())
+    }
 
+    async fn offer(&mut self, id: String, seq: Seq) -> Result<(), SyncError> {
+        self.offer_batch(vec![(id, seq)]).await
+    }
+
+    /// Sends what [`prepare_offer`] made of a record and tracks it as offered.
+    async fn send_offer(
+        &mut self,
+        id: String,
+        seq: Seq,
+        outcome: Option<(Option<Message>, bool)>,
+    ) -> Result<(), SyncError> {
         let message = match outcome {
-            None => return Ok(()),
-            // The peer already holds all of it; remember that for the next session and for
-            // the hub's heads comparison.
-            Some((None, true)) => return self.persist_state(&id).await,
+            // Not offered, or the peer already holds all of it (state persisted already).
+            None | Some((None, true)) => return Ok(()),
             // Waiting for the peer's answer to an earlier message; stay pending until it comes.
             Some((None, false)) => None,
             Some((Some(message), _)) => Some(message.encode()),
@@ -333,23 +369,6 @@ impl Session {
             self.offer(id, seq).await?;
         }
         Ok(())
-    }
-
-    /// The sync state for a record: in memory if this session has used it, else the shared
-    /// heads persisted by an earlier session, else new.
-    async fn take_state(&mut self, id: &str) -> Result<State, SyncError> {
-        if let Some(state) = self.states.remove(id) {
-            return Ok(state);
-        }
-        let peer = self.ctx.peer_key.clone();
-        let doc = id.to_owned();
-        blocking(&self.ctx.replica, move |r| {
-            Ok(match r.store().peer_state(&peer, &doc)? {
-                Some(bytes) => State::decode(&bytes).unwrap_or_default(),
-                None => State::new(),
-            })
-        })
-        .await
     }
 
     async fn on_frame(&mut self, frame: SyncFrame) -> Result<(), SyncError> {
@@ -417,11 +436,27 @@ impl Session {
             return self.reject(id, "limits", e.to_string()).await;
         }
 
-        let state = self.take_state(&id).await?;
+        let state = self.states.remove(&id);
         let gate = self.ctx.gate.clone();
+        let peer = self.ctx.peer_key.clone();
         let doc_id = id.clone();
+        // One trip to the store for the state, the change and, once the peer holds all of
+        // it, the state's persistence.
         let outcome = blocking(&self.ctx.replica, move |r| {
-            Ok(receive(r, &doc_id, gate.as_ref(), state, message))
+            let state = match state {
+                Some(state) => state,
+                None => stored_state(r, &peer, &doc_id)?,
+            };
+            let received = receive(r, &doc_id, gate.as_ref(), state, message);
+            if let Received::Applied {
+                state,
+                confirmed: true,
+                ..
+            } = &received
+            {
+                r.store().put_peer_state(&peer, &doc_id, &state.encode())?;
+            }
+            Ok(received)
         })
         .await?;
 
@@ -479,17 +514,29 @@ impl Session {
             .filter_map(|h| automerge::ChangeHash::try_from(h.as_slice()).ok())
             .collect();
         let doc = id.clone();
-        let ours = blocking(&self.ctx.replica, move |r| {
-            Ok(r.read(&doc, Automerge::get_heads)?)
-        })
-        .await?;
-        if let Some(ours) = ours.filter(|ours| covers(Some(&theirs), ours)) {
+        let peer = self.ctx.peer_key.clone();
+        let mut state = self.states.remove(&id);
+        let (state, covered) = blocking(&self.ctx.replica, move |r| {
+            let Some(ours) = r.read(&doc, Automerge::get_heads)? else {
+                return Ok((state, false));
+            };
+            if !covers(Some(&theirs), &ours) {
+                return Ok((state, false));
+            }
             // An ack carries no sync message, so Automerge never moved the shared heads; the
             // peer holds all of ours, and the persisted state must say so (the hub's tracker
             // compares it with the record's heads). Found by the simulation, seed 285.
-            if let Some(state) = self.states.get_mut(&id) {
+            if let Some(state) = state.as_mut() {
                 state.shared_heads = ours;
+                r.store().put_peer_state(&peer, &doc, &state.encode())?;
             }
+            Ok((state, true))
+        })
+        .await?;
+        if let Some(state) = state {
+            self.states.insert(id.clone(), state);
+        }
+        if covered {
             self.confirm(&id).await?;
         }
         Ok(())
@@ -524,29 +571,14 @@ impl Session {
         self.settle(&rejected.record_id).await
     }
 
-    /// The peer holds every change the record had when offered.
+    /// The peer holds every change the record had when offered; the caller has persisted
+    /// the sync state that says so, in the same trip to the store as the change.
     async fn confirm(&mut self, id: &str) -> Result<(), SyncError> {
-        self.persist_state(id).await?;
         if !self.offers.contains_key(id) {
             return Ok(());
         }
         debug!(record = %id, "confirmed by peer");
         self.settle(id).await
-    }
-
-    /// Persists the record's sync state (Automerge keeps only the shared heads of it), so the
-    /// next session starts from what both sides are known to hold.
-    async fn persist_state(&self, id: &str) -> Result<(), SyncError> {
-        let Some(state) = self.states.get(id) else {
-            return Ok(());
-        };
-        let bytes = state.encode();
-        let peer = self.ctx.peer_key.clone();
-        let doc = id.to_owned();
-        blocking(&self.ctx.replica, move |r| {
-            Ok(r.store().put_peer_state(&peer, &doc, &bytes)?)
-        })
-        .await
     }
 
     async fn settle(&mut self, id: &str) -> Result<(), SyncError> {
@@ -562,15 +594,30 @@ impl Session {
             Some(oldest) => oldest - 1,
             None => self.scanned,
         };
-        if target > self.cursor {
-            self.cursor = target;
-            let peer = self.ctx.peer_key.clone();
-            blocking(&self.ctx.replica, move |r| {
-                Ok(r.store().put_cursor(&peer, target)?)
-            })
-            .await?;
+        self.cursor = self.cursor.max(target);
+        // The persisted cursor is a hint that may lag: a session that ends before writing it
+        // re-offers a few records, which the peer's persisted sync states answer cheaply. So
+        // it is written when the session has caught up, and otherwise at most once per
+        // CURSOR_SAVE_EVERY instead of once per confirmed record.
+        let now = self.ctx.replica.now_ms();
+        let due = self.offers.is_empty()
+            || now - self.cursor_saved_ms >= CURSOR_SAVE_EVERY.as_millis() as i64;
+        if self.cursor > self.saved_cursor && due {
+            self.save_cursor().await?;
         }
         self.update_figures();
+        Ok(())
+    }
+
+    async fn save_cursor(&mut self) -> Result<(), SyncError> {
+        let peer = self.ctx.peer_key.clone();
+        let target = self.cursor;
+        blocking(&self.ctx.replica, move |r| {
+            Ok(r.store().put_cursor(&peer, target)?)
+        })
+        .await?;
+        self.saved_cursor = target;
+        self.cursor_saved_ms = self.ctx.replica.now_ms();
         Ok(())
     }
 
@@ -609,6 +656,39 @@ impl Session {
         }))
         .await
     }
+}
+
+/// The sync state persisted for `doc` with `peer`, or a new one.
+fn stored_state(replica: &Replica, peer: &str, doc: &str) -> Result<State, SyncError> {
+    Ok(match replica.store().peer_state(peer, doc)? {
+        Some(bytes) => State::decode(&bytes).unwrap_or_default(),
+        None => State::new(),
+    })
+}
+
+/// What to offer the peer of record `id`: `None` if the record is gone or the gate keeps it
+/// from the peer, else the sync message (if any) and whether the peer already holds all of it.
+#[allow(clippy::type_complexity)]
+fn prepare_offer(
+    replica: &Replica,
+    gate: &dyn Gate,
+    id: &str,
+    mut state: State,
+) -> Result<(Option<(Option<Message>, bool)>, State), SyncError> {
+    let Some(summary) = replica.summary(id)? else {
+        return Ok((None, state));
+    };
+    if !gate.may_offer(&summary) {
+        return Ok((None, state));
+    }
+    let outcome = replica.read(id, |doc| {
+        let message = doc.generate_sync_message(&mut state);
+        (
+            message,
+            covers(state.their_heads.as_deref(), &doc.get_heads()),
+        )
+    })?;
+    Ok((outcome, state))
 }
 
 enum Received {
