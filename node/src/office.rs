@@ -281,6 +281,11 @@ impl Office {
                     ..record.clone()
                 };
                 workflow::validate_create(office.directory(), &record.envelope.owner, &edited)?;
+                // FIXME: the whole body is reconciled, and Automerge's put of an unchanged
+                // value still writes when the field holds concurrent values, so editing one
+                // field settles a conflict on another with Automerge's winner (found
+                // 2026-12-04; every value stays in the history). Reconcile only the patched
+                // fields, with autosurgeon's encoding of each field's type.
                 doc::edit_body(doc, &body, now).map_err(ReplicaError::from)?;
                 Ok::<_, OfficeError>(())
             })?;

@@ -86,7 +86,9 @@ impl Summary {
     }
 }
 
-fn summarize(doc: &Automerge, now_ms: i64) -> Summary {
+/// The record's summary; `field_conflicted` says whether some field holds concurrent values
+/// (see [`Replica::field_conflicted`]).
+fn summarize(doc: &Automerge, now_ms: i64, field_conflicted: bool) -> Summary {
     let heads = doc.get_heads().iter().map(ToString::to_string).collect();
     match doc::hydrate_record(doc) {
         Ok(record) => {
@@ -104,7 +106,7 @@ fn summarize(doc: &Automerge, now_ms: i64) -> Summary {
                 title: record.body.title(),
                 created_at_ms: record.envelope.created_at_ms,
                 updated_at_ms: now_ms,
-                conflicted: !derived.contradictions.is_empty() || !doc::conflicts(doc).is_empty(),
+                conflicted: !derived.contradictions.is_empty() || field_conflicted,
                 category,
                 heads,
             }
@@ -143,6 +145,9 @@ struct Slot {
     /// Bytes the store holds for the document (snapshot and chunks), so a change that would
     /// take it past [`MAX_DOCUMENT_BYTES`] is refused before it is stored.
     stored_bytes: usize,
+    /// Whether some field of the document holds concurrent values, if known since it was
+    /// loaded.
+    field_conflicted: Option<bool>,
 }
 
 /// Locks a document's slot. A panic inside a change (Automerge has panicked on a peer's
@@ -302,6 +307,7 @@ impl Replica {
         slot.doc = Some(doc.with_actor(self.actor.clone()));
         slot.chunks_since_snapshot = stored.chunks.len();
         slot.stored_bytes = stored.len();
+        slot.field_conflicted = None;
         Ok(true)
     }
 
@@ -335,12 +341,14 @@ impl Replica {
         let doc = doc::new_document(record, self.actor.clone(), now)?;
         let bytes = doc.save();
         self.check_size(&id, bytes.len())?;
-        let summary = summarize(&doc, now);
+        // One office's transaction: nothing in it is concurrent with anything.
+        let summary = summarize(&doc, now, false);
         let seq = self.store.append(&id, &bytes, &encode_summary(&summary))?;
         self.remember(&id, summary);
         slot.doc = Some(doc);
         slot.chunks_since_snapshot = 1;
         slot.stored_bytes = bytes.len();
+        slot.field_conflicted = Some(false);
         self.publish();
         Ok(seq)
     }
@@ -364,6 +372,7 @@ impl Replica {
             slot.doc = Some(Automerge::new().with_actor(self.actor.clone()));
             slot.chunks_since_snapshot = 0;
             slot.stored_bytes = 0;
+            slot.field_conflicted = Some(false);
         }
 
         let outcome = self.change_loaded(id, &mut slot, f);
@@ -405,12 +414,14 @@ impl Replica {
             measured = Some(snapshot);
         }
         let now = self.now_ms();
-        let summary = summarize(doc, now);
+        let field_conflicted = field_conflicted(doc, &before, slot.field_conflicted);
+        let summary = summarize(doc, now, field_conflicted);
         let seq = self
             .store
             .append(id, &chunk, &encode_summary(&summary))
             .map_err(ReplicaError::from)?;
         self.remember(id, summary);
+        slot.field_conflicted = Some(field_conflicted);
         slot.chunks_since_snapshot += 1;
         slot.stored_bytes += chunk.len();
         if measured.is_some() || slot.chunks_since_snapshot > COMPACT_AFTER_CHUNKS {
@@ -514,6 +525,30 @@ impl Replica {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Whether some field of `doc` holds concurrent values, now that changes were added after
+/// `before`; `was` is what was known of the document at `before`.
+///
+/// Walking every field was a measured hot spot (once per write, on every node and the hub).
+/// A document without conflicts that gains a chain of changes each made on top of all the
+/// previous heads (every local edit, and most received ones) cannot have gained a conflict:
+/// each of Automerge's puts supersedes the single value it saw. Anything else is walked.
+fn field_conflicted(doc: &Automerge, before: &[ChangeHash], was: Option<bool>) -> bool {
+    if was == Some(false) {
+        let mut heads: Vec<ChangeHash> = before.to_vec();
+        let linear = doc.get_changes_meta(before).iter().all(|change| {
+            let mut deps = change.deps.clone();
+            deps.sort_unstable();
+            let extends = deps == heads;
+            heads = vec![change.hash];
+            extends
+        });
+        if linear {
+            return false;
+        }
+    }
+    !doc::conflicts(doc).is_empty()
 }
 
 fn evict(cache: &mut Cache, capacity: usize) {

@@ -521,6 +521,39 @@ async fn concurrent_edits_of_one_field_are_both_kept_as_a_conflict() {
     assert_eq!(body["measures"], "area sealed", "no field is lost");
     let listed = device_b.list(Default::default()).await;
     assert!(listed[0].conflicted);
+
+    // The summary's flag follows later edits: writing the field resolves the conflict, and
+    // edits after that keep the record clean (the replica skips the field walk for such
+    // edits; see `replica::field_conflicted`).
+    let edit = |patch: Value| {
+        let mut client = device_b.client();
+        let id = id.clone();
+        async move {
+            client
+                .edit_body(pb::EditBodyRequest {
+                    id,
+                    patch_json: patch.to_string(),
+                })
+                .await
+                .expect("a party edits the body");
+        }
+    };
+    edit(json!({ "assessment": "valves shut, cylinders removed" })).await;
+    assert!(!device_b.list(Default::default()).await[0].conflicted);
+    edit(json!({ "measures": "area reopened" })).await;
+    assert!(!device_b.list(Default::default()).await[0].conflicted);
+
+    // A concurrent edit arriving later is still seen, though the record was clean.
+    device_a
+        .client()
+        .edit_body(pb::EditBodyRequest {
+            id: id.clone(),
+            patch_json: json!({ "measures": "area patrolled" }).to_string(),
+        })
+        .await
+        .expect("a party edits the body");
+    deliver(&device_a, &device_b, &id);
+    assert!(device_b.list(Default::default()).await[0].conflicted);
 }
 
 /// A reply goes out in several small writes (headers, message, trailers). Without
