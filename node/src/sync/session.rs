@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::{Automerge, Change};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use linkage_proto::v1::{DocSync, Progress, Rejected, SyncFrame, sync_frame::Frame};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -26,6 +26,8 @@ use crate::workflow::RuleViolation;
 /// How many records may be offered and unconfirmed at once. Enough to keep a slow link busy,
 /// few enough that a reconnect re-offers little.
 const WINDOW: usize = 256;
+/// How many frames that have already arrived are handled in one trip to the store.
+const FRAMES_PER_TRIP: usize = 64;
 /// How many change-log entries one scan reads.
 const SCAN_BATCH: usize = 512;
 /// How often each side tells the other how much it still has to push.
@@ -169,7 +171,30 @@ pub async fn run(
         session.scan().await?;
         tokio::select! {
             frame = inbound.next() => match frame {
-                Some(Ok(frame)) => session.on_frame(frame).await?,
+                Some(Ok(frame)) => {
+                    // Frames that have already arrived go to the store together: one trip
+                    // per frame was most of a busy session's cost.
+                    let mut frames = vec![frame];
+                    let mut ended = None;
+                    while frames.len() < FRAMES_PER_TRIP {
+                        match inbound.next().now_or_never() {
+                            Some(Some(Ok(frame))) => frames.push(frame),
+                            Some(Some(Err(status))) => {
+                                ended = Some(SyncError::from(status));
+                                break;
+                            }
+                            Some(None) => {
+                                ended = Some(SyncError::Closed);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    session.on_frames(frames).await?;
+                    if let Some(error) = ended {
+                        return Err(error);
+                    }
+                }
                 Some(Err(status)) => return Err(status.into()),
                 None => return Err(SyncError::Closed),
             },
@@ -401,65 +426,98 @@ impl Session {
             .last_contact_ms = now;
     }
 
-    async fn on_doc(&mut self, frame: DocSync) -> Result<(), SyncError> {
-        let id = frame.record_id;
-        if id.is_empty() || id.len() > 256 {
-            return self
-                .reject(id, "protocol", "record id must be 1 to 256 bytes".into())
-                .await;
-        }
-        if frame.message.is_empty() {
-            return self.on_ack(id, frame.heads).await;
-        }
-        if frame.message.len() > MAX_FRAME_BYTES {
-            return self
-                .reject(
-                    id,
-                    "protocol",
-                    format!(
-                        "sync message of {} bytes is over the limit",
-                        frame.message.len()
-                    ),
-                )
-                .await;
-        }
-        let message = match Message::decode(&frame.message) {
-            Ok(message) => message,
-            Err(e) => {
-                return self
-                    .reject(id, "protocol", format!("malformed sync message: {e}"))
-                    .await;
+    /// Handles frames in arrival order, applying consecutive sync messages for distinct
+    /// records in one trip to the store.
+    async fn on_frames(&mut self, frames: Vec<SyncFrame>) -> Result<(), SyncError> {
+        let mut batch: Vec<Incoming> = Vec::new();
+        for frame in frames {
+            let doc = match frame.frame {
+                Some(Frame::Doc(doc)) if !doc.message.is_empty() => doc,
+                other => {
+                    self.apply_incoming(std::mem::take(&mut batch)).await?;
+                    self.on_frame(SyncFrame { frame: other }).await?;
+                    continue;
+                }
+            };
+            self.touch();
+            match check_doc(doc) {
+                Ok(incoming) => {
+                    // A second message for the same record needs the state the first leaves.
+                    if batch.iter().any(|b| b.id == incoming.id) {
+                        self.apply_incoming(std::mem::take(&mut batch)).await?;
+                    }
+                    batch.push(incoming);
+                }
+                Err(refusal) => {
+                    self.apply_incoming(std::mem::take(&mut batch)).await?;
+                    self.refuse_frame(refusal).await?;
+                }
             }
-        };
-        if let Err(e) = super::guard::check_message(&message) {
-            warn!(record = %id, error = %e, "refused a sync message past the limits");
-            return self.reject(id, "limits", e.to_string()).await;
         }
+        self.apply_incoming(batch).await
+    }
 
-        let state = self.states.remove(&id);
+    async fn on_doc(&mut self, frame: DocSync) -> Result<(), SyncError> {
+        if frame.message.is_empty() && !frame.record_id.is_empty() && frame.record_id.len() <= 256 {
+            return self.on_ack(frame.record_id, frame.heads).await;
+        }
+        match check_doc(frame) {
+            Ok(incoming) => self.apply_incoming(vec![incoming]).await,
+            Err(refusal) => self.refuse_frame(refusal).await,
+        }
+    }
+
+    async fn refuse_frame(&mut self, refusal: FrameRefusal) -> Result<(), SyncError> {
+        if refusal.rule == "limits" {
+            warn!(record = %refusal.id, error = %refusal.reason, "refused a sync message past the limits");
+        }
+        self.reject(refusal.id, refusal.rule, refusal.reason).await
+    }
+
+    /// Applies peers' sync messages for distinct records in one trip to the store, which also
+    /// loads their sync states and persists those the peer now shares in full; then answers
+    /// each.
+    async fn apply_incoming(&mut self, batch: Vec<Incoming>) -> Result<(), SyncError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let inputs: Vec<(Incoming, Option<State>)> = batch
+            .into_iter()
+            .map(|incoming| {
+                let state = self.states.remove(&incoming.id);
+                (incoming, state)
+            })
+            .collect();
         let gate = self.ctx.gate.clone();
         let peer = self.ctx.peer_key.clone();
-        let doc_id = id.clone();
-        // One trip to the store for the state, the change and, once the peer holds all of
-        // it, the state's persistence.
-        let outcome = blocking(&self.ctx.replica, move |r| {
-            let state = match state {
-                Some(state) => state,
-                None => stored_state(r, &peer, &doc_id)?,
-            };
-            let received = receive(r, &doc_id, gate.as_ref(), state, message);
-            if let Received::Applied {
-                state,
-                confirmed: true,
-                ..
-            } = &received
-            {
-                r.store().put_peer_state(&peer, &doc_id, &state.encode())?;
+        let outcomes = blocking(&self.ctx.replica, move |r| {
+            let mut outcomes = Vec::with_capacity(inputs.len());
+            for (Incoming { id, message }, state) in inputs {
+                let state = match state {
+                    Some(state) => state,
+                    None => stored_state(r, &peer, &id)?,
+                };
+                let received = receive(r, &id, gate.as_ref(), state, message);
+                if let Received::Applied {
+                    state,
+                    confirmed: true,
+                    ..
+                } = &received
+                {
+                    r.store().put_peer_state(&peer, &id, &state.encode())?;
+                }
+                outcomes.push((id, received));
             }
-            Ok(received)
+            Ok(outcomes)
         })
         .await?;
+        for (id, received) in outcomes {
+            self.answer_received(id, received).await?;
+        }
+        Ok(())
+    }
 
+    async fn answer_received(&mut self, id: String, outcome: Received) -> Result<(), SyncError> {
         match outcome {
             Received::Applied {
                 state,
@@ -689,6 +747,54 @@ fn prepare_offer(
         )
     })?;
     Ok((outcome, state))
+}
+
+/// A peer's sync message for one record, decoded and within the limits.
+struct Incoming {
+    id: String,
+    message: Message,
+}
+
+/// Why a frame was refused before it reached the store.
+struct FrameRefusal {
+    id: String,
+    rule: &'static str,
+    reason: String,
+}
+
+/// Checks a frame carrying a sync message: its record id, its size, that it decodes, and the
+/// guard's limits.
+fn check_doc(frame: DocSync) -> Result<Incoming, FrameRefusal> {
+    let id = frame.record_id;
+    let refuse = |id: String, rule, reason| FrameRefusal { id, rule, reason };
+    if id.is_empty() || id.len() > 256 {
+        return Err(refuse(
+            id,
+            "protocol",
+            "record id must be 1 to 256 bytes".into(),
+        ));
+    }
+    if frame.message.len() > MAX_FRAME_BYTES {
+        let reason = format!(
+            "sync message of {} bytes is over the limit",
+            frame.message.len()
+        );
+        return Err(refuse(id, "protocol", reason));
+    }
+    let message = match Message::decode(&frame.message) {
+        Ok(message) => message,
+        Err(e) => {
+            return Err(refuse(
+                id,
+                "protocol",
+                format!("malformed sync message: {e}"),
+            ));
+        }
+    };
+    if let Err(e) = super::guard::check_message(&message) {
+        return Err(refuse(id, "limits", e.to_string()));
+    }
+    Ok(Incoming { id, message })
 }
 
 enum Received {
