@@ -5,7 +5,7 @@
 //! change chunk, the record summary and the change-log entry in one synced batch, then
 //! publishes the new change-log position to sync sessions and feeds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use automerge::{ActorId, Automerge, ChangeHash};
@@ -184,7 +184,8 @@ pub struct Changed<R> {
 /// record; the store stays the truth and fills this on first use.
 #[derive(Debug, Default)]
 struct Summaries {
-    by_id: HashMap<String, Summary>,
+    /// Ordered by record id, as the store lists them.
+    by_id: BTreeMap<String, Summary>,
     /// Whether `by_id` holds every stored summary, so listing needs no store scan.
     complete: bool,
 }
@@ -486,11 +487,7 @@ impl Replica {
 
     /// Every record's summary, by record id as the store orders them.
     pub fn summaries(&self) -> Result<Vec<Summary>, ReplicaError> {
-        let by_id = |known: &Summaries| {
-            let mut all: Vec<(&String, &Summary)> = known.by_id.iter().collect();
-            all.sort_unstable_by_key(|(id, _)| *id);
-            all.into_iter().map(|(_, s)| s.clone()).collect::<Vec<_>>()
-        };
+        let by_id = |known: &Summaries| known.by_id.values().cloned().collect::<Vec<_>>();
         {
             let known = self.read_summaries();
             if known.complete {

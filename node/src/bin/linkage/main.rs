@@ -32,7 +32,8 @@ struct Cli {
         default_value = "http://127.0.0.1:7401"
     )]
     node: String,
-    /// The hub, for `status`, `district` and `feed`.
+    /// The hub, for `status`, `counts`, `feed`, and `obligations` or `report` with
+    /// `--district`.
     #[arg(
         long,
         global = true,
@@ -63,7 +64,8 @@ enum Command {
         /// case, transfer, complaint, shared_info, urgent_notice, consultation, assistance,
         /// dispute, liaison_directory, calendar.
         kind: String,
-        /// The body as JSON, `@FILE` to read a file, or `-` for standard input.
+        /// The body as JSON, `@FILE` to read a file, or `-` for standard input. Fields named
+        /// `*_at_ms` take Unix milliseconds or an instant such as "2026-09-28 10:20".
         #[arg(long)]
         body: String,
         /// Organisations entitled to the record besides this node's own (comma-separated).
@@ -76,17 +78,22 @@ enum Command {
     Get { id: String },
     /// List records, newest last.
     List {
+        /// Only records of this kind, e.g. transfer.
         #[arg(long)]
         kind: Option<String>,
+        /// Only records this organisation is a party to.
         #[arg(long)]
         party: Option<String>,
+        /// Only records in this status, e.g. awaiting_receipt, accepted.
         #[arg(long)]
         status: Option<String>,
         /// Created at or after (RFC 3339 or "YYYY-MM-DD HH:MM", Beijing time).
         #[arg(long)]
         since: Option<String>,
+        /// Created before (RFC 3339 or "YYYY-MM-DD HH:MM", Beijing time).
         #[arg(long)]
         until: Option<String>,
+        /// At most this many records (0: all).
         #[arg(long, default_value_t = 0)]
         limit: u32,
     },
@@ -97,6 +104,7 @@ enum Command {
         action: String,
         #[command(flatten)]
         act: ActArgs,
+        /// Why: the grounds an objection (T-5) or an extension (S-2, A-3) must state.
         #[arg(long)]
         reason: Option<String>,
         /// Working days of an extension (S-2, A-3).
@@ -109,6 +117,8 @@ enum Command {
     /// Set body fields from a JSON object: `linkage edit ID --patch '{"assessment":"..."}'`.
     Edit {
         id: String,
+        /// The fields to set, as a JSON object, `@FILE` or `-`; `*_at_ms` fields take an
+        /// instant as `--body` does.
         #[arg(long)]
         patch: String,
     },
@@ -222,9 +232,11 @@ enum CaCommand {
 enum CalendarCommand {
     /// When a period from an instant ends: `linkage calendar due --from "2026-09-28 10:20" --period 3wd`.
     Due {
+        /// The instant the period runs from, RFC 3339 or "YYYY-MM-DD HH:MM" in Beijing time.
         #[arg(long)]
         from: String,
-        /// 3wd, 24h, 2h, at-once, same-day.
+        /// 3wd, 24h, 2h, at-once, same-day; hours also as minutes (120m, 1h60m) when they come
+        /// to whole hours.
         #[arg(long)]
         period: String,
         /// Also use the years the Justice Bureau published, read from the node.
@@ -250,8 +262,10 @@ struct ActArgs {
     /// The internal unit that did the work.
     #[arg(long)]
     unit: Option<String>,
+    /// The member of staff who acted (经办人), as written in the file.
     #[arg(long, default_value = "")]
     person: String,
+    /// A free-text note kept with the event, e.g. what was sent or said.
     #[arg(long, default_value = "")]
     note: String,
 }
