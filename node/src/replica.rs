@@ -3,7 +3,10 @@
 //!
 //! Every change, local or received by sync, goes through [`Replica::change`]: it saves the
 //! change chunk, the record summary and the change-log entry in one synced batch, then
-//! publishes the new change-log position to sync sessions and feeds.
+//! publishes the new change-log position to sync sessions and feeds. A sync session applying
+//! a batch of received messages writes them unsynced ([`Replica::change_unsynced`]) and makes
+//! the batch durable and published with one disk sync ([`Replica::make_durable`]) before it
+//! answers any of them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -148,6 +151,14 @@ struct Slot {
     /// Whether some field of the document holds concurrent values, if known since it was
     /// loaded.
     field_conflicted: Option<bool>,
+}
+
+/// Whether a change is synced to disk and published before [`Replica::change`] returns, or
+/// left to the caller's next [`Replica::make_durable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Synced,
+    Deferred,
 }
 
 /// Locks a document's slot. A panic inside a change (Automerge has panicked on a peer's
@@ -364,6 +375,36 @@ impl Replica {
         create_missing: bool,
         f: impl FnOnce(&mut Automerge) -> Result<R, E>,
     ) -> Result<Changed<R>, E> {
+        self.change_with(id, create_missing, Durability::Synced, f)
+    }
+
+    /// [`Replica::change`], written but neither synced nor published: the change is durable,
+    /// and sessions and feeds hear of it, only at the next [`Replica::make_durable`]. The
+    /// caller must tell nobody of it before then. A sync session applies a batch of received
+    /// messages this way, one disk sync for the batch.
+    pub fn change_unsynced<R, E: From<ReplicaError>>(
+        &self,
+        id: &str,
+        create_missing: bool,
+        f: impl FnOnce(&mut Automerge) -> Result<R, E>,
+    ) -> Result<Changed<R>, E> {
+        self.change_with(id, create_missing, Durability::Deferred, f)
+    }
+
+    /// Syncs every change made so far to disk, then tells sessions and feeds.
+    pub fn make_durable(&self) -> Result<(), ReplicaError> {
+        self.store.sync()?;
+        self.publish();
+        Ok(())
+    }
+
+    fn change_with<R, E: From<ReplicaError>>(
+        &self,
+        id: &str,
+        create_missing: bool,
+        durability: Durability,
+        f: impl FnOnce(&mut Automerge) -> Result<R, E>,
+    ) -> Result<Changed<R>, E> {
         let slot = self.slot(id);
         let mut slot = lock_slot(&slot);
         if !self.load_into(id, &mut slot)? {
@@ -376,7 +417,7 @@ impl Replica {
             slot.field_conflicted = Some(false);
         }
 
-        let outcome = self.change_loaded(id, &mut slot, f);
+        let outcome = self.change_loaded(id, &mut slot, durability, f);
         // A failed change may have half-applied; an empty document (a sync exchange that has
         // not brought the record's changes yet) is not the record. Either way the store is
         // the truth, so the next reader loads from it and finds the record or nothing.
@@ -390,6 +431,7 @@ impl Replica {
         &self,
         id: &str,
         slot: &mut Slot,
+        durability: Durability,
         f: impl FnOnce(&mut Automerge) -> Result<R, E>,
     ) -> Result<Changed<R>, E> {
         let doc = slot.doc.as_mut().expect("loaded above");
@@ -417,10 +459,12 @@ impl Replica {
         let now = self.now_ms();
         let field_conflicted = field_conflicted(doc, &before, slot.field_conflicted);
         let summary = summarize(doc, now, field_conflicted);
-        let seq = self
-            .store
-            .append(id, &chunk, &encode_summary(&summary))
-            .map_err(ReplicaError::from)?;
+        let summary_bytes = encode_summary(&summary);
+        let seq = match durability {
+            Durability::Synced => self.store.append(id, &chunk, &summary_bytes),
+            Durability::Deferred => self.store.append_unsynced(id, &chunk, &summary_bytes),
+        }
+        .map_err(ReplicaError::from)?;
         self.remember(id, summary);
         slot.field_conflicted = Some(field_conflicted);
         slot.chunks_since_snapshot += 1;
@@ -433,7 +477,9 @@ impl Replica {
             slot.chunks_since_snapshot = 0;
             slot.stored_bytes = snapshot.len();
         }
-        self.publish();
+        if durability == Durability::Synced {
+            self.publish();
+        }
         Ok(Changed {
             result,
             seq: Some(seq),

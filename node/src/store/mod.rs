@@ -80,6 +80,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// document), so `append` need not.
     fn append(&self, doc: &str, chunk: &[u8], summary: &[u8]) -> Result<Seq, StoreError>;
 
+    /// [`Store::append`], written but not yet synced to disk: durable once [`Store::sync`]
+    /// returns. For a caller that applies many changes in a row and tells nobody of any of
+    /// them before `sync` (a sync session applying a batch of received messages), so one
+    /// disk sync serves the batch instead of one per change.
+    fn append_unsynced(&self, doc: &str, chunk: &[u8], summary: &[u8]) -> Result<Seq, StoreError> {
+        self.append(doc, chunk, summary)
+    }
+
+    /// Makes every write before it durable.
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Everything stored for `doc`, or `None` if the store has never seen it.
     fn load(&self, doc: &str) -> Result<Option<StoredDoc>, StoreError>;
 

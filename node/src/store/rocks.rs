@@ -235,6 +235,7 @@ impl RocksStore {
         seq: Seq,
         chunk: &[u8],
         summary: &[u8],
+        synced: bool,
     ) -> Result<(), StoreError> {
         let changelog = self.cf(CF_CHANGELOG)?;
         let docseq = self.cf(CF_DOCSEQ)?;
@@ -254,7 +255,11 @@ impl RocksStore {
         }
         batch.put_cf(changelog, seq.to_be_bytes(), doc);
         batch.put_cf(docseq, doc, seq.to_be_bytes());
-        self.write(batch, "append chunk")
+        if synced {
+            self.write(batch, "append chunk")
+        } else {
+            self.write_unsynced(batch, "append chunk")
+        }
     }
 
     /// Visits the chunks of `doc` with sequence numbers in `from..to`, in order, reading
@@ -310,9 +315,26 @@ impl Store for RocksStore {
         // concurrent appends reach RocksDB together and share one WAL sync.
         let ticket = self.seqs.begin();
         let seq = ticket.seq;
-        self.write_append(doc, seq, chunk, summary)?;
+        self.write_append(doc, seq, chunk, summary, true)?;
         drop(ticket);
         Ok(seq)
+    }
+
+    fn append_unsynced(&self, doc: &str, chunk: &[u8], summary: &[u8]) -> Result<Seq, StoreError> {
+        let ticket = self.seqs.begin();
+        let seq = ticket.seq;
+        self.write_append(doc, seq, chunk, summary, false)?;
+        drop(ticket);
+        Ok(seq)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        if self.wal == Wal::Disabled {
+            return Ok(());
+        }
+        self.db
+            .flush_wal(true)
+            .map_err(|e| StoreError::Engine(format!("sync the write-ahead log: {e}")))
     }
 
     fn load(&self, doc: &str) -> Result<Option<StoredDoc>, StoreError> {

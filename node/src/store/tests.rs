@@ -49,7 +49,8 @@ macro_rules! conformance {
                 forget_peer_drops_only_that_peer,
                 meta_round_trips_and_lists_by_prefix,
                 concurrent_appends_get_unique_contiguous_seqs,
-                changed_since_never_shows_a_gap_while_appends_run
+                changed_since_never_shows_a_gap_while_appends_run,
+                unsynced_appends_are_appends_made_durable_by_sync
             );
         }
     };
@@ -440,6 +441,36 @@ fn rocks_data_survives_reopen_and_seqs_continue() {
     // The reopened store still keeps one entry per doc: a's old entry at 3 goes.
     store.append("a", b"a3", b"").unwrap();
     assert_eq!(seqs(&store.changed_since(0, 10).unwrap()), [2, 4, 5]);
+}
+
+/// A batch of received changes is written with `append_unsynced` and made durable by one
+/// `sync`: the entries are ordinary appends in every other respect.
+fn unsynced_appends_are_appends_made_durable_by_sync(store: &impl Store) {
+    assert_eq!(store.append("a", b"a1", b"sa").unwrap(), 1);
+    assert_eq!(store.append_unsynced("b", b"b1", b"sb").unwrap(), 2);
+    assert_eq!(store.append_unsynced("a", b"a2", b"sa2").unwrap(), 3);
+    store.sync().unwrap();
+    assert_eq!(store.last_seq(), 3);
+    assert_eq!(docs(&store.changed_since(0, 10).unwrap()), ["b", "a"]);
+    assert_eq!(
+        store.load("a").unwrap().unwrap().chunks,
+        [b"a1".to_vec(), b"a2".to_vec()]
+    );
+    assert_eq!(store.summary("a").unwrap().as_deref(), Some(&b"sa2"[..]));
+}
+
+#[test]
+fn rocks_unsynced_appends_survive_reopen_after_sync() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = RocksStore::open(dir.path()).unwrap();
+        store.append_unsynced("a", b"a1", b"sa").unwrap();
+        store.append_unsynced("b", b"b1", b"sb").unwrap();
+        store.sync().unwrap();
+    }
+    let store = RocksStore::open(dir.path()).unwrap();
+    assert_eq!(store.last_seq(), 2);
+    assert_eq!(store.load("b").unwrap().unwrap().chunks, [b"b1".to_vec()]);
 }
 
 #[test]

@@ -491,6 +491,7 @@ impl Session {
         let gate = self.ctx.gate.clone();
         let peer = self.ctx.peer_key.clone();
         let outcomes = blocking(&self.ctx.replica, move |r| {
+            let logged_before = r.store().last_seq();
             let mut outcomes = Vec::with_capacity(inputs.len());
             for (Incoming { id, message }, state) in inputs {
                 let state = match state {
@@ -507,6 +508,11 @@ impl Session {
                     r.store().put_peer_state(&peer, &id, &state.encode())?;
                 }
                 outcomes.push((id, received));
+            }
+            // The batch's changes were written unsynced; one disk sync makes them all durable
+            // before any is answered or offered on (group commit within one session).
+            if r.store().last_seq() != logged_before {
+                r.make_durable()?;
             }
             Ok(outcomes)
         })
@@ -853,7 +859,8 @@ fn apply_message(
     state: State,
     message: Message,
 ) -> Received {
-    let outcome = replica.change(id, true, |doc| -> Result<Received, ReplicaError> {
+    // Unsynced: the caller makes the whole batch durable before it answers (`apply_incoming`).
+    let outcome = replica.change_unsynced(id, true, |doc| -> Result<Received, ReplicaError> {
         let before_exists = !doc.get_heads().is_empty();
         let mut trial_state = state.clone();
         // Heads, needs and bloom filters change nothing in the document: only a message
