@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use linkage_hub::config::{HubArgs, HubConfig};
 use linkage_node::server::{init_tracing, shutdown_signal};
-use tracing::error;
 
+/// Errors go to stderr once, by their message alone (each names what was wrong, e.g. the
+/// address it could not listen on), whatever `RUST_LOG` lets through.
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
@@ -20,7 +21,7 @@ async fn main() -> ExitCode {
     match linkage_hub::server::run(config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!(error = %e, "hub stopped");
+            eprintln!("linkage-hub: {e}");
             ExitCode::FAILURE
         }
     }

@@ -31,6 +31,10 @@ pub enum ConfigError {
     NotLoopback { addr: SocketAddr },
     #[error("organisation {0:?} is not in the organisation directory")]
     UnknownOrg(String),
+    #[error(
+        "the hub address {url:?} is not usable ({reason}); expected e.g. http://127.0.0.1:7400, or https://HOST:PORT with mutual TLS"
+    )]
+    BadHubUrl { url: String, reason: String },
     #[error("[periods.organisations.{0}]: organisation {0:?} is not in the organisation directory")]
     UnknownPeriodsOrg(String),
     #[error("{key}: {source}")]
@@ -251,6 +255,28 @@ pub fn require_loopback(addr: SocketAddr, tls: Option<&TlsFiles>) -> Result<(), 
     }
 }
 
+/// Checks the hub's address as the sync link will read it, so a typo stops start-up instead of
+/// leaving a node that retries an impossible link forever: an http or https URL with a host.
+pub fn check_hub_url(url: String) -> Result<String, ConfigError> {
+    let bad = |reason: &str| ConfigError::BadHubUrl {
+        url: url.clone(),
+        reason: reason.to_owned(),
+    };
+    // The parser of the link's own `Endpoint::from_shared`.
+    let uri = url
+        .parse::<tonic::transport::Uri>()
+        .map_err(|e| bad(&e.to_string()))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => return Err(bad(&format!("scheme {other:?}, not http or https"))),
+        None => return Err(bad("no scheme: start it with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    Ok(url)
+}
+
 impl NodeConfig {
     pub fn from_args(args: NodeArgs) -> Result<Self, ConfigError> {
         let file: NodeFile = read_toml(args.config.as_deref())?;
@@ -281,7 +307,7 @@ impl NodeConfig {
                 .or(file.data_dir)
                 .ok_or(ConfigError::Missing("data-dir"))?,
             listen,
-            hub: args.hub.or(file.hub),
+            hub: args.hub.or(file.hub).map(check_hub_url).transpose()?,
             directory,
             addr_file: args.addr_file,
             cache_docs: args.cache_docs.or(file.cache_docs).unwrap_or(4096),
@@ -430,6 +456,29 @@ at_once = "1h"
                 message.contains(key) && message.contains(&format!("{value:?}")),
                 "{message}"
             );
+        }
+    }
+
+    #[test]
+    fn a_hub_address_that_is_not_an_http_url_with_a_host_is_refused_naming_it() {
+        for url in [
+            "not a url",
+            "127.0.0.1:7400",
+            "ftp://127.0.0.1:7400",
+            "http://",
+            "http:///path",
+            "",
+        ] {
+            let error = node_config(&format!("hub = {url:?}\n")).unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::BadHubUrl { url: named, .. } if named == url),
+                "{url:?}: {error:?}"
+            );
+            assert!(error.to_string().contains(&format!("{url:?}")), "{error}");
+        }
+        for url in ["http://127.0.0.1:7400", "https://hub.example:7400/"] {
+            let config = node_config(&format!("hub = {url:?}\n")).unwrap();
+            assert_eq!(config.hub.as_deref(), Some(url));
         }
     }
 

@@ -3,31 +3,81 @@
 //! [`serve`], the two halves of [`run`], so a test runs the real thing.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use automerge::ActorId;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tracing::{error, info};
 
 use crate::config::NodeConfig;
 use crate::office::Office;
-use crate::replica::{Replica, SystemClock};
+use crate::record::doc;
+use crate::replica::{Replica, ReplicaError, SystemClock};
 use crate::service::NodeService;
-use crate::store::{RocksStore, Store};
+use crate::store::{RocksStore, Store, StoreError};
 use crate::sync::client::{self, LinkStatus};
-use crate::tls::TlsFiles;
+use crate::tls::{TlsError, TlsFiles};
+
+/// The store's meta key holding the node's actor id, which [`Replica::open`] keeps there.
+const ACTOR_META_KEY: &str = "actor";
+
+/// Why a node could not start, or stopped serving. Each message is complete on its own: `main`
+/// prints it once, without a cause chain.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("node store: {0}")]
+    Store(#[from] StoreError),
+    #[error(
+        "data folder {folder} holds the records of organisation {stored}, not {configured}: \
+         start it with --org {stored}, or give {configured} a data folder of its own"
+    )]
+    OtherOrganisation {
+        folder: PathBuf,
+        stored: String,
+        configured: String,
+    },
+    #[error("node replica: {0}")]
+    Replica(#[from] ReplicaError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write the address file {path}: {source}")]
+    AddrFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
 
 /// Runs the node until `shutdown` resolves: opens its replica, binds `config.listen` and
 /// serves there.
 pub async fn run(
     config: NodeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), NodeError> {
     let office = open(&config).await?;
-    let listener = TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
+    let listen_error = |source| NodeError::Listen {
+        addr: config.listen,
+        source,
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(listen_error)?;
+    let addr = listener.local_addr().map_err(listen_error)?;
     if let Some(path) = &config.addr_file {
-        write_addr_file(path, addr)?;
+        write_addr_file(path, addr).map_err(|source| NodeError::AddrFile {
+            path: path.clone(),
+            source,
+        })?;
     }
     info!(org = %config.org, %addr, data_dir = %config.data_dir.display(), hub = ?config.hub, "node listening");
     serve_with_tls(
@@ -47,7 +97,7 @@ pub const UNSAFE_NO_WAL_ENV: &str = "LINKAGE_UNSAFE_NO_WAL";
 
 /// Opens the node's store and replica and the office over them, with the configured period
 /// policies.
-pub async fn open(config: &NodeConfig) -> anyhow::Result<Office> {
+pub async fn open(config: &NodeConfig) -> Result<Office, NodeError> {
     let data_dir = config.data_dir.clone();
     let unsafe_no_wal = std::env::var(UNSAFE_NO_WAL_ENV).is_ok_and(|v| v == "1");
     if unsafe_no_wal {
@@ -65,8 +115,10 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Office> {
                 RocksStore::open(&data_dir)
             }
         })
-        .await??,
+        .await
+        .map_err(|_| NodeError::ShuttingDown)??,
     );
+    check_folder_org(store.as_ref(), &config.org, &config.data_dir)?;
     let replica = Arc::new(Replica::open(
         &config.org,
         store,
@@ -82,6 +134,23 @@ pub async fn open(config: &NodeConfig) -> anyhow::Result<Office> {
         .with_period_policies(config.periods.clone()))
 }
 
+/// Refuses a data folder another organisation's node wrote. [`Replica::open`] would otherwise
+/// take a new actor of `org` and serve the other organisation's records as `org`'s; the actor
+/// id it stored names the organisation the folder belongs to.
+fn check_folder_org(store: &dyn Store, org: &str, folder: &Path) -> Result<(), NodeError> {
+    let Some(bytes) = store.meta(ACTOR_META_KEY)? else {
+        return Ok(());
+    };
+    match doc::org_of_actor(&ActorId::from(bytes.as_slice())) {
+        Some(stored) if stored != org => Err(NodeError::OtherOrganisation {
+            folder: folder.to_owned(),
+            stored,
+            configured: org.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Serves `office` on `listener` until `shutdown` resolves, syncing with `hub` if given.
 /// Tests bind `127.0.0.1:0` themselves and hand the listener over, so they know the port
 /// before the server starts and never wait for it.
@@ -90,7 +159,7 @@ pub async fn serve(
     office: Office,
     hub: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), NodeError> {
     serve_with_tls(listener, office, hub, None, shutdown).await
 }
 
@@ -102,7 +171,7 @@ pub async fn serve_with_tls(
     hub: Option<String>,
     tls: Option<TlsFiles>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), NodeError> {
     let link = Arc::new(LinkStatus::default());
     let client_tls = tls.as_ref().map(TlsFiles::client_config).transpose()?;
     let sync_task = hub.clone().map(|hub| {
