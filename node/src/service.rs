@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use tracing::warn;
 
 use crate::office::{Act, ListFilter, Office, OfficeError, RecordView};
+use crate::org::{Directory, Lookup};
 use crate::record::{Action, Body, RecordKind};
 use crate::replica::{ReplicaError, Summary};
 use crate::sync::client::LinkStatus;
@@ -41,6 +42,32 @@ pub fn status_of(error: OfficeError) -> Status {
         }
         OfficeError::ShuttingDown => Status::unavailable("the node is shutting down"),
     }
+}
+
+/// What an `Obligations` or `Accountability` request names to mean every organisation.
+pub const ALL_ORGS: &str = "all";
+
+/// Checks the organisation an `Obligations` or `Accountability` request asks about: empty (this
+/// node's own), [`ALL_ORGS`], or an organisation of `directory`. Anything else would match no
+/// obligation and answer an empty table that reads as "owes nothing".
+pub fn known_org_or_all(directory: &Directory, org: &str) -> Result<(), OfficeError> {
+    if org.is_empty() || org == ALL_ORGS {
+        return Ok(());
+    }
+    let hint = match directory.lookup(org) {
+        Lookup::Org(_) => return Ok(()),
+        Lookup::Unit(unit) => format!(
+            "; it is a unit of {}, whose obligations are its organisation's",
+            unit.parent
+        ),
+        Lookup::Unknown if org.eq_ignore_ascii_case(ALL_ORGS) => {
+            format!("; every organisation is {ALL_ORGS:?}, in lower case")
+        }
+        Lookup::Unknown => String::new(),
+    };
+    Err(OfficeError::Invalid(format!(
+        "organisation {org:?} is not in this node's organisation directory{hint}"
+    )))
 }
 
 #[derive(Debug, Clone)]
@@ -278,6 +305,7 @@ impl Records for NodeService {
         request: Request<pb::ObligationsRequest>,
     ) -> Result<Response<pb::ObligationsResponse>, Status> {
         let req = request.into_inner();
+        known_org_or_all(self.office.directory(), &req.org).map_err(status_of)?;
         crate::obligation::answer(&self.office, req)
             .await
             .map(Response::new)
@@ -288,7 +316,9 @@ impl Records for NodeService {
         &self,
         request: Request<pb::AccountabilityRequest>,
     ) -> Result<Response<pb::AccountabilityResponse>, Status> {
-        crate::obligation::report(&self.office, request.into_inner())
+        let req = request.into_inner();
+        known_org_or_all(self.office.directory(), &req.org).map_err(status_of)?;
+        crate::obligation::report(&self.office, req)
             .await
             .map(Response::new)
             .map_err(status_of)

@@ -526,3 +526,342 @@ fn a_closed_stdout_ends_the_cli_quietly_without_a_panic() {
         );
     }
 }
+
+/// The README's transfer example, the exact text from the README run by `sh` with `linkage`
+/// on the PATH and the test node's URL for the README's: `discovered_at_ms` written as
+/// "2026-09-28 10:20" arrives as Unix milliseconds.
+#[test]
+fn the_readmes_transfer_example_runs_with_an_instant_in_discovered_at_ms() {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("linkage --node http://127.0.0.1:7401 create transfer")
+        .expect("the README shows the transfer example");
+    let end = start
+        + readme[start..]
+            .find("}]}'")
+            .expect("the example's body ends")
+        + 4;
+    let example = &readme[start..end];
+    assert!(
+        example.contains(r#""discovered_at_ms": "2026-09-28 10:20""#),
+        "{example}"
+    );
+
+    let folder = TempDir::new().unwrap();
+    let node = NodeBinary::start(HAIBIN, folder.path());
+    let command = example.replace("http://127.0.0.1:7401", &node.url());
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_linkage"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new("sh")
+        .args(["-c", &command])
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("sh runs");
+    let table = succeeded(&output);
+    assert!(table.contains("TR-"), "{table}");
+
+    let listed = parsed(&linkage(
+        &node.url(),
+        &["--json", "list", "--kind", "transfer"],
+        None,
+    ));
+    let id = listed[0]["envelope"]["id"].as_str().unwrap().to_owned();
+    let record = parsed(&linkage(&node.url(), &["--json", "get", &id], None));
+    assert_eq!(
+        record["body"]["discovered_at_ms"],
+        bj("2026-09-28 10:20"),
+        "{record}"
+    );
+    assert_eq!(record["events"][0]["at_ms"], bj("2026-09-28 11:05"));
+}
+
+/// Runs `linkage --node URL ARGS...` against a node that never answers: a CLI that sends
+/// anything would wait forever, so it is killed after a while and the test fails.
+fn linkage_unanswered(node: &str, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_linkage"))
+        .args(["--node", node])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("linkage starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().expect("the child can be polled").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`linkage {}` sent its request to the node", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("linkage's output is read")
+}
+
+/// `*_at_ms` fields of `--body` and `--patch` take instants; integers pass unchanged, and a
+/// string that is not an instant is refused naming the field and the value, before the node
+/// (here a listener nobody serves) is contacted.
+#[test]
+fn instants_in_at_ms_fields_become_milliseconds_and_bad_ones_are_named() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let dead = format!("http://{}", listener.local_addr().unwrap());
+    let stderr = failed(&linkage_unanswered(
+        &dead,
+        &[
+            "create",
+            "case",
+            "--body",
+            r#"{"title": "t", "found_at_ms": "2026-09-28 25:00"}"#,
+        ],
+    ));
+    assert!(
+        stderr.contains("--body field found_at_ms")
+            && stderr.contains("\"2026-09-28 25:00\" is not an instant"),
+        "{stderr}"
+    );
+    let stderr = failed(&linkage_unanswered(
+        &dead,
+        &[
+            "edit",
+            "CA-0000000000000000",
+            "--patch",
+            r#"{"found_at_ms": "yesterday"}"#,
+        ],
+    ));
+    assert!(
+        stderr.contains("--patch field found_at_ms") && stderr.contains("\"yesterday\""),
+        "{stderr}"
+    );
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the CLI connected to the node: {other:?}"),
+    }
+
+    let folder = TempDir::new().unwrap();
+    let node = NodeBinary::start(HAIBIN, folder.path());
+    let url = node.url();
+    let case = json!({
+        "title": "海滨镇 case", "matter": "food safety", "facts": "a stall",
+        "found_at_ms": bj("2026-09-27 09:00"),
+    });
+    let created = parsed(&linkage(
+        &url,
+        &["--json", "create", "case", "--body", &case.to_string()],
+        None,
+    ));
+    assert_eq!(created["body"]["found_at_ms"], bj("2026-09-27 09:00"));
+    let id = created["envelope"]["id"].as_str().unwrap().to_owned();
+    let edited = parsed(&linkage(
+        &url,
+        &[
+            "--json",
+            "edit",
+            &id,
+            "--patch",
+            r#"{"found_at_ms": "2026-09-28T08:30:00+08:00", "place": "market street"}"#,
+        ],
+        None,
+    ));
+    assert_eq!(edited["body"]["found_at_ms"], bj("2026-09-28 08:30"));
+    assert_eq!(edited["body"]["place"], "market street");
+}
+
+/// An organisation the node's directory does not know is refused by name, for obligations and
+/// the report alike; `all` (lower case, as documented) and a known id still answer.
+#[test]
+fn obligations_and_report_refuse_an_unknown_organisation_by_name() {
+    let folder = TempDir::new().unwrap();
+    let node = NodeBinary::start(HAIBIN, folder.path());
+    let url = node.url();
+    let period = ["--from", "2026-09-01 00:00", "--to", "2026-10-31 24:00"];
+    for (args, named) in [
+        (vec!["obligations", "--org", "nope"], "\"nope\""),
+        (vec!["obligations", "--org", "ALL"], "\"ALL\""),
+        (vec!["report", "--org", "nope"], "\"nope\""),
+        (vec!["obligations", "--org", HAIBIN_TEAM], HAIBIN_TEAM),
+    ] {
+        let mut all = args.clone();
+        if args[0] == "report" {
+            all.extend(period);
+        }
+        let stderr = failed(&linkage(&url, &all, None));
+        assert!(
+            stderr.contains(&format!("organisation {named}"))
+                || stderr.contains(&format!("organisation \"{named}\"")),
+            "`linkage {}` should name the organisation: {stderr}",
+            all.join(" ")
+        );
+        assert!(stderr.contains("InvalidArgument"), "{stderr}");
+    }
+    let stderr = failed(&linkage(&url, &["obligations", "--org", "ALL"], None));
+    assert!(stderr.contains("\"all\", in lower case"), "{stderr}");
+
+    for org in ["all", HAIBIN, MARKET] {
+        parsed(&linkage(
+            &url,
+            &["--json", "obligations", "--org", org],
+            None,
+        ));
+        let mut args = vec!["--json", "report", "--org", org];
+        args.extend(period);
+        parsed(&linkage(&url, &args, None));
+    }
+}
+
+/// The obligations table shows each state's Chinese and English label; `--json` keeps the
+/// codes scripts match on.
+#[test]
+fn the_obligations_table_shows_bilingual_states_and_json_keeps_codes() {
+    let folder = TempDir::new().unwrap();
+    let node = NodeBinary::start(HAIBIN, folder.path());
+    let url = node.url();
+    linkage(
+        &url,
+        &[
+            "create",
+            "transfer",
+            "--body",
+            &transfer_body(HAIBIN).to_string(),
+            "--parties",
+            MARKET,
+            "--at",
+            "2026-09-28 11:05",
+        ],
+        None,
+    );
+    let at = ["--org", "all", "--all-states", "--at", "2026-10-12 12:00"];
+    let mut args = vec!["obligations"];
+    args.extend(at);
+    let table = succeeded(&linkage(&url, &args, None));
+    // T-1 met on 28 September; T-5's receipt, due 8 October, never came.
+    assert!(
+        table.contains("按时履行 met") && table.contains("已逾期 overdue"),
+        "{table}"
+    );
+    let mut json_args = vec!["--json", "obligations"];
+    json_args.extend(at);
+    let answer = parsed(&linkage(&url, &json_args, None));
+    let states: Vec<&str> = answer["obligations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.contains(&"met") && states.contains(&"overdue"),
+        "{answer}"
+    );
+}
+
+/// `--period` takes hours written as minutes, as `--at-once` does, when they come to whole
+/// hours; anything else is refused saying why.
+#[test]
+fn calendar_due_period_takes_whole_hours_written_in_minutes() {
+    let due = |period: &str| {
+        run(
+            &[
+                "--json",
+                "calendar",
+                "due",
+                "--from",
+                "2026-09-28 10:20",
+                "--period",
+                period,
+            ],
+            None,
+        )
+    };
+    for period in ["2h", "120m", "1h60m", "2H"] {
+        let answer = parsed(&due(period));
+        assert_eq!(answer["period"], "2h", "{period}: {answer}");
+        assert_eq!(answer["due"], "2026-09-28 12:20 +08:00", "{period}");
+    }
+    for period in ["90m", "1h30m"] {
+        let stderr = failed(&due(period));
+        assert!(
+            stderr.contains(&format!(
+                "--period {period:?} is not a whole number of hours"
+            )),
+            "{stderr}"
+        );
+    }
+    let stderr = failed(&due("0m"));
+    assert!(stderr.contains("at least 1h"), "{stderr}");
+    let stderr = failed(&due("2 hours"));
+    assert!(stderr.contains("\"2 hours\" is not a period"), "{stderr}");
+}
+
+/// Help text: every flag and argument people type says what it is for, and every command a help line names
+/// exists: in a quoted `linkage COMMAND ...`, and in the commands `--hub` says it serves.
+#[test]
+fn help_explains_every_flag_and_names_only_real_commands() {
+    let commands = [
+        "create",
+        "get",
+        "list",
+        "event",
+        "edit",
+        "add-parties",
+        "history",
+        "obligations",
+        "report",
+        "ca",
+        "calendar",
+        "info",
+        "rejections",
+        "status",
+        "counts",
+        "feed",
+    ];
+    let help = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.push("--help");
+        succeeded(&run(&all, None))
+    };
+    let mut pages = vec![help(&[])];
+    for command in commands {
+        pages.push(help(&[command]));
+    }
+    pages.push(help(&["calendar", "due"]));
+    pages.push(help(&["ca", "init"]));
+    pages.push(help(&["ca", "issue"]));
+    for page in &pages {
+        for line in page.lines() {
+            let hub_line = line.trim_start().starts_with("--hub ");
+            for quoted in line.split('`').skip(1).step_by(2) {
+                let mut words = quoted.split_whitespace();
+                let command = match words.next() {
+                    Some("linkage") => words.next(),
+                    Some(word) if hub_line && !word.starts_with('-') => Some(word),
+                    _ => None,
+                };
+                if let Some(command) = command {
+                    assert!(
+                        commands.contains(&command),
+                        "help names a command `{command}` that does not exist: {line}"
+                    );
+                }
+            }
+            let flag = line.trim_start();
+            if flag.starts_with("--") && !flag.starts_with("--help") {
+                let words: Vec<&str> = flag.split_whitespace().collect();
+                let described = words.len() > 2 || (words.len() == 2 && !words[1].starts_with('<'));
+                assert!(described, "flag without help: {line}\n{page}");
+            }
+            if flag.starts_with('<') {
+                assert!(
+                    flag.split_whitespace().count() > 1,
+                    "argument without help: {line}\n{page}"
+                );
+            }
+        }
+    }
+}

@@ -75,7 +75,10 @@ enum Command {
         act: ActArgs,
     },
     /// Show one record with its events, status and conflicts.
-    Get { id: String },
+    Get {
+        /// The record id, e.g. TR-... as `create` and `list` show it.
+        id: String,
+    },
     /// List records, newest last.
     List {
         /// Only records of this kind, e.g. transfer.
@@ -99,6 +102,7 @@ enum Command {
     },
     /// Append a workflow event: `linkage event TR-... received`.
     Event {
+        /// The record id.
         id: String,
         /// received, accepted, objected, shared, extended, dispatched, ... (see README).
         action: String,
@@ -116,6 +120,7 @@ enum Command {
     },
     /// Set body fields from a JSON object: `linkage edit ID --patch '{"assessment":"..."}'`.
     Edit {
+        /// The record id.
         id: String,
         /// The fields to set, as a JSON object, `@FILE` or `-`; `*_at_ms` fields take an
         /// instant as `--body` does.
@@ -124,12 +129,17 @@ enum Command {
     },
     /// Add organisations to a record's parties.
     AddParties {
+        /// The record id.
         id: String,
+        /// Organisation ids, e.g. bdh-zrzy.
         #[arg(required = true)]
         parties: Vec<String>,
     },
     /// Who changed a record, when: one line per Automerge change.
-    History { id: String },
+    History {
+        /// The record id.
+        id: String,
+    },
     /// Obligations: what an organisation owes, by when, under which rule.
     Obligations {
         /// The instant to evaluate at (default: now).
@@ -189,6 +199,8 @@ enum Command {
         #[arg(long)]
         org: String,
         #[arg(long, value_delimiter = ',')]
+        /// Record kinds to deliver (comma-separated; default: every kind), of the records
+        /// the organisation may read.
         kinds: Vec<String>,
         /// S-1 categories (1..8) of shared information.
         #[arg(long, value_delimiter = ',')]
@@ -210,6 +222,7 @@ enum CaCommand {
     /// Create the district CA (`ca.pem`, `ca.key`) in a folder; keep the key off the network.
     Init {
         #[arg(long)]
+        /// The folder to write the CA into.
         dir: PathBuf,
         /// The district's code or name, written into the CA's name.
         #[arg(long, default_value = "130304")]
@@ -218,6 +231,7 @@ enum CaCommand {
     /// Issue an organisation's certificate (`ORG.pem`, `ORG.key`) signed by the CA in `--dir`.
     Issue {
         #[arg(long)]
+        /// The CA's folder (from `ca init`); the certificate and key are written there.
         dir: PathBuf,
         /// The organisation id, e.g. 130304100; becomes the certificate's common name.
         #[arg(long)]
@@ -251,7 +265,10 @@ enum CalendarCommand {
         at_once: Option<String>,
     },
     /// Whether a date is a working day.
-    Day { date: String },
+    Day {
+        /// The date, YYYY-MM-DD.
+        date: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -263,10 +280,10 @@ struct ActArgs {
     #[arg(long)]
     unit: Option<String>,
     /// The member of staff who acted (经办人), as written in the file.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     person: String,
     /// A free-text note kept with the event, e.g. what was sent or said.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     note: String,
 }
 
@@ -296,9 +313,10 @@ fn optional_instant(text: Option<&str>) -> CliResult<Option<i64>> {
     text.map(instant_ms).transpose()
 }
 
-/// Reads `--body`: inline JSON, `@FILE`, or `-` for standard input; checked to be JSON here so
-/// a typo is reported before anything is sent.
-fn read_json_arg(arg: &str) -> CliResult<String> {
+/// Reads `--body` or `--patch` (named by `flag` in errors): inline JSON, `@FILE`, or `-` for
+/// standard input. Checked to be JSON here so a typo is reported before anything is sent, and
+/// instants written in `*_at_ms` fields turned into the milliseconds the record types hold.
+fn read_json_arg(flag: &str, arg: &str) -> CliResult<String> {
     let text = if arg == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -311,9 +329,87 @@ fn read_json_arg(arg: &str) -> CliResult<String> {
     } else {
         arg.to_owned()
     };
-    serde_json::from_str::<serde_json::Value>(&text)
+    let mut value = serde_json::from_str::<serde_json::Value>(&text)
         .map_err(|e| CliError(format!("invalid JSON: {e}")))?;
+    if instants_to_millis(flag, &mut value)? {
+        return Ok(value.to_string());
+    }
     Ok(text)
+}
+
+/// The suffix of body fields that hold an instant as Unix milliseconds (`discovered_at_ms`,
+/// `received_at_ms`, ...).
+const INSTANT_FIELD_SUFFIX: &str = "_at_ms";
+
+/// Replaces string values of top-level `*_at_ms` fields by Unix milliseconds, read as `--at`
+/// reads an instant, so people can write "2026-09-28 10:20" where the record holds a number.
+/// Numbers and other values pass unchanged for the node to judge. Returns whether anything
+/// was replaced.
+fn instants_to_millis(flag: &str, value: &mut serde_json::Value) -> CliResult<bool> {
+    let Some(fields) = value.as_object_mut() else {
+        return Ok(false);
+    };
+    let mut replaced = false;
+    for (key, field) in fields.iter_mut() {
+        if !key.ends_with(INSTANT_FIELD_SUFFIX) {
+            continue;
+        }
+        let Some(text) = field.as_str() else {
+            continue;
+        };
+        let ms = instant_ms(text)
+            .map_err(|CliError(why)| CliError(format!("{flag} field {key}: {why}")))?;
+        *field = serde_json::Value::from(ms);
+        replaced = true;
+    }
+    Ok(replaced)
+}
+
+/// Reads `calendar due --period`: what [`Period`] reads (`3wd`, `24h`, `at-once`,
+/// `same-day`), and also hours written with minutes as `--at-once` takes them (`120m`,
+/// `1h60m`). A period counts whole hours, so `90m` is refused rather than rounded.
+fn period_arg(text: &str) -> CliResult<Period> {
+    let refused = match text.parse::<Period>() {
+        Ok(period) => return Ok(period),
+        Err(e) => e,
+    };
+    let Some(minutes) = minutes_of(text) else {
+        return Err(refused.into());
+    };
+    if minutes % 60 != 0 {
+        return Err(CliError(format!(
+            "--period {text:?} is not a whole number of hours: a period counts working days \
+             (3wd) or whole hours (2h), not minutes; only \"at once\" takes minutes, set by \
+             --at-once"
+        )));
+    }
+    match u16::try_from(minutes / 60) {
+        Ok(0) => Err(CliError(format!(
+            "--period {text:?} is no time at all: a period is at least 1h"
+        ))),
+        Ok(hours) => Ok(Period::Hours(hours)),
+        Err(_) => Err(CliError(format!(
+            "--period {text:?} is too long: at most 65535h"
+        ))),
+    }
+}
+
+/// Minutes in `90m`, `1h30m` or `2h` (case and surrounding spaces ignored), the forms
+/// `--at-once` takes; `None` for anything else.
+fn minutes_of(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let count = |digits: &str| -> Option<u64> {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()
+    };
+    let (hours, minutes) = match text.split_once('h') {
+        Some((hours, "")) => (count(hours)?, 0),
+        Some((hours, rest)) => (count(hours)?, count(rest.strip_suffix('m')?)?),
+        None => (0, count(text.strip_suffix('m')?)?),
+    };
+    hours.checked_mul(60)?.checked_add(minutes)
 }
 
 async fn connect(cli: &Cli, url: &str, what: &str) -> CliResult<Channel> {
@@ -363,7 +459,7 @@ async fn run(cli: &Cli) -> CliResult {
             parties,
             act,
         } => {
-            let body_json = read_json_arg(body)?;
+            let body_json = read_json_arg("--body", body)?;
             let request = pb::CreateRecordRequest {
                 kind: kind.clone(),
                 parties: parties.clone(),
@@ -430,7 +526,7 @@ async fn run(cli: &Cli) -> CliResult {
             out.record(&record);
         }
         Command::Edit { id, patch } => {
-            let patch_json = read_json_arg(patch)?;
+            let patch_json = read_json_arg("--patch", patch)?;
             let record = records(cli)
                 .await?
                 .edit_body(pb::EditBodyRequest {
@@ -464,6 +560,8 @@ async fn run(cli: &Cli) -> CliResult {
             all_states,
             district,
         } => {
+            // The server checks `--org` against its own organisation directory, which
+            // `--orgs-file` may have replaced: the CLI cannot know which one it runs.
             let request = pb::ObligationsRequest {
                 at_ms: optional_instant(at.as_deref())?,
                 org: org.clone().unwrap_or_default(),
@@ -573,7 +671,7 @@ async fn calendar_command(cli: &Cli, command: &CalendarCommand, out: &render::Ou
             at_once,
         } => {
             let from = calendar::parse_instant(from)?;
-            let period: Period = period.parse()?;
+            let period = period_arg(period)?;
             let mut policy = PeriodPolicy::default();
             if let Some(text) = end_of_day {
                 policy.end_of_day = calendar::parse_end_of_day(text)?;
@@ -704,4 +802,59 @@ async fn feed(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn only_strings_in_top_level_at_ms_fields_become_milliseconds() {
+        let ms = instant_ms("2026-09-28 10:20").unwrap();
+        let mut body = json!({
+            "discovered_at_ms": "2026-09-28 10:20",
+            "received_at_ms": 1_790_000_000_000_i64,
+            "non_jurisdiction_at_ms": null,
+            "title": "2026-09-28 10:20",
+            "complainant": {"called_at_ms": "2026-09-28 10:20"},
+        });
+        assert!(instants_to_millis("--body", &mut body).unwrap());
+        assert_eq!(
+            body,
+            json!({
+                "discovered_at_ms": ms,
+                "received_at_ms": 1_790_000_000_000_i64,
+                "non_jurisdiction_at_ms": null,
+                "title": "2026-09-28 10:20",
+                "complainant": {"called_at_ms": "2026-09-28 10:20"},
+            })
+        );
+
+        let mut unchanged = json!({"found_at_ms": 5});
+        assert!(!instants_to_millis("--patch", &mut unchanged).unwrap());
+        assert!(!instants_to_millis("--body", &mut json!(["2026-09-28 10:20"])).unwrap());
+    }
+
+    #[test]
+    fn periods_in_minutes_count_whole_hours_only() {
+        assert_eq!(period_arg("120m").unwrap(), Period::Hours(2));
+        assert_eq!(period_arg(" 1H60M ").unwrap(), Period::Hours(2));
+        assert_eq!(period_arg("48h").unwrap(), Period::Hours(48));
+        assert_eq!(period_arg("2880m").unwrap(), Period::Hours(48));
+        assert_eq!(period_arg("3wd").unwrap(), Period::WorkingDays(3));
+        for refused in [
+            "90m",
+            "1h30m",
+            "0m",
+            "3932160m",
+            "18446744073709551615m",
+            "m",
+            "1h3",
+        ] {
+            assert!(period_arg(refused).is_err(), "{refused}");
+        }
+        assert_eq!(minutes_of("18446744073709551615h"), None);
+    }
 }

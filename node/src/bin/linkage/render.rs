@@ -78,6 +78,14 @@ fn record_json(r: &pb::Record) -> Value {
     })
 }
 
+/// The bilingual label of an obligation state code ("逾期履行 met late" for `met_late`); an
+/// unknown code (from a newer server) is shown as it came.
+fn obligation_state_label(code: &str) -> String {
+    code.parse::<linkage_node::obligation::ObligationState>()
+        .map(|s| s.label().to_owned())
+        .unwrap_or_else(|_| code.to_owned())
+}
+
 fn status_label(code: &str) -> String {
     code.parse::<linkage_node::record::Status>()
         .map(|s| s.label().to_owned())
@@ -225,7 +233,7 @@ impl Output {
                 o.duty.clone(),
                 o.owner.clone(),
                 due,
-                o.state.clone(),
+                obligation_state_label(&o.state),
                 format!("{} {}", o.record_id, o.title),
             ]);
         }
