@@ -2,7 +2,7 @@
 //! two offices killed with SIGKILL at random moments under a write load and through link faults,
 //! then every acknowledged write checked on each node and the hub. And its negative control:
 //! the same loop against a node whose store has no write-ahead log must report loss, which
-//! proves the check can fail.
+//! proves the check can fail. And a run of 0 cycles, which would check nothing, refused.
 //!
 //! The schedule's seed is printed; `LINKAGE_FAULTS_SEED=N` replays it. Needs the binaries:
 //! `cargo build --workspace --bins` first.
@@ -58,4 +58,29 @@ async fn negative_control_without_a_write_ahead_log_is_caught_losing_writes() ->
         config.seed
     );
     Ok(())
+}
+
+/// `linkage-faults --cycles 0` once printed HELD having killed and written nothing; 0 cycles
+/// are refused before any process starts, in the kill loop and in the report alike.
+#[test]
+fn zero_cycles_are_refused_with_a_clear_error() {
+    for args in [
+        &["--cycles", "0"][..],
+        &["--cycles", "0", "--negative-control"],
+        &["report", "--cycles", "0", "--seed", "7"],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_linkage-faults"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("linkage-faults runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded: {stderr}");
+        assert!(
+            output.stdout.is_empty(),
+            "{args:?} printed a verdict: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(stderr.contains("at least 1 cycle"), "{args:?}: {stderr}");
+    }
 }

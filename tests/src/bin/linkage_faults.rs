@@ -23,8 +23,9 @@ use linkage_tests::faults::kill_loop::{self, KillLoopConfig, KillLoopOutcome};
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Kill cycles: each SIGKILLs a node or the hub under a write load and restarts it.
-    #[arg(long, default_value_t = 50)]
+    /// Kill cycles (at least 1): each SIGKILLs a node or the hub under a write load and
+    /// restarts it.
+    #[arg(long, default_value_t = 50, value_parser = at_least_one_cycle)]
     cycles: u32,
     /// Seed of the schedule (victims, faults, waits); random when omitted, always printed.
     #[arg(long)]
@@ -46,13 +47,25 @@ enum Command {
     Report {
         #[arg(long)]
         seed: Option<u64>,
-        /// Cycles of the short kill loop and of the negative control.
-        #[arg(long, default_value_t = 5)]
+        /// Cycles of the short kill loop and of the negative control (at least 1).
+        #[arg(long, default_value_t = 5, value_parser = at_least_one_cycle)]
         cycles: u32,
         /// Cases per fuzz property; the CI counts written in the tests when omitted.
         #[arg(long)]
         fuzz_cases: Option<u32>,
     },
+}
+
+/// Refuses 0 cycles before anything starts: such a run kills and writes nothing, so there is
+/// nothing its verdict could hold for.
+fn at_least_one_cycle(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(0) => {
+            Err("a run needs at least 1 cycle; with 0 nothing is killed, written or checked".into())
+        }
+        Ok(cycles) => Ok(cycles),
+        Err(e) => Err(format!("not a number of cycles: {e}")),
+    }
 }
 
 fn random_seed() -> u64 {

@@ -5,8 +5,10 @@
 //! and the check waits for the offices to converge, then holds the acknowledgement log against
 //! what each node and the hub hold.
 //!
-//! The seed fixes the schedule (which process dies, which fault, how long each waits), not the
-//! interleaving of real processes, so a seed reproduces a run's shape, not its every byte.
+//! The seed fixes the schedule (which process dies, which fault, how long each waits, drawn by
+//! [`CyclePlan::draw`]), not the interleaving of real processes, so a seed reproduces a run's
+//! shape, not its every byte. Every run of at least one cycle checks a restarted node alone at
+//! least once: the last cycle kills and checks an office if no earlier one did.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -50,6 +52,7 @@ pub struct KillLoopConfig {
 }
 
 impl KillLoopConfig {
+    /// A run of `cycles` kill cycles (at least 1; [`run`] refuses 0) with link faults.
     pub fn new(cycles: u32, seed: u64) -> Self {
         KillLoopConfig {
             cycles,
@@ -98,6 +101,78 @@ impl LinkFault {
     }
 }
 
+/// One cycle's schedule, drawn from the run's seeded RNG before the cycle acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CyclePlan {
+    /// The link fault injected on an office's proxy (by index), if any.
+    pub fault: Option<(usize, LinkFault)>,
+    /// For a [`LinkFault::Delay`], the delay per chunk.
+    pub delay: Duration,
+    /// How long after the counted writes the kill lands.
+    pub pause: Duration,
+    pub victim: Victim,
+    pub downtime: Duration,
+    /// Whether the restarted node is read alone, link cut, before it can sync.
+    pub check_alone: bool,
+}
+
+impl CyclePlan {
+    /// Draws cycle `cycle` of `config`'s run; `checks_so_far` counts the restart-alone checks
+    /// of the earlier cycles. The draws and their order are those of every earlier version of
+    /// the loop, so a seed keeps its schedule; only a last cycle that would end the run with no
+    /// restart-alone check is turned into one (an office killed and read alone), so a report
+    /// never holds for a check that did not run.
+    pub fn draw(
+        config: &KillLoopConfig,
+        rng: &mut StdRng,
+        cycle: u32,
+        checks_so_far: u32,
+    ) -> CyclePlan {
+        let fault = (config.link_faults && rng.random_bool(0.7)).then(|| {
+            let office = rng.random_range(0..2);
+            let fault = LinkFault::ALL[rng.random_range(0..LinkFault::ALL.len())];
+            (office, fault)
+        });
+        let delay = match fault {
+            Some((_, LinkFault::Delay)) => Duration::from_millis(rng.random_range(20..200)),
+            _ => Duration::ZERO,
+        };
+        // Past the writes counted before the kill, so it lands anywhere in a write or a sync.
+        let pause = Duration::from_millis(rng.random_range(0..300));
+        let mut victim = if config.negative_control {
+            Victim::Office(0)
+        } else {
+            match rng.random_range(0..10) {
+                0..4 => Victim::Office(0),
+                4..7 => Victim::Office(1),
+                _ => Victim::Hub,
+            }
+        };
+        let downtime = Duration::from_millis(rng.random_range(0..250));
+        // A restarted node must hold every write it acknowledged by itself, before the hub can
+        // give any of it back: checked with its link cut, on every kill of the negative
+        // control's node and on half the others (the rest restart straight onto the link).
+        let mut check_alone = match victim {
+            Victim::Office(_) => config.negative_control || rng.random_bool(0.5),
+            Victim::Hub => false,
+        };
+        if cycle == config.cycles && checks_so_far == 0 && !check_alone {
+            if victim == Victim::Hub {
+                victim = Victim::Office(0);
+            }
+            check_alone = true;
+        }
+        CyclePlan {
+            fault,
+            delay,
+            pause,
+            victim,
+            downtime,
+            check_alone,
+        }
+    }
+}
+
 /// What one run exercised and what held.
 #[derive(Debug, Clone, Default)]
 pub struct KillLoopOutcome {
@@ -138,6 +213,22 @@ impl KillLoopOutcome {
         self.converged && self.missing.is_empty() && self.duplicated.is_empty()
     }
 
+    /// The checks this run was meant to make but did not, for a verdict that says so instead
+    /// of holding for them.
+    pub fn not_exercised(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if self.restart_checks == 0 {
+            missing.push("restart-alone check");
+        }
+        if self.kills_total() == 0 {
+            missing.push("kill -9");
+        }
+        if self.creations_acknowledged + self.events_acknowledged == 0 {
+            missing.push("acknowledged writes");
+        }
+        missing
+    }
+
     pub fn kills_total(&self) -> u32 {
         self.kills.values().sum()
     }
@@ -150,6 +241,12 @@ pub async fn run(
     config: &KillLoopConfig,
     say: &mut dyn FnMut(String),
 ) -> anyhow::Result<KillLoopOutcome> {
+    if config.cycles == 0 {
+        bail!(
+            "the kill loop needs at least 1 cycle: with 0 nothing is killed or written, and \
+             nothing would be checked"
+        );
+    }
     let started = Instant::now();
     let temp = match &config.keep_dir {
         Some(_) => None,
@@ -268,13 +365,16 @@ async fn run_cycle(
     cycle: u32,
     say: &mut dyn FnMut(String),
 ) -> anyhow::Result<()> {
-    let fault = (config.link_faults && rng.random_bool(0.7)).then(|| {
-        let office = rng.random_range(0..2);
-        let fault = LinkFault::ALL[rng.random_range(0..LinkFault::ALL.len())];
-        (office, fault)
-    });
+    let plan = CyclePlan::draw(config, rng, cycle, outcome.restart_checks);
+    let CyclePlan {
+        fault,
+        victim,
+        downtime,
+        check_alone,
+        ..
+    } = plan;
     if let Some((office, fault)) = fault {
-        inject(&cluster.offices[office], fault, rng);
+        inject(&cluster.offices[office], fault, plan.delay);
         *outcome.link_faults.entry(fault.name()).or_default() += 1;
     }
 
@@ -296,26 +396,8 @@ async fn run_cycle(
         },
     )
     .await?;
-    // Past the writes counted above, so the kill lands anywhere in a write or a sync.
-    tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+    tokio::time::sleep(plan.pause).await;
 
-    let victim = if config.negative_control {
-        Victim::Office(0)
-    } else {
-        match rng.random_range(0..10) {
-            0..4 => Victim::Office(0),
-            4..7 => Victim::Office(1),
-            _ => Victim::Hub,
-        }
-    };
-    let downtime = Duration::from_millis(rng.random_range(0..250));
-    // A restarted node must hold every write it acknowledged by itself, before the hub can
-    // give any of it back: checked with its link cut, on every kill of the negative control's
-    // node and on half the others (the rest restart straight onto the link).
-    let check_alone = match victim {
-        Victim::Office(_) => config.negative_control || rng.random_bool(0.5),
-        Victim::Hub => false,
-    };
     let daemon = match victim {
         Victim::Office(i) => &mut cluster.offices[i].daemon,
         Victim::Hub => &mut cluster.hub,
@@ -371,11 +453,9 @@ async fn run_cycle(
     Ok(())
 }
 
-fn inject(office: &Office, fault: LinkFault, rng: &mut StdRng) {
+fn inject(office: &Office, fault: LinkFault, delay: Duration) {
     match fault {
-        LinkFault::Delay => office
-            .link
-            .set_delay(Duration::from_millis(rng.random_range(20..200))),
+        LinkFault::Delay => office.link.set_delay(delay),
         LinkFault::Stall => office.link.stall(),
         LinkFault::Reset => office.link.reset(),
         LinkFault::HalfOpen => office.link.half_open(),
@@ -780,6 +860,71 @@ mod tests {
             id: id.into(),
             tag: tag.into(),
         }
+    }
+
+    fn plans(config: &KillLoopConfig) -> Vec<CyclePlan> {
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        // The two writer seeds `drive` draws before the first cycle.
+        let _: (u64, u64) = (rng.random(), rng.random());
+        let mut checks = 0;
+        (1..=config.cycles)
+            .map(|cycle| {
+                let plan = CyclePlan::draw(config, &mut rng, cycle, checks);
+                checks += u32::from(plan.check_alone);
+                plan
+            })
+            .collect()
+    }
+
+    /// `report --cycles 3 --seed 7` once killed only the hub and nodes that went straight back
+    /// onto the link, and still said HELD: no schedule of at least one cycle may skip the
+    /// restart-alone check.
+    #[test]
+    fn every_schedule_checks_a_restarted_node_alone_at_least_once() {
+        for seed in 0..2_000 {
+            for cycles in 1..=4 {
+                for link_faults in [true, false] {
+                    let config = KillLoopConfig {
+                        link_faults,
+                        ..KillLoopConfig::new(cycles, seed)
+                    };
+                    let plans = plans(&config);
+                    assert!(
+                        plans.iter().any(|p| p.check_alone),
+                        "seed {seed}, {cycles} cycles: {plans:?}"
+                    );
+                    for plan in &plans {
+                        assert!(!plan.check_alone || plan.victim != Victim::Hub, "{plan:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_seed_draws_the_same_schedule_every_time_and_only_a_checkless_last_cycle_changes() {
+        let config = KillLoopConfig::new(3, 7);
+        assert_eq!(plans(&config), plans(&config));
+
+        for seed in 0..500 {
+            let config = KillLoopConfig::new(6, seed);
+            let long = plans(&config);
+            let short = plans(&KillLoopConfig::new(3, seed));
+            // The first cycles of a longer run are those of a shorter run with the same seed,
+            // except where the shorter run's last cycle had to make its check.
+            assert_eq!(long[..2], short[..2], "seed {seed}");
+            if short[..2].iter().any(|p| p.check_alone) || long[2].check_alone {
+                assert_eq!(long[2], short[2], "seed {seed}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn zero_cycles_are_refused_before_anything_starts() {
+        let error = run(&KillLoopConfig::new(0, 7), &mut |_| {})
+            .await
+            .expect_err("0 cycles must be refused");
+        assert!(error.to_string().contains("at least 1 cycle"), "{error}");
     }
 
     #[test]

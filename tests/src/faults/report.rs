@@ -38,16 +38,33 @@ impl FaultReport {
         );
         out += &fuzz::render(&self.fuzz);
         let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "verdict: {}",
-            if self.held() {
-                "HELD (no acknowledged write lost or doubled, the negative control caught its loss, no fuzz input broke a property)"
-            } else {
-                "FAILED (see above)"
-            }
-        );
+        let verdict = if self.held() {
+            format!(
+                "{} (no acknowledged write lost or doubled, the negative control caught its loss, no fuzz input broke a property)",
+                held_unless_not_exercised(&self.not_exercised())
+            )
+        } else {
+            "FAILED (see above)".to_owned()
+        };
+        let _ = writeln!(out, "verdict: {verdict}");
         out
+    }
+
+    /// The checks either kill loop did not make, named by the loop they belong to.
+    pub fn not_exercised(&self) -> Vec<String> {
+        let mut missing: Vec<String> = self
+            .kill_loop
+            .not_exercised()
+            .into_iter()
+            .map(|check| format!("kill loop's {check}"))
+            .collect();
+        missing.extend(
+            self.negative_control
+                .not_exercised()
+                .into_iter()
+                .map(|check| format!("negative control's {check}")),
+        );
+        missing
     }
 }
 
@@ -129,10 +146,14 @@ pub fn render_kill_loop(o: &KillLoopOutcome) -> String {
     line(
         &mut out,
         "restarted nodes checked alone",
-        format!(
-            "{} (link cut, against their own acknowledged writes)",
-            o.restart_checks
-        ),
+        if o.restart_checks == 0 {
+            "0: not exercised (no node was read alone after a restart)".to_owned()
+        } else {
+            format!(
+                "{} (link cut, against their own acknowledged writes)",
+                o.restart_checks
+            )
+        },
     );
     line(
         &mut out,
@@ -184,16 +205,33 @@ pub fn render_kill_loop(o: &KillLoopOutcome) -> String {
     if let Some(dir) = &o.data_dir {
         line(&mut out, "data and logs", dir.display().to_string());
     }
+    let not_exercised: Vec<String> = o.not_exercised().into_iter().map(String::from).collect();
     let verdict = match (o.negative_control, o.held()) {
-        (false, true) => "HELD: every acknowledged write present once on both offices and the hub",
-        (false, false) => "FAILED: acknowledged writes lost, doubled or not converged",
-        (true, false) => "LOSS DETECTED, as it must be: the check can fail",
+        (false, true) => format!(
+            "{}: every acknowledged write present once on both offices and the hub",
+            held_unless_not_exercised(&not_exercised)
+        ),
+        (false, false) => "FAILED: acknowledged writes lost, doubled or not converged".into(),
+        (true, false) => "LOSS DETECTED, as it must be: the check can fail".into(),
         (true, true) => {
-            "CONTROL FAILED: no loss detected from an unsafe store; the check proves nothing"
+            "CONTROL FAILED: no loss detected from an unsafe store; the check proves nothing".into()
         }
     };
-    line(&mut out, "verdict", verdict.into());
+    line(&mut out, "verdict", verdict);
     out
+}
+
+/// "HELD", or "HELD (X and Y not exercised in this run)": a verdict holds only for the checks
+/// that ran.
+fn held_unless_not_exercised(not_exercised: &[String]) -> String {
+    if not_exercised.is_empty() {
+        "HELD".into()
+    } else {
+        format!(
+            "HELD ({} not exercised in this run)",
+            not_exercised.join(" and ")
+        )
+    }
 }
 
 fn map<K: std::fmt::Display, V: std::fmt::Display>(m: &std::collections::BTreeMap<K, V>) -> String {
@@ -202,4 +240,70 @@ fn map<K: std::fmt::Display, V: std::fmt::Display>(m: &std::collections::BTreeMa
     }
     let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     format!("({})", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::fuzz::TargetTally;
+
+    /// A kill loop that held, with `restart_checks` nodes read alone after a restart.
+    fn held_loop(negative_control: bool, restart_checks: u32) -> KillLoopOutcome {
+        KillLoopOutcome {
+            seed: 7,
+            cycles: 3,
+            negative_control,
+            kills: [("hub".to_owned(), 3)].into(),
+            creations_acknowledged: 9,
+            events_acknowledged: 9,
+            restart_checks,
+            converged: true,
+            ..KillLoopOutcome::default()
+        }
+    }
+
+    #[test]
+    fn a_kill_loop_without_a_restart_alone_check_does_not_hold_for_it() {
+        let figures = render_kill_loop(&held_loop(false, 0));
+        assert!(
+            figures.contains("0: not exercised"),
+            "the figure says the check did not run:\n{figures}"
+        );
+        assert!(
+            figures.contains(
+                "HELD (restart-alone check not exercised in this run): every acknowledged"
+            ),
+            "{figures}"
+        );
+
+        let figures = render_kill_loop(&held_loop(false, 2));
+        assert!(
+            figures.contains("HELD: every acknowledged") && !figures.contains("not exercised"),
+            "{figures}"
+        );
+    }
+
+    #[test]
+    fn the_reports_verdict_names_the_check_its_kill_loop_did_not_make() {
+        let mut loss = held_loop(true, 3);
+        loss.missing = vec!["x: record r1".into()];
+        let report = FaultReport {
+            seed: 7,
+            kill_loop: held_loop(false, 0),
+            negative_control: loss,
+            fuzz: FuzzRun {
+                tallies: vec![TargetTally::default()],
+                ..FuzzRun::default()
+            },
+        };
+        assert!(report.held());
+        let text = report.render();
+        let verdict = text.lines().last().unwrap();
+        assert!(
+            verdict.starts_with(
+                "verdict: HELD (kill loop's restart-alone check not exercised in this run)"
+            ),
+            "{text}"
+        );
+    }
 }
