@@ -221,6 +221,8 @@ impl District for HubService {
         if req.org.is_empty() {
             req.org = "all".into();
         }
+        linkage_node::service::known_org_or_all(self.office.directory(), &req.org)
+            .map_err(status_of)?;
         linkage_node::obligation::answer(&self.office, req)
             .await
             .map(Response::new)
@@ -235,6 +237,8 @@ impl District for HubService {
         if req.org.is_empty() {
             req.org = "all".into();
         }
+        linkage_node::service::known_org_or_all(self.office.directory(), &req.org)
+            .map_err(status_of)?;
         linkage_node::obligation::report(&self.office, req)
             .await
             .map(Response::new)

@@ -69,6 +69,8 @@ impl Spawned {
                 "RUST_LOG",
                 std::env::var("LINKAGE_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            // As deploy/*.service run them: glibc's malloc with two arenas.
+            .env("MALLOC_ARENA_MAX", "2")
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
         Ok(Spawned {
