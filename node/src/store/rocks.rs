@@ -229,6 +229,22 @@ impl RocksStore {
             .map_err(|e| StoreError::Engine(format!("{what}: {e}")))
     }
 
+    /// Takes the next seq and writes the append under it; the seq becomes visible once the
+    /// write returns.
+    fn append_with(
+        &self,
+        doc: &str,
+        chunk: &[u8],
+        summary: &[u8],
+        synced: bool,
+    ) -> Result<Seq, StoreError> {
+        let ticket = self.seqs.begin();
+        let seq = ticket.seq;
+        self.write_append(doc, seq, chunk, summary, synced)?;
+        drop(ticket);
+        Ok(seq)
+    }
+
     fn write_append(
         &self,
         doc: &str,
@@ -313,19 +329,11 @@ impl Store for RocksStore {
     fn append(&self, doc: &str, chunk: &[u8], summary: &[u8]) -> Result<Seq, StoreError> {
         // The seq is taken under a short lock and the synced write runs outside it, so
         // concurrent appends reach RocksDB together and share one WAL sync.
-        let ticket = self.seqs.begin();
-        let seq = ticket.seq;
-        self.write_append(doc, seq, chunk, summary, true)?;
-        drop(ticket);
-        Ok(seq)
+        self.append_with(doc, chunk, summary, true)
     }
 
     fn append_unsynced(&self, doc: &str, chunk: &[u8], summary: &[u8]) -> Result<Seq, StoreError> {
-        let ticket = self.seqs.begin();
-        let seq = ticket.seq;
-        self.write_append(doc, seq, chunk, summary, false)?;
-        drop(ticket);
-        Ok(seq)
+        self.append_with(doc, chunk, summary, false)
     }
 
     fn sync(&self) -> Result<(), StoreError> {
