@@ -12,6 +12,26 @@ pub const BEIJING: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
     None => panic!("UTC+8 is a valid offset"),
 };
 
+/// The instants a record may state, as Unix milliseconds: from 2000-01-01 00:00 up to, not
+/// including, 2100-01-01 00:00, Beijing time — the years a calendar record may publish. The
+/// mechanism began in December 2021, so anything outside is a slip (seconds for milliseconds,
+/// a clock reset to 1970, `i64::MAX`), and a deadline counted from it would be nonsense or
+/// would never come due.
+pub const PLAUSIBLE_MS: std::ops::Range<i64> = 946_656_000_000..4_102_416_000_000;
+
+/// The instant `millis` after the Unix epoch, in Beijing time, if it lies in
+/// [`PLAUSIBLE_MS`].
+pub fn plausible_instant(millis: i64) -> Result<DateTime<FixedOffset>, CalendarError> {
+    let at = from_unix_millis(millis).ok();
+    match at {
+        Some(at) if PLAUSIBLE_MS.contains(&millis) => Ok(at),
+        _ => Err(CalendarError::Implausible {
+            millis,
+            shown: at.map_or_else(|| "no representable instant".to_owned(), format_instant),
+        }),
+    }
+}
+
 /// The instant `millis` after the Unix epoch, in Beijing time.
 pub fn from_unix_millis(millis: i64) -> Result<DateTime<FixedOffset>, CalendarError> {
     DateTime::from_timestamp_millis(millis)

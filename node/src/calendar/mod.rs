@@ -11,7 +11,10 @@
 //! time (UTC+8) whatever offset an instant carries.
 //!
 //! A day in a year without a published notice is answered Monday to Friday and flagged
-//! provisional, never a silent guess.
+//! provisional, never a silent guess; [`Unlisted`] says why the year is missing.
+//!
+//! The embedded years are official: a calendar record may publish any other year, and
+//! re-issue it, but never change an embedded one ([`Calendar::publish`]).
 
 mod instant;
 mod period;
@@ -20,12 +23,15 @@ mod year;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::sync::LazyLock;
 
 use chrono::{Datelike, NaiveDate, Weekday};
 
-pub use instant::{BEIJING, format_instant, from_unix_millis, parse_instant};
+pub use instant::{
+    BEIJING, PLAUSIBLE_MS, format_instant, from_unix_millis, parse_instant, plausible_instant,
+};
 pub use period::{
     Due, Period, PeriodPolicies, PeriodPolicy, format_delay, format_end_of_day, parse_delay,
     parse_end_of_day,
@@ -66,8 +72,16 @@ pub enum CalendarError {
     BadEndOfDay { input: String, reason: &'static str },
     #[error("{input:?} is not an instant (expected RFC 3339, or YYYY-MM-DD HH:MM in Beijing time)")]
     BadInstant { input: String },
+    #[error(
+        "时间超出合理范围 {millis} ({shown}) is outside the plausible range 2000-01-01 00:00 to 2100-01-01 00:00 Beijing time"
+    )]
+    Implausible { millis: i64, shown: String },
     #[error("counting from {start} runs past the dates this program can represent")]
     OutOfRange { start: String },
+    #[error(
+        "{year}年工作日历已是官方日历（依国务院通知，内置于本程序） the {year} calendar is already official (embedded from its State Council notice); a calendar record may only repeat its dates, and this one differs on {date}"
+    )]
+    OfficialYear { year: i32, date: NaiveDate },
     #[error("{due} is past the {limit} limit of its rule, which ends at {limit_due}")]
     BeyondLimit {
         due: String,
@@ -89,12 +103,52 @@ pub enum DayStatus {
     Holiday,
 }
 
+/// Why the calendar does not hold a year, so that an answer about it is provisional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlisted {
+    /// A year after the first one held (typically after the last): its notice may not be out
+    /// yet, and a calendar record will publish it.
+    NotYetPublished,
+    /// A year before the first official year this build embeds (`first` to `last`): its
+    /// notice came out long ago, but this calendar does not carry it.
+    BeforeRange { first: i32, last: i32 },
+}
+
+impl Unlisted {
+    /// Of two reasons found along one count, the one to tell: a year before the range is
+    /// the stranger answer, so it wins.
+    fn worse(a: Option<Unlisted>, b: Option<Unlisted>) -> Option<Unlisted> {
+        match (a, b) {
+            (Some(before @ Unlisted::BeforeRange { .. }), _) => Some(before),
+            (_, Some(before @ Unlisted::BeforeRange { .. })) => Some(before),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The note shown beside a provisional answer.
+impl fmt::Display for Unlisted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unlisted::NotYetPublished => {
+                f.write_str("暂定：该年度日历尚未发布 provisional: calendar year not yet published")
+            }
+            Unlisted::BeforeRange { first, last } => write!(
+                f,
+                "暂定：超出日历范围（内置{first}–{last}年） provisional: outside the calendar's range ({first}–{last} embedded)"
+            ),
+        }
+    }
+}
+
 /// The calendar's answer for one date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DayKind {
     pub status: DayStatus,
-    /// The date's year has no published notice: `status` assumes Monday to Friday.
+    /// The date's year is not in the calendar: `status` assumes Monday to Friday.
     pub provisional: bool,
+    /// Why, when `provisional`; `None` otherwise.
+    pub unlisted: Option<Unlisted>,
 }
 
 impl DayKind {
@@ -107,6 +161,9 @@ impl DayKind {
 #[derive(Debug, Clone, Default)]
 pub struct Calendar {
     years: BTreeMap<i32, YearCalendar>,
+    /// The years read from a holiday file (the State Council notices embedded in this build),
+    /// which no calendar record may replace.
+    official: BTreeSet<i32>,
 }
 
 impl Calendar {
@@ -122,21 +179,39 @@ impl Calendar {
             if calendar.years.contains_key(&year.year()) {
                 return Err(CalendarError::DuplicateYear { year: year.year() });
             }
+            calendar.official.insert(year.year());
             calendar.years.insert(year.year(), year);
         }
         Ok(calendar)
     }
 
-    /// This calendar with `year` added, replacing any earlier notice for the same year.
+    /// This calendar with `year` added as [`Calendar::add_year`] adds it.
     pub fn with_year(mut self, year: YearCalendar) -> Calendar {
         self.add_year(year);
         self
     }
 
-    /// Adds a newly published year. A year already present is replaced, since a re-issued
-    /// record corrects the earlier one; the replaced year is returned.
+    /// Adds a newly published year, as [`Calendar::publish`] does; a year that may not be
+    /// published is dropped with a warning, and `None` returned.
     pub fn add_year(&mut self, year: YearCalendar) -> Option<YearCalendar> {
+        let (number, source) = (year.year(), year.source().to_owned());
+        self.publish(year).unwrap_or_else(|error| {
+            tracing::warn!(year = number, source = %source, %error, "calendar year not added");
+            None
+        })
+    }
+
+    /// Adds a year published as a calendar record. A year published before is replaced, since
+    /// a re-issued record corrects the earlier one; the replaced year is returned. An official
+    /// year is never replaced: a record that repeats its dates is harmless and ignored, one
+    /// that differs is refused ([`Calendar::check_publishable`]). Otherwise a single record
+    /// could move every deadline of a year whose notice is known.
+    pub fn publish(&mut self, year: YearCalendar) -> Result<Option<YearCalendar>, CalendarError> {
+        self.check_publishable(&year)?;
         let number = year.year();
+        if self.official.contains(&number) {
+            return Ok(None);
+        }
         let source = year.source().to_owned();
         let replaced = self.years.insert(number, year);
         tracing::debug!(
@@ -145,11 +220,47 @@ impl Calendar {
             replaced = replaced.is_some(),
             "working-day calendar year added"
         );
-        replaced
+        Ok(replaced)
+    }
+
+    /// Refuses `year` if it would change an official year of this calendar.
+    pub fn check_publishable(&self, year: &YearCalendar) -> Result<(), CalendarError> {
+        if !self.official.contains(&year.year()) {
+            return Ok(());
+        }
+        match self
+            .years
+            .get(&year.year())
+            .and_then(|o| o.first_difference(year))
+        {
+            None => Ok(()),
+            Some(date) => Err(CalendarError::OfficialYear {
+                year: year.year(),
+                date,
+            }),
+        }
     }
 
     pub fn is_published(&self, year: i32) -> bool {
         self.years.contains_key(&year)
+    }
+
+    /// Whether `year` comes from the embedded notices rather than a calendar record.
+    pub fn is_official(&self, year: i32) -> bool {
+        self.official.contains(&year)
+    }
+
+    /// Why `year` is not in the calendar, or `None` if it is.
+    pub fn unlisted(&self, year: i32) -> Option<Unlisted> {
+        if self.is_published(year) {
+            return None;
+        }
+        match (self.official.first(), self.official.last()) {
+            (Some(&first), Some(&last)) if year < first => {
+                Some(Unlisted::BeforeRange { first, last })
+            }
+            _ => Some(Unlisted::NotYetPublished),
+        }
     }
 
     pub fn years(&self) -> impl Iterator<Item = &YearCalendar> {
@@ -162,15 +273,18 @@ impl Calendar {
             return DayKind {
                 status,
                 provisional: false,
+                unlisted: None,
             };
         }
         let status = match date.weekday() {
             Weekday::Sat | Weekday::Sun => DayStatus::Weekend,
             _ => DayStatus::Workday,
         };
+        let unlisted = self.unlisted(date.year());
         DayKind {
             status,
-            provisional: !self.is_published(date.year()),
+            provisional: unlisted.is_some(),
+            unlisted,
         }
     }
 

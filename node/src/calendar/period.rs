@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, TimeDelta, TimeZone};
 
-use super::{BEIJING, Calendar, CalendarError, format_instant, shorten};
+use super::{BEIJING, Calendar, CalendarError, Unlisted, format_instant, shorten};
 
 /// How long an obligation runs from its event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -195,18 +195,22 @@ pub fn format_end_of_day(end_of_day: NaiveTime) -> String {
 pub struct Due {
     /// In Beijing time; 24:00 of a day is 00:00 of the next.
     pub at: DateTime<FixedOffset>,
-    /// Some day the count relied on lies in a year whose calendar is not published, so
-    /// Monday to Friday was assumed for it and the time may move once it is.
+    /// Some day the count relied on lies in a year the calendar does not hold, so Monday to
+    /// Friday was assumed for it and the time may be wrong (or move once the year is
+    /// published).
     pub provisional: bool,
+    /// Why, when `provisional`; `None` otherwise.
+    pub unlisted: Option<Unlisted>,
 }
 
 impl fmt::Display for Due {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&format_instant(self.at))?;
-        if self.provisional {
-            f.write_str(" (provisional: calendar year not yet published)")?;
+        match self.unlisted {
+            Some(unlisted) => write!(f, " ({unlisted})"),
+            None if self.provisional => write!(f, " ({})", Unlisted::NotYetPublished),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -230,6 +234,7 @@ impl Calendar {
             Ok(Due {
                 at: at.with_timezone(&BEIJING),
                 provisional: false,
+                unlisted: None,
             })
         };
 
@@ -247,13 +252,18 @@ impl Calendar {
                 Ok(Due {
                     at,
                     provisional: false,
+                    unlisted: None,
                 })
             }
             Period::WorkingDays(count) => {
                 let event_day = from.with_timezone(&BEIJING).date_naive();
-                let (day, provisional) = self.nth_working_day_after(event_day, count)?;
+                let (day, unlisted) = self.nth_working_day_after(event_day, count)?;
                 let at = policy.end_of(day).ok_or_else(out_of_range)?;
-                Ok(Due { at, provisional })
+                Ok(Due {
+                    at,
+                    provisional: unlisted.is_some(),
+                    unlisted,
+                })
             }
         }
     }
@@ -269,12 +279,14 @@ impl Calendar {
         let out_of_range = || CalendarError::OutOfRange {
             start: format_instant(original.at),
         };
-        let (day, provisional) =
+        let (day, unlisted) =
             self.nth_working_day_after(day_ended_by(original.at), extra_working_days)?;
         let at = policy.end_of(day).ok_or_else(out_of_range)?;
+        let unlisted = Unlisted::worse(original.unlisted, unlisted);
         Ok(Due {
             at,
-            provisional: original.provisional || provisional,
+            provisional: original.provisional || unlisted.is_some(),
+            unlisted,
         })
     }
 
@@ -299,28 +311,28 @@ impl Calendar {
         Ok(bound)
     }
 
-    /// The `count`-th working day after `after` (which is not counted), and whether any day
-    /// looked at on the way lies in an unpublished year. A skipped weekend there counts too: it
-    /// might turn out to be a make-up working day.
+    /// The `count`-th working day after `after` (which is not counted), and why, if any day
+    /// looked at on the way lies in a year the calendar does not hold. A skipped weekend there
+    /// counts too: it might be a make-up working day.
     fn nth_working_day_after(
         &self,
         after: NaiveDate,
         count: u16,
-    ) -> Result<(NaiveDate, bool), CalendarError> {
+    ) -> Result<(NaiveDate, Option<Unlisted>), CalendarError> {
         let mut day = after;
-        let mut provisional = false;
+        let mut unlisted = None;
         let mut counted = 0;
         while counted < count {
             day = day.succ_opt().ok_or_else(|| CalendarError::OutOfRange {
                 start: after.format("%Y-%m-%d").to_string(),
             })?;
             let kind = self.is_working_day(day);
-            provisional |= kind.provisional;
+            unlisted = Unlisted::worse(unlisted, kind.unlisted);
             if kind.is_working() {
                 counted += 1;
             }
         }
-        Ok((day, provisional))
+        Ok((day, unlisted))
     }
 }
 

@@ -58,7 +58,8 @@ fn year_2027_is_unpublished_and_answered_provisionally() {
         new_year,
         DayKind {
             status: DayStatus::Workday,
-            provisional: true
+            provisional: true,
+            unlisted: Some(Unlisted::NotYetPublished),
         }
     );
     let saturday = calendar.is_working_day(date("2027-01-02"));
@@ -66,7 +67,8 @@ fn year_2027_is_unpublished_and_answered_provisionally() {
         saturday,
         DayKind {
             status: DayStatus::Weekend,
-            provisional: true
+            provisional: true,
+            unlisted: Some(Unlisted::NotYetPublished),
         }
     );
     assert!(calendar.is_working_day(date("2020-12-31")).provisional);
@@ -85,7 +87,7 @@ fn wd_deadline_reaching_into_2027_is_provisional() {
     assert!(into_2027.provisional);
     assert_eq!(
         into_2027.to_string(),
-        "2027-01-04 24:00 +08:00 (provisional: calendar year not yet published)"
+        "2027-01-04 24:00 +08:00 (暂定：该年度日历尚未发布 provisional: calendar year not yet published)"
     );
 
     let within_2026 = calendar
@@ -127,19 +129,159 @@ fn published_2027_record_replaces_the_provisional_answer() {
         calendar.is_working_day(date("2027-01-01")),
         DayKind {
             status: DayStatus::Holiday,
-            provisional: false
+            provisional: false,
+            unlisted: None,
         }
     );
 }
 
 #[test]
 fn add_year_returns_the_year_it_replaces() {
+    // Hypothetical 2027 records: the first, then a corrected re-issue.
     let mut calendar = Calendar::official();
-    let record = YearCalendar::from_dates(2026, &["2026-10-01"], &[]).unwrap();
-    let replaced = calendar.add_year(record).unwrap();
-    assert_eq!(replaced.year(), 2026);
-    assert!(replaced.source().contains("2026年"));
-    assert!(calendar.is_working_day(date("2026-10-02")).is_working());
+    let first = YearCalendar::from_dates(2027, &["2027-01-04"], &[])
+        .unwrap()
+        .with_source("first issue");
+    assert_eq!(calendar.add_year(first), None);
+    let corrected = YearCalendar::from_dates(2027, &["2027-01-01"], &[]).unwrap();
+    let replaced = calendar.add_year(corrected).unwrap();
+    assert_eq!((replaced.year(), replaced.source()), (2027, "first issue"));
+    assert!(calendar.is_working_day(date("2027-01-04")).is_working());
+}
+
+#[test]
+fn an_official_year_is_never_replaced_by_a_published_one() {
+    // The reviewer's record: 2026 with no days off at all. Every deadline over National Day
+    // would have moved.
+    let mut calendar = Calendar::official();
+    let empty = YearCalendar::from_dates::<&str>(2026, &[], &[]).unwrap();
+    assert_eq!(
+        calendar.publish(empty.clone()),
+        Err(CalendarError::OfficialYear {
+            year: 2026,
+            date: date("2026-01-01")
+        })
+    );
+    assert_eq!(calendar.add_year(empty), None);
+    let national_day = calendar.is_working_day(date("2026-10-01"));
+    assert_eq!(national_day.status, DayStatus::Holiday);
+    assert_eq!(
+        calendar
+            .holiday(date("2026-10-01"))
+            .map(|h| h.name.as_str()),
+        Some("国庆节"),
+        "the official notice, with its holiday names, stays"
+    );
+
+    let error = calendar
+        .check_publishable(&YearCalendar::from_dates(2026, &["2026-10-01"], &[]).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("2026") && error.contains("already official"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_official_year_repeated_date_for_date_is_accepted_and_changes_nothing() {
+    let official = Calendar::official();
+    let same = official.years().find(|y| y.year() == 2023).unwrap();
+    let off: Vec<String> = same.off_days().map(|d| d.to_string()).collect();
+    let make_up: Vec<String> = same.make_up_days().map(|d| d.to_string()).collect();
+    // The 2023 notice reaches back to 2022-12-31; a faithful record does too.
+    assert!(off.contains(&"2022-12-31".to_owned()));
+    let repeated = YearCalendar::from_dates(2023, &off, &make_up).unwrap();
+    assert_eq!(same.first_difference(&repeated), None);
+
+    let mut calendar = Calendar::official();
+    assert_eq!(calendar.publish(repeated), Ok(None));
+    assert!(calendar.is_official(2023));
+    assert!(calendar.holiday(date("2023-10-01")).is_some());
+}
+
+#[test]
+fn a_year_before_the_embedded_range_is_outside_the_range_not_unpublished() {
+    // 2020-10-01 was National Day; the 2020 notice exists, this build just does not carry it.
+    let calendar = Calendar::official();
+    let kind = calendar.is_working_day(date("2020-10-01"));
+    let before = Unlisted::BeforeRange {
+        first: 2021,
+        last: 2026,
+    };
+    assert_eq!(
+        kind,
+        DayKind {
+            status: DayStatus::Workday,
+            provisional: true,
+            unlisted: Some(before),
+        }
+    );
+    let note = before.to_string();
+    assert!(
+        note.contains("outside the calendar's range (2021–2026 embedded)"),
+        "{note}"
+    );
+    assert!(!note.contains("not yet published"), "{note}");
+
+    let due = calendar
+        .due(
+            at("2020-09-28 10:00"),
+            Period::WorkingDays(3),
+            &PeriodPolicy::default(),
+        )
+        .unwrap();
+    assert_eq!(due.unlisted, Some(before));
+    assert!(
+        due.to_string().contains("outside the calendar's range"),
+        "{due}"
+    );
+
+    // A year after the range stays "not yet published".
+    assert_eq!(
+        calendar.is_working_day(date("2027-10-01")).unlisted,
+        Some(Unlisted::NotYetPublished)
+    );
+    // A count that starts before the range and ends inside it says why it is provisional.
+    let across = calendar
+        .due(
+            at("2020-12-30 10:00"),
+            Period::WorkingDays(3),
+            &PeriodPolicy::default(),
+        )
+        .unwrap();
+    assert_eq!(across.unlisted, Some(before));
+}
+
+#[test]
+fn plausible_instants_run_from_2000_to_2100_beijing_time() {
+    let ms = |text: &str| at(text).timestamp_millis();
+    assert_eq!(PLAUSIBLE_MS.start, ms("2000-01-01 00:00"));
+    assert_eq!(PLAUSIBLE_MS.end, ms("2100-01-01 00:00"));
+    assert!(plausible_instant(ms("2026-09-28 10:20")).is_ok());
+    assert!(plausible_instant(ms("2099-12-31 23:59")).is_ok());
+    for bad in [
+        1,
+        0,
+        -1,
+        ms("1999-12-31 23:59"),
+        ms("2100-01-01 00:00"),
+        i64::MAX,
+    ] {
+        let error = plausible_instant(bad).unwrap_err();
+        assert!(
+            matches!(&error, CalendarError::Implausible { millis, .. } if *millis == bad),
+            "{error}"
+        );
+    }
+    let shown = plausible_instant(1).unwrap_err().to_string();
+    assert!(shown.contains("1970-01-01 08:00:00.001 +08:00"), "{shown}");
+    let shown = plausible_instant(ms("9999-12-31 12:00"))
+        .unwrap_err()
+        .to_string();
+    assert!(shown.contains("9999-12-31 12:00 +08:00"), "{shown}");
+    let shown = plausible_instant(i64::MAX).unwrap_err().to_string();
+    assert!(shown.contains("no representable instant"), "{shown}");
 }
 
 #[test]
@@ -264,7 +406,8 @@ fn new_year_block_reaching_back_into_december_is_a_holiday() {
         kind,
         DayKind {
             status: DayStatus::Holiday,
-            provisional: false
+            provisional: false,
+            unlisted: None,
         }
     );
 }

@@ -84,6 +84,15 @@ impl YearCalendar {
         &self.holidays
     }
 
+    /// The earliest date this notice and `other` list differently (off in one and not the
+    /// other, or a make-up day in one and not the other); `None` when they agree date for
+    /// date. Holiday names and sources are not compared: a calendar record carries neither.
+    pub fn first_difference(&self, other: &YearCalendar) -> Option<NaiveDate> {
+        let off = self.off_days.symmetric_difference(&other.off_days);
+        let make_up = self.make_up_days.symmetric_difference(&other.make_up_days);
+        off.chain(make_up).min().copied()
+    }
+
     /// What this notice says about `date`, if it mentions it at all.
     pub(super) fn listing(&self, date: NaiveDate) -> Option<DayStatus> {
         if self.make_up_days.contains(&date) {
