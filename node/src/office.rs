@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tracing::{info, instrument};
 
 use crate::calendar::PeriodPolicies;
+use crate::obligation::{self, RulePeriods};
 use crate::org::Directory;
 use crate::record::doc::{self, FieldConflict, HistoryEntry};
 use crate::record::{
@@ -199,10 +200,24 @@ impl Office {
         let event = event_from(action, &org, &act, at);
         let directory = self.directory.clone();
         let now = self.replica.now_ms();
+        // S-2, A-3: an extension must come before the period it extends ends, which takes the
+        // calendar with its published years; read only for extensions, before the lock.
+        let calendar = match action {
+            Action::Extended | Action::ExtensionAnnounced => {
+                Some(obligation::calendar_held(&self.replica)?)
+            }
+            _ => None,
+        };
 
         let record = self.replica.change(id, false, |doc| {
             let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
             workflow::validate_event(&directory, &org, &record, &event)?;
+            if let Some(calendar) = &calendar {
+                let (periods, policies) = (RulePeriods::default(), self.period_policies());
+                obligation::check_extension_in_time(
+                    &record, &event, &directory, calendar, &periods, policies,
+                )?;
+            }
             doc::append_event(doc, &event, now).map_err(ReplicaError::from)?;
 
             let mut parties = record.envelope.parties.clone();

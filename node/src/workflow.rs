@@ -2,10 +2,12 @@
 //! the hub before it accepts a change. Each refusal names its rule ID from `mission.md`.
 //!
 //! Deadlines are not checked here (a late act is still recorded and shows as met late); they
-//! are [`crate::obligation`]'s business.
+//! are [`crate::obligation`]'s business, which also refuses, at the office, an extension that
+//! comes too late to count. Stated instants are checked here, for plausibility only.
 
 use serde::Serialize;
 
+use crate::calendar::{Calendar, YearCalendar, plausible_instant};
 use crate::org::{Directory, Lookup, OrgKind};
 use crate::record::{
     Action, Body, MaterialKind, MeetingKind, Record, RecordKind, Status, WorkflowEvent,
@@ -13,6 +15,16 @@ use crate::record::{
 
 /// The most an information item's sharing may be extended (S-2).
 pub const MAX_SHARING_EXTENSION_WD: u32 = 15;
+
+/// The most the extensions announced on one assistance request may add up to. The
+/// notice sets no bound ("相应延长", extended accordingly); this default takes its one bound
+/// on an extension, S-2's 15 WD, which leaves a long appraisal weeks while an unbounded
+/// extension would let a department defer its answer for ever. The obligations count no more
+/// (`RulePeriods::assistance_extension_limit_wd`).
+pub const MAX_ASSISTANCE_EXTENSION_WD: u32 = 15;
+
+/// The years a calendar record may publish: those of [`crate::calendar::PLAUSIBLE_MS`].
+const CALENDAR_YEARS: std::ops::RangeInclusive<i32> = 2000..=2099;
 
 /// A refused write, with the rule that refuses it. `message` is for people: it says what was
 /// wrong and, where it helps, who may do it instead.
@@ -28,6 +40,19 @@ fn refuse(rule: &'static str, message: impl Into<String>) -> Result<(), RuleViol
         rule,
         message: message.into(),
     })
+}
+
+/// Rule ID used when a record does not have the shape of its kind: a mislabelled kind, an
+/// impossible instant.
+pub const RULE_SCHEMA: &str = "schema";
+
+/// Refuses a stated instant outside [`crate::calendar::PLAUSIBLE_MS`], naming `field` and
+/// showing the value as a Beijing instant.
+fn require_plausible(field: &str, millis: i64) -> Result<(), RuleViolation> {
+    match plausible_instant(millis) {
+        Ok(_) => Ok(()),
+        Err(e) => refuse(RULE_SCHEMA, format!("{field}: {e}")),
+    }
 }
 
 /// Rule ID used when an id is not in the organisation directory.
@@ -82,7 +107,7 @@ pub fn validate_create(
     }
     if envelope.kind != record.kind().as_str() {
         return refuse(
-            "schema",
+            RULE_SCHEMA,
             format!(
                 "envelope kind {:?} does not match a {} body",
                 envelope.kind,
@@ -94,6 +119,17 @@ pub fn validate_create(
         require_org(dir, party, "party")?;
     }
     require_party(record, acting_org, "the owner")?;
+    // 0 stands for "not recorded" in a body; whether a field may be left so is its rule's
+    // business below (T-1, S-2). The events are checked too, so that an edited body is
+    // checked as a record its owner could have created, events and all.
+    for (field, millis) in record.body.instants() {
+        if millis != 0 {
+            require_plausible(field, millis)?;
+        }
+    }
+    for event in &record.events {
+        require_plausible(&format!("at_ms of the {} event", event.action), event.at_ms)?;
+    }
 
     match &record.body {
         Body::Transfer(t) => {
@@ -283,16 +319,40 @@ pub fn validate_create(
                     "the working-day calendar is published by the District Justice Bureau",
                 );
             }
-            if !(2000..=2100).contains(&c.year) {
+            if !CALENDAR_YEARS.contains(&c.year) {
                 return refuse(
                     "calendar",
-                    format!("calendar year {} is out of range", c.year),
+                    format!(
+                        "calendar year {} is out of range ({}–{})",
+                        c.year,
+                        CALENDAR_YEARS.start(),
+                        CALENDAR_YEARS.end()
+                    ),
                 );
             }
-            if let Err(e) =
-                crate::calendar::YearCalendar::from_dates(c.year, &c.off_days, &c.make_up_days)
-            {
+            let year = match YearCalendar::from_dates(c.year, &c.off_days, &c.make_up_days) {
+                Ok(year) => year,
+                Err(e) => return refuse("calendar", e.to_string()),
+            };
+            // The embedded years come from the State Council's notices: a record may repeat one
+            // but not change it, or a single record would move every deadline of the year.
+            if let Err(e) = Calendar::official().check_publishable(&year) {
                 return refuse("calendar", e.to_string());
+            }
+            if c.off_days.is_empty() {
+                return refuse(
+                    "calendar",
+                    format!(
+                        "{0}年日历须列出法定节假日 the {0} calendar lists its statutory holidays (off_days is empty)",
+                        c.year
+                    ),
+                );
+            }
+            if c.source.trim().is_empty() {
+                return refuse(
+                    "calendar",
+                    "须注明日期所依据的国务院通知 name the State Council notice the dates come from (source)",
+                );
             }
         }
         Body::Case(_) => {}
@@ -376,6 +436,7 @@ fn check_event(
         );
     }
     require_party(record, acting_org, "the acting organisation")?;
+    require_plausible(&format!("at_ms of the {} event", event.action), event.at_ms)?;
     if let Some(unit) = &event.unit {
         match dir.lookup(unit) {
             Lookup::Unit(u) if u.parent == acting_org => {}
@@ -537,11 +598,8 @@ fn check_event(
                     "an extension is announced with its reason (special case or long appraisal)",
                 );
             }
-            if event.action == A::ExtensionAnnounced && event.extension_wd.unwrap_or(0) == 0 {
-                return refuse(
-                    "A-3",
-                    "an extension names its length in working days (extension_wd)",
-                );
+            if event.action == A::ExtensionAnnounced {
+                check_assistance_extension(record, event, vantage)?;
             }
             Ok(())
         }
@@ -623,6 +681,52 @@ fn check_event(
             ),
         ),
     }
+}
+
+/// an extension names its length, and the extensions of one request add up to at most
+/// [`MAX_ASSISTANCE_EXTENSION_WD`]. The sum depends on which announcements a device had seen,
+/// so only the office checks it; the obligations count no more than the bound either way.
+fn check_assistance_extension(
+    record: &Record,
+    event: &WorkflowEvent,
+    vantage: Vantage,
+) -> Result<(), RuleViolation> {
+    let days = match event.extension_wd {
+        None | Some(0) => {
+            return refuse(
+                "A-3",
+                "an extension names its length in working days (extension_wd)",
+            );
+        }
+        Some(days) => days,
+    };
+    if days > MAX_ASSISTANCE_EXTENSION_WD {
+        return refuse(
+            "A-3",
+            format!(
+                "extensions add up to at most {MAX_ASSISTANCE_EXTENSION_WD} working days, not {days}"
+            ),
+        );
+    }
+    if vantage == Vantage::Hub {
+        return Ok(());
+    }
+    let announced: u32 = record
+        .events
+        .iter()
+        .filter(|e| e.action == Action::ExtensionAnnounced)
+        .filter_map(|e| e.extension_wd)
+        .fold(0, u32::saturating_add);
+    if announced.saturating_add(days) > MAX_ASSISTANCE_EXTENSION_WD {
+        return refuse(
+            "A-3",
+            format!(
+                "extensions add up to at most {MAX_ASSISTANCE_EXTENSION_WD} working days; {announced} already announced, so at most {} more, not {days}",
+                MAX_ASSISTANCE_EXTENSION_WD.saturating_sub(announced)
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn role_name(role: Role) -> &'static str {

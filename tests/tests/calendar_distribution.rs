@@ -85,6 +85,22 @@ async fn published_2027_calendar_reaches_every_node_and_ends_provisional_deadlin
         by_market.message()
     );
 
+    // 2026 is official (embedded): a record may not change it, or the deadlines over its
+    // National Day would move.
+    let official = justice_records
+        .create(pb::CreateRecordRequest {
+            kind: "calendar".into(),
+            body_json: json!({"year": 2026, "off_days": ["2026-01-01"], "make_up_days": [], "source": "test arrangement"}).to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        official.message().contains("already official"),
+        "{}",
+        official.message()
+    );
+
     // A made-up 2027 arrangement (no real notice exists yet): 1 Jan off.
     justice_records
         .create(pb::CreateRecordRequest {

@@ -8,6 +8,8 @@
 //! ([`district_obligations`]) and per-organisation accountability ([`accountability`]).
 //! Period arithmetic is [`crate::calendar`]'s; who may record which act is
 //! [`crate::workflow`]'s, and a late act is still recorded there and shows here as met late.
+//! The one act refused for coming late is an extension (S-2, A-3): [`check_extension_in_time`]
+//! tells the office, with the same arithmetic as the obligations, that it would not count.
 
 mod rules;
 
@@ -19,23 +21,29 @@ use std::collections::BTreeMap;
 use linkage_proto::v1 as pb;
 use tracing::{debug, instrument, warn};
 
-use crate::calendar::{Calendar, CalendarError, Due, Period, PeriodPolicies, YearCalendar};
+use crate::calendar::{
+    Calendar, CalendarError, Due, Period, PeriodPolicies, YearCalendar, format_instant,
+    from_unix_millis,
+};
 use crate::office::{Office, OfficeError};
 use crate::org::Directory;
-use crate::record::{Body, Record, RecordKind};
+use crate::record::{Action, Body, Record, RecordKind, WorkflowEvent};
+use crate::replica::{Replica, ReplicaError};
+use crate::workflow::RuleViolation;
 
-/// Why an obligation or a published calendar year could not be worked out. Each is logged
-/// and the item skipped: one bad record must not hide every other organisation's
-/// obligations.
+/// Why an obligation or a published calendar year could not be worked out. Each is logged:
+/// one bad record must not hide every other organisation's obligations. A due time that
+/// cannot be computed is also shown, as an open obligation without a due time that says so.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ObligationError {
-    #[error("record {record_id}: the {rule} due time cannot be computed: {source}")]
+    #[error("record {record_id}: the {rule} due time of {owner} cannot be computed: {source}")]
     Due {
         record_id: String,
         rule: &'static str,
+        owner: String,
         source: CalendarError,
     },
-    #[error("calendar record {record_id} for {year} is not a valid calendar: {source}")]
+    #[error("calendar record {record_id} for {year} is not used: {source}")]
     Calendar {
         record_id: String,
         year: i32,
@@ -147,6 +155,8 @@ pub struct RulePeriods {
     pub sharing: Period,
     /// S-2: the most sharing may be extended, in working days after the day it was formed.
     pub sharing_extension_limit_wd: u16,
+    /// the most the announced extensions of one request may add up to, in working days.
+    pub assistance_extension_limit_wd: u16,
     /// J-3: the notified department sends officers, from the notice.
     pub dispatch: Period,
     /// J-3: the notifying township reports to the District People's Government, from the
@@ -183,6 +193,11 @@ impl Default for RulePeriods {
             // The notice: "自形成当日及时共享…可以适当延长15个工作日".
             sharing: Period::SameDay,
             sharing_extension_limit_wd: 15,
+            // Default taken here: A-3 says only "相应延长" (extended accordingly). The notice's
+            // one bound on an extension is S-2's 15 WD, and a long appraisal (A-3's own case)
+            // runs for weeks, so extensions add up to at most 15 WD
+            // (workflow::MAX_ASSISTANCE_EXTENSION_WD).
+            assistance_extension_limit_wd: 15,
             // The notice: "应立即派…乡镇应立即向区人民政府报告"; both "at once".
             dispatch: Period::AtOnce,
             report_to_government: Period::AtOnce,
@@ -228,14 +243,89 @@ pub fn obligations(
         }
     };
     if let Err(error) = result {
-        warn!(record = %record.id(), %error, "obligation skipped");
+        let ObligationError::Due {
+            record_id,
+            rule,
+            owner,
+            source,
+        } = &error
+        else {
+            warn!(record = %record.id(), %error, "obligation skipped");
+            return found;
+        };
+        warn!(record = %record_id, rule, owner = %owner, %error, "obligation due time unknown");
+        // Shown rather than dropped (O-1): an office must see that it may owe something here.
+        // The rule's function stops at its first failure, so later duties of the record wait
+        // until the record's times are corrected.
+        found.push(Obligation {
+            record_id: record_id.clone(),
+            kind: record.kind(),
+            owner: owner.clone(),
+            rule,
+            duty: format!(
+                "期限无法计算，请核对记录中的时间 the due time cannot be computed; check the record's times ({source})"
+            ),
+            due: None,
+            state: ObligationState::Open,
+            met_at_ms: None,
+            title: record.body.title(),
+        });
     }
     found
 }
 
+/// S-2, A-3: refuses `event`, an extension about to be appended to `record`, when it comes
+/// after the period it extends has ended. Such an extension would be stored but not counted
+/// (the notice: extended "where it is impossible" on the day, and A-3's "应事先告知", said in
+/// advance), so the office would believe in a due time that no obligation shows. Any other
+/// event passes.
+///
+/// The due times are the obligations' own, as at the extension's stated time, with the same
+/// calendar, rule periods and period policies, so the check and the obligations cannot
+/// disagree. Only the office checks this: the hub admits an extension a device made before it
+/// saw the deadline pass elsewhere, and the obligations then leave it uncounted.
+pub fn check_extension_in_time(
+    record: &Record,
+    event: &WorkflowEvent,
+    directory: &Directory,
+    calendar: &Calendar,
+    periods: &RulePeriods,
+    policies: &PeriodPolicies,
+) -> Result<(), RuleViolation> {
+    let (rule, extended): (&'static str, &[&str]) = match event.action {
+        Action::Extended => ("S-2", &["S-2"]),
+        // An announced extension moves whichever of is still owed.
+        Action::ExtensionAnnounced => ("A-3", &["A-1", "A-2"]),
+        _ => return Ok(()),
+    };
+    let latest_due = obligations(record, directory, calendar, periods, policies, event.at_ms)
+        .iter()
+        .filter(|o| extended.contains(&o.rule) && o.state != ObligationState::Superseded)
+        .filter_map(Obligation::due_ms)
+        .max();
+    // No clock running yet, or none that can be computed: nothing to be late for.
+    let Some(latest_due) = latest_due else {
+        return Ok(());
+    };
+    if event.at_ms < latest_due {
+        return Ok(());
+    }
+    let shown = |ms: i64| from_unix_millis(ms).map_or_else(|_| ms.to_string(), format_instant);
+    Err(RuleViolation {
+        rule,
+        message: format!(
+            "延期须在期限届满前提出，逾期提出的延期不予计算 an extension counts only if recorded before the period it extends ends ({}); this one is stated at {}",
+            shown(latest_due),
+            shown(event.at_ms)
+        ),
+    })
+}
+
 /// The official calendar plus every year the Justice Bureau has published as a calendar
 /// record. Records are applied oldest first, so a re-issued year replaces the earlier one; a
-/// record whose dates do not make a valid year is skipped with a warning.
+/// record whose dates do not make a valid year is skipped with a warning, and so is one that
+/// would change an official (embedded) year: nodes refuse to create such a record now, but one
+/// made before they did must not move official deadlines.
 pub fn calendar_with_published(records: &[Record]) -> Calendar {
     let mut published: Vec<(&Record, &crate::record::CalendarBody)> = records
         .iter()
@@ -250,10 +340,10 @@ pub fn calendar_with_published(records: &[Record]) -> Calendar {
 
     let mut calendar = Calendar::official();
     for (record, body) in published {
-        match YearCalendar::from_dates(body.year, &body.off_days, &body.make_up_days) {
-            Ok(year) => {
-                calendar.add_year(year.with_source(body.source.clone()));
-            }
+        let year = YearCalendar::from_dates(body.year, &body.off_days, &body.make_up_days)
+            .and_then(|year| calendar.publish(year.with_source(body.source.clone())));
+        match year {
+            Ok(_) => {}
             Err(source) => {
                 let error = ObligationError::Calendar {
                     record_id: record.id().to_owned(),
@@ -265,6 +355,24 @@ pub fn calendar_with_published(records: &[Record]) -> Calendar {
         }
     }
     calendar
+}
+
+/// The calendar `replica` holds: the official years plus the calendar records it has
+/// received. Loads only calendar records; a document still missing part of its history is
+/// skipped until complete, as [`Office::all_records`] does. Blocking.
+pub fn calendar_held(replica: &Replica) -> Result<Calendar, ReplicaError> {
+    let mut records = Vec::new();
+    for summary in replica.summaries()? {
+        if summary.kind != RecordKind::Calendar.as_str() {
+            continue;
+        }
+        match replica.record(&summary.id) {
+            Ok(record) => records.push(record),
+            Err(ReplicaError::Doc(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(calendar_with_published(&records))
 }
 
 /// Every obligation of every record, sorted by due time (ladder stages, which have none,

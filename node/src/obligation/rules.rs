@@ -79,10 +79,11 @@ impl<'a> Context<'a> {
         from_ms: i64,
         period: Period,
     ) -> Result<Due, ObligationError> {
-        let from = crate::calendar::from_unix_millis(from_ms).map_err(|e| self.error(rule, e))?;
+        let from =
+            crate::calendar::from_unix_millis(from_ms).map_err(|e| self.error(rule, owner, e))?;
         self.calendar
             .due(from, period, self.policies.for_org(owner))
-            .map_err(|e| self.error(rule, e))
+            .map_err(|e| self.error(rule, owner, e))
     }
 
     /// `owner`'s due time extended by `days`, ending at `owner`'s end of day.
@@ -95,13 +96,19 @@ impl<'a> Context<'a> {
     ) -> Result<Due, ObligationError> {
         self.calendar
             .extend(due, days, self.policies.for_org(owner))
-            .map_err(|e| self.error(rule, e))
+            .map_err(|e| self.error(rule, owner, e))
     }
 
-    fn error(&self, rule: &'static str, source: crate::calendar::CalendarError) -> ObligationError {
+    fn error(
+        &self,
+        rule: &'static str,
+        owner: &str,
+        source: crate::calendar::CalendarError,
+    ) -> ObligationError {
         ObligationError::Due {
             record_id: self.record.id().to_owned(),
             rule,
+            owner: owner.to_owned(),
             source,
         }
     }
@@ -442,25 +449,29 @@ pub(super) fn assistance(
 }
 
 /// each announced extension moves the due time on by its working days, counted from the
-/// due time it extends, but only if announced before that due time ("应事先告知"). Returns the
-/// extended due time, at `owner`'s end of day, and the working days added.
+/// due time it extends, but only if announced before that due time ("应事先告知"), and only
+/// until the extensions add up to the limit (`assistance_extension_limit_wd`): offices refuse
+/// more, but concurrent announcements merged at the hub may exceed it. Returns the extended
+/// due time, at `owner`'s end of day, and the working days added.
 fn announced_extensions(
     cx: &Context<'_>,
     rule: &'static str,
     owner: &str,
     mut due: Due,
 ) -> Result<(Due, u32), ObligationError> {
-    let mut added = 0u32;
+    let limit = cx.periods.assistance_extension_limit_wd;
+    let mut added = 0u16;
     for announcement in cx.all(Action::ExtensionAnnounced) {
         let Some(days) = announcement.extension_wd.filter(|d| *d > 0) else {
             continue;
         };
-        if announcement.at_ms < due_ms(&due) {
-            due = cx.extend(rule, owner, &due, working_days(days))?;
-            added = added.saturating_add(days);
+        let days = working_days(days).min(limit - added);
+        if days > 0 && announcement.at_ms < due_ms(&due) {
+            due = cx.extend(rule, owner, &due, days)?;
+            added += days;
         }
     }
-    Ok((due, added))
+    Ok((due, added.into()))
 }
 
 fn with_extension(duty: &str, extended_by: u32) -> String {

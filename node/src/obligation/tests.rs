@@ -655,6 +655,115 @@ fn a3_extension_announced_too_late_does_not_count() {
 }
 
 #[test]
+fn a3_extensions_count_up_to_15_wd_in_all() {
+    // Two announcements merged from two devices, 200 and 20 WD: offices refuse such lengths,
+    // but whatever arrives counts up to the 15 WD bound only.
+    let events = vec![
+        event(Action::Requested, "2026-09-29 14:30", DAIHE),
+        extension(Action::ExtensionAnnounced, "2026-10-09 10:00", ECOLOGY, 200),
+        extension(Action::ExtensionAnnounced, "2026-10-09 11:00", ECOLOGY, 20),
+    ];
+    let a1 = find(
+        &obligations_at(
+            &assistance(AssistanceKind::TechnicalSupport, events),
+            "2026-10-13 09:00",
+        ),
+        "A-1",
+        "opinion",
+    );
+    // 5 WD to 12 Oct, then 15 WD: 13 Oct to 2 Nov.
+    assert_eq!(due_text(&a1), "2026-11-02 24:00 +08:00");
+    assert!(a1.duty.contains("extended by 15 WD"), "{}", a1.duty);
+}
+
+fn extension_in_time(record: &Record, extension: &WorkflowEvent) -> Result<(), RuleViolation> {
+    check_extension_in_time(
+        record,
+        extension,
+        &DIRECTORY,
+        &Calendar::official(),
+        &RulePeriods::default(),
+        &PeriodPolicies::default(),
+    )
+}
+
+#[test]
+fn s2_an_extension_after_the_day_it_was_formed_is_refused_at_the_office() {
+    let record = shared_info(
+        "2026-09-30 14:00",
+        vec![event(Action::Formed, "2026-09-30 14:00", DONGSHAN)],
+    );
+    let on_the_day = extension(Action::Extended, "2026-09-30 23:59", DONGSHAN, 5);
+    assert_eq!(extension_in_time(&record, &on_the_day), Ok(()));
+
+    for late in ["2026-10-01 00:00", "2026-10-08 09:00"] {
+        let refused = extension_in_time(&record, &extension(Action::Extended, late, DONGSHAN, 5))
+            .unwrap_err();
+        assert_eq!(refused.rule, "S-2");
+        assert!(
+            refused.message.contains("2026-09-30 24:00 +08:00"),
+            "{refused}"
+        );
+    }
+
+    // An office whose day ends at 17:30 shares by 17:30: that is when an extension must come.
+    let closing_early = policies(&[(DONGSHAN, ending_at(17, 30))]);
+    let after_hours = extension(Action::Extended, "2026-09-30 18:00", DONGSHAN, 5);
+    let refused = check_extension_in_time(
+        &record,
+        &after_hours,
+        &DIRECTORY,
+        &Calendar::official(),
+        &RulePeriods::default(),
+        &closing_early,
+    )
+    .unwrap_err();
+    assert!(refused.message.contains("17:30"), "{refused}");
+}
+
+#[test]
+fn a3_an_extension_after_the_due_time_is_refused_at_the_office() {
+    let requested = vec![event(Action::Requested, "2026-09-29 14:30", DAIHE)];
+    let record = assistance(AssistanceKind::TechnicalSupport, requested.clone());
+    // A-1 is due 12 Oct 24:00.
+    let in_advance = extension(Action::ExtensionAnnounced, "2026-10-12 16:00", ECOLOGY, 3);
+    assert_eq!(extension_in_time(&record, &in_advance), Ok(()));
+    let late = extension(Action::ExtensionAnnounced, "2026-10-13 09:00", ECOLOGY, 3);
+    let refused = extension_in_time(&record, &late).unwrap_err();
+    assert_eq!(refused.rule, "A-3");
+    assert!(
+        refused.message.contains("2026-10-12 24:00 +08:00"),
+        "{refused}"
+    );
+
+    // An earlier extension in time moves the due time, so a second one may follow it.
+    let mut extended = requested.clone();
+    extended.push(in_advance);
+    let record = assistance(AssistanceKind::TechnicalSupport, extended);
+    assert_eq!(extension_in_time(&record, &late), Ok(()));
+
+    // With a third party named, A-2's guidance (due 9 Oct) is what an extension moves.
+    let mut third_party = requested;
+    third_party.push(event(Action::ThirdPartyNeeded, "2026-10-09 10:00", ECOLOGY));
+    let record = assistance(AssistanceKind::TechnicalSupport, third_party);
+    let after_a2 = extension(Action::ExtensionAnnounced, "2026-10-10 09:00", ECOLOGY, 3);
+    assert_eq!(
+        extension_in_time(&record, &after_a2).unwrap_err().rule,
+        "A-3"
+    );
+}
+
+#[test]
+fn other_events_are_never_late_for_the_extension_check() {
+    let record = shared_info(
+        "2026-09-30 14:00",
+        vec![event(Action::Formed, "2026-09-30 14:00", DONGSHAN)],
+    );
+    let shared_late = event(Action::Shared, "2026-10-09 09:00", DONGSHAN);
+    assert_eq!(extension_in_time(&record, &shared_late), Ok(()));
+}
+
+#[test]
 fn a4_on_site_officers_due_at_once_overdue() {
     let record = assistance(
         AssistanceKind::OnSite,
@@ -1049,6 +1158,10 @@ fn rule_periods_default_to_the_notice() {
         (periods.sharing, periods.sharing_extension_limit_wd),
         (Period::SameDay, 15)
     );
+    assert_eq!(
+        u32::from(periods.assistance_extension_limit_wd),
+        crate::workflow::MAX_ASSISTANCE_EXTENSION_WD
+    );
     assert_eq!(periods.dispatch, Period::AtOnce);
 }
 
@@ -1090,6 +1203,31 @@ fn calendar_with_published_adds_valid_years_and_skips_invalid_ones() {
 }
 
 #[test]
+fn calendar_with_published_never_lets_a_record_replace_an_official_year() {
+    // The reviewer's record, made before nodes refused it: 2026 with no days off. National
+    // Day must stay a holiday, and a T-1 due over it must not land on 1 October.
+    let empty_2026 = calendar_record(2026, &[], &[], "2026-09-01 09:00");
+    let only_new_year = calendar_record(2026, &["2026-01-01"], &[], "2026-09-02 09:00");
+    let calendar = calendar_with_published(&[empty_2026, only_new_year]);
+    let national_day = chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
+    assert!(!calendar.is_working_day(national_day).is_working());
+
+    let record = transfer("2026-09-28 10:20", false, false, vec![]);
+    let found = obligations(
+        &record,
+        &DIRECTORY,
+        &calendar,
+        &RulePeriods::default(),
+        &PeriodPolicies::default(),
+        ms("2026-09-28 12:00"),
+    );
+    assert_eq!(
+        due_text(&find(&found, "T-1", "transfer")),
+        "2026-10-08 24:00 +08:00"
+    );
+}
+
+#[test]
 fn calendar_with_published_lets_a_reissued_year_replace_the_earlier() {
     let first = calendar_record(2027, &["2027-01-04"], &[], "2026-12-01 09:00");
     let corrected = calendar_record(2027, &["2027-01-01"], &[], "2026-12-02 09:00");
@@ -1099,9 +1237,9 @@ fn calendar_with_published_lets_a_reissued_year_replace_the_earlier() {
 }
 
 #[test]
-fn an_instant_beyond_the_calendar_is_skipped_not_a_panic() {
-    // A peer's body may carry any number: one past chrono's range (year 262143) must not
-    // panic, and only that record's obligation is lost.
+fn an_instant_beyond_the_calendar_is_shown_without_a_due_time_not_a_panic() {
+    // A record stored before stated instants were checked may carry any number: one past
+    // chrono's range (year 262143) must not panic, and the duty must not vanish silently.
     let mut record = transfer("2026-09-28 10:20", false, false, vec![]);
     if let Body::Transfer(body) = &mut record.body {
         body.discovered_at_ms = 9_000_000_000_000_000;
@@ -1114,7 +1252,14 @@ fn an_instant_beyond_the_calendar_is_skipped_not_a_panic() {
         &PeriodPolicies::default(),
         i64::MAX,
     );
-    assert!(found.is_empty(), "{found:#?}");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let t1 = &found[0];
+    assert_eq!(
+        (t1.rule, t1.owner.as_str(), t1.state, t1.due),
+        ("T-1", HAIBIN, Open, None)
+    );
+    assert!(t1.duty.contains("cannot be computed"), "{}", t1.duty);
+    assert_eq!(t1.record_id, record.id());
 }
 
 #[test]

@@ -301,6 +301,29 @@ impl Body {
         Body::from_json(self.kind(), &value.to_string())
     }
 
+    /// Every instant the body states, by field name (`discovered_at_ms`, ...). An unset
+    /// optional field is left out; 0 is listed, since for most fields it means "not
+    /// recorded" and the caller decides what it allows.
+    pub fn instants(&self) -> Vec<(&'static str, i64)> {
+        match self {
+            Body::Case(b) => vec![("found_at_ms", b.found_at_ms)],
+            Body::Transfer(b) => {
+                let mut found = vec![("discovered_at_ms", b.discovered_at_ms)];
+                found.extend(
+                    b.non_jurisdiction_at_ms
+                        .map(|ms| ("non_jurisdiction_at_ms", ms)),
+                );
+                found
+            }
+            Body::Complaint(b) => vec![("received_at_ms", b.received_at_ms)],
+            Body::SharedInfo(b) => vec![("formed_at_ms", b.formed_at_ms)],
+            Body::UrgentNotice(b) => vec![("found_at_ms", b.found_at_ms)],
+            Body::Consultation(b) => vec![("scheduled_at_ms", b.scheduled_at_ms)],
+            Body::Assistance(b) => vec![("requested_at_ms", b.requested_at_ms)],
+            Body::Dispute(_) | Body::LiaisonDirectory(_) | Body::Calendar(_) => Vec::new(),
+        }
+    }
+
     /// A one-line title for tables.
     pub fn title(&self) -> String {
         match self {
@@ -537,5 +560,34 @@ mod tests {
             (b.hazard.as_str(), b.assessment.as_str()),
             ("gas", "valves shut")
         );
+    }
+
+    #[test]
+    fn instants_name_every_at_ms_field_of_every_kind() {
+        for kind in RecordKind::ALL {
+            // Every optional field set, so an `Option<i64>` instant shows up too.
+            let body = Body::from_json(kind, "{}").unwrap();
+            let mut json = body.to_json_value();
+            if let serde_json::Value::Object(fields) = &mut json {
+                for (name, value) in fields.iter_mut() {
+                    if name.ends_with("_at_ms") {
+                        *value = serde_json::json!(7);
+                    }
+                }
+            }
+            let body = Body::from_json(kind, &json.to_string()).unwrap();
+            let mut fields: Vec<&str> = json
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .filter(|name| name.ends_with("_at_ms"))
+                .collect();
+            fields.sort_unstable();
+            let mut named: Vec<&str> = body.instants().iter().map(|(name, _)| *name).collect();
+            named.sort_unstable();
+            assert_eq!(named, fields, "{kind}");
+            assert!(body.instants().iter().all(|(_, ms)| *ms == 7), "{kind}");
+        }
     }
 }

@@ -232,3 +232,95 @@ async fn admission_takes_an_extension_made_concurrently_with_sharing() {
         "party",
     );
 }
+
+/// The hub admits a new record through `validate_create` too: a calendar record that would
+/// change an official year is refused there, whichever node sends it.
+#[tokio::test]
+async fn calendar_admission_refuses_a_record_changing_an_official_year() {
+    let dir = Directory::beidaihe();
+    let justice = TestNode::start(JUSTICE).await;
+    let created = justice
+        .create(create("calendar", calendar_body(2027), "2026-12-01 09:00"))
+        .await;
+    let published = justice
+        .office
+        .replica()
+        .record(&created.envelope.unwrap().id)
+        .expect("the node holds what it created");
+    admit_change(&dir, JUSTICE, None, &published).expect("a provisional year is publishable");
+
+    let mut official_year = published.clone();
+    if let Body::Calendar(c) = &mut official_year.body {
+        c.year = 2026;
+        c.off_days = vec!["2026-01-01".into()];
+    }
+    let message = refused(
+        admit_change(&dir, JUSTICE, None, &official_year),
+        "calendar",
+    );
+    assert!(message.contains("already official"), "{message}");
+
+    // An edit of the published record into an official year is refused the same way.
+    let message = refused(
+        admit_change(&dir, JUSTICE, Some(&published), &official_year),
+        "calendar",
+    );
+    assert!(message.contains("2026"), "{message}");
+}
+
+#[tokio::test]
+async fn schema_admission_refuses_an_impossible_event_time() {
+    let dir = Directory::beidaihe();
+    let transfer = sent_transfer().await;
+    let mut in_1970 = transfer.clone();
+    in_1970
+        .events
+        .push(WorkflowEvent::new(Action::Received, 1, MARKET));
+    let message = refused(
+        admit_change(&dir, MARKET, Some(&transfer), &in_1970),
+        "schema",
+    );
+    assert!(message.contains("at_ms of the received event"), "{message}");
+}
+
+/// Two devices of the department, apart, each announce an extension within the bound; merged
+/// they exceed it. The hub admits both (each was valid where it was made) and the obligations
+/// count no more than 15 WD; one longer than the bound on its own is refused everywhere.
+#[tokio::test]
+async fn a3_admission_takes_concurrent_extensions_beyond_the_sum() {
+    let dir = Directory::beidaihe();
+    let daihe = TestNode::start(DAIHE).await;
+    let created = daihe
+        .create(create(
+            "assistance",
+            assistance_body(DAIHE, ECOLOGY),
+            "2026-09-29 14:30",
+        ))
+        .await;
+    let requested = daihe
+        .office
+        .replica()
+        .record(&created.envelope.unwrap().id)
+        .expect("the node holds what it created");
+    let announced = |record: &Record, at: &str, wd: u32| {
+        let mut after = record.clone();
+        after.events.push(WorkflowEvent {
+            reason: Some("长期鉴定 long appraisal".into()),
+            extension_wd: Some(wd),
+            ..WorkflowEvent::new(Action::ExtensionAnnounced, bj(at), ECOLOGY)
+        });
+        after
+    };
+    let first = announced(&requested, "2026-09-30 10:00", 10);
+    admit_change(&dir, ECOLOGY, Some(&requested), &first).expect("one device's extension");
+    let both = announced(&first, "2026-09-30 10:05", 10);
+    admit_change(&dir, ECOLOGY, Some(&first), &both)
+        .expect("the other device's, made before it saw the first");
+
+    let unbounded = announced(&requested, "2026-09-30 10:00", 200);
+    let message = refused(
+        admit_change(&dir, ECOLOGY, Some(&requested), &unbounded),
+        "A-3",
+    );
+    assert!(message.contains("at most 15"), "{message}");
+}

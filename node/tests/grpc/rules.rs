@@ -510,6 +510,34 @@ async fn s2_sharing_is_not_extended_once_shared() {
         .await;
 }
 
+/// An extension recorded after the day the item was formed would be stored but never counted
+/// (the obligation stays due at 24:00 of that day), so the office refuses it.
+#[tokio::test]
+async fn s2_an_extension_after_the_day_it_was_formed_is_refused() {
+    let dongshan = TestNode::start(DONGSHAN).await;
+    let id = id_of(
+        &dongshan
+            .create(create(
+                "shared_info",
+                shared_info_body(3),
+                "2026-09-30 14:00",
+            ))
+            .await,
+    );
+    let message = dongshan
+        .append_refused_by(
+            "S-2",
+            pb::AppendEventRequest {
+                reason: "materials still being collated".into(),
+                extension_wd: 5,
+                ..event(&id, "extended", "2026-10-08 09:00")
+            },
+        )
+        .await;
+    assert!(message.contains("2026-09-30 24:00 +08:00"), "{message}");
+    assert!(message.contains("2026-10-08 09:00 +08:00"), "{message}");
+}
+
 // ---- Joint enforcement (J) ----
 
 #[tokio::test]
@@ -761,6 +789,70 @@ async fn a3_an_extension_is_announced_in_advance_with_reason_and_length() {
     assert_eq!(announced.events[1].extension_wd, 5);
 }
 
+/// A-3's "事先告知": an extension announced after the opinion fell due (12 Oct 24:00) is
+/// refused rather than stored and ignored.
+#[tokio::test]
+async fn a3_an_extension_announced_after_the_due_time_is_refused() {
+    let daihe = TestNode::start(DAIHE).await;
+    let ecology = TestNode::start(ECOLOGY).await;
+    let id = id_of(
+        &daihe
+            .create(create(
+                "assistance",
+                assistance_body(DAIHE, ECOLOGY),
+                "2026-09-29 14:30",
+            ))
+            .await,
+    );
+    deliver(&daihe, &ecology, &id);
+    let message = ecology
+        .append_refused_by(
+            "A-3",
+            pb::AppendEventRequest {
+                reason: "长期鉴定 long appraisal".into(),
+                extension_wd: 5,
+                ..event(&id, "extension_announced", "2026-10-13 09:00")
+            },
+        )
+        .await;
+    assert!(message.contains("2026-10-12 24:00 +08:00"), "{message}");
+}
+
+/// The notice gives A-3 no bound; extensions add up to at most 15 WD (the default taken in
+/// `workflow::MAX_ASSISTANCE_EXTENSION_WD`), so +200 WD, or +10 then +6, is refused.
+#[tokio::test]
+async fn a3_extensions_add_up_to_at_most_15_wd() {
+    let daihe = TestNode::start(DAIHE).await;
+    let ecology = TestNode::start(ECOLOGY).await;
+    let id = id_of(
+        &daihe
+            .create(create(
+                "assistance",
+                assistance_body(DAIHE, ECOLOGY),
+                "2026-09-29 14:30",
+            ))
+            .await,
+    );
+    deliver(&daihe, &ecology, &id);
+    let announce = |wd: u32, at: &str| pb::AppendEventRequest {
+        reason: "长期鉴定 long appraisal".into(),
+        extension_wd: wd,
+        ..event(&id, "extension_announced", at)
+    };
+    let message = ecology
+        .append_refused_by("A-3", announce(200, "2026-09-30 10:00"))
+        .await;
+    assert!(message.contains("at most 15"), "{message}");
+    ecology.append(announce(10, "2026-09-30 10:00")).await;
+    let message = ecology
+        .append_refused_by("A-3", announce(6, "2026-10-09 10:00"))
+        .await;
+    assert!(message.contains("10 already announced"), "{message}");
+    assert!(message.contains("at most 5 more"), "{message}");
+    let last = ecology.append(announce(5, "2026-10-09 10:00")).await;
+    assert_eq!(last.events.len(), 3);
+}
+
 // ---- Disputes (D) ----
 
 #[tokio::test]
@@ -957,6 +1049,190 @@ async fn calendar_is_published_only_by_the_justice_bureau() {
         .create(create("calendar", calendar_body(2027), "2026-12-01 09:00"))
         .await;
     assert_eq!(published.status, "published");
+}
+
+/// The reviewer's record: a 2026 calendar with no days off, which would have moved every
+/// deadline over National Day. 2021–2026 are official (embedded); a record may only repeat
+/// them.
+#[tokio::test]
+async fn calendar_an_official_year_is_refused_unless_it_repeats_the_notice() {
+    let justice = TestNode::start(JUSTICE).await;
+    let empty = json!({
+        "year": 2026, "off_days": [], "make_up_days": [],
+        "source": "国务院办公厅通知 State Council notice",
+    });
+    let message = justice
+        .create_refused_by("calendar", create("calendar", empty, "2026-12-01 09:00"))
+        .await;
+    assert!(message.contains("2026"), "{message}");
+    assert!(message.contains("already official"), "{message}");
+    assert!(message.contains("官方"), "bilingual: {message}");
+
+    let without_national_day = json!({
+        "year": 2026, "off_days": ["2026-01-01"], "make_up_days": [],
+        "source": "国务院办公厅通知 State Council notice",
+    });
+    justice
+        .create_refused_by(
+            "calendar",
+            create("calendar", without_national_day, "2026-12-01 09:00"),
+        )
+        .await;
+
+    let official = linkage_node::calendar::Calendar::official();
+    let notice = official.years().find(|y| y.year() == 2026).unwrap();
+    let repeated = json!({
+        "year": 2026,
+        "off_days": notice.off_days().map(|d| d.to_string()).collect::<Vec<_>>(),
+        "make_up_days": notice.make_up_days().map(|d| d.to_string()).collect::<Vec<_>>(),
+        "source": notice.source(),
+    });
+    justice
+        .create(create("calendar", repeated, "2026-12-01 09:00"))
+        .await;
+}
+
+/// A provisional year (2027) stays publishable and re-issuable (the newest wins), but each
+/// record names its notice and lists at least one statutory holiday.
+#[tokio::test]
+async fn calendar_a_record_names_its_source_and_lists_a_holiday() {
+    let justice = TestNode::start(JUSTICE).await;
+    let without_source = with(calendar_body(2027), "source", json!("  "));
+    let message = justice
+        .create_refused_by(
+            "calendar",
+            create("calendar", without_source, "2026-12-01 09:00"),
+        )
+        .await;
+    assert!(message.contains("source"), "{message}");
+    let without_holidays = with(calendar_body(2027), "off_days", json!([]));
+    let message = justice
+        .create_refused_by(
+            "calendar",
+            create("calendar", without_holidays, "2026-12-01 09:00"),
+        )
+        .await;
+    assert!(message.contains("off_days"), "{message}");
+    let next_year = with(calendar_body(2027), "off_days", json!(["2028-01-01"]));
+    let message = justice
+        .create_refused_by(
+            "calendar",
+            create("calendar", next_year, "2026-12-01 09:00"),
+        )
+        .await;
+    assert!(message.contains("2028-01-01"), "{message}");
+
+    justice
+        .create(create("calendar", calendar_body(2027), "2026-12-01 09:00"))
+        .await;
+    let reissued = with(
+        calendar_body(2027),
+        "off_days",
+        json!(["2027-01-01", "2027-02-08"]),
+    );
+    justice
+        .create(create("calendar", reissued, "2026-12-02 09:00"))
+        .await;
+}
+
+// ---- Stated instants (schema) ----
+
+/// Year 9999, `i64::MAX` and 1 ms after 1970 were stored, and the T-1 duty never appeared or
+/// fell due in 1970. Each is refused naming the field and showing the value in Beijing time.
+#[tokio::test]
+async fn schema_an_impossible_instant_in_a_body_is_refused_naming_the_field() {
+    let haibin = TestNode::start(HAIBIN).await;
+    for (value, shown) in [
+        (json!(i64::MAX), "no representable instant"),
+        (json!(bj("9999-12-31 12:00")), "9999-12-31 12:00 +08:00"),
+        (json!(1), "1970-01-01 08:00:00.001 +08:00"),
+    ] {
+        let body = with(transfer_body(HAIBIN, MARKET), "discovered_at_ms", value);
+        let message = haibin
+            .create_refused_by("schema", create("transfer", body, "2026-09-28 11:05"))
+            .await;
+        assert!(message.contains("discovered_at_ms"), "{message}");
+        assert!(message.contains(shown), "{message}");
+    }
+    let body = with(
+        transfer_body(HAIBIN, MARKET),
+        "non_jurisdiction_at_ms",
+        json!(bj("2100-01-01 00:00")),
+    );
+    let message = haibin
+        .create_refused_by("schema", create("transfer", body, "2026-09-28 11:05"))
+        .await;
+    assert!(message.contains("non_jurisdiction_at_ms"), "{message}");
+
+    let dongshan = TestNode::start(DONGSHAN).await;
+    let far_future = with(
+        shared_info_body(3),
+        "formed_at_ms",
+        json!(bj("2300-01-01 09:00")),
+    );
+    let message = dongshan
+        .create_refused_by(
+            "schema",
+            create("shared_info", far_future, "2026-09-30 14:00"),
+        )
+        .await;
+    assert!(message.contains("formed_at_ms"), "{message}");
+    assert!(message.contains("2300-01-01 09:00 +08:00"), "{message}");
+}
+
+#[tokio::test]
+async fn schema_an_impossible_instant_is_refused_on_a_body_edit() {
+    let dongshan = TestNode::start(DONGSHAN).await;
+    let id = id_of(
+        &dongshan
+            .create(create(
+                "shared_info",
+                shared_info_body(3),
+                "2026-09-30 14:00",
+            ))
+            .await,
+    );
+    let message = dongshan
+        .refused_by("schema", |mut c| async move {
+            c.edit_body(pb::EditBodyRequest {
+                id,
+                patch_json: json!({ "formed_at_ms": bj("9999-01-01 00:00") }).to_string(),
+            })
+            .await
+        })
+        .await;
+    assert!(message.contains("formed_at_ms"), "{message}");
+}
+
+#[tokio::test]
+async fn schema_an_impossible_event_time_is_refused() {
+    let haibin = TestNode::start(HAIBIN).await;
+    let opened_in_1970 = pb::CreateRecordRequest {
+        at_ms: Some(1),
+        ..create("case", case_body(), "2026-09-28 09:00")
+    };
+    let message = haibin.create_refused_by("schema", opened_in_1970).await;
+    assert!(message.contains("at_ms of the opened event"), "{message}");
+
+    let id = id_of(
+        &haibin
+            .create(create("case", case_body(), "2026-09-28 09:00"))
+            .await,
+    );
+    let message = haibin
+        .append_refused_by(
+            "schema",
+            pb::AppendEventRequest {
+                at_ms: Some(i64::MAX),
+                ..event(&id, "decided", "2026-09-29 10:00")
+            },
+        )
+        .await;
+    assert!(message.contains("at_ms of the decided event"), "{message}");
+    let message = haibin
+        .append_refused_by("schema", event(&id, "decided", "1999-12-31 23:59"))
+        .await;
+    assert!(message.contains("1999-12-31 23:59 +08:00"), "{message}");
 }
 
 #[tokio::test]
