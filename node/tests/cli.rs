@@ -323,6 +323,19 @@ fn calendar_due_3wd_from_the_scenarios_discovery_is_8_october_24_00() {
     assert_eq!(due["provisional"], false);
 }
 
+/// A year before the embedded calendar was published long ago; it is out of range, not
+/// "not yet published" (a reviewer's finding).
+#[test]
+fn calendar_day_says_why_a_day_is_provisional() {
+    let before = succeeded(&run(&["calendar", "day", "2020-10-01"], None));
+    assert!(before.contains("outside the calendar's range"), "{before}");
+    assert!(!before.contains("not yet published"), "{before}");
+    let unpublished = succeeded(&run(&["calendar", "day", "2027-10-01"], None));
+    assert!(unpublished.contains("not yet published"), "{unpublished}");
+    let official = succeeded(&run(&["calendar", "day", "2026-10-01"], None));
+    assert!(!official.contains("provisional"), "{official}");
+}
+
 #[test]
 fn calendar_due_by_an_offices_own_end_of_day_and_at_once() {
     let due = |extra: &[&str]| {

@@ -320,10 +320,9 @@ impl Output {
         } else {
             "休息日 rest day"
         };
-        let provisional = if kind.provisional {
-            " (provisional: calendar year not yet published)"
-        } else {
-            ""
+        let provisional = match kind.unlisted {
+            Some(why) => format!(" ({why})"),
+            None => String::new(),
         };
         say!("{day} {what} ({:?}) {name}{provisional}", kind.status);
     }
