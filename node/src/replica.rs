@@ -23,6 +23,10 @@ use crate::store::{Seq, Store, StoreError};
 /// chunk, and 32 keeps a busy record's load under a few milliseconds.
 const COMPACT_AFTER_CHUNKS: usize = 32;
 
+/// The summary status of a document that does not (yet) hydrate as a record: a sync may
+/// deliver the body before the envelope's change.
+pub const INCOMPLETE: &str = "incomplete";
+
 /// Refuse to hold a document larger than this (bytes saved). A record is a few kilobytes; a
 /// document past this size is an attack or a bug, and must not exhaust a node's memory.
 pub const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
@@ -129,7 +133,7 @@ fn summarize(doc: &Automerge, now_ms: i64, field_conflicted: bool) -> Summary {
                     .map(|e| e.owner.clone())
                     .unwrap_or_default(),
                 parties: envelope.map(|e| e.parties).unwrap_or_default(),
-                status: "incomplete".into(),
+                status: INCOMPLETE.into(),
                 title: String::new(),
                 created_at_ms: 0,
                 updated_at_ms: now_ms,

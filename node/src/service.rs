@@ -13,7 +13,7 @@ use tracing::warn;
 use crate::office::{Act, ListFilter, Office, OfficeError, RecordView};
 use crate::org::{Directory, Lookup};
 use crate::record::{Action, Body, RecordKind};
-use crate::replica::{ReplicaError, Summary};
+use crate::replica::{INCOMPLETE, ReplicaError, Summary};
 use crate::sync::client::LinkStatus;
 use crate::sync::session::{REJECTION_PREFIX, RejectionNote};
 
@@ -90,6 +90,18 @@ impl NodeService {
 fn parse_kind(kind: &str) -> Result<RecordKind, Status> {
     kind.parse()
         .map_err(|e: crate::record::UnknownKind| Status::invalid_argument(e.to_string()))
+}
+
+/// A status filter must name a status, or "incomplete" (a record whose changes have not all
+/// arrived): a misspelt one would list nothing and read as "no such records".
+fn parse_status(status: &str) -> Result<String, Status> {
+    if status == INCOMPLETE || status.parse::<crate::record::Status>().is_ok() {
+        return Ok(status.to_owned());
+    }
+    Err(Status::invalid_argument(format!(
+        "未知状态 unknown status {status:?}; use a status code such as open, awaiting_receipt, \
+         shared, closed, conflict or {INCOMPLETE}"
+    )))
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -214,7 +226,9 @@ impl Records for NodeService {
         let filter = ListFilter {
             kind: non_empty(req.kind).map(|k| parse_kind(&k)).transpose()?,
             party: non_empty(req.party),
-            status: non_empty(req.status),
+            status: non_empty(req.status)
+                .map(|s| parse_status(&s))
+                .transpose()?,
             since_ms: req.since_ms,
             until_ms: req.until_ms,
             limit: (req.limit > 0).then_some(req.limit as usize),

@@ -172,6 +172,36 @@ async fn list_filters_by_kind_party_status_and_creation_time() {
     assert!(none.is_empty(), "{:?}", kinds(&none));
 }
 
+/// A misspelt status would list nothing and read as "no such records"; it is refused by name.
+#[tokio::test]
+async fn list_refuses_a_status_that_does_not_exist() {
+    let haibin = TestNode::start(HAIBIN).await;
+    let refused = haibin
+        .client()
+        .list(pb::ListRecordsRequest {
+            status: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an unknown status is refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("\"nope\""),
+        "{}",
+        refused.message()
+    );
+    for known in ["closed", "incomplete"] {
+        haibin
+            .client()
+            .list(pb::ListRecordsRequest {
+                status: known.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("status {known} is a filter: {e}"));
+    }
+}
+
 /// Event 1 then event 6: Haibin sends, market supervision receives and accepts (T-5).
 #[tokio::test]
 async fn events_are_appended_and_history_attributes_each_change_to_its_organisation() {
