@@ -296,12 +296,13 @@ impl Office {
                     ..record.clone()
                 };
                 workflow::validate_create(office.directory(), &record.envelope.owner, &edited)?;
-                // FIXME: the whole body is reconciled, and Automerge's put of an unchanged
-                // value still writes when the field holds concurrent values, so editing one
-                // field settles a conflict on another with Automerge's winner (found
-                // 2026-12-04; every value stays in the history). Reconcile only the patched
-                // fields, with autosurgeon's encoding of each field's type.
-                doc::edit_body(doc, &body, now).map_err(ReplicaError::from)?;
+                // Only the fields the patch names are written: a conflict on another field
+                // stays until someone writes that field.
+                let fields: Vec<&str> = patch
+                    .as_object()
+                    .map(|fields| fields.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                doc::edit_body(doc, &body, &fields, now).map_err(ReplicaError::from)?;
                 Ok::<_, OfficeError>(())
             })?;
             drop(changed);

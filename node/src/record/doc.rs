@@ -147,13 +147,115 @@ pub fn append_event(
     Ok(())
 }
 
-/// Writes `body`, touching only the fields that differ from the document's.
-pub fn edit_body(doc: &mut Automerge, body: &Body, now_ms: i64) -> Result<(), DocError> {
+/// Writes the named `fields` of `body` (those an edit set) into the document, and no other.
+///
+/// Reconciling the whole body would put every field again, and Automerge's put of an
+/// unchanged value, harmless on a plain field, settles a field that holds concurrent values
+/// with Automerge's winner: editing one field would silently settle a conflict on another.
+/// Each field keeps autosurgeon's encoding, copied from the body reconciled into a scratch
+/// document. A field holding an object (a list) is replaced whole.
+pub fn edit_body(
+    doc: &mut Automerge,
+    body: &Body,
+    fields: &[&str],
+    now_ms: i64,
+) -> Result<(), DocError> {
+    let mut scratch = Automerge::new();
+    scratch
+        .transact(|tx| reconcile_body(tx, body))
+        .map_err(|f| f.error)?;
+    let source = body_object(&scratch)?;
     doc.transact_with(
         |_| commit("edit body".to_owned(), now_ms),
-        |tx| reconcile_body(tx, body),
+        |tx| -> Result<(), DocError> {
+            let target = match tx.get(automerge::ROOT, "body").map_err(reconcile_err)? {
+                Some((Value::Object(ObjType::Map), id)) => id,
+                _ => return Err(DocError::Reconcile("the document has no body".into())),
+            };
+            for field in fields {
+                let value = scratch
+                    .get(&source, *field)
+                    .map_err(reconcile_err)?
+                    .ok_or_else(|| {
+                        DocError::Reconcile(format!("{field} is not a field of this body"))
+                    })?;
+                put_copy(&scratch, value, tx, &target, field)?;
+            }
+            Ok(())
+        },
     )
     .map_err(|f| f.error)?;
+    Ok(())
+}
+
+fn body_object(doc: &Automerge) -> Result<automerge::ObjId, DocError> {
+    match doc.get(automerge::ROOT, "body").map_err(reconcile_err)? {
+        Some((Value::Object(ObjType::Map), id)) => Ok(id),
+        _ => Err(DocError::Reconcile(
+            "the body did not reconcile to a map".into(),
+        )),
+    }
+}
+
+/// Puts a copy of `value` (read from `source`) at `key` of the map `target`.
+fn put_copy(
+    source: &Automerge,
+    (value, id): (Value<'_>, automerge::ObjId),
+    tx: &mut automerge::transaction::Transaction<'_>,
+    target: &automerge::ObjId,
+    key: &str,
+) -> Result<(), DocError> {
+    use automerge::transaction::Transactable;
+    match value {
+        Value::Scalar(scalar) => tx.put(target, key, scalar.into_owned()),
+        Value::Object(kind) => {
+            let child = tx.put_object(target, key, kind).map_err(reconcile_err)?;
+            return fill_copy(source, &id, kind, tx, &child);
+        }
+    }
+    .map_err(reconcile_err)
+}
+
+/// Copies the contents of the object `from` in `source` into the new, empty object `into`.
+fn fill_copy(
+    source: &Automerge,
+    from: &automerge::ObjId,
+    kind: ObjType,
+    tx: &mut automerge::transaction::Transaction<'_>,
+    into: &automerge::ObjId,
+) -> Result<(), DocError> {
+    use automerge::transaction::Transactable;
+    match kind {
+        ObjType::Map | ObjType::Table => {
+            for key in source.keys(from) {
+                if let Some(value) = source.get(from, key.as_str()).map_err(reconcile_err)? {
+                    put_copy(source, value, tx, into, &key)?;
+                }
+            }
+        }
+        ObjType::List => {
+            for index in 0..source.length(from) {
+                let Some((value, id)) = source.get(from, index).map_err(reconcile_err)? else {
+                    continue;
+                };
+                match value {
+                    Value::Scalar(scalar) => tx
+                        .insert(into, index, scalar.into_owned())
+                        .map_err(reconcile_err)?,
+                    Value::Object(child_kind) => {
+                        let child = tx
+                            .insert_object(into, index, child_kind)
+                            .map_err(reconcile_err)?;
+                        fill_copy(source, &id, child_kind, tx, &child)?;
+                    }
+                }
+            }
+        }
+        ObjType::Text => {
+            let text = source.text(from).map_err(reconcile_err)?;
+            tx.splice_text(into, 0, 0, &text).map_err(reconcile_err)?;
+        }
+    }
     Ok(())
 }
 
@@ -267,7 +369,7 @@ pub fn history(doc: &Automerge) -> Vec<HistoryEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Action, SCHEMA_VERSION, UrgentNoticeBody};
+    use crate::record::{Action, Liaison, LiaisonDirectoryBody, SCHEMA_VERSION, UrgentNoticeBody};
 
     fn notice(owner: &str) -> Record {
         Record {
@@ -287,6 +389,63 @@ mod tests {
             }),
             events: vec![WorkflowEvent::new(Action::Notified, 1_000, owner)],
         }
+    }
+
+    /// A field holding a list of maps is written whole and reads back as the body was given;
+    /// fields the edit does not name are left as they were.
+    #[test]
+    fn an_edited_list_field_reads_back_and_other_fields_stay() {
+        let record = Record {
+            envelope: Envelope {
+                id: RecordKind::LiaisonDirectory.new_record_id(),
+                kind: "liaison_directory".into(),
+                owner: "bdh-scjg".into(),
+                parties: vec!["bdh-scjg".into()],
+                created_at_ms: 1_000,
+                schema_version: SCHEMA_VERSION,
+            },
+            body: Body::LiaisonDirectory(LiaisonDirectoryBody {
+                org: "bdh-scjg".into(),
+                liaisons: vec![Liaison {
+                    name: "王 Wang".into(),
+                    role: "liaison".into(),
+                    phone: "0335-1".into(),
+                }],
+            }),
+            events: vec![WorkflowEvent::new(Action::Published, 1_000, "bdh-scjg")],
+        };
+        let mut doc = new_document(&record, actor_for("bdh-scjg"), 5).unwrap();
+        let liaisons = vec![
+            Liaison {
+                name: "李 Li".into(),
+                role: "deputy".into(),
+                phone: "0335-2".into(),
+            },
+            Liaison {
+                name: "赵 Zhao".into(),
+                role: "liaison".into(),
+                phone: "0335-3".into(),
+            },
+        ];
+        // The body as an edit of `liaisons` makes it, with `org` changed too but not named.
+        let edited = Body::LiaisonDirectory(LiaisonDirectoryBody {
+            org: "not written".into(),
+            liaisons: liaisons.clone(),
+        });
+        edit_body(&mut doc, &edited, &["liaisons"], 6).unwrap();
+
+        let Body::LiaisonDirectory(body) = hydrate_record(&doc).unwrap().body else {
+            unreachable!()
+        };
+        assert_eq!(body.liaisons, liaisons);
+        assert_eq!(
+            body.org, "bdh-scjg",
+            "a field the edit did not name is untouched"
+        );
+        assert!(
+            edit_body(&mut doc, &edited, &["no_such_field"], 7).is_err(),
+            "a field the body does not have is refused"
+        );
     }
 
     #[test]
@@ -324,12 +483,24 @@ mod tests {
         };
         on_pc.assessment = "cylinders leaking".into();
         on_pc.measures = "area closed".into();
-        edit_body(&mut pc, &Body::UrgentNotice(on_pc), 6).unwrap();
+        edit_body(
+            &mut pc,
+            &Body::UrgentNotice(on_pc),
+            &["assessment", "measures"],
+            6,
+        )
+        .unwrap();
         let Body::UrgentNotice(mut on_laptop) = record.body.clone() else {
             unreachable!()
         };
         on_laptop.assessment = "cylinders intact".into();
-        edit_body(&mut laptop, &Body::UrgentNotice(on_laptop), 7).unwrap();
+        edit_body(
+            &mut laptop,
+            &Body::UrgentNotice(on_laptop),
+            &["assessment"],
+            7,
+        )
+        .unwrap();
 
         pc.merge(&mut laptop).unwrap();
         let merged = hydrate_record(&pc).unwrap();

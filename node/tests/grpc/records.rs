@@ -552,8 +552,9 @@ async fn concurrent_edits_of_one_field_are_both_kept_as_a_conflict() {
     let listed = device_b.list(Default::default()).await;
     assert!(listed[0].conflicted);
 
-    // The summary's flag follows later edits: writing the field resolves the conflict, and
-    // edits after that keep the record clean (the replica skips the field walk for such
+    // The summary's flag follows later edits: an edit of another field leaves the conflict
+    // standing (only the fields a patch names are written), writing the field resolves it,
+    // and edits after that keep the record clean (the replica skips the field walk for such
     // edits; see `replica::field_conflicted`).
     let edit = |patch: Value| {
         let mut client = device_b.client();
@@ -568,6 +569,14 @@ async fn concurrent_edits_of_one_field_are_both_kept_as_a_conflict() {
                 .expect("a party edits the body");
         }
     };
+    edit(json!({ "measures": "area sealed, valves shut" })).await;
+    assert!(device_b.list(Default::default()).await[0].conflicted);
+    let still = device_b.get(&id).await;
+    assert!(
+        still.conflicts.iter().any(|c| c.path == "body.assessment"),
+        "editing the measures settled the assessment: {:?}",
+        still.conflicts
+    );
     edit(json!({ "assessment": "valves shut, cylinders removed" })).await;
     assert!(!device_b.list(Default::default()).await[0].conflicted);
     edit(json!({ "measures": "area reopened" })).await;
