@@ -139,6 +139,8 @@ struct Session {
     /// The cursor as last written to the store, and when.
     saved_cursor: Seq,
     cursor_saved_ms: i64,
+    /// Whether the last progress report said nothing was pending (`None` before the first).
+    reported_level: Option<bool>,
 }
 
 /// Runs a session until the peer closes it or the link fails. The hello exchange is done by
@@ -163,12 +165,14 @@ pub async fn run(
         cursor,
         saved_cursor: cursor,
         cursor_saved_ms: 0,
+        reported_level: None,
     };
     let mut changes = replica.subscribe();
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
 
     loop {
         session.scan().await?;
+        session.report_if_level_changed().await?;
         tokio::select! {
             frame = inbound.next() => match frame {
                 Some(Ok(frame)) => {
@@ -713,7 +717,19 @@ impl Session {
         figures.cursor = self.cursor;
     }
 
-    async fn send_progress(&self) -> Result<(), SyncError> {
+    /// Tells the peer at once when this side goes from nothing to push to something, or back:
+    /// the hub's convergence view must not go on calling a node level for up to
+    /// [`PROGRESS_EVERY`] after it wrote something (a status check right after a write saw
+    /// "converged" without it, `link_faults`).
+    async fn report_if_level_changed(&mut self) -> Result<(), SyncError> {
+        let level = self.offers.is_empty() && self.scanned >= self.ctx.replica.store().last_seq();
+        if self.reported_level != Some(level) {
+            self.send_progress().await?;
+        }
+        Ok(())
+    }
+
+    async fn send_progress(&mut self) -> Result<(), SyncError> {
         self.update_figures();
         let (pending, oldest) = {
             let figures = self
@@ -723,6 +739,7 @@ impl Session {
                 .expect("figures lock is never poisoned");
             (figures.pending_to_peer, figures.oldest_pending_ms)
         };
+        self.reported_level = Some(pending == 0);
         self.send(Frame::Progress(Progress {
             pending_records: pending,
             oldest_pending_ms: oldest,
