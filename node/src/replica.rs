@@ -94,7 +94,7 @@ impl Summary {
 }
 
 /// The record's summary; `field_conflicted` says whether some field holds concurrent values
-/// (see [`Replica::field_conflicted`]).
+/// (see [`field_conflicted`]).
 fn summarize(doc: &Automerge, now_ms: i64, field_conflicted: bool) -> Summary {
     let heads = doc.get_heads().iter().map(ToString::to_string).collect();
     match doc::hydrate_record(doc) {

@@ -400,10 +400,10 @@ impl Session {
         Ok(())
     }
 
+    /// A frame other than a sync message.
     async fn on_frame(&mut self, frame: SyncFrame) -> Result<(), SyncError> {
-        self.touch();
         match frame.frame {
-            Some(Frame::Doc(doc)) => self.on_doc(doc).await,
+            Some(Frame::Doc(doc)) => self.on_ack_frame(doc).await,
             Some(Frame::Rejected(rejected)) => self.on_rejected(rejected).await,
             Some(Frame::Progress(progress)) => {
                 let mut figures = self
@@ -433,6 +433,7 @@ impl Session {
     /// Handles frames in arrival order, applying consecutive sync messages for distinct
     /// records in one trip to the store.
     async fn on_frames(&mut self, frames: Vec<SyncFrame>) -> Result<(), SyncError> {
+        self.touch();
         let mut batch: Vec<Incoming> = Vec::new();
         for frame in frames {
             let doc = match frame.frame {
@@ -443,7 +444,6 @@ impl Session {
                     continue;
                 }
             };
-            self.touch();
             match check_doc(doc) {
                 Ok(incoming) => {
                     // A second message for the same record needs the state the first leaves.
@@ -461,12 +461,10 @@ impl Session {
         self.apply_incoming(batch).await
     }
 
-    async fn on_doc(&mut self, frame: DocSync) -> Result<(), SyncError> {
-        if frame.message.is_empty() && !frame.record_id.is_empty() && frame.record_id.len() <= 256 {
-            return self.on_ack(frame.record_id, frame.heads).await;
-        }
-        match check_doc(frame) {
-            Ok(incoming) => self.apply_incoming(vec![incoming]).await,
+    /// A record frame without a sync message: the peer's heads for it (an ack).
+    async fn on_ack_frame(&mut self, frame: DocSync) -> Result<(), SyncError> {
+        match check_record_id(frame.record_id) {
+            Ok(id) => self.on_ack(id, frame.heads).await,
             Err(refusal) => self.refuse_frame(refusal).await,
         }
     }
@@ -798,15 +796,8 @@ struct FrameRefusal {
 /// Checks a frame carrying a sync message: its record id, its size, that it decodes, and the
 /// guard's limits.
 fn check_doc(frame: DocSync) -> Result<Incoming, FrameRefusal> {
-    let id = frame.record_id;
+    let id = check_record_id(frame.record_id)?;
     let refuse = |id: String, rule, reason| FrameRefusal { id, rule, reason };
-    if id.is_empty() || id.len() > 256 {
-        return Err(refuse(
-            id,
-            "protocol",
-            "record id must be 1 to 256 bytes".into(),
-        ));
-    }
     if frame.message.len() > MAX_FRAME_BYTES {
         let reason = format!(
             "sync message of {} bytes is over the limit",
@@ -828,6 +819,17 @@ fn check_doc(frame: DocSync) -> Result<Incoming, FrameRefusal> {
         return Err(refuse(id, "limits", e.to_string()));
     }
     Ok(Incoming { id, message })
+}
+
+fn check_record_id(id: String) -> Result<String, FrameRefusal> {
+    if id.is_empty() || id.len() > 256 {
+        return Err(FrameRefusal {
+            id,
+            rule: "protocol",
+            reason: "record id must be 1 to 256 bytes".into(),
+        });
+    }
+    Ok(id)
 }
 
 enum Received {
