@@ -15,7 +15,7 @@ use crate::record::doc::{self, FieldConflict, HistoryEntry};
 use crate::record::{
     Action, Body, Derived, DisputeBody, Envelope, Record, RecordKind, SCHEMA_VERSION, WorkflowEvent,
 };
-use crate::replica::{Replica, ReplicaError, Summary};
+use crate::replica::{Changed, Replica, ReplicaError, Summary};
 use crate::workflow::{self, RuleViolation};
 
 /// The longest text a single field may hold. Bodies are statements and notes, not files:
@@ -172,9 +172,15 @@ impl Office {
         };
         workflow::validate_create(&self.directory, &org, &record)?;
 
-        self.replica.create(&record)?;
+        let (_, heads) = self.replica.create(&record)?;
         info!(record = %record.id(), kind = %kind, "record created");
-        self.view_blocking(record.id())
+        // The view of the record in hand: a new record has one change and no conflicts.
+        Ok(RecordView {
+            derived: record.derived(),
+            field_conflicts: Vec::new(),
+            heads: heads.iter().map(ToString::to_string).collect(),
+            record,
+        })
     }
 
     #[instrument(skip(self, act), fields(org = %self.org()))]
@@ -209,7 +215,7 @@ impl Office {
             _ => None,
         };
 
-        let record = self.replica.change(id, false, |doc| {
+        let changed = self.replica.change(id, false, |doc| {
             let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
             workflow::validate_event(&directory, &org, &record, &event)?;
             if let Some(calendar) = &calendar {
@@ -232,14 +238,14 @@ impl Office {
             }
             Ok::<_, OfficeError>(record)
         })?;
-        let record = record.result;
         info!(record = %id, action = %action, "event appended");
 
         // T-5, D-1: an objection to a transfer is a dispute between its two parties.
+        let record = &changed.result;
         if record.kind() == RecordKind::Transfer && action == Action::Objected {
-            self.open_dispute_for_objection(&record, &event)?;
+            self.open_dispute_for_objection(record, &event)?;
         }
-        self.view_blocking(id)
+        self.view_after(id, changed)
     }
 
     fn open_dispute_for_objection(
@@ -305,8 +311,7 @@ impl Office {
                 doc::edit_body(doc, &body, &fields, now).map_err(ReplicaError::from)?;
                 Ok::<_, OfficeError>(())
             })?;
-            drop(changed);
-            office.view_blocking(&id)
+            office.view_after(&id, changed)
         })
         .await
     }
@@ -344,14 +349,28 @@ impl Office {
                 doc::set_parties(doc, &parties, now).map_err(ReplicaError::from)?;
                 Ok::<_, OfficeError>(())
             })?;
-            drop(changed);
-            office.view_blocking(&id)
+            office.view_after(&id, changed)
         })
         .await
     }
 
     pub async fn get(&self, id: String) -> Result<RecordView, OfficeError> {
         self.blocking(move |office| office.view_blocking(&id)).await
+    }
+
+    /// The view of the record a change just left, made from the record the change hydrated
+    /// for its summary; read anew only if there is none (nothing changed) or some field holds
+    /// concurrent values, which the view lists.
+    fn view_after<R>(&self, id: &str, changed: Changed<R>) -> Result<RecordView, OfficeError> {
+        match changed.record {
+            Some(record) if !changed.field_conflicted => Ok(RecordView {
+                derived: record.derived(),
+                field_conflicts: Vec::new(),
+                heads: changed.heads.iter().map(ToString::to_string).collect(),
+                record,
+            }),
+            _ => self.view_blocking(id),
+        }
     }
 
     fn view_blocking(&self, id: &str) -> Result<RecordView, OfficeError> {

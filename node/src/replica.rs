@@ -27,6 +27,13 @@ const COMPACT_AFTER_CHUNKS: usize = 32;
 /// deliver the body before the envelope's change.
 pub const INCOMPLETE: &str = "incomplete";
 
+/// How many store trips (blocking work on a replica: loading, changing, answering sync) may
+/// run at once. A hub serves thousands of sessions; letting each wake a blocking thread at once
+/// bought no speed on a few cores and held every trip's transient memory (Automerge's save and
+/// deflate buffers) together: the scale workload's hub peaked at 938 MiB with 2,000 offices.
+/// Enough that synced writes still meet in RocksDB's group commit.
+pub const MAX_CONCURRENT_TRIPS: usize = 32;
+
 /// Refuse to hold a document larger than this (bytes saved). A record is a few kilobytes; a
 /// document past this size is an attack or a bug, and must not exhaust a node's memory.
 pub const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
@@ -93,36 +100,51 @@ impl Summary {
     }
 }
 
-/// The record's summary; `field_conflicted` says whether some field holds concurrent values
-/// (see [`field_conflicted`]).
-fn summarize(doc: &Automerge, now_ms: i64, field_conflicted: bool) -> Summary {
-    let heads = doc.get_heads().iter().map(ToString::to_string).collect();
-    match doc::hydrate_record(doc) {
-        Ok(record) => {
-            let derived = record.derived();
-            let category = match &record.body {
-                crate::record::Body::SharedInfo(s) => s.category,
-                _ => 0,
-            };
-            Summary {
-                id: record.envelope.id.clone(),
-                kind: record.envelope.kind.clone(),
-                owner: record.envelope.owner.clone(),
-                parties: record.envelope.parties.clone(),
-                status: derived.status.code().to_owned(),
-                title: record.body.title(),
-                created_at_ms: record.envelope.created_at_ms,
-                updated_at_ms: now_ms,
-                conflicted: !derived.contradictions.is_empty() || field_conflicted,
-                category,
-                heads,
-            }
+impl Summary {
+    /// The summary of `record` at `heads`; `field_conflicted` says whether some field of its
+    /// document holds concurrent values (see [`field_conflicted`]).
+    fn of_record(
+        record: &Record,
+        heads: &[ChangeHash],
+        now_ms: i64,
+        field_conflicted: bool,
+    ) -> Self {
+        let derived = record.derived();
+        let category = match &record.body {
+            crate::record::Body::SharedInfo(s) => s.category,
+            _ => 0,
+        };
+        Summary {
+            id: record.envelope.id.clone(),
+            kind: record.envelope.kind.clone(),
+            owner: record.envelope.owner.clone(),
+            parties: record.envelope.parties.clone(),
+            status: derived.status.code().to_owned(),
+            title: record.body.title(),
+            created_at_ms: record.envelope.created_at_ms,
+            updated_at_ms: now_ms,
+            conflicted: !derived.contradictions.is_empty() || field_conflicted,
+            category,
+            heads: heads.iter().map(ToString::to_string).collect(),
         }
+    }
+}
+
+/// The record's summary, and the record itself if the document hydrates as one (so the
+/// caller need not hydrate it again); `field_conflicted` as in [`Summary::of_record`].
+fn summarize(doc: &Automerge, now_ms: i64, field_conflicted: bool) -> (Summary, Option<Record>) {
+    let heads = doc.get_heads();
+    match doc::hydrate_record(doc) {
+        Ok(record) => (
+            Summary::of_record(&record, &heads, now_ms, field_conflicted),
+            Some(record),
+        ),
         // A document that does not (yet) hydrate is still stored and synced: a sync may
         // deliver the body before the envelope's change. Its summary says so.
         Err(_) => {
+            let heads = heads.iter().map(ToString::to_string).collect();
             let envelope = doc::hydrate_envelope(doc).ok();
-            Summary {
+            let summary = Summary {
                 id: envelope.as_ref().map(|e| e.id.clone()).unwrap_or_default(),
                 kind: envelope
                     .as_ref()
@@ -140,7 +162,8 @@ fn summarize(doc: &Automerge, now_ms: i64, field_conflicted: bool) -> Summary {
                 conflicted: false,
                 category: 0,
                 heads,
-            }
+            };
+            (summary, None)
         }
     }
 }
@@ -186,11 +209,17 @@ struct Cache {
 }
 
 /// The result of a change: the record's new change-log position, if anything changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Changed<R> {
     pub result: R,
     pub seq: Option<Seq>,
     pub heads: Vec<ChangeHash>,
+    /// The record as the change left it, if anything changed and the document hydrates:
+    /// hydrated once for the summary, and lent to the caller so it need not hydrate again.
+    pub record: Option<Record>,
+    /// Whether some field of the document holds concurrent values (known only if anything
+    /// changed; `false` otherwise).
+    pub field_conflicted: bool,
 }
 
 /// The decoded summaries of every record, kept beside the stored JSON: sync asks for a
@@ -215,6 +244,8 @@ pub struct Replica {
     capacity: usize,
     changes: watch::Sender<Seq>,
     clock: Arc<dyn Clock>,
+    /// Permits for store trips; see [`MAX_CONCURRENT_TRIPS`].
+    trips: tokio::sync::Semaphore,
 }
 
 impl Replica {
@@ -248,6 +279,7 @@ impl Replica {
             capacity: capacity.max(16),
             changes,
             clock,
+            trips: tokio::sync::Semaphore::new(MAX_CONCURRENT_TRIPS),
         })
     }
 
@@ -265,6 +297,14 @@ impl Replica {
 
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Waits for a permit to make a store trip; see [`MAX_CONCURRENT_TRIPS`].
+    pub async fn trip_permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.trips
+            .acquire()
+            .await
+            .expect("the trip semaphore is never closed")
     }
 
     /// Watches the change log's visible head; sync sessions and feeds wait on it.
@@ -345,8 +385,9 @@ impl Replica {
         Ok(self.summary(id)?.is_some())
     }
 
-    /// Creates a record's document. Durable when this returns.
-    pub fn create(&self, record: &Record) -> Result<Seq, ReplicaError> {
+    /// Creates a record's document; returns its change-log position and heads. Durable when
+    /// this returns.
+    pub fn create(&self, record: &Record) -> Result<(Seq, Vec<ChangeHash>), ReplicaError> {
         let id = record.id().to_owned();
         let slot = self.slot(&id);
         let mut slot = lock_slot(&slot);
@@ -355,10 +396,16 @@ impl Replica {
         }
         let now = self.now_ms();
         let doc = doc::new_document(record, self.actor.clone(), now)?;
-        let bytes = doc.save();
+        // Stored uncompressed: a record is a kilobyte or two, RocksDB compresses its files
+        // anyway, and a deflate per create (its state allocated and zeroed each time) was a
+        // tenth of a node's CPU under a burst of writes. Compaction later saves compressed.
+        let bytes = doc.save_nocompress();
         self.check_size(&id, bytes.len())?;
-        // One office's transaction: nothing in it is concurrent with anything.
-        let summary = summarize(&doc, now, false);
+        // Summarised from the record in hand: the document was just made from it, and one
+        // office's transaction holds no concurrent values.
+        debug_assert_eq!(doc::hydrate_record(&doc).as_ref().ok(), Some(record));
+        let heads = doc.get_heads();
+        let summary = Summary::of_record(record, &heads, now, false);
         let seq = self.store.append(&id, &bytes, &encode_summary(&summary))?;
         self.remember(&id, summary);
         slot.doc = Some(doc);
@@ -366,7 +413,7 @@ impl Replica {
         slot.stored_bytes = bytes.len();
         slot.field_conflicted = Some(false);
         self.publish();
-        Ok(seq)
+        Ok((seq, heads))
     }
 
     /// Applies `f` to the document `id` (an empty document if `create_missing` and the replica
@@ -447,6 +494,8 @@ impl Replica {
                 result,
                 seq: None,
                 heads,
+                record: None,
+                field_conflicted: false,
             });
         }
 
@@ -462,7 +511,7 @@ impl Replica {
         }
         let now = self.now_ms();
         let field_conflicted = field_conflicted(doc, &before, slot.field_conflicted);
-        let summary = summarize(doc, now, field_conflicted);
+        let (summary, record) = summarize(doc, now, field_conflicted);
         let summary_bytes = encode_summary(&summary);
         let seq = match durability {
             Durability::Synced => self.store.append(id, &chunk, &summary_bytes),
@@ -488,6 +537,8 @@ impl Replica {
             result,
             seq: Some(seq),
             heads,
+            record,
+            field_conflicted,
         })
     }
 
