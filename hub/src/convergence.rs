@@ -166,7 +166,8 @@ impl Registry {
             at_ms: self.replica.now_ms(),
         };
         for (node_id, org, connected, figures, last_contact_ms) in snapshot {
-            let cursor = store.cursor(&node_id)?;
+            // The live session's cursor runs ahead of the persisted one (written lazily).
+            let cursor = store.cursor(&node_id)?.max(figures.cursor);
             let mut pending = 0u64;
             let mut after = cursor;
             loop {

@@ -8,6 +8,7 @@
 //! the batch durable and published with one disk sync ([`Replica::make_durable`]) before it
 //! answers any of them.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -178,6 +179,8 @@ struct Slot {
     /// Whether some field of the document holds concurrent values, if known since it was
     /// loaded.
     field_conflicted: Option<bool>,
+    /// A value derived from the document at these heads (see [`Replica::read_memo`]).
+    memo: Option<(Vec<ChangeHash>, Arc<dyn Any + Send + Sync>)>,
 }
 
 /// Whether a change is synced to disk and published before [`Replica::change`] returns, or
@@ -379,6 +382,34 @@ impl Replica {
             return Ok(None);
         }
         Ok(slot.doc.as_ref().map(f))
+    }
+
+    /// A value derived from document `id`, computed by `derive` at most once per state of the
+    /// document and shared by every caller until the document changes. The hub offers a new
+    /// record to every office from the same first message; making it once instead of once per
+    /// session (a whole save and deflate each) was most of the hub's CPU per copy at scale.
+    /// One memo per document: asking for another type replaces it.
+    pub fn read_memo<T: Any + Send + Sync>(
+        &self,
+        id: &str,
+        derive: impl FnOnce(&Automerge) -> T,
+    ) -> Result<Option<Arc<T>>, ReplicaError> {
+        let slot = self.slot(id);
+        let mut slot = lock_slot(&slot);
+        if !self.load_into(id, &mut slot)? {
+            return Ok(None);
+        }
+        let doc = slot.doc.as_ref().expect("loaded above");
+        let heads = doc.get_heads();
+        if let Some((at, memo)) = &slot.memo
+            && *at == heads
+            && let Ok(memo) = memo.clone().downcast::<T>()
+        {
+            return Ok(Some(memo));
+        }
+        let memo = Arc::new(derive(doc));
+        slot.memo = Some((heads, memo.clone()));
+        Ok(Some(memo))
     }
 
     pub fn contains(&self, id: &str) -> Result<bool, ReplicaError> {

@@ -365,12 +365,19 @@ impl Records for NodeService {
         _: Request<pb::NodeInfoRequest>,
     ) -> Result<Response<pb::NodeInfoResponse>, Status> {
         let replica = self.office.replica().clone();
+        // The live session's cursor runs ahead of the persisted one (written lazily).
+        let confirmed = self
+            .link
+            .figures
+            .lock()
+            .expect("figures lock is never poisoned")
+            .cursor;
         let (records, pending_to_hub) = tokio::task::spawn_blocking(move || {
             let store = replica.store();
             let records = store.summaries()?.len() as u64;
             // Records changed locally (or received) since the hub last confirmed; capped so
             // the answer stays cheap after a long time offline.
-            let cursor = store.cursor(crate::sync::client::HUB_PEER)?;
+            let cursor = store.cursor(crate::sync::client::HUB_PEER)?.max(confirmed);
             let pending = store.changed_since(cursor, 100_000)?.len() as u64;
             Ok::<_, crate::store::StoreError>((records, pending))
         })

@@ -115,6 +115,34 @@ fn hydrate_body(doc: &Automerge, kind: RecordKind) -> Result<Body, String> {
         .map_err(|e| e.to_string()))
 }
 
+/// Hydrates a list of strings in one pass. autosurgeon reads a list element by element, each
+/// a seek from the list's start in Automerge 0.12; for a record's parties that was half of
+/// its hydration, which every received message and every summary pays.
+pub(crate) fn hydrate_string_list<D: autosurgeon::ReadDoc>(
+    doc: &D,
+    obj: &automerge::ObjId,
+    prop: autosurgeon::Prop<'_>,
+) -> Result<Vec<String>, autosurgeon::HydrateError> {
+    use autosurgeon::{HydrateError, Prop};
+    let prop = match prop {
+        Prop::Key(key) => automerge::Prop::Map(key.into_owned()),
+        Prop::Index(index) => automerge::Prop::Seq(index as usize),
+    };
+    let list = match doc.get(obj, prop)? {
+        Some((Value::Object(ObjType::List), list)) => list,
+        Some((other, _)) => {
+            return Err(HydrateError::unexpected("a list", format!("{other:?}")));
+        }
+        None => return Err(HydrateError::unexpected("a list", "nothing".into())),
+    };
+    doc.list_range(&list, ..)
+        .map(|item| match item.value {
+            automerge::ValueRef::Scalar(automerge::ScalarValueRef::Str(s)) => Ok(s.into_owned()),
+            other => Err(HydrateError::unexpected("a string", format!("{other:?}"))),
+        })
+        .collect()
+}
+
 /// Two offices adding the same party concurrently insert it twice; it is one party.
 fn dedup_parties(parties: &mut Vec<String>) {
     let mut seen = std::collections::HashSet::new();

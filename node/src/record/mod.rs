@@ -139,6 +139,7 @@ pub struct Envelope {
     pub owner: String,
     /// The organisations entitled to the record; the hub routes it to their nodes. Parties
     /// are only ever added.
+    #[autosurgeon(hydrate = "doc::hydrate_string_list")]
     pub parties: Vec<String>,
     pub created_at_ms: i64,
     pub schema_version: u32,

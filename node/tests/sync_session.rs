@@ -1,0 +1,253 @@
+//! The sync session's message economy, driven frame by frame: one side is a real session over
+//! a real replica, the other is this test, reading and writing the frames.
+//!
+//! - A record the peer has never confirmed is offered whole in the first message, so it takes
+//!   one message to arrive instead of heads, a request and then the document.
+//! - The first offer of a record at given heads is made once and shared by every session.
+//! - What the peer confirmed is written to the store when the session ends, although the
+//!   cursor is written lazily while it runs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use automerge::Automerge;
+use automerge::sync::{Message, State, SyncDoc};
+use futures::StreamExt;
+use linkage_node::office::{Act, Office};
+use linkage_node::org::Directory;
+use linkage_node::record::{Body, RecordKind};
+use linkage_node::replica::{Replica, SystemClock};
+use linkage_node::store::{MemoryStore, Store};
+use linkage_node::sync::session::{self, SessionContext, TrustHub};
+use linkage_proto::v1::sync_frame::Frame;
+use linkage_proto::v1::{DocSync, SyncFrame};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+
+const HAIBIN: &str = "130304100";
+const MARKET: &str = "bdh-scjg";
+const PEER: &str = "test-peer";
+
+fn replica(org: &str) -> Arc<Replica> {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    Arc::new(Replica::open(org, store, Arc::new(SystemClock), 64).unwrap())
+}
+
+async fn create_case(replica: &Arc<Replica>, title: &str) -> String {
+    let office = Office::new(replica.clone(), Arc::new(Directory::beidaihe()));
+    let body = Body::from_json(RecordKind::Case, &format!(r#"{{"title": "{title}"}}"#)).unwrap();
+    office
+        .create(RecordKind::Case, vec![MARKET.into()], body, Act::default())
+        .await
+        .unwrap()
+        .record
+        .id()
+        .to_owned()
+}
+
+/// A session of `replica` with this test as its peer.
+struct Peer {
+    to_session: mpsc::Sender<SyncFrame>,
+    from_session: mpsc::Receiver<SyncFrame>,
+    session: JoinHandle<Result<(), linkage_node::sync::SyncError>>,
+}
+
+fn start_session(replica: &Arc<Replica>) -> Peer {
+    let (to_session, inbound) = mpsc::channel(64);
+    let (outbound, from_session) = mpsc::channel(64);
+    let ctx = SessionContext {
+        replica: replica.clone(),
+        peer_key: PEER.into(),
+        peer_org: MARKET.into(),
+        gate: Arc::new(TrustHub),
+        figures: Default::default(),
+    };
+    let inbound = ReceiverStream::new(inbound).map(Ok::<_, tonic::Status>);
+    let session = tokio::spawn(session::run(ctx, inbound, outbound));
+    Peer {
+        to_session,
+        from_session,
+        session,
+    }
+}
+
+impl Peer {
+    /// The next sync message the session sends for `id`, skipping progress reports.
+    async fn next_message(&mut self, id: &str) -> Message {
+        let wait = async {
+            loop {
+                let frame = self.from_session.recv().await.expect("session is running");
+                if let Some(Frame::Doc(doc)) = frame.frame
+                    && doc.record_id == id
+                    && !doc.message.is_empty()
+                {
+                    return Message::decode(&doc.message).unwrap();
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("the session offered the record within 10 s")
+    }
+
+    /// Waits for the session's ack of `id` (a record frame without a message), which it sends
+    /// once it has applied a reply that leaves nothing to send.
+    async fn wait_ack(&mut self, id: &str) {
+        let wait = async {
+            loop {
+                let frame = self.from_session.recv().await.expect("session is running");
+                if let Some(Frame::Doc(doc)) = frame.frame
+                    && doc.record_id == id
+                    && doc.message.is_empty()
+                {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("the session acked the peer's reply within 10 s");
+    }
+
+    async fn send(&self, id: &str, message: Message) {
+        let frame = SyncFrame {
+            frame: Some(Frame::Doc(DocSync {
+                record_id: id.to_owned(),
+                message: message.encode(),
+                heads: Vec::new(),
+            })),
+        };
+        self.to_session.send(frame).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_record_the_peer_never_confirmed_arrives_whole_in_the_first_message() {
+    let office = replica(HAIBIN);
+    let id = create_case(&office, "first offer").await;
+    let mut peer = start_session(&office);
+
+    let first = peer.next_message(&id).await;
+    assert!(
+        !first.changes.is_empty(),
+        "the first message carries the document, not only heads"
+    );
+
+    // Applied to an empty document, that one message is the whole record.
+    let mut copy = Automerge::new();
+    let mut state = State::new();
+    copy.receive_sync_message(&mut state, first).unwrap();
+    let ours = office.read(&id, Automerge::get_heads).unwrap().unwrap();
+    assert_eq!(copy.get_heads(), ours);
+}
+
+#[tokio::test]
+async fn a_record_the_peer_confirmed_is_offered_by_heads_after_a_change() {
+    let office = replica(HAIBIN);
+    let id = create_case(&office, "confirmed").await;
+    // Automerge sends the whole document again when a peer lacks over a third of its
+    // changes; with five, one new change travels alone.
+    let edit = Office::new(office.clone(), Arc::new(Directory::beidaihe()));
+    for n in 0..4 {
+        let patch = serde_json::json!({ "title": format!("draft {n}") });
+        edit.edit_body(id.clone(), patch).await.unwrap();
+    }
+    let mut peer = start_session(&office);
+
+    // The peer takes the record and says so with its reply.
+    let mut copy = Automerge::new();
+    let mut state = State::new();
+    let first = peer.next_message(&id).await;
+    let whole = first.clone().encode().len();
+    copy.receive_sync_message(&mut state, first).unwrap();
+    let reply = copy.generate_sync_message(&mut state).unwrap();
+    peer.send(&id, reply).await;
+    peer.wait_ack(&id).await;
+    assert!(
+        office
+            .store()
+            .peer_state(PEER, &id)
+            .unwrap()
+            .is_some_and(|bytes| State::decode(&bytes).is_ok()),
+        "the confirmation was persisted"
+    );
+
+    // An edit is then offered as what changed, not the whole document again.
+    edit.edit_body(id.clone(), serde_json::json!({"title": "edited"}))
+        .await
+        .unwrap();
+    let next = peer.next_message(&id).await;
+    let incremental = next.clone().encode().len();
+    assert!(
+        incremental < whole,
+        "the edit's message ({incremental} bytes) is smaller than the whole record ({whole} bytes)"
+    );
+    copy.receive_sync_message(&mut state, next).unwrap();
+    let ours = office.read(&id, Automerge::get_heads).unwrap().unwrap();
+    assert_eq!(copy.get_heads(), ours, "the peer holds the edit");
+}
+
+#[tokio::test]
+async fn the_first_offer_of_a_record_is_made_once_for_every_session() {
+    let hub = replica(HAIBIN);
+    let id = create_case(&hub, "memo").await;
+    let made = AtomicUsize::new(0);
+    let derive = |_: &Automerge| made.fetch_add(1, Ordering::SeqCst);
+
+    let first = hub.read_memo(&id, derive).unwrap().unwrap();
+    let again = hub.read_memo(&id, derive).unwrap().unwrap();
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        1,
+        "made once at the same heads"
+    );
+    assert!(Arc::ptr_eq(&first, &again), "and shared");
+
+    let office = Office::new(hub.clone(), Arc::new(Directory::beidaihe()));
+    office
+        .edit_body(id.clone(), serde_json::json!({"title": "changed"}))
+        .await
+        .unwrap();
+    hub.read_memo(&id, derive).unwrap().unwrap();
+    assert_eq!(made.load(Ordering::SeqCst), 2, "made again after a change");
+    assert!(hub.read_memo("missing", derive).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn what_the_peer_confirmed_is_written_when_the_session_ends() {
+    let office = replica(HAIBIN);
+    let id = create_case(&office, "cursor").await;
+    let mut peer = start_session(&office);
+
+    let mut copy = Automerge::new();
+    let mut state = State::new();
+    copy.receive_sync_message(&mut state, peer.next_message(&id).await)
+        .unwrap();
+    peer.send(&id, copy.generate_sync_message(&mut state).unwrap())
+        .await;
+    // The session acks the reply once it has applied it: the record is then confirmed.
+    peer.wait_ack(&id).await;
+
+    let Peer {
+        to_session,
+        from_session,
+        session,
+    } = peer;
+    drop((to_session, from_session));
+    let ended = tokio::time::timeout(Duration::from_secs(10), session)
+        .await
+        .expect("the session ends when the link closes")
+        .unwrap();
+    assert!(
+        ended.is_err(),
+        "a closed link ends the session with an error"
+    );
+    let logged = office.store().last_seq();
+    assert_eq!(
+        office.store().cursor(PEER).unwrap(),
+        logged,
+        "the cursor covers the confirmed record"
+    );
+}
