@@ -69,8 +69,10 @@ impl Spawned {
                 "RUST_LOG",
                 std::env::var("LINKAGE_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            // As deploy/*.service run them: glibc's malloc with two arenas.
+            // As deploy/*.service run them: glibc's malloc with two arenas and a fixed mmap
+            // threshold (see the units for why).
             .env("MALLOC_ARENA_MAX", "2")
+            .env("MALLOC_MMAP_THRESHOLD_", "131072")
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
         Ok(Spawned {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use automerge::sync::{Capability, Message, State, SyncDoc};
+use automerge::sync::{BloomFilter, Capability, Have, Message, State, SyncDoc};
 use automerge::{Automerge, Change};
 use futures::{FutureExt, Stream, StreamExt};
 use linkage_proto::v1::{DocSync, Progress, Rejected, SyncFrame, sync_frame::Frame};
@@ -345,7 +345,7 @@ impl Session {
             for (id, seq) in batch {
                 let state = match states.remove(&id) {
                     Some(state) => Some(state),
-                    None => persisted_state(r, &peer, &id)?,
+                    None => persisted_state(r, &peer, &id)?.map(resumed),
                 };
                 let (outcome, state) = prepare_offer(r, gate.as_ref(), &id, state)?;
                 // The peer already holds all of it: remember that for the next session and
@@ -789,6 +789,24 @@ fn persisted_state(replica: &Replica, peer: &str, doc: &str) -> Result<Option<St
         .map(|bytes| State::decode(&bytes).unwrap_or_default()))
 }
 
+/// A persisted sync state, made ready to offer from: the peer confirmed holding the shared
+/// heads, so it is taken to hold them still, and the first message carries the changes made
+/// since instead of heads the peer must answer with a request first (a round trip per record
+/// when an office comes back from a day offline). A peer that holds more merges the
+/// duplicates; one that holds less asks for what it lacks, as Automerge's protocol does.
+fn resumed(mut state: State) -> State {
+    if state.their_heads.is_none() && !state.shared_heads.is_empty() {
+        state.their_heads = Some(state.shared_heads.clone());
+        state.their_need = Some(Vec::new());
+        state.their_have = Some(vec![Have {
+            last_sync: state.shared_heads.clone(),
+            bloom: BloomFilter::default(),
+        }]);
+        state.their_capabilities = Some(vec![Capability::MessageV2]);
+    }
+    state
+}
+
 /// The first message of a record to a peer that has no sync state persisted for it, and the
 /// state that message leaves.
 ///
@@ -845,11 +863,14 @@ fn prepare_offer(
         });
     };
     let outcome = replica.read(id, |doc| {
+        let heads = doc.get_heads();
+        // The peer holds all we have (it said so, or confirmed it in an earlier session):
+        // nothing to send. What it has and we lack, its own session offers.
+        if covers(state.their_heads.as_deref(), &heads) {
+            return (None, true);
+        }
         let message = doc.generate_sync_message(&mut state).map(Message::encode);
-        (
-            message,
-            covers(state.their_heads.as_deref(), &doc.get_heads()),
-        )
+        (message, covers(state.their_heads.as_deref(), &heads))
     })?;
     Ok((outcome, state))
 }
