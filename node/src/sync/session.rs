@@ -141,6 +141,10 @@ struct Offer {
 struct Session {
     ctx: SessionContext,
     outbound: mpsc::Sender<SyncFrame>,
+    /// Sync states of the records with an exchange open. Once the peer holds all of a record
+    /// its state is persisted and dropped from here; the next offer of the record resumes it
+    /// from the store ([`resumed`]). Keeping every state a session touched held 10,000 in a
+    /// hub session serving a new office.
     states: HashMap<String, State>,
     /// Records offered and awaiting confirmation, by id.
     offers: HashMap<String, Offer>,
@@ -343,17 +347,24 @@ impl Session {
             let batch = pick(r)?;
             let mut prepared = Vec::with_capacity(batch.len());
             for (id, seq) in batch {
-                let state = match states.remove(&id) {
-                    Some(state) => Some(state),
-                    None => persisted_state(r, &peer, &id)?.map(resumed),
+                let (state, stored) = match states.remove(&id) {
+                    Some(state) => (Some(state), false),
+                    None => (persisted_state(r, &peer, &id)?.map(resumed), true),
                 };
                 let (outcome, state) = prepare_offer(r, gate.as_ref(), &id, state)?;
-                // The peer already holds all of it: remember that for the next session and
-                // for the hub's heads comparison, here rather than in another trip.
-                if matches!(outcome, Some((None, true))) {
-                    r.store().put_peer_state(&peer, &id, &state.encode())?;
+                match outcome {
+                    // The peer already holds all of it: remember that for the next session and
+                    // for the hub's heads comparison, here rather than in another trip (unless
+                    // the stored state is what said so).
+                    Some((None, true)) if !stored => {
+                        r.store().put_peer_state(&peer, &id, &state.encode())?;
+                    }
+                    Some((None, true)) | None => {}
+                    // An exchange is open: its state stays in memory until it settles.
+                    Some(_) => {
+                        states.insert(id.clone(), state);
+                    }
                 }
-                states.insert(id.clone(), state);
                 prepared.push((id, seq, outcome));
             }
             Ok((states, prepared.len(), prepared))
@@ -566,7 +577,11 @@ impl Session {
                 confirmed,
                 heads,
             } => {
-                self.states.insert(id.clone(), *state);
+                // A state whose exchange is over (the peer holds all of it, persisted in the
+                // trip, and nothing more to say) leaves memory; see `Session::states`.
+                if !(confirmed && reply.is_none()) {
+                    self.states.insert(id.clone(), *state);
+                }
                 if confirmed {
                     self.confirm(&id).await?;
                 }
@@ -614,7 +629,7 @@ impl Session {
             .collect();
         let doc = id.clone();
         let peer = self.ctx.peer_key.clone();
-        let mut state = self.states.remove(&id);
+        let state = self.states.remove(&id);
         let (state, covered) = blocking(&self.ctx.replica, move |r| {
             let Some(ours) = r.read(&doc, Automerge::get_heads)? else {
                 return Ok((state, false));
@@ -625,11 +640,11 @@ impl Session {
             // An ack carries no sync message, so Automerge never moved the shared heads; the
             // peer holds all of ours, and the persisted state must say so (the hub's tracker
             // compares it with the record's heads). Found by the simulation, seed 285.
-            if let Some(state) = state.as_mut() {
-                state.shared_heads = ours;
-                r.store().put_peer_state(&peer, &doc, &state.encode())?;
-            }
-            Ok((state, true))
+            let mut state = state.unwrap_or_default();
+            state.shared_heads = ours;
+            r.store().put_peer_state(&peer, &doc, &state.encode())?;
+            // Persisted and settled: the state leaves memory (see `Session::states`).
+            Ok((None, true))
         })
         .await?;
         if let Some(state) = state {
