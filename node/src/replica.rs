@@ -28,11 +28,12 @@ const COMPACT_AFTER_CHUNKS: usize = 32;
 /// deliver the body before the envelope's change.
 pub const INCOMPLETE: &str = "incomplete";
 
-/// How many store trips (blocking work on a replica: loading, changing, answering sync) may
-/// run at once. A hub serves thousands of sessions; letting each wake a blocking thread at once
-/// bought no speed on a few cores and held every trip's transient memory (Automerge's save and
-/// deflate buffers) together: the scale workload's hub peaked at 938 MiB with 2,000 offices.
-/// Enough that synced writes still meet in RocksDB's group commit.
+/// How many sync sessions' store trips (blocking work on a replica: scanning, offering,
+/// applying) may run at once; an office's own writes do not wait for a permit. A hub serves
+/// thousands of sessions; letting each wake a blocking thread at once bought no speed on a few
+/// cores and held every trip's transient memory (Automerge's save and deflate buffers)
+/// together: with whole first offers, the scale workload's hub peaked at 938 MiB with 2,000
+/// offices. 32 is enough that synced writes still meet in RocksDB's group commit.
 pub const MAX_CONCURRENT_TRIPS: usize = 32;
 
 /// Refuse to hold a document larger than this (bytes saved). A record is a few kilobytes; a
