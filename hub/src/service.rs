@@ -141,6 +141,12 @@ impl Sync for HubService {
         let peer_store_key = format!("peer-store-id/{node_id}");
         let store_id = hello.store_id.clone();
         // A node whose store was recreated holds nothing the hub believed it held.
+        // FIXME: a session of the old store still open (a half-open link) can write its cursor
+        // and sync states back after this forgets them (on its progress tick, or as it ends),
+        // and the new store would not be offered what lies below that cursor. Keying the
+        // peer's cursor and states by node id and store id would make the old session's
+        // writes harmless; until then a recreated store should reconnect after the old
+        // session has ended (reviewer finding, 2026-12-05).
         let (node_key, forget_key) = (node_id.clone(), peer_store_key);
         let replica = self.office.replica().clone();
         tokio::task::spawn_blocking(move || -> Result<(), linkage_node::store::StoreError> {

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, instrument, warn};
 
 use super::{MAX_FRAME_BYTES, SyncError};
+use crate::record::doc::DocError;
 use crate::replica::{Replica, ReplicaError, Summary};
 use crate::store::Seq;
 use crate::workflow::RuleViolation;
@@ -600,8 +601,10 @@ impl Session {
                 self.send(Frame::Doc(frame)).await
             }
             Received::Refused(violation) => {
-                // The peer's next session starts afresh for this record.
-                self.states.insert(id.clone(), State::new());
+                // The next exchange of this record starts from what the peer confirmed
+                // earlier (the store), not from this one; and a peer naming made-up records
+                // leaves nothing behind in memory.
+                self.states.remove(&id);
                 self.ctx
                     .figures
                     .lock()
@@ -612,7 +615,7 @@ impl Session {
             }
             Received::Failed(e) => {
                 warn!(record = %id, error = %e, "could not apply a peer's change");
-                self.states.insert(id.clone(), State::new());
+                self.states.remove(&id);
                 self.reject(id, "protocol", e).await
             }
         }
@@ -1007,10 +1010,16 @@ fn apply_message(
         // Should Automerge panic halfway, the replica drops the half-changed document and
         // reloads it from the store (`lock_slot`).
         if message.changes.is_empty() || gate.admits_everything() {
+            let carries_changes = !message.changes.is_empty();
             if let Err(e) = doc.receive_sync_message(&mut trial_state, message) {
-                return Ok(Received::Failed(format!(
-                    "sync message does not apply: {e}"
-                )));
+                let failure = format!("sync message does not apply: {e}");
+                // Applied directly, the message may have changed part of the document: fail
+                // the change, so the replica drops that copy and reloads the record from the
+                // store, as discarding the trial copy does.
+                if carries_changes {
+                    return Err(DocError::Load(failure).into());
+                }
+                return Ok(Received::Failed(failure));
             }
             return Ok(answer(doc, trial_state));
         }
