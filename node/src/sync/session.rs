@@ -301,12 +301,13 @@ impl Session {
             // Never more than the window has room for, so the window stays a bound.
             let room = (WINDOW - self.offers.len()).min(SCAN_BATCH);
             let after = self.scanned;
-            let (read, prepared) = self
+            let prepared = self
                 .prepare_offers(move |r| {
                     let entries = r.store().changed_since(after, room)?;
                     Ok(entries.into_iter().map(|e| (e.doc, e.seq)).collect())
                 })
                 .await?;
+            let read = prepared.len();
             let Some(last) = prepared.last().map(|(_, seq, _)| *seq) else {
                 break;
             };
@@ -325,7 +326,7 @@ impl Session {
     /// Offers `batch` (record, change-log position), in one trip to the store: one hop per
     /// record was most of a session's cost (benchmark hot spot 5).
     async fn offer_batch(&mut self, batch: Vec<(String, Seq)>) -> Result<(), SyncError> {
-        let (_, prepared) = self.prepare_offers(move |_| Ok(batch)).await?;
+        let prepared = self.prepare_offers(move |_| Ok(batch)).await?;
         for (id, seq, outcome) in prepared {
             self.send_offer(id, seq, outcome).await?;
         }
@@ -333,18 +334,17 @@ impl Session {
     }
 
     /// In one trip to the store, picks records with `pick` (record, change-log position) and
-    /// prepares an offer of each; returns how many were picked and the offers. The session's
-    /// sync states travel to the trip and back (a move, not a copy: the session waits for the
-    /// trip anyway).
+    /// prepares an offer of each, in the order picked. The session's sync states travel to the
+    /// trip and back (a move, not a copy: the session waits for the trip anyway).
     #[allow(clippy::type_complexity)]
     async fn prepare_offers(
         &mut self,
         pick: impl FnOnce(&Replica) -> Result<Vec<(String, Seq)>, SyncError> + Send + 'static,
-    ) -> Result<(usize, Vec<(String, Seq, Option<(Option<Vec<u8>>, bool)>)>), SyncError> {
+    ) -> Result<Vec<(String, Seq, Option<(Option<Vec<u8>>, bool)>)>, SyncError> {
         let mut states = std::mem::take(&mut self.states);
         let gate = self.ctx.gate.clone();
         let peer = self.ctx.peer_key.clone();
-        let (states, picked, prepared) = blocking(&self.ctx.replica, move |r| {
+        let (states, prepared) = blocking(&self.ctx.replica, move |r| {
             let batch = pick(r)?;
             let mut prepared = Vec::with_capacity(batch.len());
             for (id, seq) in batch {
@@ -368,11 +368,11 @@ impl Session {
                 }
                 prepared.push((id, seq, outcome));
             }
-            Ok((states, prepared.len(), prepared))
+            Ok((states, prepared))
         })
         .await?;
         self.states = states;
-        Ok((picked, prepared))
+        Ok(prepared)
     }
 
     async fn offer(&mut self, id: String, seq: Seq) -> Result<(), SyncError> {
