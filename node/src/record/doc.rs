@@ -59,17 +59,32 @@ pub fn new_document(record: &Record, actor: ActorId, now_ms: i64) -> Result<Auto
     let message = format!("create {} {}", record.kind(), record.id());
     doc.transact_with(
         |_| commit(message, now_ms),
-        |tx| -> Result<(), DocError> {
-            autosurgeon::reconcile_prop(tx, automerge::ROOT, "envelope", &record.envelope)
-                .map_err(reconcile_err)?;
-            reconcile_body(tx, &record.body)?;
-            autosurgeon::reconcile_prop(tx, automerge::ROOT, "events", &record.events)
-                .map_err(reconcile_err)?;
-            Ok(())
-        },
+        |tx| autosurgeon::reconcile(tx, Layout(record)).map_err(reconcile_err),
     )
     .map_err(|f| f.error)?;
     Ok(doc)
+}
+
+/// A record as its document's root (see the module's layout), reconciled in one piece.
+///
+/// Reconciled into an empty document, autosurgeon builds the whole value first and Automerge
+/// inserts it in one batch. Field by field, each list element was its own insert into
+/// Automerge's op columns after a diff against the empty list: a record with twenty parties
+/// took 280 µs to write that way, most of an office's CPU per create.
+struct Layout<'a>(&'a Record);
+
+impl autosurgeon::Reconcile for Layout<'_> {
+    type Key<'k> = autosurgeon::reconcile::NoKey;
+
+    fn reconcile<R: autosurgeon::Reconciler>(&self, mut reconciler: R) -> Result<(), R::Error> {
+        use autosurgeon::reconcile::MapReconciler;
+        let Layout(record) = self;
+        let mut root = reconciler.map()?;
+        root.put("envelope", &record.envelope)?;
+        super::each_body!(&record.body, b => root.put("body", b))?;
+        root.put("events", &record.events)?;
+        Ok(())
+    }
 }
 
 fn reconcile_body<T: autosurgeon::Doc>(tx: &mut T, body: &Body) -> Result<(), DocError> {

@@ -1,0 +1,97 @@
+//! Per-record CPU costs of the node's write and apply paths, in memory (no disk): a
+//! profiling aid for issue 6. `cargo run --release -p linkage-tests --example costs`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use automerge::Automerge;
+use automerge::sync::{Capability, Message, State, SyncDoc};
+use linkage_node::office::{Act, Office};
+use linkage_node::org::Directory;
+use linkage_node::record::doc;
+use linkage_node::replica::{Replica, SystemClock};
+use linkage_node::store::{MemoryStore, Store};
+use linkage_tests::bench::text::{KIND, TextSource, typed_body};
+
+const RECORDS: usize = 2000;
+
+fn time<R>(label: &str, n: usize, mut f: impl FnMut(usize) -> R) -> Vec<R> {
+    let started = Instant::now();
+    let out: Vec<R> = (0..n).map(&mut f).collect();
+    let per = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+    println!("{label:<40} {per:8.1} µs");
+    out
+}
+
+fn main() -> anyhow::Result<()> {
+    let directory = Directory::beidaihe();
+    let org = directory.orgs().next().unwrap().id.clone();
+    let parties: Vec<String> = directory.orgs().map(|o| o.id.clone()).collect();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let replica = Arc::new(Replica::open(&org, store, Arc::new(SystemClock), 8192)?);
+    let office = Office::new(replica.clone(), Arc::new(directory));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut text = TextSource::new(1);
+    let bodies: Vec<_> = (0..RECORDS)
+        .map(|i| typed_body(&text.body(i as u32, now)))
+        .collect();
+
+    let ids = time("Office::create (memory store)", RECORDS, |i| {
+        rt.block_on(office.create(KIND, parties.clone(), bodies[i].clone(), Act::default()))
+            .unwrap()
+            .record
+            .id()
+            .to_owned()
+    });
+    time("Office::edit_body, two fields", RECORDS, |i| {
+        rt.block_on(office.edit_body(ids[i].clone(), text.update()))
+            .unwrap()
+    });
+    let records: Vec<_> = ids.iter().map(|id| replica.record(id).unwrap()).collect();
+    time("doc::new_document", RECORDS, |i| {
+        doc::new_document(&records[i], automerge::ActorId::random(), now).unwrap()
+    });
+    let docs: Vec<Automerge> = ids
+        .iter()
+        .map(|id| replica.read(id, |d| d.clone()).unwrap().unwrap())
+        .collect();
+    time("save_nocompress", RECORDS, |i| docs[i].save_nocompress());
+    time("save", RECORDS, |i| docs[i].save());
+    let messages = time("first offer message", RECORDS, |i| {
+        let mut state = State::new();
+        state.their_heads = Some(Vec::new());
+        state.their_need = Some(Vec::new());
+        state.their_have = Some(Vec::new());
+        state.their_capabilities = Some(vec![Capability::MessageV2]);
+        docs[i].generate_sync_message(&mut state).unwrap().encode()
+    });
+    println!("first offer bytes: {}", messages[0].len());
+    let received = time("decode + receive into empty doc", RECORDS, |i| {
+        let mut doc = Automerge::new();
+        let mut state = State::new();
+        doc.receive_sync_message(&mut state, Message::decode(&messages[i]).unwrap())
+            .unwrap();
+        (doc, state)
+    });
+    time("save_after(&[]) of received", RECORDS, |i| {
+        received[i].0.save_after(&[])
+    });
+    time("hydrate_record", RECORDS, |i| {
+        doc::hydrate_record(&received[i].0).unwrap()
+    });
+    time("Automerge hydrate whole doc", RECORDS, |i| {
+        received[i].0.hydrate(None)
+    });
+    time("hydrate_envelope", RECORDS, |i| {
+        doc::hydrate_envelope(&received[i].0).unwrap()
+    });
+    time("answer generate_sync_message", RECORDS, |i| {
+        let mut state = received[i].1.clone();
+        received[i].0.generate_sync_message(&mut state)
+    });
+    time("get_heads", RECORDS, |i| received[i].0.get_heads());
+    Ok(())
+}
