@@ -51,6 +51,22 @@ fn main() -> anyhow::Result<()> {
             .unwrap()
     });
     let records: Vec<_> = ids.iter().map(|id| replica.record(id).unwrap()).collect();
+    let fresh: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.envelope.id = KIND.new_record_id();
+            r
+        })
+        .collect();
+    time("Replica::create (memory store)", RECORDS, |i| replica.create(&fresh[i]).unwrap());
+    let dir = Directory::beidaihe();
+    time("validate_create", RECORDS, |i| {
+        linkage_node::workflow::validate_create(&dir, &org, &records[i])
+    });
+    time("Directory::beidaihe()", 100, |_| Directory::beidaihe());
+    time("body to_json_value", RECORDS, |i| records[i].body.to_json_value());
+    time("record.derived()", RECORDS, |i| records[i].derived());
     time("doc::new_document", RECORDS, |i| {
         doc::new_document(&records[i], automerge::ActorId::random(), now).unwrap()
     });
