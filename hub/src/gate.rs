@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use automerge::{Automerge, Change};
+use automerge::{Automerge, ChangeMetadata};
 use linkage_node::org::{Directory, OrgKind};
+use linkage_node::record::Record;
 use linkage_node::record::doc::{hydrate_record, org_of_actor};
 use linkage_node::replica::Summary;
 use linkage_node::sync::session::Gate;
@@ -31,18 +32,17 @@ impl Gate for HubGate {
         id: &str,
         before: Option<&Automerge>,
         after: &Automerge,
-        added: &[Change],
-    ) -> Result<(), RuleViolation> {
+        added: &[ChangeMetadata<'_>],
+    ) -> Result<Option<Record>, RuleViolation> {
         for change in added {
-            match org_of_actor(change.actor_id()) {
+            match org_of_actor(&change.actor) {
                 Some(org) if org == self.org => {}
                 Some(org) => {
                     return Err(RuleViolation {
                         rule: RULE_ACTOR,
                         message: format!(
                             "change {} to {id} is signed by an actor of {org}, but this session belongs to {}; an office writes only as itself",
-                            change.hash(),
-                            self.org
+                            change.hash, self.org
                         ),
                     });
                 }
@@ -51,7 +51,7 @@ impl Gate for HubGate {
                         rule: RULE_ACTOR,
                         message: format!(
                             "change {} to {id} has an actor id not bound to any organisation",
-                            change.hash()
+                            change.hash
                         ),
                     });
                 }
@@ -76,7 +76,8 @@ impl Gate for HubGate {
                 ),
             });
         }
-        workflow::admit_change(&self.directory, &self.org, before.as_ref(), &after)
+        workflow::admit_change(&self.directory, &self.org, before.as_ref(), &after)?;
+        Ok(Some(after))
     }
 }
 

@@ -226,6 +226,19 @@ pub struct Changed<R> {
     pub field_conflicted: bool,
 }
 
+/// What a change's closure already knows of the document it left, so the replica need not
+/// work it out again ([`Replica::change_unsynced`]). Each was a measured share of applying a
+/// record received by sync: hydrating it for the summary, and encoding its changes to store.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// The record the changed document hydrates to.
+    pub record: Option<Record>,
+    /// Bytes that, loaded into an empty document, make the changed document; honoured only
+    /// when the document was empty before the change (a record received whole, whose
+    /// document bytes are stored as they came instead of re-encoded).
+    pub whole: Option<Vec<u8>>,
+}
+
 /// The decoded summaries of every record, kept beside the stored JSON: sync asks for a
 /// record's summary on every offer and every received message (the hub's gate reads its
 /// parties), and decoding the JSON each time was a measured hot spot. A few hundred bytes per
@@ -458,18 +471,21 @@ impl Replica {
         create_missing: bool,
         f: impl FnOnce(&mut Automerge) -> Result<R, E>,
     ) -> Result<Changed<R>, E> {
-        self.change_with(id, create_missing, Durability::Synced, f)
+        self.change_with(id, create_missing, Durability::Synced, |doc| {
+            f(doc).map(|result| (result, Known::default()))
+        })
     }
 
     /// [`Replica::change`], written but neither synced nor published: the change is durable,
     /// and sessions and feeds hear of it, only at the next [`Replica::make_durable`]. The
     /// caller must tell nobody of it before then. A sync session applies a batch of received
-    /// messages this way, one disk sync for the batch.
+    /// messages this way, one disk sync for the batch. `f` also says what it [`Known`]s of
+    /// the document it left.
     pub fn change_unsynced<R, E: From<ReplicaError>>(
         &self,
         id: &str,
         create_missing: bool,
-        f: impl FnOnce(&mut Automerge) -> Result<R, E>,
+        f: impl FnOnce(&mut Automerge) -> Result<(R, Known), E>,
     ) -> Result<Changed<R>, E> {
         self.change_with(id, create_missing, Durability::Deferred, f)
     }
@@ -486,7 +502,7 @@ impl Replica {
         id: &str,
         create_missing: bool,
         durability: Durability,
-        f: impl FnOnce(&mut Automerge) -> Result<R, E>,
+        f: impl FnOnce(&mut Automerge) -> Result<(R, Known), E>,
     ) -> Result<Changed<R>, E> {
         let slot = self.slot(id);
         let mut slot = lock_slot(&slot);
@@ -515,11 +531,11 @@ impl Replica {
         id: &str,
         slot: &mut Slot,
         durability: Durability,
-        f: impl FnOnce(&mut Automerge) -> Result<R, E>,
+        f: impl FnOnce(&mut Automerge) -> Result<(R, Known), E>,
     ) -> Result<Changed<R>, E> {
         let doc = slot.doc.as_mut().expect("loaded above");
         let before = doc.get_heads();
-        let result = f(doc)?;
+        let (result, known) = f(doc)?;
         let heads = doc.get_heads();
         if heads == before {
             return Ok(Changed {
@@ -531,7 +547,13 @@ impl Replica {
             });
         }
 
-        let chunk = doc.save_after(&before);
+        let chunk = match known.whole {
+            Some(whole) if before.is_empty() => {
+                debug_assert_eq!(reloaded_heads(&whole), heads);
+                whole
+            }
+            _ => doc.save_after(&before),
+        };
         // Checked before the chunk is stored: once appended, a change is durable and a
         // refusal would only misreport it. Chunks are larger than the compacted document, so
         // near the limit the document itself is measured, and compacted at once.
@@ -543,7 +565,14 @@ impl Replica {
         }
         let now = self.now_ms();
         let field_conflicted = field_conflicted(doc, &before, slot.field_conflicted);
-        let (summary, record) = summarize(doc, now, field_conflicted);
+        let (summary, record) = match known.record {
+            Some(record) => {
+                debug_assert_eq!(doc::hydrate_record(doc).ok().as_ref(), Some(&record));
+                let summary = Summary::of_record(&record, &heads, now, field_conflicted);
+                (summary, Some(record))
+            }
+            None => summarize(doc, now, field_conflicted),
+        };
         let summary_bytes = encode_summary(&summary);
         let seq = match durability {
             Durability::Synced => self.store.append(id, &chunk, &summary_bytes),
@@ -679,6 +708,15 @@ fn field_conflicted(doc: &Automerge, before: &[ChangeHash], was: Option<bool>) -
         }
     }
     !doc::conflicts(doc).is_empty()
+}
+
+/// The heads of the document `bytes` load into, as the replica loads a stored chunk (for
+/// debug assertions).
+fn reloaded_heads(bytes: &[u8]) -> Vec<ChangeHash> {
+    let mut doc = Automerge::new();
+    doc.load_incremental(bytes)
+        .expect("bytes a change was loaded from load again");
+    doc.get_heads()
 }
 
 fn evict(cache: &mut Cache, capacity: usize) {

@@ -59,13 +59,17 @@ fn main() -> anyhow::Result<()> {
             r
         })
         .collect();
-    time("Replica::create (memory store)", RECORDS, |i| replica.create(&fresh[i]).unwrap());
+    time("Replica::create (memory store)", RECORDS, |i| {
+        replica.create(&fresh[i]).unwrap()
+    });
     let dir = Directory::beidaihe();
     time("validate_create", RECORDS, |i| {
         linkage_node::workflow::validate_create(&dir, &org, &records[i])
     });
     time("Directory::beidaihe()", 100, |_| Directory::beidaihe());
-    time("body to_json_value", RECORDS, |i| records[i].body.to_json_value());
+    time("body to_json_value", RECORDS, |i| {
+        records[i].body.to_json_value()
+    });
     time("record.derived()", RECORDS, |i| records[i].derived());
     time("doc::new_document", RECORDS, |i| {
         doc::new_document(&records[i], automerge::ActorId::random(), now).unwrap()

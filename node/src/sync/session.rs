@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::sync::{BloomFilter, Capability, Have, Message, State, SyncDoc};
-use automerge::{Automerge, Change};
+use automerge::{Automerge, ChangeMetadata};
 use futures::{FutureExt, Stream, StreamExt};
 use linkage_proto::v1::{DocSync, Progress, Rejected, SyncFrame, sync_frame::Frame};
 use serde::{Deserialize, Serialize};
@@ -19,8 +19,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, instrument, warn};
 
 use super::{MAX_FRAME_BYTES, SyncError};
+use crate::record::Record;
 use crate::record::doc::DocError;
-use crate::replica::{Replica, ReplicaError, Summary};
+use crate::replica::{Known, Replica, ReplicaError, Summary};
 use crate::store::Seq;
 use crate::workflow::RuleViolation;
 
@@ -44,14 +45,15 @@ pub trait Gate: Send + Sync + std::fmt::Debug + 'static {
     fn may_offer(&self, summary: &Summary) -> bool;
 
     /// Admits the changes a peer sent for record `id`: `before` is the local copy (`None` if
-    /// new), `after` the copy with the changes applied, `added` the new changes.
+    /// new), `after` the copy with the changes applied, `added` the new changes. Returns the
+    /// record `after` holds if the gate read it, so the replica need not read it again.
     fn admit(
         &self,
         id: &str,
         before: Option<&Automerge>,
         after: &Automerge,
-        added: &[Change],
-    ) -> Result<(), RuleViolation>;
+        added: &[ChangeMetadata<'_>],
+    ) -> Result<Option<Record>, RuleViolation>;
 
     /// Whether [`Gate::admit`] admits every change without looking: then a peer's changes are
     /// applied to the document directly, without the trial copy and the list of added changes
@@ -76,9 +78,9 @@ impl Gate for TrustHub {
         _: &str,
         _: Option<&Automerge>,
         _: &Automerge,
-        _: &[Change],
-    ) -> Result<(), RuleViolation> {
-        Ok(())
+        _: &[ChangeMetadata<'_>],
+    ) -> Result<Option<Record>, RuleViolation> {
+        Ok(None)
     }
 
     fn admits_everything(&self) -> bool {
@@ -1002,8 +1004,19 @@ fn apply_message(
     message: Message,
 ) -> Received {
     // Unsynced: the caller makes the whole batch durable before it answers (`apply_incoming`).
-    let outcome = replica.change_unsynced(id, true, |doc| -> Result<Received, ReplicaError> {
-        let before_exists = !doc.get_heads().is_empty();
+    let outcome = replica.change_unsynced(id, true, |doc| -> Result<_, ReplicaError> {
+        let before_heads = doc.get_heads();
+        let before_exists = !before_heads.is_empty();
+        // A record new to this replica arrives whole (see `FirstOffer`): its bytes are stored
+        // as they came.
+        let whole = (!before_exists && !message.changes.is_empty()).then(|| {
+            message
+                .changes
+                .iter()
+                .flatten()
+                .copied()
+                .collect::<Vec<u8>>()
+        });
         let mut trial_state = state.clone();
         // Heads, needs and bloom filters change nothing in the document: only a message
         // carrying changes needs the trial copy the gate inspects, and only if it inspects.
@@ -1019,28 +1032,36 @@ fn apply_message(
                 if carries_changes {
                     return Err(DocError::Load(failure).into());
                 }
-                return Ok(Received::Failed(failure));
+                return Ok((Received::Failed(failure), Known::default()));
             }
-            return Ok(answer(doc, trial_state));
+            let known = Known {
+                record: None,
+                whole,
+            };
+            return Ok((answer(doc, trial_state), known));
         }
         let mut trial = doc.fork();
         if let Err(e) = trial.receive_sync_message(&mut trial_state, message) {
-            return Ok(Received::Failed(format!(
-                "sync message does not apply: {e}"
-            )));
+            let failure = format!("sync message does not apply: {e}");
+            return Ok((Received::Failed(failure), Known::default()));
         }
-        let added = doc.get_changes_added(&trial);
+        // The fork holds all of the document's changes, so those not under its old heads are
+        // the added ones; their metadata is all the gate needs, without decoding each change.
+        let added = trial.get_changes_meta(&before_heads);
+        let mut known = Known::default();
         if !added.is_empty() {
             let before = before_exists.then_some(&*doc);
-            if let Err(violation) = gate.admit(id, before, &trial, &added) {
-                return Ok(Received::Refused(violation));
+            match gate.admit(id, before, &trial, &added) {
+                Ok(record) => known = Known { record, whole },
+                Err(violation) => return Ok((Received::Refused(violation), known)),
             }
             // The admitted trial copy already holds the changes: keep it (with this replica's
             // actor) instead of applying them a second time.
+            drop(added);
             let actor = doc.get_actor().clone();
             *doc = trial.with_actor(actor);
         }
-        Ok(answer(doc, trial_state))
+        Ok((answer(doc, trial_state), known))
     });
     match outcome {
         Ok(changed) => {

@@ -617,6 +617,10 @@ async fn wait_until_held(
             }
         }
         let held: usize = watches.iter().map(|w| w.confirmed.len()).sum();
+        if std::env::var_os("TIMELINE").is_some() {
+            let per: Vec<usize> = watches.iter().map(|w| w.confirmed.len()).collect();
+            eprintln!("TL {:5} ms {held} {per:?}", started.elapsed().as_millis());
+        }
         if held == total {
             return Ok(Held {
                 done: Some(started.elapsed()),
