@@ -14,4 +14,5 @@ pub mod service;
 pub mod store;
 pub mod sync;
 pub mod tls;
+pub mod watch;
 pub mod workflow;

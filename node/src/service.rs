@@ -395,6 +395,29 @@ impl Records for NodeService {
             pending_to_hub,
         }))
     }
+
+    type WatchStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::RecordChange, Status>> + Send>,
+    >;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        use tokio_stream::StreamExt;
+        let after = request.into_inner().after;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(crate::watch::run(self.office.replica().clone(), after, tx));
+        let changes = tokio_stream::wrappers::ReceiverStream::new(rx).map(|change| {
+            change
+                .map(|c| pb::RecordChange {
+                    position: c.position,
+                    record: Some(summary_to_pb(&c.summary)),
+                })
+                .map_err(|e| Status::internal(format!("storage failure: {e}")))
+        });
+        Ok(Response::new(Box::pin(changes)))
+    }
 }
 
 /// Standard gRPC health and reflection services for a server that serves `service_name`.

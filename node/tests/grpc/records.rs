@@ -617,3 +617,82 @@ async fn a_call_is_answered_without_waiting_for_a_delayed_ack() {
         "20 reads of a cached record took {elapsed:?}"
     );
 }
+
+/// The next change on a watch stream, failing the test if none comes within five seconds.
+async fn next_change(
+    stream: &mut tonic::Streaming<pb::RecordChange>,
+) -> (u64, String, Vec<String>) {
+    let change = tokio::time::timeout(std::time::Duration::from_secs(5), stream.message())
+        .await
+        .expect("a change arrives within five seconds")
+        .expect("the stream does not fail")
+        .expect("the stream stays open");
+    let summary = change.record.expect("a change carries its record");
+    (change.position, summary.envelope.unwrap().id, summary.heads)
+}
+
+#[tokio::test]
+async fn watch_sends_what_changed_then_follows_and_resumes_after_a_position() {
+    let node = TestNode::start(HAIBIN).await;
+    let first = node
+        .create(create(
+            "shared_info",
+            shared_info_body(1),
+            "2026-09-28 10:00",
+        ))
+        .await;
+    let second = node
+        .create(create(
+            "shared_info",
+            shared_info_body(2),
+            "2026-09-28 10:05",
+        ))
+        .await;
+    let first_id = first.envelope.unwrap().id;
+    let second_id = second.envelope.unwrap().id;
+
+    // Catching up: every record, in change order.
+    let mut stream = node
+        .client()
+        .watch(pb::WatchRequest { after: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let (p1, id1, _) = next_change(&mut stream).await;
+    let (p2, id2, _) = next_change(&mut stream).await;
+    assert_eq!(
+        (id1.as_str(), id2.as_str()),
+        (first_id.as_str(), second_id.as_str())
+    );
+    assert!(p1 < p2);
+
+    // Following: an edit made after the watch began arrives with the record's new heads.
+    let edited = node
+        .client()
+        .edit_body(pb::EditBodyRequest {
+            id: first_id.clone(),
+            patch_json: json!({"title": "updated"}).to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (p3, id3, heads) = next_change(&mut stream).await;
+    assert_eq!(id3, first_id);
+    assert!(p3 > p2);
+    let mut expected = edited.heads;
+    expected.sort();
+    assert_eq!(heads, expected);
+
+    // Resuming after the second record's position: only the edited record is sent again.
+    let mut resumed = node
+        .client()
+        .watch(pb::WatchRequest { after: p2 })
+        .await
+        .unwrap()
+        .into_inner();
+    let (p, id, _) = next_change(&mut resumed).await;
+    assert_eq!((p, id), (p3, first_id));
+    let nothing_more =
+        tokio::time::timeout(std::time::Duration::from_millis(200), resumed.message()).await;
+    assert!(nothing_more.is_err(), "nothing changed after {p3}");
+}

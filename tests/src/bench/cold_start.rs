@@ -30,7 +30,10 @@ use crate::{HubProcess, NodeProcess};
 const WORKLOAD: &str = "cold start";
 /// Creates in flight while filling the source office: enough for RocksDB to group-commit.
 const FILL_IN_FLIGHT: usize = 16;
+/// How often the upload to the hub is checked.
 const POLL_EVERY: Duration = Duration::from_millis(200);
+/// How often waiting reports its progress.
+const STATUS_EVERY: Duration = Duration::from_millis(200);
 
 pub async fn run(sizes: &Sizes, root: &Path, progress: &Progress) -> anyhow::Result<Vec<Figure>> {
     let k = sizes.cold_records;
@@ -213,6 +216,31 @@ async fn one_percent_offline(
         expected.len()
     ));
 
+    // The new office is followed from where its change log stands now, so the clock stops on
+    // the change event of the last record to arrive.
+    let mut joined = joiner.records().await?;
+    let from = joined
+        .node_info(pb::NodeInfoRequest {})
+        .await?
+        .into_inner()
+        .last_seq;
+    let mut pending: std::collections::HashMap<String, Vec<String>> =
+        expected.into_iter().collect();
+    let mut follower = tokio::spawn(async move {
+        super::follow(joined, from, move |summary| {
+            if let Some(id) = summary.envelope.map(|e| e.id) {
+                let mut heads = summary.heads;
+                heads.sort();
+                if pending.get(&id) == Some(&heads) {
+                    pending.remove(&id);
+                }
+            }
+            pending.is_empty()
+        })
+        .await;
+        Instant::now()
+    });
+
     let before = link.bytes_forwarded();
     link.heal();
     let healed = Instant::now();
@@ -225,35 +253,16 @@ async fn one_percent_offline(
     let reconnected = Instant::now();
 
     let name = format!("1 % of {k} records changed offline: time until the new office holds them");
-    let mut joined = joiner.records().await?;
-    let mut pending = expected;
-    while !pending.is_empty() {
-        if reconnected.elapsed() > sizes.sync_timeout {
-            return Ok(Figure::missing(
-                WORKLOAD,
-                name,
-                Unit::Ms,
-                format!("{} changes still missing after the timeout", pending.len()),
-            ));
-        }
-        let mut still = Vec::new();
-        for (id, heads) in pending {
-            let record = joined
-                .get(pb::GetRecordRequest { id: id.clone() })
-                .await?
-                .into_inner();
-            let mut held = record.heads;
-            held.sort();
-            if held != heads {
-                still.push((id, heads));
-            }
-        }
-        pending = still;
-        if !pending.is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    let took = reconnected.elapsed();
+    let Ok(Ok(arrived_at)) = tokio::time::timeout(sizes.sync_timeout, &mut follower).await else {
+        follower.abort();
+        return Ok(Figure::missing(
+            WORKLOAD,
+            name,
+            Unit::Ms,
+            "some changes still missing after the timeout".to_owned(),
+        ));
+    };
+    let took = arrived_at.saturating_duration_since(reconnected);
     progress.say(format!(
         "the new office holds the changes {:.0} ms after the source office reconnected",
         took.as_secs_f64() * 1000.0
@@ -344,32 +353,31 @@ async fn wait_held(
     timeout: Duration,
     progress: &Progress,
 ) -> anyhow::Result<Option<Duration>> {
-    let mut node = joiner.records().await?;
-    loop {
-        let info = node.node_info(pb::NodeInfoRequest {}).await?.into_inner();
-        if info.records >= k as u64 {
-            // A record whose changes arrived only in part lists as "incomplete".
-            let incomplete = node
-                .list(pb::ListRecordsRequest {
-                    status: "incomplete".into(),
-                    ..Default::default()
-                })
-                .await?
-                .into_inner()
-                .records
-                .len();
-            if incomplete == 0 {
-                return Ok(Some(started.elapsed()));
+    let node = joiner.records().await?;
+    // A record whose changes arrived only in part lists as "incomplete" until the rest come.
+    let mut complete = std::collections::HashSet::new();
+    let mut reported = Instant::now();
+    let held = super::follow(node, 0, |summary| {
+        if let Some(id) = summary.envelope.map(|e| e.id) {
+            if summary.status == "incomplete" {
+                complete.remove(&id);
+            } else {
+                complete.insert(id);
             }
         }
-        if started.elapsed() > timeout {
-            return Ok(None);
+        if reported.elapsed() > STATUS_EVERY {
+            reported = Instant::now();
+            progress.status(format!(
+                "new office: {} of {k} records, {:.1} s",
+                complete.len(),
+                started.elapsed().as_secs_f64()
+            ));
         }
-        progress.status(format!(
-            "new office: {} of {k} records, {:.1} s",
-            info.records,
-            started.elapsed().as_secs_f64()
-        ));
-        tokio::time::sleep(POLL_EVERY).await;
-    }
+        complete.len() >= k
+    });
+    let remaining = timeout.saturating_sub(started.elapsed());
+    Ok(tokio::time::timeout(remaining, held)
+        .await
+        .ok()
+        .map(|()| started.elapsed()))
 }

@@ -23,6 +23,7 @@ use linkage_node::replica::{Replica, SystemClock};
 use linkage_node::store::RocksStore;
 use linkage_proto::v1 as pb;
 use linkage_proto::v1::records_client::RecordsClient;
+use tokio::sync::mpsc;
 use tokio::task::block_in_place;
 use tonic::transport::Channel;
 
@@ -35,9 +36,8 @@ use crate::{HubProcess, NodeProcess};
 
 const DISTRICT: &str = "district";
 const RECONNECT: &str = "reconnect";
-/// Pause between two polls of every node while waiting for sync: one `List` each, so the
-/// poll costs the nodes little and adds at most this much to a measured time.
-const POLL_EVERY: Duration = Duration::from_millis(50);
+/// How often the wait for sync reports its progress.
+const STATUS_EVERY: Duration = Duration::from_millis(200);
 /// List responses grow with the records a node holds; tonic's 4 MiB default is too small for
 /// the larger runs.
 const MAX_LIST_BYTES: usize = 64 << 20;
@@ -585,15 +585,9 @@ struct Held {
     total: usize,
 }
 
-/// What one office has been seen to hold so far.
-#[derive(Debug, Default)]
-struct Watch {
-    /// Records confirmed at their final heads.
-    confirmed: HashSet<String>,
-}
-
-/// Polls the `watched` offices until each holds every `expected` record at its final heads, or
-/// `timeout` passes since `started`.
+/// Follows the `watched` offices' `Watch` streams until each holds every `expected` record
+/// at its final heads, or `timeout` passes since `started`. The clock stops when the last
+/// office reports the last record, as the peers' runners stop on change events.
 async fn wait_until_held(
     district: &District,
     watched: &[usize],
@@ -604,64 +598,64 @@ async fn wait_until_held(
     progress: &Progress,
 ) -> anyhow::Result<Held> {
     let total = watched.len() * expected.len();
-    let mut watches: Vec<Watch> = watched.iter().map(|_| Watch::default()).collect();
-    loop {
-        let polls = watched.iter().zip(watches.iter_mut()).map(|(&i, watch)| {
+    let expected = Arc::new(expected.clone());
+    let (tx, mut confirmations) = mpsc::unbounded_channel();
+    let followers: Vec<_> = watched
+        .iter()
+        .enumerate()
+        .map(|(slot, &i)| {
             let client = district.offices[i].records.clone();
-            poll_office(client, watch, expected)
-        });
-        for result in futures::future::join_all(polls).await {
-            // A node that is still starting refuses connections; the next round asks again.
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "poll failed");
+            tokio::spawn(follow_office(client, expected.clone(), slot, tx.clone()))
+        })
+        .collect();
+    drop(tx);
+
+    let mut confirmed: Vec<HashSet<String>> = vec![HashSet::new(); watched.len()];
+    let mut held = 0;
+    let deadline = tokio::time::Instant::from_std(started + timeout);
+    let mut reported = Instant::now();
+    while held < total {
+        match tokio::time::timeout_at(deadline, confirmations.recv()).await {
+            Ok(Some((slot, id))) => {
+                if confirmed[slot].insert(id) {
+                    held += 1;
+                }
             }
+            // Every follower ended, or time is up.
+            Ok(None) | Err(_) => break,
         }
-        let held: usize = watches.iter().map(|w| w.confirmed.len()).sum();
-        if std::env::var_os("TIMELINE").is_some() {
-            let per: Vec<usize> = watches.iter().map(|w| w.confirmed.len()).collect();
-            eprintln!("TL {:5} ms {held} {per:?}", started.elapsed().as_millis());
+        if reported.elapsed() >= STATUS_EVERY {
+            reported = Instant::now();
+            progress.status(format!(
+                "{what}: {held} of {total} record copies at final heads ({:.0}%), {:.1} s",
+                100.0 * held as f64 / total.max(1) as f64,
+                started.elapsed().as_secs_f64()
+            ));
         }
-        if held == total {
-            return Ok(Held {
-                done: Some(started.elapsed()),
-                held,
-                total,
-            });
-        }
-        if started.elapsed() > timeout {
-            return Ok(Held {
-                done: None,
-                held,
-                total,
-            });
-        }
-        progress.status(format!(
-            "{what}: {held} of {total} record copies at final heads ({:.0}%), {:.1} s",
-            100.0 * held as f64 / total.max(1) as f64,
-            started.elapsed().as_secs_f64()
-        ));
-        tokio::time::sleep(POLL_EVERY).await;
     }
+    for follower in followers {
+        follower.abort();
+    }
+    Ok(Held {
+        done: (held == total).then(|| started.elapsed()),
+        held,
+        total,
+    })
 }
 
-/// One `List` of an office: its summaries carry each record's heads, so nothing is fetched
-/// record by record (the peers' runners likewise wait on change events, not reads).
-async fn poll_office(
-    mut client: RecordsClient<Channel>,
-    watch: &mut Watch,
-    expected: &Expected,
-) -> anyhow::Result<()> {
-    let list = client
-        .list(pb::ListRecordsRequest::default())
-        .await?
-        .into_inner();
-    for summary in list.records {
+/// Follows one office's records and reports `(slot, record)` for each seen at its `expected`
+/// heads.
+async fn follow_office(
+    client: RecordsClient<Channel>,
+    expected: Arc<Expected>,
+    slot: usize,
+    confirmations: mpsc::UnboundedSender<(usize, String)>,
+) {
+    super::follow(client, 0, |summary| {
         let Some(id) = summary.envelope.map(|e| e.id) else {
-            continue;
+            return false;
         };
-        if expected.get(&id) == Some(&sorted(summary.heads)) {
-            watch.confirmed.insert(id);
-        }
-    }
-    Ok(())
+        expected.get(&id) == Some(&sorted(summary.heads)) && confirmations.send((slot, id)).is_err()
+    })
+    .await
 }

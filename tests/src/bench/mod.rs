@@ -23,6 +23,35 @@ pub mod text;
 pub use progress::Progress;
 pub use report::{Figure, Metric, Report, Unit};
 
+use linkage_proto::v1 as pb;
+use linkage_proto::v1::records_client::RecordsClient;
+use tonic::transport::Channel;
+
+/// Follows a node's `Records.Watch` stream from change-log position `after` (0: from the
+/// start), handing each record summary to `seen` until it returns `true`. A node still starting refuses the call, and a restart cuts
+/// the stream; either way the watch is asked again from the last position received. Workloads
+/// wait on these change events, as the peers' runners do, instead of polling the nodes.
+pub async fn follow(
+    mut client: RecordsClient<Channel>,
+    mut after: u64,
+    mut seen: impl FnMut(pb::RecordSummary) -> bool,
+) {
+    loop {
+        if let Ok(response) = client.watch(pb::WatchRequest { after }).await {
+            let mut changes = response.into_inner();
+            while let Ok(Some(change)) = changes.message().await {
+                after = change.position;
+                if let Some(summary) = change.record
+                    && seen(summary)
+                {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// How big each workload is. [`Sizes::default`] is the issue's; [`Sizes::quick`] runs in
 /// about a minute; [`Sizes::tiny`] is the smoke test's.
 #[derive(Debug, Clone)]

@@ -187,6 +187,13 @@ enum Command {
     },
     /// This node: organisation, hub link, pending changes.
     Info,
+    /// Follow this node's records as they change (created here, edited, or arrived from the
+    /// hub), one line each, until interrupted.
+    Watch {
+        /// Start after this position (default 0: every record first, then live changes).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
     /// Changes the hub refused, with the reason.
     Rejections,
     /// The hub's convergence view: is every node up to date, and who is behind.
@@ -635,6 +642,16 @@ async fn run(cli: &Cli) -> CliResult {
                 .await?
                 .into_inner();
             out.counts(&counts.counts);
+        }
+        Command::Watch { after } => {
+            let mut stream = records(cli)
+                .await?
+                .watch(pb::WatchRequest { after: *after })
+                .await?
+                .into_inner();
+            while let Some(change) = stream.message().await? {
+                out.record_change(&change);
+            }
         }
         Command::Feed {
             org,

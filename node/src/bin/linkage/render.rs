@@ -439,6 +439,27 @@ impl Output {
         say!("{t}");
     }
 
+    pub fn record_change(&self, change: &pb::RecordChange) {
+        let summary = change.record.clone().unwrap_or_default();
+        let e = summary.envelope.clone().unwrap_or_default();
+        if self.json {
+            say!(
+                "{}",
+                json!({"position": change.position, "envelope": envelope_json(&e), "status": summary.status, "title": summary.title, "updated_at_ms": summary.updated_at_ms, "conflicted": summary.conflicted, "heads": summary.heads})
+            );
+            return;
+        }
+        say!(
+            "{:>6}  {}  {}  {}  {}  {}",
+            change.position,
+            e.id,
+            e.kind,
+            status_label(&summary.status),
+            e.owner,
+            summary.title
+        );
+    }
+
     pub fn feed_event(&self, event: &pb::FeedEvent) {
         let record = event.record.clone().unwrap_or_default();
         if self.json {
