@@ -89,6 +89,9 @@ fn main() -> anyhow::Result<()> {
         docs[i].generate_sync_message(&mut state).unwrap().encode()
     });
     println!("first offer bytes: {}", messages[0].len());
+    let plain: usize = docs.iter().map(|d| d.save_nocompress().len()).sum();
+    let packed: usize = docs.iter().map(|d| d.save().len()).sum();
+    println!("saved bytes per record: {} compressed, {} not", packed / RECORDS, plain / RECORDS);
     let received = time("decode + receive into empty doc", RECORDS, |i| {
         let mut doc = Automerge::new();
         let mut state = State::new();
