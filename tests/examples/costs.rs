@@ -91,7 +91,11 @@ fn main() -> anyhow::Result<()> {
     println!("first offer bytes: {}", messages[0].len());
     let plain: usize = docs.iter().map(|d| d.save_nocompress().len()).sum();
     let packed: usize = docs.iter().map(|d| d.save().len()).sum();
-    println!("saved bytes per record: {} compressed, {} not", packed / RECORDS, plain / RECORDS);
+    println!(
+        "saved bytes per record: {} compressed, {} not",
+        packed / RECORDS,
+        plain / RECORDS
+    );
     let received = time("decode + receive into empty doc", RECORDS, |i| {
         let mut doc = Automerge::new();
         let mut state = State::new();
