@@ -189,7 +189,14 @@ pub async fn serve_with_tls(
 
     let (_health_reporter, health, reflection) =
         crate::service::standard_services("linkage.v1.Records").await;
-    let service = NodeService::new(office, hub, link);
+    // A graceful shutdown waits for every open stream; `Watch` streams never end on their own,
+    // so they are told to.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
+    let service = NodeService::new(office, hub, link, stopping);
     let served = builder
         .add_service(health)
         .add_service(reflection)

@@ -75,11 +75,23 @@ pub struct NodeService {
     office: Office,
     hub: Option<String>,
     link: Arc<LinkStatus>,
+    /// Turns true when the server begins to shut down, so open `Watch` streams end.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl NodeService {
-    pub fn new(office: Office, hub: Option<String>, link: Arc<LinkStatus>) -> Self {
-        NodeService { office, hub, link }
+    pub fn new(
+        office: Office,
+        hub: Option<String>,
+        link: Arc<LinkStatus>,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        NodeService {
+            office,
+            hub,
+            link,
+            stopping,
+        }
     }
 
     pub fn into_server(self) -> RecordsServer<Self> {
@@ -406,8 +418,17 @@ impl Records for NodeService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         use tokio_stream::StreamExt;
         let after = request.into_inner().after;
+        let replica = self.office.replica().clone();
+        // A position past the log's end is from another node or an older store: the changes
+        // it would skip are never sent, so it is refused rather than followed silently.
+        let end = replica.store().last_seq();
+        if after > end {
+            return Err(Status::out_of_range(format!(
+                "position {after} is past the end of this node's change log ({end}); resume from a position this node sent, or from 0"
+            )));
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(crate::watch::run(self.office.replica().clone(), after, tx));
+        tokio::spawn(crate::watch::run(replica, after, tx, self.stopping.clone()));
         let changes = tokio_stream::wrappers::ReceiverStream::new(rx).map(|change| {
             change
                 .map(|c| pb::RecordChange {

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, instrument};
 
 use crate::replica::{Replica, ReplicaError, Summary};
@@ -25,15 +25,20 @@ pub struct RecordChange {
 }
 
 /// Sends every record changed after `after` into `tx`, then each change as it is made durable,
-/// until the receiver goes away. A store failure is sent as the stream's last item.
+/// until the receiver goes away or `stopping` turns true (the server is shutting down, and
+/// waits for every open stream to end). A store failure is sent as the stream's last item.
 #[instrument(skip_all, fields(org = %replica.org(), after))]
 pub async fn run(
     replica: Arc<Replica>,
     mut after: Seq,
     tx: mpsc::Sender<Result<RecordChange, ReplicaError>>,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let mut changes = replica.subscribe();
     loop {
+        if *stopping.borrow() {
+            return;
+        }
         // Marked seen before reading, so a change made during the read wakes the next turn.
         changes.borrow_and_update();
         let reader = replica.clone();
@@ -54,16 +59,24 @@ pub async fn run(
                 continue;
             };
             debug!(record = %summary.id, position, "watch delivery");
-            if tx
-                .send(Ok(RecordChange { position, summary }))
-                .await
-                .is_err()
-            {
-                return;
+            tokio::select! {
+                sent = tx.send(Ok(RecordChange { position, summary })) => if sent.is_err() {
+                    return;
+                },
+                _ = stopping.wait_for(|stop| *stop) => return,
             }
         }
-        if caught_up && changes.changed().await.is_err() {
-            return;
+        if !caught_up {
+            continue;
+        }
+        // Idle until something changes; a watcher that hung up meanwhile, or a server shutting
+        // down, ends the task here rather than at the next send, which may never come.
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() {
+                return;
+            },
+            () = tx.closed() => return,
+            _ = stopping.wait_for(|stop| *stop) => return,
         }
     }
 }
@@ -77,4 +90,44 @@ fn read_after(replica: &Replica, after: Seq) -> Result<Vec<(Seq, Option<Summary>
         .into_iter()
         .map(|entry| Ok((entry.seq, replica.summary(&entry.doc)?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::replica::SystemClock;
+    use crate::store::MemoryStore;
+
+    fn replica() -> Arc<Replica> {
+        let store = Arc::new(MemoryStore::new());
+        Arc::new(Replica::open("130304100", store, Arc::new(SystemClock), 16).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_idle_watch_ends_when_its_watcher_hangs_up() {
+        let (tx, rx) = mpsc::channel(4);
+        let (_stop, stopping) = watch::channel(false);
+        let task = tokio::spawn(run(replica(), 0, tx, stopping));
+        // Caught up at once (nothing stored); nothing will ever be sent.
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the task ends without waiting for a change")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_watch_ends_when_the_server_stops() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let (stop, stopping) = watch::channel(false);
+        let task = tokio::spawn(run(replica(), 0, tx, stopping));
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the task ends on shutdown")
+            .unwrap();
+        assert!(rx.recv().await.is_none(), "the stream ends");
+    }
 }

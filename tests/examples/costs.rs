@@ -15,6 +15,8 @@ use linkage_tests::bench::text::{KIND, TextSource, typed_body};
 
 const RECORDS: usize = 2000;
 
+/// Runs `f` for `0..n` and prints the mean time per call; the results are returned so that
+/// dropping them is not timed, and later steps can use them.
 fn time<R>(label: &str, n: usize, mut f: impl FnMut(usize) -> R) -> Vec<R> {
     let started = Instant::now();
     let out: Vec<R> = (0..n).map(&mut f).collect();

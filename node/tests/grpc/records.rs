@@ -696,3 +696,31 @@ async fn watch_sends_what_changed_then_follows_and_resumes_after_a_position() {
         tokio::time::timeout(std::time::Duration::from_millis(200), resumed.message()).await;
     assert!(nothing_more.is_err(), "nothing changed after {p3}");
 }
+
+#[tokio::test]
+async fn watch_refuses_a_position_past_the_end_of_the_change_log_naming_the_end() {
+    let node = TestNode::start(HAIBIN).await;
+    node.create(create(
+        "shared_info",
+        shared_info_body(1),
+        "2026-09-28 10:00",
+    ))
+    .await;
+    let end = node.last_seq().await;
+    let refused = node
+        .client()
+        .watch(pb::WatchRequest { after: end + 2 })
+        .await
+        .expect_err("a position from elsewhere is refused");
+    assert_eq!(refused.code(), tonic::Code::OutOfRange);
+    assert!(
+        refused.message().contains(&format!("({end})")),
+        "{}",
+        refused.message()
+    );
+    // The end itself is a valid place to resume from.
+    node.client()
+        .watch(pb::WatchRequest { after: end })
+        .await
+        .expect("resuming at the end is accepted");
+}
