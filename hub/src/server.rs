@@ -79,7 +79,15 @@ pub async fn run(
     }
     info!(%addr, data_dir = %config.data_dir.display(), "hub listening");
 
-    let service = HubService::new(office, Arc::new(registry));
+    // A graceful shutdown waits for every open stream, and neither a node's sync session nor a
+    // following feed ends on its own: both are told to.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        info!("hub stopping: ending sync sessions and feeds");
+        let _ = stopping_tx.send(true);
+    };
+    let service = HubService::new(office, Arc::new(registry)).with_stop_signal(stopping);
     let (_reporter, health, reflection) =
         linkage_node::service::standard_services("linkage.v1.Sync").await;
     let mut builder = tonic::transport::Server::builder();
@@ -94,11 +102,6 @@ pub async fn run(
         .add_service(service.sync_server())
         .add_service(service.district_server())
         .add_service(service.feeds_server())
-        // FIXME: a graceful shutdown waits for every open stream, and a node's sync session and
-        // a following feed never end on their own: with nodes connected, SIGTERM leaves the hub
-        // running until they hang up (found trying `linkage watch`; the node's own `Watch`
-        // streams are ended on shutdown, `node/src/server.rs`). Sessions and feeds should take
-        // the same stop signal.
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     info!("hub stopped");

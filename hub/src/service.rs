@@ -16,7 +16,7 @@ use linkage_proto::v1::district_server::{District, DistrictServer};
 use linkage_proto::v1::feeds_server::{Feeds, FeedsServer};
 use linkage_proto::v1::sync_frame::Frame;
 use linkage_proto::v1::sync_server::{Sync, SyncServer};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -34,6 +34,9 @@ pub struct HubService {
     office: Office,
     directory: Arc<Directory>,
     registry: Arc<Registry>,
+    /// Turns true when the server begins a graceful shutdown, which waits for every open
+    /// stream: sessions and feeds end on it. `None` for a service no server will stop.
+    stopping: Option<watch::Receiver<bool>>,
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::SyncFrame, Status>> + Send>>;
@@ -46,6 +49,27 @@ impl HubService {
             office,
             directory,
             registry,
+            stopping: None,
+        }
+    }
+
+    /// Ends open sync sessions and feeds once `stopping` turns true.
+    pub fn with_stop_signal(mut self, stopping: watch::Receiver<bool>) -> Self {
+        self.stopping = Some(stopping);
+        self
+    }
+
+    /// Resolves once the server is shutting down.
+    fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let stopping = self.stopping.clone();
+        async move {
+            match stopping {
+                // An error means the sender is gone with the server, which is a stop too.
+                Some(mut stopping) => {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                }
+                None => std::future::pending().await,
+            }
         }
     }
 
@@ -188,6 +212,9 @@ impl Sync for HubService {
             }),
             figures,
         };
+        // On shutdown the node's side of the stream ends as if it had hung up: the session writes
+        // what the node confirmed and closes its answer stream, which lets the server stop.
+        let inbound = futures::StreamExt::take_until(inbound, Box::pin(self.stopped()));
         let span = info_span!("node_session", org = %org, node = %node_id);
         tokio::spawn(
             async move {
@@ -288,13 +315,21 @@ impl Feeds for HubService {
         }
         let filter = FeedFilter::from_request(&self.directory, &req)?;
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(feed::run(
+        let feed = feed::run(
             self.office.clone(),
             self.directory.clone(),
             filter,
             req.resume_token,
             tx,
-        ));
+        );
+        // A feed only reads, so it may be dropped anywhere; dropping its sender ends the stream.
+        let stopped = self.stopped();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = feed => {}
+                () = stopped => {}
+            }
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

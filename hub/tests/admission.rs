@@ -115,6 +115,7 @@ impl Rogue {
                     record_id: record_id.to_owned(),
                     message,
                     heads: Vec::new(),
+                    ..Default::default()
                 })),
             })
             .await
@@ -161,7 +162,9 @@ impl Rogue {
                     }
                 }
                 Frame::Doc(d) => {
-                    let message = Message::decode(&d.message).expect("the hub sent a bad message");
+                    let bytes = linkage_node::sync::session::message_bytes(&d)
+                        .expect("the hub sent a frame that inflates");
+                    let message = Message::decode(&bytes).expect("the hub sent a bad message");
                     doc.receive_sync_message(&mut state, message).unwrap();
                     if state
                         .their_heads

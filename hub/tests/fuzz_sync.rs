@@ -201,6 +201,7 @@ fn doc_frame(record_id: String, message: Vec<u8>) -> SyncFrame {
             record_id,
             message,
             heads: Vec::new(),
+            ..Default::default()
         })),
     }
 }

@@ -116,6 +116,7 @@ async fn a_record_whose_changes_have_not_arrived_reads_as_not_found() {
                 record_id: id.clone(),
                 message: first.encode(),
                 heads: Vec::new(),
+                ..Default::default()
             })),
         },
         heard,

@@ -144,7 +144,8 @@ fn replica_with_a_case(rt: &tokio::runtime::Runtime) -> (Arc<Replica>, String) {
 }
 
 /// Sync messages Automerge really sends: a first offer (heads and a bloom filter), a message
-/// carrying changes, a V2 message carrying a whole document, and a compressed change.
+/// carrying changes, a V2 message carrying a whole document, and a compressed change; and the
+/// V2 message Linkage's first offer carries, its document saved uncompressed.
 fn real_sync_messages() -> Vec<Vec<u8>> {
     let mut ours = AutoCommit::new();
     ours.put(ROOT, "title", "a case").unwrap();
@@ -181,7 +182,12 @@ fn real_sync_messages() -> Vec<Vec<u8>> {
         flags: None,
         version: automerge::sync::MessageVersion::V2,
     };
-    messages.push(v2.encode());
+    messages.push(v2.clone().encode());
+    let plain = Message {
+        changes: ours.save_nocompress().into(),
+        ..v2
+    };
+    messages.push(plain.encode());
     messages
 }
 
@@ -337,20 +343,21 @@ impl LiveSession {
     /// session answers frames in order, so the answer to the first is whatever arrives before
     /// the marker's refusal: a `Rejected` for its record, or nothing but `Doc` frames (its
     /// reply, and offers the session makes on its own).
-    fn send(&mut self, record_id: String, message: Vec<u8>) -> Answer {
-        let frame = |record_id: String, message: Vec<u8>| pb::SyncFrame {
+    fn send(&mut self, record_id: String, message: Vec<u8>, encoding: i32) -> Answer {
+        let frame = |record_id: String, message: Vec<u8>, encoding: i32| pb::SyncFrame {
             frame: Some(Frame::Doc(pb::DocSync {
                 record_id,
                 message,
                 heads: Vec::new(),
+                encoding,
             })),
         };
         let marker = format!("marker-{}", "m".repeat(300));
         let (to_session, from_session) = (&self.to_session, &mut self.from_session);
         self.rt.block_on(async {
             for frame in [
-                frame(record_id.clone(), message),
-                frame(marker.clone(), vec![1]),
+                frame(record_id.clone(), message, encoding),
+                frame(marker.clone(), vec![1], 0),
             ] {
                 to_session.send(Ok(frame)).await.expect("session is alive");
             }
@@ -382,6 +389,37 @@ fn stored(replica: &Replica) -> (u64, Vec<(String, Vec<u8>)>) {
     (store.last_seq(), store.summaries().unwrap())
 }
 
+/// How a fuzzed frame's message goes on the wire: plain, deflated as a peer would, as raw bytes
+/// claiming to be deflated, or under an encoding nobody defined.
+#[derive(Debug, Clone, Copy)]
+enum Wire {
+    Plain,
+    Deflated,
+    ClaimsDeflated,
+    Unknown(i32),
+}
+
+impl Wire {
+    fn encode(self, bytes: Vec<u8>) -> (Vec<u8>, i32) {
+        let deflate = pb::MessageEncoding::Deflate as i32;
+        match self {
+            Wire::Plain => (bytes, 0),
+            Wire::Deflated => (linkage_node::sync::deflate::deflate(&bytes), deflate),
+            Wire::ClaimsDeflated => (bytes, deflate),
+            Wire::Unknown(encoding) => (bytes, encoding),
+        }
+    }
+}
+
+fn wires() -> impl Strategy<Value = Wire> {
+    prop_oneof![
+        4 => Just(Wire::Plain),
+        3 => Just(Wire::Deflated),
+        2 => Just(Wire::ClaimsDeflated),
+        1 => (2..i32::MAX).prop_map(Wire::Unknown),
+    ]
+}
+
 fn record_ids() -> impl Strategy<Value = Option<String>> {
     prop_oneof![
         4 => Just(None),
@@ -404,15 +442,16 @@ fn sync_frames_of_random_and_mutated_bytes_are_refused_by_name_and_store_nothing
     fuzz(
         "node: sync frames into a live session",
         400,
-        (messages, record_ids()),
-        |(bytes, record_id)| {
+        (messages, record_ids(), wires()),
+        |(bytes, record_id, wire)| {
             if bytes.is_empty() {
                 return Ok(false);
             }
             let mut live = live.borrow_mut();
             let record_id = record_id.unwrap_or_else(|| live.record.clone());
             let before = stored(&live.replica);
-            let refused = match live.send(record_id, bytes) {
+            let (bytes, encoding) = wire.encode(bytes);
+            let refused = match live.send(record_id, bytes, encoding) {
                 Answer::Refused(rejected) => {
                     prop_assert!(!rejected.reason.is_empty(), "{rejected:?}");
                     prop_assert!(!rejected.rule.is_empty(), "{rejected:?}");
@@ -767,6 +806,7 @@ fn grpc_requests_of_random_and_mutated_bytes_decode_or_fail_cleanly() {
                 record_id: "CA-1".into(),
                 message: real_sync_messages().remove(0),
                 heads: vec![vec![0; 32]],
+                ..Default::default()
             })),
         }
         .encode_to_vec(),
@@ -848,13 +888,13 @@ fn bloom_filter_with_zero_bits_per_entry_is_refused_not_a_division_by_zero() {
     let mut live = LiveSession::start();
     let record = live.record.clone();
     let before = stored(&live.replica);
-    match live.send(record.clone(), bytes) {
+    match live.send(record.clone(), bytes, 0) {
         Answer::Refused(r) => assert!(r.reason.contains("bits per entry"), "{r:?}"),
         Answer::Applied => panic!("a zero-bit bloom filter was applied"),
     }
     assert_eq!(stored(&live.replica), before);
     assert!(matches!(
-        live.send(record, real_sync_messages().remove(1)),
+        live.send(record, real_sync_messages().remove(1), 0),
         Answer::Applied
     ));
     still_syncs(&live);
@@ -890,6 +930,43 @@ fn compressed_change_inflating_past_the_document_limit_is_refused() {
         guard::check_message(&message),
         Err(GuardError::Inflated { .. })
     ));
+}
+
+/// A deflated frame is inflated before anything reads it: 30 KiB of deflate claiming to be a
+/// sync message of 30 MiB is refused by the limit, a frame of garbage or under an unknown
+/// encoding by name, and none of them store anything or end the session.
+#[test]
+fn deflated_frames_past_the_limit_or_broken_are_refused_naming_why() {
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(&vec![0u8; 30 << 20]).unwrap();
+    let bomb = encoder.finish().unwrap();
+    assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
+    let deflate = pb::MessageEncoding::Deflate as i32;
+
+    let mut live = LiveSession::start();
+    let record = live.record.clone();
+    let before = stored(&live.replica);
+    for (bytes, encoding, rule, naming) in [
+        (bomb, deflate, "limits", "inflates past"),
+        (vec![0xff; 40], deflate, "protocol", "does not inflate"),
+        (real_sync_messages().remove(1), 7, "protocol", "encoding 7"),
+    ] {
+        match live.send(record.clone(), bytes, encoding) {
+            Answer::Refused(r) => {
+                assert_eq!(r.rule, rule, "{r:?}");
+                assert!(r.reason.contains(naming), "{r:?}");
+            }
+            Answer::Applied => panic!("a frame that should be refused ({naming}) was applied"),
+        }
+        assert_eq!(stored(&live.replica), before);
+    }
+    // The same message deflated as a peer sends it is applied.
+    let deflated = linkage_node::sync::deflate::deflate(&real_sync_messages().remove(1));
+    assert!(matches!(
+        live.send(record, deflated, deflate),
+        Answer::Applied
+    ));
+    still_syncs(&live);
 }
 
 /// One run-length entry can claim 2^40 operations in a dozen bytes.
@@ -1043,7 +1120,7 @@ fn change_whose_sequence_number_skips_ahead_is_refused_not_a_panic() {
     let bytes = message_with_changes(vec![change_with_a_sequence_gap()]).encode();
     let mut live = LiveSession::start();
     let before = stored(&live.replica);
-    match live.send("CA-sequence-gap".into(), bytes) {
+    match live.send("CA-sequence-gap".into(), bytes, 0) {
         Answer::Refused(r) => assert!(r.reason.contains("Automerge"), "{r:?}"),
         Answer::Applied => panic!("a change with a sequence gap was applied"),
     }

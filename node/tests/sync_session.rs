@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use automerge::Automerge;
-use automerge::sync::{Message, State, SyncDoc};
+use automerge::sync::{Message, MessageVersion, State, SyncDoc};
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ReadDoc};
 use futures::StreamExt;
 use linkage_node::office::{Act, Office};
 use linkage_node::org::Directory;
-use linkage_node::record::{Body, RecordKind};
+use linkage_node::record::{Body, RecordKind, doc};
 use linkage_node::replica::{Replica, SystemClock};
 use linkage_node::store::{MemoryStore, Store};
 use linkage_node::sync::session::{self, SessionContext, TrustHub};
@@ -83,7 +84,8 @@ impl Peer {
                     && doc.record_id == id
                     && !doc.message.is_empty()
                 {
-                    return Message::decode(&doc.message).unwrap();
+                    let bytes = linkage_node::sync::session::message_bytes(&doc).unwrap();
+                    return Message::decode(&bytes).unwrap();
                 }
             }
         };
@@ -117,6 +119,7 @@ impl Peer {
                 record_id: id.to_owned(),
                 message: message.encode(),
                 heads: Vec::new(),
+                ..Default::default()
             })),
         };
         self.to_session.send(frame).await.unwrap();
@@ -249,5 +252,67 @@ async fn what_the_peer_confirmed_is_written_when_the_session_ends() {
         office.store().cursor(PEER).unwrap(),
         logged,
         "the cursor covers the confirmed record"
+    );
+}
+
+/// A record new to a replica arrives whole. Its summary says whether its fields hold
+/// concurrent values: the field walk is skipped only for a document made by one chain of
+/// edits, which cannot hold any.
+#[tokio::test]
+async fn a_record_arriving_whole_is_listed_conflicted_only_if_its_fields_are() {
+    let origin = replica(HAIBIN);
+    let plain_id = create_case(&origin, "one chain").await;
+    let forked_id = create_case(&origin, "edited twice at once").await;
+    let plain = origin.read(&plain_id, Automerge::clone).unwrap().unwrap();
+    let base = origin.read(&forked_id, Automerge::clone).unwrap().unwrap();
+    let retitled = |org: &str, title: &str| {
+        let mut copy = base.fork().with_actor(doc::actor_for(org));
+        copy.transact::<_, _, automerge::AutomergeError>(|tx| {
+            let (_, body) = tx
+                .get(automerge::ROOT, "body")?
+                .expect("a record has a body");
+            tx.put(&body, "title", title)
+        })
+        .unwrap();
+        copy
+    };
+    let mut forked = retitled(HAIBIN, "by the township");
+    forked
+        .merge(&mut retitled(MARKET, "by the bureau"))
+        .unwrap();
+
+    let receiver = replica(MARKET);
+    let peer = start_session(&receiver);
+    for (id, doc) in [(&plain_id, &plain), (&forked_id, &forked)] {
+        peer.send(
+            id,
+            Message {
+                heads: doc.get_heads(),
+                need: Vec::new(),
+                have: Vec::new(),
+                changes: doc.save_nocompress().into(),
+                flags: None,
+                version: MessageVersion::V2,
+            },
+        )
+        .await;
+    }
+
+    let summary = |id: &str| {
+        let (receiver, id) = (receiver.clone(), id.to_owned());
+        async move {
+            for _ in 0..500 {
+                if let Some(summary) = receiver.summary(&id).unwrap() {
+                    return summary;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("{id} did not arrive within 10 s");
+        }
+    };
+    assert!(!summary(&plain_id).await.conflicted, "one chain of edits");
+    assert!(
+        summary(&forked_id).await.conflicted,
+        "two offices retitled the record at once"
     );
 }

@@ -11,6 +11,7 @@ use linkage_node::org::Directory;
 use linkage_node::record::doc;
 use linkage_node::replica::{Replica, SystemClock};
 use linkage_node::store::{MemoryStore, Store};
+use linkage_node::sync::deflate;
 use linkage_tests::bench::text::{KIND, TextSource, typed_body};
 
 const RECORDS: usize = 2000;
@@ -91,6 +92,27 @@ fn main() -> anyhow::Result<()> {
         docs[i].generate_sync_message(&mut state).unwrap().encode()
     });
     println!("first offer bytes: {}", messages[0].len());
+    // Linkage's first offer: the document saved plain, the message deflated once.
+    let deflated = time("first offer, plain doc deflated once", RECORDS, |i| {
+        let mut state = State::new();
+        state.their_heads = Some(Vec::new());
+        state.their_need = Some(Vec::new());
+        state.their_have = Some(Vec::new());
+        state.their_capabilities = Some(vec![Capability::MessageV2]);
+        state.peer_read_only = true;
+        let mut message = docs[i].generate_sync_message(&mut state).unwrap();
+        message.changes = docs[i].save_nocompress().into();
+        deflate::deflate(&message.encode())
+    });
+    println!("deflated first offer bytes: {}", deflated[0].len());
+    time("inflate + decode + receive into empty doc", RECORDS, |i| {
+        let mut doc = Automerge::new();
+        let mut state = State::new();
+        let plain = deflate::inflate(&deflated[i]).unwrap();
+        doc.receive_sync_message(&mut state, Message::decode(&plain).unwrap())
+            .unwrap();
+        (doc, state)
+    });
     let plain: usize = docs.iter().map(|d| d.save_nocompress().len()).sum();
     let packed: usize = docs.iter().map(|d| d.save().len()).sum();
     println!(
@@ -113,6 +135,12 @@ fn main() -> anyhow::Result<()> {
     });
     time("Automerge hydrate whole doc", RECORDS, |i| {
         received[i].0.hydrate(None)
+    });
+    time("doc::conflicts (field walk)", RECORDS, |i| {
+        doc::conflicts(&received[i].0)
+    });
+    time("get_changes_meta(&[])", RECORDS, |i| {
+        received[i].0.get_changes_meta(&[]).len()
     });
     time("hydrate_envelope", RECORDS, |i| {
         doc::hydrate_envelope(&received[i].0).unwrap()

@@ -6,12 +6,13 @@
 //! validation in through [`session::Gate`].
 
 pub mod client;
+pub mod deflate;
 pub mod guard;
 pub mod session;
 
 /// Version of the frame protocol in `proto/linkage/v1/sync.proto`. A peer speaking another
-/// version is refused at hello.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// version is refused at hello. Version 2 added deflated first offers (`MessageEncoding`).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest gRPC message either side accepts. One frame carries one record's sync message
 /// and records are capped at [`crate::replica::MAX_DOCUMENT_BYTES`]; anything larger is refused

@@ -6,19 +6,22 @@
 //! reported heads include every head the record had when it was offered, so a message that
 //! was generated but never delivered is offered again on the next session.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use automerge::sync::{BloomFilter, Capability, Have, Message, State, SyncDoc};
+use automerge::sync::{BloomFilter, Capability, ChunkList, Have, Message, State, SyncDoc};
 use automerge::{Automerge, ChangeMetadata};
 use futures::{FutureExt, Stream, StreamExt};
-use linkage_proto::v1::{DocSync, Progress, Rejected, SyncFrame, sync_frame::Frame};
+use linkage_proto::v1::{
+    DocSync, MessageEncoding, Progress, Rejected, SyncFrame, sync_frame::Frame,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, info, instrument, warn};
 
-use super::{MAX_FRAME_BYTES, SyncError};
+use super::{MAX_FRAME_BYTES, SyncError, deflate};
 use crate::record::Record;
 use crate::record::doc::DocError;
 use crate::replica::{Known, Replica, ReplicaError, Summary};
@@ -342,7 +345,7 @@ impl Session {
     async fn prepare_offers(
         &mut self,
         pick: impl FnOnce(&Replica) -> Result<Vec<(String, Seq)>, SyncError> + Send + 'static,
-    ) -> Result<Vec<(String, Seq, Option<(Option<Vec<u8>>, bool)>)>, SyncError> {
+    ) -> Result<Vec<(String, Seq, Option<(Option<Outgoing>, bool)>)>, SyncError> {
         let mut states = std::mem::take(&mut self.states);
         let gate = self.ctx.gate.clone();
         let peer = self.ctx.peer_key.clone();
@@ -386,7 +389,7 @@ impl Session {
         &mut self,
         id: String,
         seq: Seq,
-        outcome: Option<(Option<Vec<u8>>, bool)>,
+        outcome: Option<(Option<Outgoing>, bool)>,
     ) -> Result<(), SyncError> {
         let message = match outcome {
             // Not offered, or the peer already holds all of it (state persisted already).
@@ -395,10 +398,11 @@ impl Session {
             Some((None, false)) => None,
             Some((Some(message), _)) => Some(message),
         };
-        if let Some(bytes) = &message
-            && bytes.len() > MAX_FRAME_BYTES
+        if let Some(message) = &message
+            && message.bytes.len() > MAX_FRAME_BYTES
         {
-            warn!(record = %id, bytes = bytes.len(), "record too large to sync; skipped");
+            let bytes = message.bytes.len();
+            warn!(record = %id, bytes, "record too large to sync; skipped");
             return Ok(());
         }
         let now = self.ctx.replica.now_ms();
@@ -417,8 +421,9 @@ impl Session {
             Some(message) => {
                 self.send(Frame::Doc(DocSync {
                     record_id: id,
-                    message,
+                    message: message.bytes,
                     heads: Vec::new(),
+                    encoding: message.encoding.into(),
                 }))
                 .await
             }
@@ -593,11 +598,13 @@ impl Session {
                         record_id: id,
                         message: reply.encode(),
                         heads: Vec::new(),
+                        encoding: MessageEncoding::Plain.into(),
                     },
                     None => DocSync {
                         record_id: id,
                         message: Vec::new(),
                         heads,
+                        encoding: MessageEncoding::Plain.into(),
                     },
                 };
                 self.send(Frame::Doc(frame)).await
@@ -827,6 +834,22 @@ fn resumed(mut state: State) -> State {
     state
 }
 
+/// A sync message encoded for the wire.
+#[derive(Debug, Clone)]
+struct Outgoing {
+    bytes: Vec<u8>,
+    encoding: MessageEncoding,
+}
+
+impl Outgoing {
+    fn plain(message: Message) -> Self {
+        Outgoing {
+            bytes: message.encode(),
+            encoding: MessageEncoding::Plain,
+        }
+    }
+}
+
 /// The first message of a record to a peer that has no sync state persisted for it, and the
 /// state that message leaves.
 ///
@@ -841,9 +864,12 @@ fn resumed(mut state: State) -> State {
 ///
 /// The message depends only on the document's heads, so the replica makes it once per state
 /// of the record ([`Replica::read_memo`]) and every session that offers that state sends it.
+/// Automerge would put the document in it saved with its columns deflated one by one, each
+/// with a fresh deflate state; it goes in saved plain instead, and the whole message is
+/// deflated once ([`deflate`]).
 #[derive(Debug)]
 struct FirstOffer {
-    message: Option<Vec<u8>>,
+    message: Option<Outgoing>,
     state: State,
 }
 
@@ -854,8 +880,46 @@ impl FirstOffer {
         state.their_need = Some(Vec::new());
         state.their_have = Some(Vec::new());
         state.their_capabilities = Some(vec![Capability::MessageV2]);
-        let message = doc.generate_sync_message(&mut state).map(Message::encode);
-        FirstOffer { message, state }
+        if doc.get_heads().is_empty() {
+            let message = doc.generate_sync_message(&mut state).map(Outgoing::plain);
+            return FirstOffer { message, state };
+        }
+
+        // Made as to a read-only peer, Automerge's message has the heads, needs and bloom
+        // filter of a whole-document offer and leaves the same state, but carries no changes
+        // and saves nothing; the document and the hashes it sends are added here.
+        state.peer_read_only = true;
+        let message = doc.generate_sync_message(&mut state);
+        state.peer_read_only = false;
+        let Some(mut message) = message else {
+            return FirstOffer {
+                message: None,
+                state,
+            };
+        };
+        message.changes = ChunkList::from(doc.save_nocompress());
+        state
+            .sent_hashes
+            .extend(doc.get_changes_meta(&[]).iter().map(|change| change.hash));
+
+        let plain = message.encode();
+        // Past what a peer inflates, it stays plain, for the size check on sending to skip it
+        // with a warning (a peer's guard would refuse it however it came).
+        let message = if plain.len() > deflate::MAX_INFLATED {
+            Outgoing {
+                bytes: plain,
+                encoding: MessageEncoding::Plain,
+            }
+        } else {
+            Outgoing {
+                bytes: deflate::deflate(&plain),
+                encoding: MessageEncoding::Deflate,
+            }
+        };
+        FirstOffer {
+            message: Some(message),
+            state,
+        }
     }
 }
 
@@ -868,7 +932,7 @@ fn prepare_offer(
     gate: &dyn Gate,
     id: &str,
     state: Option<State>,
-) -> Result<(Option<(Option<Vec<u8>>, bool)>, State), SyncError> {
+) -> Result<(Option<(Option<Outgoing>, bool)>, State), SyncError> {
     let Some(summary) = replica.summary(id)? else {
         return Ok((None, state.unwrap_or_default()));
     };
@@ -889,7 +953,7 @@ fn prepare_offer(
         if covers(state.their_heads.as_deref(), &heads) {
             return (None, true);
         }
-        let message = doc.generate_sync_message(&mut state).map(Message::encode);
+        let message = doc.generate_sync_message(&mut state).map(Outgoing::plain);
         (message, covers(state.their_heads.as_deref(), &heads))
     })?;
     Ok((outcome, state))
@@ -920,7 +984,11 @@ fn check_doc(frame: DocSync) -> Result<Incoming, FrameRefusal> {
         );
         return Err(refuse(id, "protocol", reason));
     }
-    let message = match Message::decode(&frame.message) {
+    let bytes = match wire_bytes(frame.encoding, &frame.message) {
+        Ok(bytes) => bytes,
+        Err((rule, reason)) => return Err(refuse(id, rule, reason)),
+    };
+    let message = match Message::decode(&bytes) {
         Ok(message) => message,
         Err(e) => {
             return Err(refuse(
@@ -934,6 +1002,27 @@ fn check_doc(frame: DocSync) -> Result<Incoming, FrameRefusal> {
         return Err(refuse(id, "limits", e.to_string()));
     }
     Ok(Incoming { id, message })
+}
+
+/// The encoded sync message a frame carries, inflated if it came deflated; or the rule it
+/// breaks and why.
+pub fn message_bytes(frame: &DocSync) -> Result<Cow<'_, [u8]>, (&'static str, String)> {
+    wire_bytes(frame.encoding, &frame.message)
+}
+
+fn wire_bytes(encoding: i32, message: &[u8]) -> Result<Cow<'_, [u8]>, (&'static str, String)> {
+    match MessageEncoding::try_from(encoding) {
+        Ok(MessageEncoding::Plain) => Ok(Cow::Borrowed(message)),
+        Ok(MessageEncoding::Deflate) => match deflate::inflate(message) {
+            Ok(plain) => Ok(Cow::Owned(plain)),
+            Err(e @ deflate::InflateError::TooLarge { .. }) => Err(("limits", e.to_string())),
+            Err(e) => Err(("protocol", e.to_string())),
+        },
+        Err(_) => Err((
+            "protocol",
+            format!("unknown sync message encoding {encoding}"),
+        )),
+    }
 }
 
 fn check_record_id(id: String) -> Result<String, FrameRefusal> {
