@@ -878,3 +878,73 @@ fn help_explains_every_flag_and_names_only_real_commands() {
         }
     }
 }
+
+/// `linkage watch` prints a header, then one line per change; when the node goes away it
+/// fails saying how far it got and how to resume from there.
+#[test]
+fn watch_names_the_position_to_resume_from_when_the_node_goes_away() {
+    use std::io::{BufRead, BufReader};
+
+    let folder = TempDir::new().unwrap();
+    let mut node = NodeBinary::start(HAIBIN, folder.path());
+    let url = node.url();
+    let notice = r#"{"category": 1, "title": "t", "content": "c", "formed_at_ms": 1790000000000, "related_record": ""}"#;
+    for _ in 0..2 {
+        succeeded(&linkage(
+            &url,
+            &["create", "shared_info", "--body", notice],
+            None,
+        ));
+    }
+
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_linkage"))
+        .args(["--node", &url, "watch"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("linkage watch starts");
+    let mut lines = BufReader::new(watch.stdout.take().expect("stdout is piped")).lines();
+    let header = lines.next().expect("a header").unwrap();
+    assert!(
+        header.contains("位置 position") && header.contains("标题 title"),
+        "{header}"
+    );
+    let mut last = String::new();
+    for _ in 0..2 {
+        last = lines.next().expect("a record line").unwrap();
+    }
+    let position = last
+        .split_whitespace()
+        .next()
+        .expect("a position")
+        .to_owned();
+    assert!(position.parse::<u64>().is_ok(), "{last}");
+
+    node.kill9();
+    let output = watch.wait_with_output().expect("linkage watch ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("resume with `linkage watch --after {position}`")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("已显示至位置 {position}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("连接中断 connection lost"), "{stderr}");
+}
+
+/// A command sent to the wrong kind of server is told so, not answered with an empty error.
+#[test]
+fn a_hub_command_sent_to_a_node_says_which_server_to_name() {
+    let folder = TempDir::new().unwrap();
+    let node = NodeBinary::start(HAIBIN, folder.path());
+    let stderr = failed(&run(&["--hub", &node.url(), "status"], None));
+    assert!(
+        stderr.contains("该服务器不提供此命令 this server does not offer this command"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--hub the hub"), "{stderr}");
+}

@@ -300,7 +300,43 @@ struct CliError(String);
 
 impl From<tonic::Status> for CliError {
     fn from(status: tonic::Status) -> Self {
-        CliError(format!("{} ({:?})", status.message(), status.code()))
+        // tonic reports a connection that broke mid-answer as Unknown, naming the transport.
+        let broken = status.code() == tonic::Code::Unknown
+            && (status.message().starts_with("h2 protocol error")
+                || status.message().starts_with("transport error"));
+        let kind = if broken {
+            "连接中断 connection lost"
+        } else {
+            failure_kind(status.code())
+        };
+        let detail = match status.message() {
+            // A server without the service answers with no message at all: most often a node
+            // command sent to the hub, or a hub command to a node.
+            "" if status.code() == tonic::Code::Unimplemented => {
+                "--node must name a node and --hub the hub".to_owned()
+            }
+            "" => "the server gave no reason".to_owned(),
+            message => message.to_owned(),
+        };
+        CliError(format!("{kind}: {detail} ({:?})", status.code()))
+    }
+}
+
+/// What kind of failure a gRPC code means, for office staff and in English.
+fn failure_kind(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::InvalidArgument | Code::OutOfRange => "输入有误 invalid input",
+        Code::FailedPrecondition => "不符合协作规则 not allowed by the rules",
+        Code::NotFound => "未找到 not found",
+        Code::AlreadyExists => "已存在 already exists",
+        Code::PermissionDenied | Code::Unauthenticated => "无权操作 not permitted",
+        Code::ResourceExhausted => "超出限制 over a limit",
+        Code::Unavailable => "服务器不可用 server unavailable",
+        Code::DeadlineExceeded => "超时 timed out",
+        Code::Unimplemented => "该服务器不提供此命令 this server does not offer this command",
+        Code::Cancelled | Code::Aborted => "已中断 interrupted",
+        Code::Internal | Code::Unknown | Code::DataLoss | Code::Ok => "服务器故障 server failure",
     }
 }
 
@@ -438,7 +474,7 @@ async fn connect(cli: &Cli, url: &str, what: &str) -> CliResult<Channel> {
         .connect_timeout(std::time::Duration::from_secs(5))
         .connect()
         .await
-        .map_err(|e| CliError(format!("cannot reach the {what} at {url}: {e}")))
+        .map_err(|e| CliError(format!("无法连接 cannot reach the {what} at {url}: {e}")))
 }
 
 async fn records(cli: &Cli) -> CliResult<RecordsClient<Channel>> {
@@ -649,8 +685,24 @@ async fn run(cli: &Cli) -> CliResult {
                 .watch(pb::WatchRequest { after: *after })
                 .await?
                 .into_inner();
-            while let Some(change) = stream.message().await? {
-                out.record_change(&change);
+            out.record_change_header();
+            let mut last = *after;
+            loop {
+                match stream.message().await {
+                    Ok(Some(change)) => {
+                        last = change.position;
+                        out.record_change(&change);
+                    }
+                    Ok(None) => break,
+                    // Whoever watches wants to pick up where the stream broke off.
+                    Err(status) => {
+                        let CliError(message) = status.into();
+                        return Err(CliError(format!(
+                            "{message}; 已显示至位置 {last} shown up to position {last}: \
+                             resume with `linkage watch --after {last}`"
+                        )));
+                    }
+                }
             }
         }
         Command::Feed {

@@ -439,6 +439,13 @@ impl Output {
         say!("{t}");
     }
 
+    /// The column names above [`Output::record_change`] lines (none in JSON).
+    pub fn record_change_header(&self) {
+        if !self.json {
+            say!("位置 position  记录 record  类型 kind  状态 status  主办 owner  标题 title");
+        }
+    }
+
     pub fn record_change(&self, change: &pb::RecordChange) {
         let summary = change.record.clone().unwrap_or_default();
         let e = summary.envelope.clone().unwrap_or_default();
