@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use automerge::Automerge;
 use automerge::sync::{Capability, Message, State, SyncDoc};
+use automerge::{Automerge, ReadDoc};
 use linkage_node::office::{Act, Office};
 use linkage_node::org::Directory;
 use linkage_node::record::doc;
@@ -144,6 +144,24 @@ fn main() -> anyhow::Result<()> {
     });
     time("hydrate_envelope", RECORDS, |i| {
         doc::hydrate_envelope(&received[i].0).unwrap()
+    });
+    time("hydrate events", RECORDS, |i| {
+        autosurgeon::hydrate_prop::<_, Vec<linkage_node::record::WorkflowEvent>, _, _>(
+            &received[i].0,
+            automerge::ROOT,
+            "events",
+        )
+        .unwrap()
+    });
+    time("map_range over body (no hydration)", RECORDS, |i| {
+        let doc = &received[i].0;
+        let (_, body) = doc.get(automerge::ROOT, "body").unwrap().unwrap();
+        doc.map_range(&body, ..).count()
+    });
+    time("get body.title", RECORDS, |i| {
+        let doc = &received[i].0;
+        let (_, body) = doc.get(automerge::ROOT, "body").unwrap().unwrap();
+        doc.get(&body, "title").unwrap().is_some()
     });
     time("answer generate_sync_message", RECORDS, |i| {
         let mut state = received[i].1.clone();

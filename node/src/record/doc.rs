@@ -9,6 +9,7 @@ use automerge::transaction::CommitOptions;
 use automerge::{ActorId, Automerge, ObjType, ReadDoc, Value};
 use serde::Serialize;
 
+use super::one_pass::OnePass;
 use super::{Body, Envelope, Record, RecordKind, WorkflowEvent, for_kind};
 
 /// Marks the end of the organisation id inside an actor id. Organisation ids are printable
@@ -94,7 +95,8 @@ fn reconcile_body<T: autosurgeon::Doc>(tx: &mut T, body: &Body) -> Result<(), Do
 
 /// Reads the whole record out of a document.
 pub fn hydrate_record(doc: &Automerge) -> Result<Record, DocError> {
-    let envelope = hydrate_envelope(doc)?;
+    let doc = &OnePass::new(doc);
+    let envelope = hydrate_envelope_from(doc)?;
     let kind = envelope.kind().map_err(|e| DocError::Hydrate {
         what: envelope.id.clone(),
         detail: e.to_string(),
@@ -118,13 +120,17 @@ pub fn hydrate_record(doc: &Automerge) -> Result<Record, DocError> {
 }
 
 pub fn hydrate_envelope(doc: &Automerge) -> Result<Envelope, DocError> {
+    hydrate_envelope_from(&OnePass::new(doc))
+}
+
+fn hydrate_envelope_from(doc: &OnePass<'_>) -> Result<Envelope, DocError> {
     autosurgeon::hydrate_prop(doc, automerge::ROOT, "envelope").map_err(|e| DocError::Hydrate {
         what: "envelope".into(),
         detail: e.to_string(),
     })
 }
 
-fn hydrate_body(doc: &Automerge, kind: RecordKind) -> Result<Body, String> {
+fn hydrate_body(doc: &OnePass<'_>, kind: RecordKind) -> Result<Body, String> {
     for_kind!(kind, T, ctor => autosurgeon::hydrate_prop::<_, T, _, _>(doc, automerge::ROOT, "body")
         .map(ctor)
         .map_err(|e| e.to_string()))
@@ -171,7 +177,7 @@ pub fn append_event(
     now_ms: i64,
 ) -> Result<(), DocError> {
     let mut events: Vec<WorkflowEvent> =
-        autosurgeon::hydrate_prop(&*doc, automerge::ROOT, "events").map_err(|e| {
+        autosurgeon::hydrate_prop(&OnePass::new(doc), automerge::ROOT, "events").map_err(|e| {
             DocError::Hydrate {
                 what: "events".into(),
                 detail: e.to_string(),
@@ -432,6 +438,72 @@ mod tests {
             }),
             events: vec![WorkflowEvent::new(Action::Notified, 1_000, owner)],
         }
+    }
+
+    /// The record as autosurgeon reads it straight from the document, field by field.
+    fn hydrated_directly(doc: &Automerge) -> Record {
+        let envelope: Envelope =
+            autosurgeon::hydrate_prop(doc, automerge::ROOT, "envelope").unwrap();
+        let kind = envelope.kind().unwrap();
+        let body = for_kind!(kind, T, ctor => autosurgeon::hydrate_prop::<_, T, _, _>(doc, automerge::ROOT, "body")
+            .map(ctor)
+            .unwrap());
+        let events = autosurgeon::hydrate_prop(doc, automerge::ROOT, "events").unwrap();
+        let mut envelope = envelope;
+        dedup_parties(&mut envelope.parties);
+        Record {
+            envelope,
+            body,
+            events,
+        }
+    }
+
+    /// `OnePass` (one read per object) must pick the same winner of concurrent writes as
+    /// autosurgeon's own field-by-field reads, on both ends of a merge.
+    #[test]
+    fn one_pass_hydration_matches_autosurgeons_own_on_conflicted_documents() {
+        let record = notice("130304100");
+        let base = new_document(&record, actor_for("130304100"), 1_000).unwrap();
+        assert_eq!(hydrate_record(&base).unwrap(), hydrated_directly(&base));
+
+        let edit = |org: &str, hazard: &str, party: &str, at: i64| {
+            let mut copy = base.fork().with_actor(actor_for(org));
+            let mut body = record.body.clone();
+            if let Body::UrgentNotice(notice) = &mut body {
+                notice.hazard = hazard.into();
+                notice.measures = format!("measures by {org}");
+            }
+            edit_body(&mut copy, &body, &["hazard", "measures"], at).unwrap();
+            append_event(&mut copy, &WorkflowEvent::new(Action::Updated, at, org), at).unwrap();
+            let mut parties = record.envelope.parties.clone();
+            parties.push(party.into());
+            set_parties(&mut copy, &parties, at).unwrap();
+            copy
+        };
+        let mut township = edit("130304100", "gas cylinders, now removed", "bdh-scjg", 2_000);
+        let mut bureau = edit(
+            "bdh-yjgl",
+            "gas cylinders, two more found",
+            "bdh-zrzy",
+            2_001,
+        );
+        township.merge(&mut bureau.clone()).unwrap();
+        bureau.merge(&mut township.clone()).unwrap();
+
+        for doc in [&township, &bureau] {
+            assert!(
+                !conflicts(doc).is_empty(),
+                "the hazard was edited twice at once"
+            );
+            let read = hydrate_record(doc).unwrap();
+            assert_eq!(read, hydrated_directly(doc));
+            assert_eq!(read.events.len(), 3, "{:?}", read.events);
+            assert_eq!(hydrate_envelope(doc).unwrap(), read.envelope);
+        }
+        assert_eq!(
+            hydrate_record(&township).unwrap(),
+            hydrate_record(&bureau).unwrap()
+        );
     }
 
     /// A field holding a list of maps is written whole and reads back as the body was given;

@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod doc;
+pub mod one_pass;
 pub mod status;
 
 use std::fmt;
