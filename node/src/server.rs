@@ -230,10 +230,28 @@ pub fn write_addr_file(path: &std::path::Path, addr: SocketAddr) -> std::io::Res
     std::fs::rename(tmp, path)
 }
 
+/// Automerge instruments its loading and column parsing with INFO spans whose arguments are
+/// formatted on every call: enabled, they were about 5 % of the hub's CPU in sync (`perf`,
+/// 2026-12-05). Its warnings still show; naming `automerge` in `RUST_LOG` brings them back.
+const QUIET_LIBRARIES: &str = "automerge=warn";
+
+/// The log filter: `RUST_LOG` (default `info`), with [`QUIET_LIBRARIES`] unless it names them.
+fn log_filter(rust_log: Option<&str>) -> String {
+    let spec = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or("info");
+    if spec.contains("automerge") {
+        spec.to_owned()
+    } else {
+        format!("{spec},{QUIET_LIBRARIES}")
+    }
+}
+
 /// Logs to stderr in the format the binaries share; `RUST_LOG` sets the level.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let spec = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        eprintln!("RUST_LOG {spec:?} is not a log filter ({e}); logging at info");
+        tracing_subscriber::EnvFilter::new(log_filter(None))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -255,4 +273,30 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn automerge_spans_are_quiet_unless_rust_log_names_automerge() {
+        assert_eq!(log_filter(None), "info,automerge=warn");
+        assert_eq!(log_filter(Some("  ")), "info,automerge=warn");
+        assert_eq!(
+            log_filter(Some("debug,h2=warn")),
+            "debug,h2=warn,automerge=warn"
+        );
+        assert_eq!(
+            log_filter(Some("info,automerge=trace")),
+            "info,automerge=trace"
+        );
+        for spec in [None, Some("debug"), Some("automerge=debug")] {
+            let spec = log_filter(spec);
+            assert!(
+                tracing_subscriber::EnvFilter::try_new(&spec).is_ok(),
+                "{spec}"
+            );
+        }
+    }
 }
