@@ -228,7 +228,7 @@ fn haibin_transfer(at_ms: i64) -> (String, Automerge) {
 /// and its saved bytes.
 fn hub_copy(hub: &Replica, id: &str) -> (Option<Summary>, Option<Vec<u8>>) {
     (
-        hub.summary(id).unwrap(),
+        hub.summary(id).unwrap().map(|s| Summary::clone(&s)),
         hub.read(id, |d| d.save()).unwrap(),
     )
 }

@@ -21,7 +21,7 @@ const WATCH_BATCH: usize = 256;
 #[derive(Debug, Clone)]
 pub struct RecordChange {
     pub position: Seq,
-    pub summary: Summary,
+    pub summary: Arc<Summary>,
 }
 
 /// Sends every record changed after `after` into `tx`, then each change as it is made durable,
@@ -81,9 +81,12 @@ pub async fn run(
     }
 }
 
-/// The next change-log entries after `after`, each with its record's summary (`None` for an
-/// entry whose summary is gone, which the watcher skips).
-fn read_after(replica: &Replica, after: Seq) -> Result<Vec<(Seq, Option<Summary>)>, ReplicaError> {
+/// A change-log position and the summary of the record changed there (`None` for an entry
+/// whose summary is gone, which the watcher skips).
+type Entry = (Seq, Option<Arc<Summary>>);
+
+/// The next change-log entries after `after`, each with its record's summary.
+fn read_after(replica: &Replica, after: Seq) -> Result<Vec<Entry>, ReplicaError> {
     replica
         .store()
         .changed_since(after, WATCH_BATCH)?

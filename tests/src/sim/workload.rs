@@ -306,7 +306,7 @@ impl Sim {
         let parties = replica
             .summary(&id)
             .unwrap()
-            .map(|s| s.parties)
+            .map(|s| s.parties.clone())
             .unwrap_or_default();
         let candidates: Vec<&str> = ORGS
             .iter()
@@ -346,7 +346,7 @@ impl Sim {
             .clone()
             .expect("writes go to running nodes");
         let heads = replica.read(id, |d| d.get_heads()).unwrap().unwrap();
-        let parties = replica.summary(id).unwrap().unwrap().parties;
+        let parties = replica.summary(id).unwrap().unwrap().parties.clone();
         self.entitled
             .entry(id.to_owned())
             .or_default()
