@@ -119,6 +119,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn peer_state(&self, peer: &str, doc: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn put_peer_state(&self, peer: &str, doc: &str, state: &[u8]) -> Result<(), StoreError>;
 
+    /// [`Store::put_peer_state`] for several records of one peer, in one write where the
+    /// engine can: a sync session confirms records in batches, and one write per record was
+    /// 6 % of the hub's CPU in sync.
+    fn put_peer_states(&self, peer: &str, states: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        for (doc, state) in states {
+            self.put_peer_state(peer, doc, state)?;
+        }
+        Ok(())
+    }
+
     /// The cursor into this store's change log up to which `peer` has confirmed it holds
     /// every change (0 when unknown).
     fn cursor(&self, peer: &str) -> Result<Seq, StoreError>;

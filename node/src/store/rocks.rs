@@ -462,6 +462,18 @@ impl Store for RocksStore {
         self.write_unsynced(batch, "write peer sync state")
     }
 
+    fn put_peer_states(&self, peer: &str, states: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        let cf = self.cf(CF_PEERS)?;
+        let mut batch = WriteBatch::default();
+        for (doc, state) in states {
+            batch.put_cf(cf, peer_state_key(peer, doc), state);
+        }
+        self.write_unsynced(batch, "write peer sync states")
+    }
+
     fn cursor(&self, peer: &str) -> Result<Seq, StoreError> {
         let mut key = peer_prefix(peer);
         key.push(PEER_CURSOR);

@@ -232,6 +232,21 @@ fn peer_state_and_cursor_round_trip(store: &impl Store) {
     );
     assert_eq!(store.peer_state("other", "a").unwrap(), None);
     assert_eq!(store.cursor("hub").unwrap(), 42);
+
+    // Several at once, as a session confirms a batch: each kept under its own record, the
+    // last of a repeated record winning, other peers untouched.
+    let batch = [("b", "heads-b2"), ("c", "heads-c"), ("c", "heads-c2")]
+        .map(|(doc, state)| (doc.to_owned(), state.as_bytes().to_vec()));
+    store.put_peer_states("hub", &batch).unwrap();
+    store.put_peer_states("hub", &[]).unwrap();
+    for (doc, state) in [("a", "heads-2"), ("b", "heads-b2"), ("c", "heads-c2")] {
+        assert_eq!(
+            store.peer_state("hub", doc).unwrap().as_deref(),
+            Some(state.as_bytes()),
+            "{doc}"
+        );
+    }
+    assert_eq!(store.peer_state("other", "c").unwrap(), None);
 }
 
 fn forget_peer_drops_only_that_peer(store: &impl Store) {

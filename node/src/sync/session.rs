@@ -352,6 +352,7 @@ impl Session {
         let (states, prepared) = blocking(&self.ctx.replica, move |r| {
             let batch = pick(r)?;
             let mut prepared = Vec::with_capacity(batch.len());
+            let mut held = Vec::new();
             for (id, seq) in batch {
                 let (state, stored) = match states.remove(&id) {
                     Some(state) => (Some(state), false),
@@ -363,7 +364,7 @@ impl Session {
                     // for the hub's heads comparison, here rather than in another trip (unless
                     // the stored state is what said so).
                     Some((None, true)) if !stored => {
-                        r.store().put_peer_state(&peer, &id, &state.encode())?;
+                        held.push((id.clone(), state.encode()));
                     }
                     Some((None, true)) | None => {}
                     // An exchange is open: its state stays in memory until it settles.
@@ -373,6 +374,7 @@ impl Session {
                 }
                 prepared.push((id, seq, outcome));
             }
+            r.store().put_peer_states(&peer, &held)?;
             Ok((states, prepared))
         })
         .await?;
@@ -547,6 +549,7 @@ impl Session {
         let outcomes = blocking(&self.ctx.replica, move |r| {
             let logged_before = r.store().last_seq();
             let mut outcomes = Vec::with_capacity(inputs.len());
+            let mut confirmed_states = Vec::new();
             for (Incoming { id, message }, state) in inputs {
                 let state = match state {
                     Some(state) => state,
@@ -559,10 +562,11 @@ impl Session {
                     ..
                 } = &received
                 {
-                    r.store().put_peer_state(&peer, &id, &state.encode())?;
+                    confirmed_states.push((id.clone(), state.encode()));
                 }
                 outcomes.push((id, received));
             }
+            r.store().put_peer_states(&peer, &confirmed_states)?;
             // The batch's changes were written unsynced; one disk sync makes them all durable
             // before any is answered or offered on (group commit within one session).
             if r.store().last_seq() != logged_before {
