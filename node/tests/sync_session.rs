@@ -316,3 +316,87 @@ async fn a_record_arriving_whole_is_listed_conflicted_only_if_its_fields_are() {
         "two offices retitled the record at once"
     );
 }
+
+/// A record loaded into a replica with nothing in memory takes its conflict flag from its
+/// stored summary: a conflicted one stays conflicted through a later linear change, and a
+/// clean one still notices a concurrent change.
+#[tokio::test]
+async fn a_reloaded_records_conflict_flag_follows_later_changes() {
+    let origin = replica(HAIBIN);
+    let clean_id = create_case(&origin, "clean").await;
+    let forked_id = create_case(&origin, "edited twice at once").await;
+    let clean = origin.read(&clean_id, Automerge::clone).unwrap().unwrap();
+    let forked_base = origin.read(&forked_id, Automerge::clone).unwrap().unwrap();
+    let put = |doc: &Automerge, org: &str, field: &str, value: &str| {
+        let mut copy = doc.fork().with_actor(doc::actor_for(org));
+        copy.transact::<_, _, automerge::AutomergeError>(|tx| {
+            let (_, body) = tx
+                .get(automerge::ROOT, "body")?
+                .expect("a record has a body");
+            tx.put(&body, field, value)
+        })
+        .unwrap();
+        copy
+    };
+    let mut forked = put(&forked_base, HAIBIN, "title", "by the township");
+    forked
+        .merge(&mut put(&forked_base, MARKET, "title", "by the bureau"))
+        .unwrap();
+
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let open = || Replica::open(MARKET, store.clone(), Arc::new(SystemClock), 64).unwrap();
+    let take = |replica: &Replica, id: &str, doc: &Automerge| {
+        let mut incoming = doc.clone();
+        replica
+            .change_unsynced(id, true, |ours| {
+                ours.merge(&mut incoming).map_err(|e| {
+                    linkage_node::replica::ReplicaError::from(
+                        linkage_node::record::doc::DocError::Load(e.to_string()),
+                    )
+                })?;
+                Ok::<_, linkage_node::replica::ReplicaError>(((), Default::default()))
+            })
+            .unwrap();
+    };
+    let conflicted = |replica: &Replica, id: &str| replica.summary(id).unwrap().unwrap().conflicted;
+
+    let first = open();
+    take(&first, &clean_id, &clean);
+    take(&first, &forked_id, &forked);
+    assert!(!conflicted(&first, &clean_id));
+    assert!(conflicted(&first, &forked_id));
+    drop(first);
+
+    // Cold: both documents are loaded from the store.
+    let reopened = open();
+    take(
+        &reopened,
+        &forked_id,
+        &put(&forked, HAIBIN, "place", "the pier"),
+    );
+    assert!(
+        conflicted(&reopened, &forked_id),
+        "a linear change to a conflicted record leaves its conflict standing"
+    );
+    take(
+        &reopened,
+        &clean_id,
+        &put(&clean, HAIBIN, "place", "the pier"),
+    );
+    assert!(
+        !conflicted(&reopened, &clean_id),
+        "a linear change keeps it clean"
+    );
+    drop(reopened);
+
+    let again = open();
+    take(
+        &again,
+        &clean_id,
+        &put(&clean, MARKET, "place", "the beach"),
+    );
+    assert!(
+        conflicted(&again, &clean_id),
+        "a change concurrent with the stored one is noticed"
+    );
+}
