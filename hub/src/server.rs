@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use linkage_node::office::Office;
 use linkage_node::replica::{Replica, ReplicaError, SystemClock};
-use linkage_node::server::{incoming, write_addr_file};
+use linkage_node::server::{incoming, serve_with_grace, write_addr_file};
 use linkage_node::store::{RocksStore, Store, StoreError};
 use tokio::net::TcpListener;
 use tracing::info;
@@ -87,23 +87,26 @@ pub async fn run(
         info!("hub stopping: ending sync sessions and feeds");
         let _ = stopping_tx.send(true);
     };
-    let service = HubService::new(office, Arc::new(registry)).with_stop_signal(stopping);
+    let service = HubService::new(office, Arc::new(registry)).with_stop_signal(stopping.clone());
     let (_reporter, health, reflection) =
         linkage_node::service::standard_services("linkage.v1.Sync").await;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
         builder = builder.tls_config(tls.server_config()?)?;
     }
-    builder
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(service.sync_server())
-        .add_service(service.district_server())
-        .add_service(service.feeds_server())
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await?;
+    serve_with_grace(
+        builder
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(service.sync_server())
+            .add_service(service.district_server())
+            .add_service(service.feeds_server())
+            .serve_with_incoming_shutdown(incoming(listener), shutdown),
+        stopping,
+    )
+    .await?;
     info!("hub stopped");
     Ok(())
 }

@@ -315,6 +315,7 @@ impl Feeds for HubService {
         }
         let filter = FeedFilter::from_request(&self.directory, &req)?;
         let (tx, rx) = mpsc::channel(64);
+        let farewell = tx.clone();
         let feed = feed::run(
             self.office.clone(),
             self.directory.clone(),
@@ -322,12 +323,18 @@ impl Feeds for HubService {
             req.resume_token,
             tx,
         );
-        // A feed only reads, so it may be dropped anywhere; dropping its sender ends the stream.
+        // A feed only reads, so it may be dropped anywhere; dropping its senders ends the
+        // stream, after a last word so the caller resumes from its token rather than taking
+        // the end for being caught up (not waited for: the hub is stopping).
         let stopped = self.stopped();
         tokio::spawn(async move {
             tokio::select! {
                 () = feed => {}
-                () = stopped => {}
+                () = stopped => {
+                    let _ = farewell.try_send(Err(Status::unavailable(
+                        "the hub is shutting down; subscribe again from the last token received",
+                    )));
+                }
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

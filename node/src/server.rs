@@ -196,13 +196,16 @@ pub async fn serve_with_tls(
         shutdown.await;
         let _ = stopping_tx.send(true);
     };
-    let service = NodeService::new(office, hub, link, stopping);
-    let served = builder
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(service.into_server())
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await;
+    let service = NodeService::new(office, hub, link, stopping.clone());
+    let served = serve_with_grace(
+        builder
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(service.into_server())
+            .serve_with_incoming_shutdown(incoming(listener), shutdown),
+        stopping,
+    )
+    .await;
 
     if let Some(task) = sync_task {
         task.abort();
@@ -259,6 +262,36 @@ pub fn init_tracing() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+}
+
+/// How long a graceful stop waits for connections to close once their streams were told to
+/// end: a peer that stopped answering (a frozen process, a half-open link) would otherwise hold
+/// the server until HTTP/2 keepalive gives up on it, about 25 s.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Runs `served` to its end, or until [`SHUTDOWN_GRACE`] after `stopping` turns true, when the
+/// connections still open are dropped.
+pub async fn serve_with_grace(
+    served: impl std::future::Future<Output = Result<(), tonic::transport::Error>>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let overdue = async move {
+        if stopping.wait_for(|stop| *stop).await.is_err() {
+            // The sender went with the server's shutdown future: `served` is ending anyway.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = served => served,
+        () = overdue => {
+            tracing::warn!(
+                grace = ?SHUTDOWN_GRACE,
+                "connections still open after the stop signal; closing them"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

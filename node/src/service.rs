@@ -435,7 +435,14 @@ impl Records for NodeService {
                     position: c.position,
                     record: Some(summary_to_pb(&c.summary)),
                 })
-                .map_err(|e| Status::internal(format!("storage failure: {e}")))
+                .map_err(|end| match end {
+                    crate::watch::WatchEnd::Stopping => Status::unavailable(
+                        "the node is shutting down; watch again from the last position received",
+                    ),
+                    crate::watch::WatchEnd::Store(e) => {
+                        Status::internal(format!("storage failure: {e}"))
+                    }
+                })
         });
         Ok(Response::new(Box::pin(changes)))
     }

@@ -17,6 +17,15 @@ use crate::store::Seq;
 /// Change-log entries read per trip to the store.
 const WATCH_BATCH: usize = 256;
 
+/// Why a watch stream ended before its watcher hung up.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchEnd {
+    #[error(transparent)]
+    Store(#[from] ReplicaError),
+    #[error("the node is shutting down")]
+    Stopping,
+}
+
 /// A record's summary at its position in the change log.
 #[derive(Debug, Clone)]
 pub struct RecordChange {
@@ -31,13 +40,16 @@ pub struct RecordChange {
 pub async fn run(
     replica: Arc<Replica>,
     mut after: Seq,
-    tx: mpsc::Sender<Result<RecordChange, ReplicaError>>,
+    tx: mpsc::Sender<Result<RecordChange, WatchEnd>>,
     mut stopping: watch::Receiver<bool>,
 ) {
+    // A watcher told why its stream ended resumes from its last position instead of taking
+    // the end for the end of the log. Not waited for: the server is stopping.
+    let stopped = |tx: &mpsc::Sender<_>| drop(tx.try_send(Err(WatchEnd::Stopping)));
     let mut changes = replica.subscribe();
     loop {
         if *stopping.borrow() {
-            return;
+            return stopped(&tx);
         }
         // Marked seen before reading, so a change made during the read wakes the next turn.
         changes.borrow_and_update();
@@ -46,7 +58,7 @@ pub async fn run(
         let batch = match batch {
             Ok(Ok(batch)) => batch,
             Ok(Err(e)) => {
-                let _ = tx.send(Err(e)).await;
+                let _ = tx.send(Err(WatchEnd::Store(e))).await;
                 return;
             }
             // The runtime is shutting down.
@@ -63,7 +75,7 @@ pub async fn run(
                 sent = tx.send(Ok(RecordChange { position, summary })) => if sent.is_err() {
                     return;
                 },
-                _ = stopping.wait_for(|stop| *stop) => return,
+                _ = stopping.wait_for(|stop| *stop) => return stopped(&tx),
             }
         }
         if !caught_up {
@@ -76,7 +88,7 @@ pub async fn run(
                 return;
             },
             () = tx.closed() => return,
-            _ = stopping.wait_for(|stop| *stop) => return,
+            _ = stopping.wait_for(|stop| *stop) => return stopped(&tx),
         }
     }
 }
@@ -122,7 +134,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_watch_ends_when_the_server_stops() {
+    async fn a_watch_ends_when_the_server_stops_saying_so() {
         let (tx, mut rx) = mpsc::channel(4);
         let (stop, stopping) = watch::channel(false);
         let task = tokio::spawn(run(replica(), 0, tx, stopping));
@@ -131,6 +143,10 @@ mod tests {
             .await
             .expect("the task ends on shutdown")
             .unwrap();
+        assert!(
+            matches!(rx.recv().await, Some(Err(WatchEnd::Stopping))),
+            "the watcher is told why"
+        );
         assert!(rx.recv().await.is_none(), "the stream ends");
     }
 }

@@ -400,3 +400,56 @@ async fn a_reloaded_records_conflict_flag_follows_later_changes() {
         "a change concurrent with the stored one is noticed"
     );
 }
+
+/// A record whose plain document is past what a peer inflates is offered as Automerge makes
+/// it, with its columns compressed: it fits a frame, so it is sent (and a peer's guard refuses
+/// it by name) instead of being skipped where nobody sees it.
+#[tokio::test]
+async fn a_record_too_large_to_send_plain_is_offered_compressed() {
+    let office = replica(HAIBIN);
+    let id = create_case(&office, "large").await;
+    let facts = "北戴河 ".repeat(linkage_node::sync::MAX_FRAME_BYTES / 10 + 1);
+    office
+        .change_unsynced(&id, false, |doc| {
+            doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+                let (_, body) = tx.get(automerge::ROOT, "body")?.expect("a body");
+                tx.put(&body, "facts", facts.as_str())
+            })
+            .map_err(|f| {
+                linkage_node::replica::ReplicaError::from(
+                    linkage_node::record::doc::DocError::Load(f.error.to_string()),
+                )
+            })?;
+            Ok::<_, linkage_node::replica::ReplicaError>(((), Default::default()))
+        })
+        .unwrap();
+    office.make_durable().unwrap();
+    let plain = office
+        .read(&id, Automerge::save_nocompress)
+        .unwrap()
+        .unwrap();
+    assert!(
+        plain.len() > linkage_node::sync::MAX_FRAME_BYTES,
+        "{}",
+        plain.len()
+    );
+
+    let mut peer = start_session(&office);
+    let frame = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let frame = peer.from_session.recv().await.expect("session is running");
+            if let Some(Frame::Doc(doc)) = frame.frame
+                && doc.record_id == id
+                && !doc.message.is_empty()
+            {
+                return doc;
+            }
+        }
+    })
+    .await
+    .expect("the large record is offered within 30 s");
+    assert_eq!(frame.encoding, 0, "sent plain, its columns compressed");
+    assert!(frame.message.len() < linkage_node::sync::MAX_FRAME_BYTES);
+    let message = Message::decode(&frame.message).unwrap();
+    assert!(!message.changes.is_empty(), "it carries the document");
+}

@@ -326,7 +326,8 @@ impl From<tonic::Status> for CliError {
 fn failure_kind(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
-        Code::InvalidArgument | Code::OutOfRange => "输入有误 invalid input",
+        Code::InvalidArgument => "输入有误 invalid input",
+        Code::OutOfRange => "超出范围 out of range",
         Code::FailedPrecondition => "不符合协作规则 not allowed by the rules",
         Code::NotFound => "未找到 not found",
         Code::AlreadyExists => "已存在 already exists",
@@ -477,8 +478,19 @@ async fn connect(cli: &Cli, url: &str, what: &str) -> CliResult<Channel> {
         .map_err(|e| CliError(format!("无法连接 cannot reach the {what} at {url}: {e}")))
 }
 
+/// The largest answer the CLI reads. tonic's default of 4 MiB is less than a record may be as
+/// JSON (the servers send whatever they hold), which made such a record unreadable and a
+/// department's feed stop at it.
+const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
+
+async fn hub_district(cli: &Cli) -> CliResult<DistrictClient<Channel>> {
+    Ok(DistrictClient::new(connect(cli, &cli.hub, "hub").await?)
+        .max_decoding_message_size(MAX_ANSWER_BYTES))
+}
+
 async fn records(cli: &Cli) -> CliResult<RecordsClient<Channel>> {
-    Ok(RecordsClient::new(connect(cli, &cli.node, "node").await?))
+    Ok(RecordsClient::new(connect(cli, &cli.node, "node").await?)
+        .max_decoding_message_size(MAX_ANSWER_BYTES))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -611,7 +623,8 @@ async fn run(cli: &Cli) -> CliResult {
                 include_met: *all_states,
             };
             let response = if *district {
-                DistrictClient::new(connect(cli, &cli.hub, "hub").await?)
+                hub_district(cli)
+                    .await?
                     .obligations(request)
                     .await?
                     .into_inner()
@@ -634,7 +647,8 @@ async fn run(cli: &Cli) -> CliResult {
                 at_ms: optional_instant(at.as_deref())?,
             };
             let report = if *district {
-                DistrictClient::new(connect(cli, &cli.hub, "hub").await?)
+                hub_district(cli)
+                    .await?
                     .accountability(request)
                     .await?
                     .into_inner()
@@ -666,14 +680,16 @@ async fn run(cli: &Cli) -> CliResult {
             out.rejections(&list.rejections);
         }
         Command::Status => {
-            let report = DistrictClient::new(connect(cli, &cli.hub, "hub").await?)
+            let report = hub_district(cli)
+                .await?
                 .convergence(pb::ConvergenceRequest {})
                 .await?
                 .into_inner();
             out.convergence(&report);
         }
         Command::Counts => {
-            let counts = DistrictClient::new(connect(cli, &cli.hub, "hub").await?)
+            let counts = hub_district(cli)
+                .await?
                 .record_counts(pb::RecordCountsRequest {})
                 .await?
                 .into_inner();
@@ -859,6 +875,7 @@ async fn feed(
         catch_up_only: !follow,
     };
     let mut stream = FeedsClient::new(connect(cli, &cli.hub, "hub").await?)
+        .max_decoding_message_size(MAX_ANSWER_BYTES)
         .subscribe(request)
         .await?
         .into_inner();
