@@ -948,3 +948,21 @@ fn a_hub_command_sent_to_a_node_says_which_server_to_name() {
     );
     assert!(stderr.contains("--hub the hub"), "{stderr}");
 }
+
+/// An address without http:// (or with another scheme) is named as the fault, not left to
+/// fail as a bare transport error.
+#[test]
+fn an_address_without_its_scheme_is_named() {
+    for (address, suggested) in [
+        ("127.0.0.1:7401", "http://127.0.0.1:7401"),
+        ("ftp://127.0.0.1:7401", "http://127.0.0.1:7401"),
+    ] {
+        let stderr = failed(&run(&["--node", address, "list"], None));
+        assert!(stderr.contains("地址有误 bad address"), "{stderr}");
+        assert!(
+            stderr.contains("must start with http:// or https://"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(suggested), "{stderr}");
+    }
+}

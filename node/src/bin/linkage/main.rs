@@ -457,6 +457,13 @@ fn minutes_of(text: &str) -> Option<u64> {
 }
 
 async fn connect(cli: &Cli, url: &str, what: &str) -> CliResult<Channel> {
+    // Without a scheme the address parses, and fails later as a bare transport error.
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(CliError(format!(
+            "地址有误 bad address: the {what} address {url:?} must start with http:// or https://, e.g. http://{}",
+            url.split_once("://").map_or(url, |(_, rest)| rest)
+        )));
+    }
     let mut endpoint = Channel::from_shared(url.to_owned())
         .map_err(|e| CliError(format!("bad {what} address {url:?}: {e}")))?;
     let tls = TlsFiles::from_parts(
