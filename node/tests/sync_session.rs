@@ -48,6 +48,19 @@ async fn create_case(replica: &Arc<Replica>, title: &str) -> String {
         .to_owned()
 }
 
+/// A copy of `doc` with one body field put by an actor of `org`, as that office's edit.
+fn put_body_field(doc: &Automerge, org: &str, field: &str, value: &str) -> Automerge {
+    let mut copy = doc.fork().with_actor(doc::actor_for(org));
+    copy.transact::<_, _, automerge::AutomergeError>(|tx| {
+        let (_, body) = tx
+            .get(automerge::ROOT, "body")?
+            .expect("a record has a body");
+        tx.put(&body, field, value)
+    })
+    .unwrap();
+    copy
+}
+
 /// A session of `replica` with this test as its peer.
 struct Peer {
     to_session: mpsc::Sender<SyncFrame>,
@@ -265,20 +278,9 @@ async fn a_record_arriving_whole_is_listed_conflicted_only_if_its_fields_are() {
     let forked_id = create_case(&origin, "edited twice at once").await;
     let plain = origin.read(&plain_id, Automerge::clone).unwrap().unwrap();
     let base = origin.read(&forked_id, Automerge::clone).unwrap().unwrap();
-    let retitled = |org: &str, title: &str| {
-        let mut copy = base.fork().with_actor(doc::actor_for(org));
-        copy.transact::<_, _, automerge::AutomergeError>(|tx| {
-            let (_, body) = tx
-                .get(automerge::ROOT, "body")?
-                .expect("a record has a body");
-            tx.put(&body, "title", title)
-        })
-        .unwrap();
-        copy
-    };
-    let mut forked = retitled(HAIBIN, "by the township");
+    let mut forked = put_body_field(&base, HAIBIN, "title", "by the township");
     forked
-        .merge(&mut retitled(MARKET, "by the bureau"))
+        .merge(&mut put_body_field(&base, MARKET, "title", "by the bureau"))
         .unwrap();
 
     let receiver = replica(MARKET);
@@ -327,17 +329,7 @@ async fn a_reloaded_records_conflict_flag_follows_later_changes() {
     let forked_id = create_case(&origin, "edited twice at once").await;
     let clean = origin.read(&clean_id, Automerge::clone).unwrap().unwrap();
     let forked_base = origin.read(&forked_id, Automerge::clone).unwrap().unwrap();
-    let put = |doc: &Automerge, org: &str, field: &str, value: &str| {
-        let mut copy = doc.fork().with_actor(doc::actor_for(org));
-        copy.transact::<_, _, automerge::AutomergeError>(|tx| {
-            let (_, body) = tx
-                .get(automerge::ROOT, "body")?
-                .expect("a record has a body");
-            tx.put(&body, field, value)
-        })
-        .unwrap();
-        copy
-    };
+    let put = put_body_field;
     let mut forked = put(&forked_base, HAIBIN, "title", "by the township");
     forked
         .merge(&mut put(&forked_base, MARKET, "title", "by the bureau"))

@@ -87,19 +87,7 @@ async fn a_hub_with_nodes_connected_and_a_feed_following_stops_on_sigterm() {
         .expect("an event");
     let id = created.envelope.unwrap().id;
     assert_eq!(first.record.unwrap().envelope.unwrap().id, id);
-    let district = hub.district().await.unwrap();
-    eventually("the node to be connected", Duration::from_secs(30), || {
-        let mut district = district.clone();
-        async move {
-            let report = district
-                .convergence(pb::ConvergenceRequest {})
-                .await?
-                .into_inner();
-            Ok(report.nodes.iter().any(|n| n.connected).then_some(()))
-        }
-    })
-    .await
-    .unwrap();
+    node_connected(&hub).await;
 
     stop_gracefully(
         &mut hub.proc,
@@ -119,6 +107,23 @@ async fn a_hub_with_nodes_connected_and_a_feed_following_stops_on_sigterm() {
         .await
         .expect("the node still answers with its hub gone");
     assert_eq!(held.into_inner().envelope.unwrap().id, id);
+}
+
+/// Waits until the hub reports a node connected.
+async fn node_connected(hub: &HubProcess) {
+    let district = hub.district().await.unwrap();
+    eventually("the node to be connected", Duration::from_secs(30), || {
+        let mut district = district.clone();
+        async move {
+            let report = district
+                .convergence(pb::ConvergenceRequest {})
+                .await?
+                .into_inner();
+            Ok(report.nodes.iter().any(|n| n.connected).then_some(()))
+        }
+    })
+    .await
+    .unwrap();
 }
 
 /// Sends SIGTERM and waits up to 10 s for the process to exit, having logged `farewell`.
@@ -158,19 +163,7 @@ async fn a_hub_with_a_frozen_node_connected_stops_within_its_grace() {
         anyhow::Ok((hub, node))
     })
     .expect("the hub and a node start");
-    let district = hub.district().await.unwrap();
-    eventually("the node to be connected", Duration::from_secs(30), || {
-        let mut district = district.clone();
-        async move {
-            let report = district
-                .convergence(pb::ConvergenceRequest {})
-                .await?
-                .into_inner();
-            Ok(report.nodes.iter().any(|n| n.connected).then_some(()))
-        }
-    })
-    .await
-    .unwrap();
+    node_connected(&hub).await;
 
     let node_pid = node.proc.pid().expect("the node runs").to_string();
     let signal = |signal: &str, pid: &str| {
