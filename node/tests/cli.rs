@@ -285,13 +285,34 @@ fn invalid_json_on_body_is_refused_without_contacting_the_node() {
         &["create", "case", "--body", "{\"title\": \"unclosed\""],
         None,
     ));
-    assert!(stderr.starts_with("error: invalid JSON"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: 输入有误 invalid input: invalid JSON"),
+        "{stderr}"
+    );
     let stderr = failed(&linkage(
         &url,
         &["edit", "CA-0000000000000000", "--patch", "title=x"],
         None,
     ));
-    assert!(stderr.starts_with("error: invalid JSON"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: 输入有误 invalid input: invalid JSON"),
+        "{stderr}"
+    );
+
+    let stderr = failed(&linkage(
+        &url,
+        &[
+            "create",
+            "case",
+            "--body",
+            "@/nonexistent/linkage-body.json",
+        ],
+        None,
+    ));
+    assert!(
+        stderr.starts_with("error: 文件读写失败 file error: could not read"),
+        "{stderr}"
+    );
 
     match listener.accept() {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}

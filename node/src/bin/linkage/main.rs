@@ -343,7 +343,24 @@ fn failure_kind(code: tonic::Code) -> &'static str {
 
 impl From<calendar::CalendarError> for CliError {
     fn from(e: calendar::CalendarError) -> Self {
-        CliError(e.to_string())
+        CliError::input(e)
+    }
+}
+
+impl CliError {
+    /// Input the command refused before anything was sent.
+    fn input(detail: impl std::fmt::Display) -> Self {
+        CliError(format!("输入有误 invalid input: {detail}"))
+    }
+
+    /// A local file or stream that could not be read or written.
+    fn file(detail: impl std::fmt::Display) -> Self {
+        CliError(format!("文件读写失败 file error: {detail}"))
+    }
+
+    /// Certificates and keys for mutual TLS.
+    fn tls(detail: impl std::fmt::Display) -> Self {
+        CliError(format!("证书设置有误 TLS settings: {detail}"))
     }
 }
 
@@ -365,16 +382,16 @@ fn read_json_arg(flag: &str, arg: &str) -> CliResult<String> {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
-            .map_err(|e| CliError(format!("could not read standard input: {e}")))?;
+            .map_err(|e| CliError::file(format!("could not read standard input: {e}")))?;
         text
     } else if let Some(path) = arg.strip_prefix('@') {
         std::fs::read_to_string(path)
-            .map_err(|e| CliError(format!("could not read {path}: {e}")))?
+            .map_err(|e| CliError::file(format!("could not read {path}: {e}")))?
     } else {
         arg.to_owned()
     };
     let mut value = serde_json::from_str::<serde_json::Value>(&text)
-        .map_err(|e| CliError(format!("invalid JSON: {e}")))?;
+        .map_err(|e| CliError::input(format!("invalid JSON: {e}")))?;
     if instants_to_millis(flag, &mut value)? {
         return Ok(value.to_string());
     }
@@ -401,8 +418,9 @@ fn instants_to_millis(flag: &str, value: &mut serde_json::Value) -> CliResult<bo
         let Some(text) = field.as_str() else {
             continue;
         };
-        let ms = instant_ms(text)
-            .map_err(|CliError(why)| CliError(format!("{flag} field {key}: {why}")))?;
+        let ms = calendar::parse_instant(text)
+            .map_err(|why| CliError::input(format!("{flag} field {key}: {why}")))?
+            .timestamp_millis();
         *field = serde_json::Value::from(ms);
         replaced = true;
     }
@@ -421,18 +439,18 @@ fn period_arg(text: &str) -> CliResult<Period> {
         return Err(refused.into());
     };
     if minutes % 60 != 0 {
-        return Err(CliError(format!(
+        return Err(CliError::input(format!(
             "--period {text:?} is not a whole number of hours: a period counts working days \
              (3wd) or whole hours (2h), not minutes; only \"at once\" takes minutes, set by \
              --at-once"
         )));
     }
     match u16::try_from(minutes / 60) {
-        Ok(0) => Err(CliError(format!(
+        Ok(0) => Err(CliError::input(format!(
             "--period {text:?} is no time at all: a period is at least 1h"
         ))),
         Ok(hours) => Ok(Period::Hours(hours)),
-        Err(_) => Err(CliError(format!(
+        Err(_) => Err(CliError::input(format!(
             "--period {text:?} is too long: at most 65535h"
         ))),
     }
@@ -465,18 +483,18 @@ async fn connect(cli: &Cli, url: &str, what: &str) -> CliResult<Channel> {
         )));
     }
     let mut endpoint = Channel::from_shared(url.to_owned())
-        .map_err(|e| CliError(format!("bad {what} address {url:?}: {e}")))?;
+        .map_err(|e| CliError(format!("地址有误 bad address: {what} address {url:?}: {e}")))?;
     let tls = TlsFiles::from_parts(
         cli.tls_ca.clone(),
         cli.tls_cert.clone(),
         cli.tls_key.clone(),
     )
-    .map_err(|e| CliError(e.to_string()))?;
+    .map_err(CliError::tls)?;
     if let Some(tls) = tls {
-        let config = tls.client_config().map_err(|e| CliError(e.to_string()))?;
+        let config = tls.client_config().map_err(CliError::tls)?;
         endpoint = endpoint
             .tls_config(config)
-            .map_err(|e| CliError(format!("TLS settings for {url}: {e}")))?;
+            .map_err(|e| CliError::tls(format!("for {url}: {e}")))?;
     }
     endpoint
         .connect_timeout(std::time::Duration::from_secs(5))
@@ -778,8 +796,9 @@ async fn calendar_command(cli: &Cli, command: &CalendarCommand, out: &render::Ou
             out.due(from, period, &policy, &due);
         }
         CalendarCommand::Day { date } => {
-            let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
-                .map_err(|_| CliError(format!("{date:?} is not a date (expected YYYY-MM-DD)")))?;
+            let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(|_| {
+                CliError::input(format!("{date:?} is not a date (expected YYYY-MM-DD)"))
+            })?;
             let kind = calendar.is_working_day(day);
             out.day(day, &kind, calendar.holiday(day));
         }
@@ -788,7 +807,7 @@ async fn calendar_command(cli: &Cli, command: &CalendarCommand, out: &render::Ou
 }
 
 fn ca_command(command: &CaCommand) -> CliResult {
-    let tls_error = |e: linkage_node::tls::TlsError| CliError(e.to_string());
+    let tls_error = |e: linkage_node::tls::TlsError| CliError::tls(e);
     match command {
         CaCommand::Init { dir, district } => {
             let (cert, key) = linkage_node::tls::create_ca(dir, district).map_err(tls_error)?;
@@ -868,7 +887,7 @@ async fn feed(
         && let Ok(text) = std::fs::read_to_string(path)
     {
         resume = text.trim().parse().map_err(|_| {
-            CliError(format!(
+            CliError::input(format!(
                 "token file {} does not hold a token",
                 path.display()
             ))
@@ -890,7 +909,7 @@ async fn feed(
         out.feed_event(&event);
         if let Some(path) = token_file {
             std::fs::write(path, event.token.to_string()).map_err(|e| {
-                CliError(format!("could not save token to {}: {e}", path.display()))
+                CliError::file(format!("could not save token to {}: {e}", path.display()))
             })?;
         }
     }
