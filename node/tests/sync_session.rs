@@ -61,6 +61,31 @@ fn put_body_field(doc: &Automerge, org: &str, field: &str, value: &str) -> Autom
     copy
 }
 
+/// Two cases made by Haibin: one edited by a single chain of changes, and one whose title two
+/// offices changed at once. Each with its document.
+async fn clean_and_conflicted(origin: &Arc<Replica>) -> [(String, Automerge); 2] {
+    let clean_id = create_case(origin, "one chain").await;
+    let forked_id = create_case(origin, "edited twice at once").await;
+    let clean = origin.read(&clean_id, Automerge::clone).unwrap().unwrap();
+    let base = origin.read(&forked_id, Automerge::clone).unwrap().unwrap();
+    let mut forked = put_body_field(&base, HAIBIN, "title", "by the township");
+    forked
+        .merge(&mut put_body_field(&base, MARKET, "title", "by the bureau"))
+        .unwrap();
+    [(clean_id, clean), (forked_id, forked)]
+}
+
+/// Merges `doc` into `replica`'s copy of record `id` (made if missing), as one change.
+fn merge_into(replica: &Replica, id: &str, doc: &Automerge) {
+    let mut incoming = doc.clone();
+    replica
+        .change_unsynced(id, true, |ours| {
+            ours.merge(&mut incoming)?;
+            anyhow::Ok(((), Default::default()))
+        })
+        .unwrap();
+}
+
 /// A session of `replica` with this test as its peer.
 struct Peer {
     to_session: mpsc::Sender<SyncFrame>,
@@ -273,15 +298,7 @@ async fn what_the_peer_confirmed_is_written_when_the_session_ends() {
 /// edits, which cannot hold any.
 #[tokio::test]
 async fn a_record_arriving_whole_is_listed_conflicted_only_if_its_fields_are() {
-    let origin = replica(HAIBIN);
-    let plain_id = create_case(&origin, "one chain").await;
-    let forked_id = create_case(&origin, "edited twice at once").await;
-    let plain = origin.read(&plain_id, Automerge::clone).unwrap().unwrap();
-    let base = origin.read(&forked_id, Automerge::clone).unwrap().unwrap();
-    let mut forked = put_body_field(&base, HAIBIN, "title", "by the township");
-    forked
-        .merge(&mut put_body_field(&base, MARKET, "title", "by the bureau"))
-        .unwrap();
+    let [(plain_id, plain), (forked_id, forked)] = clean_and_conflicted(&replica(HAIBIN)).await;
 
     let receiver = replica(MARKET);
     let peer = start_session(&receiver);
@@ -324,32 +341,11 @@ async fn a_record_arriving_whole_is_listed_conflicted_only_if_its_fields_are() {
 /// clean one still notices a concurrent change.
 #[tokio::test]
 async fn a_reloaded_records_conflict_flag_follows_later_changes() {
-    let origin = replica(HAIBIN);
-    let clean_id = create_case(&origin, "clean").await;
-    let forked_id = create_case(&origin, "edited twice at once").await;
-    let clean = origin.read(&clean_id, Automerge::clone).unwrap().unwrap();
-    let forked_base = origin.read(&forked_id, Automerge::clone).unwrap().unwrap();
+    let [(clean_id, clean), (forked_id, forked)] = clean_and_conflicted(&replica(HAIBIN)).await;
     let put = put_body_field;
-    let mut forked = put(&forked_base, HAIBIN, "title", "by the township");
-    forked
-        .merge(&mut put(&forked_base, MARKET, "title", "by the bureau"))
-        .unwrap();
-
+    let take = merge_into;
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let open = || Replica::open(MARKET, store.clone(), Arc::new(SystemClock), 64).unwrap();
-    let take = |replica: &Replica, id: &str, doc: &Automerge| {
-        let mut incoming = doc.clone();
-        replica
-            .change_unsynced(id, true, |ours| {
-                ours.merge(&mut incoming).map_err(|e| {
-                    linkage_node::replica::ReplicaError::from(
-                        linkage_node::record::doc::DocError::Load(e.to_string()),
-                    )
-                })?;
-                Ok::<_, linkage_node::replica::ReplicaError>(((), Default::default()))
-            })
-            .unwrap();
-    };
     let conflicted = |replica: &Replica, id: &str| replica.summary(id).unwrap().unwrap().conflicted;
 
     let first = open();
@@ -401,20 +397,12 @@ async fn a_record_too_large_to_send_plain_is_offered_compressed() {
     let office = replica(HAIBIN);
     let id = create_case(&office, "large").await;
     let facts = "北戴河 ".repeat(linkage_node::sync::MAX_FRAME_BYTES / 10 + 1);
-    office
-        .change_unsynced(&id, false, |doc| {
-            doc.transact::<_, _, automerge::AutomergeError>(|tx| {
-                let (_, body) = tx.get(automerge::ROOT, "body")?.expect("a body");
-                tx.put(&body, "facts", facts.as_str())
-            })
-            .map_err(|f| {
-                linkage_node::replica::ReplicaError::from(
-                    linkage_node::record::doc::DocError::Load(f.error.to_string()),
-                )
-            })?;
-            Ok::<_, linkage_node::replica::ReplicaError>(((), Default::default()))
-        })
-        .unwrap();
+    let small = office.read(&id, Automerge::clone).unwrap().unwrap();
+    merge_into(
+        &office,
+        &id,
+        &put_body_field(&small, HAIBIN, "facts", &facts),
+    );
     office.make_durable().unwrap();
     let plain = office
         .read(&id, Automerge::save_nocompress)

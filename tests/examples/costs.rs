@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use automerge::sync::{Capability, Message, State, SyncDoc};
+use automerge::sync::{Message, State, SyncDoc};
 use automerge::{Automerge, ReadDoc};
 use linkage_node::office::{Act, Office};
 use linkage_node::org::Directory;
@@ -12,6 +12,7 @@ use linkage_node::record::doc;
 use linkage_node::replica::{Replica, SystemClock};
 use linkage_node::store::{MemoryStore, Store};
 use linkage_node::sync::deflate;
+use linkage_node::sync::session::told_nothing;
 use linkage_tests::bench::text::{KIND, TextSource, typed_body};
 
 const RECORDS: usize = 2000;
@@ -84,21 +85,13 @@ fn main() -> anyhow::Result<()> {
     time("save_nocompress", RECORDS, |i| docs[i].save_nocompress());
     time("save", RECORDS, |i| docs[i].save());
     let messages = time("first offer message", RECORDS, |i| {
-        let mut state = State::new();
-        state.their_heads = Some(Vec::new());
-        state.their_need = Some(Vec::new());
-        state.their_have = Some(Vec::new());
-        state.their_capabilities = Some(vec![Capability::MessageV2]);
+        let mut state = told_nothing();
         docs[i].generate_sync_message(&mut state).unwrap().encode()
     });
     println!("first offer bytes: {}", messages[0].len());
     // Linkage's first offer: the document saved plain, the message deflated once.
     let deflated = time("first offer, plain doc deflated once", RECORDS, |i| {
-        let mut state = State::new();
-        state.their_heads = Some(Vec::new());
-        state.their_need = Some(Vec::new());
-        state.their_have = Some(Vec::new());
-        state.their_capabilities = Some(vec![Capability::MessageV2]);
+        let mut state = told_nothing();
         state.peer_read_only = true;
         let mut message = docs[i].generate_sync_message(&mut state).unwrap();
         message.changes = docs[i].save_nocompress().into();

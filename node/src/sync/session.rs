@@ -844,6 +844,17 @@ fn resumed(mut state: State) -> State {
     state
 }
 
+/// A sync state as if the peer had said it holds nothing and reads v2 messages: what a first
+/// offer assumes ([`FirstOffer`]).
+pub fn told_nothing() -> State {
+    let mut state = State::new();
+    state.their_heads = Some(Vec::new());
+    state.their_need = Some(Vec::new());
+    state.their_have = Some(Vec::new());
+    state.their_capabilities = Some(vec![Capability::MessageV2]);
+    state
+}
+
 /// A sync message encoded for the wire.
 #[derive(Debug, Clone)]
 struct Outgoing {
@@ -884,22 +895,18 @@ struct FirstOffer {
 }
 
 impl FirstOffer {
-    /// A state as if the peer had said it holds nothing and reads v2 messages.
-    fn told_nothing() -> State {
-        let mut state = State::new();
-        state.their_heads = Some(Vec::new());
-        state.their_need = Some(Vec::new());
-        state.their_have = Some(Vec::new());
-        state.their_capabilities = Some(vec![Capability::MessageV2]);
-        state
+    /// The offer as Automerge makes it: the document saved with its columns compressed.
+    fn made_by_automerge(doc: &Automerge) -> Self {
+        let mut state = told_nothing();
+        let message = doc.generate_sync_message(&mut state).map(Outgoing::plain);
+        FirstOffer { message, state }
     }
 
     fn of(doc: &Automerge) -> Self {
-        let mut state = Self::told_nothing();
         if doc.get_heads().is_empty() {
-            let message = doc.generate_sync_message(&mut state).map(Outgoing::plain);
-            return FirstOffer { message, state };
+            return Self::made_by_automerge(doc);
         }
+        let mut state = told_nothing();
 
         // Made as to a read-only peer, Automerge's message has the heads, needs and bloom
         // filter of a whole-document offer and leaves the same state, but carries no changes
@@ -926,9 +933,7 @@ impl FirstOffer {
             // FIXME: a replica accepts a record up to `MAX_DOCUMENT_BYTES` of compressed save,
             // while a peer's guard refuses more than that inflated: such a record is stored
             // but never syncs. The limit should be measured as peers measure it.
-            let mut state = Self::told_nothing();
-            let message = doc.generate_sync_message(&mut state).map(Outgoing::plain);
-            return FirstOffer { message, state };
+            return Self::made_by_automerge(doc);
         }
         FirstOffer {
             message: Some(Outgoing {
