@@ -36,7 +36,8 @@ pub const INCOMPLETE: &str = "incomplete";
 /// offices. 32 is enough that synced writes still meet in RocksDB's group commit.
 pub const MAX_CONCURRENT_TRIPS: usize = 32;
 
-/// Refuse to hold a document larger than this (bytes saved). A record is a few kilobytes; a
+/// Refuse to hold a document larger than this (bytes saved plain, as a peer's guard measures
+/// a first offer). A record is a few kilobytes; a
 /// document past this size is an attack or a bug, and must not exhaust a node's memory.
 pub const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
 
@@ -175,7 +176,10 @@ struct Slot {
     doc: Option<Automerge>,
     chunks_since_snapshot: usize,
     /// Bytes the store holds for the document (snapshot and chunks), so a change that would
-    /// take it past [`MAX_DOCUMENT_BYTES`] is refused before it is stored.
+    /// take it past [`MAX_DOCUMENT_BYTES`] is refused before it is stored. Everything stored
+    /// is encoded plain (a document received deflated inside is re-encoded, see
+    /// `sync::session`), so it measures as a peer's guard does; chunks of changes outweigh the
+    /// document they make, which is measured itself near the limit.
     stored_bytes: usize,
     /// Whether some field of the document holds concurrent values, if known since it was
     /// loaded.
@@ -564,10 +568,12 @@ impl Replica {
         };
         // Checked before the chunk is stored: once appended, a change is durable and a
         // refusal would only misreport it. Chunks are larger than the compacted document, so
-        // near the limit the document itself is measured, and compacted at once.
+        // near the limit the document itself is measured, and compacted at once. Measured
+        // saved plain, as a peer's guard measures the first offer it inflates (`FirstOffer`):
+        // a limit on the compressed save let in records no peer would take.
         let mut measured = None;
         if slot.stored_bytes + chunk.len() > MAX_DOCUMENT_BYTES {
-            let snapshot = doc.save();
+            let snapshot = doc.save_nocompress();
             self.check_size(id, snapshot.len())?;
             measured = Some(snapshot);
         }
@@ -592,7 +598,9 @@ impl Replica {
         slot.chunks_since_snapshot += 1;
         slot.stored_bytes += chunk.len();
         if measured.is_some() || slot.chunks_since_snapshot > COMPACT_AFTER_CHUNKS {
-            let snapshot = measured.unwrap_or_else(|| doc.save());
+            // Plain, as a create stores its document: RocksDB compresses its files, plain bytes
+            // load without inflating, and `stored_bytes` then measures what the limit does.
+            let snapshot = measured.unwrap_or_else(|| doc.save_nocompress());
             self.store
                 .compact(id, &snapshot, seq)
                 .map_err(ReplicaError::from)?;

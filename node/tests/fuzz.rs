@@ -540,7 +540,7 @@ fn sync_message_decode_and_guard_never_panic_on_any_bytes() {
                     prop_assert!(!e.to_string().is_empty());
                     Ok(true)
                 }
-                Ok(()) => Ok(false),
+                Ok(_) => Ok(false),
             },
         },
     );
@@ -1014,7 +1014,7 @@ fn bundle_chunk_is_refused() {
 fn real_sync_messages_pass_the_guard() {
     for bytes in real_sync_messages() {
         let message = Message::decode(&bytes).unwrap();
-        assert_eq!(guard::check_message(&message), Ok(()));
+        assert!(guard::check_message(&message).is_ok());
     }
 }
 

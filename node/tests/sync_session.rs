@@ -18,7 +18,7 @@ use futures::StreamExt;
 use linkage_node::office::{Act, Office};
 use linkage_node::org::Directory;
 use linkage_node::record::{Body, RecordKind, doc};
-use linkage_node::replica::{Replica, SystemClock};
+use linkage_node::replica::{Replica, ReplicaError, SystemClock};
 use linkage_node::store::{MemoryStore, Store};
 use linkage_node::sync::session::{self, SessionContext, TrustHub};
 use linkage_proto::v1::sync_frame::Frame;
@@ -389,29 +389,79 @@ async fn a_reloaded_records_conflict_flag_follows_later_changes() {
     );
 }
 
-/// A record whose plain document is past what a peer inflates is offered as Automerge makes
-/// it, with its columns compressed: it fits a frame, so it is sent (and a peer's guard refuses
-/// it by name) instead of being skipped where nobody sees it.
+/// A record arriving whole as Automerge sends it, its columns deflated, is stored encoded plain
+/// (like everything the replica stores), so the bytes the replica counts toward its size limit
+/// are the bytes a peer's guard will count; stored as it came, 200 KB of text counted as 1 KB.
 #[tokio::test]
-async fn a_record_too_large_to_send_plain_is_offered_compressed() {
+async fn a_record_arriving_deflated_is_stored_plain() {
+    let origin = replica(HAIBIN);
+    let id = create_case(&origin, "deflated").await;
+    let small = origin.read(&id, Automerge::clone).unwrap().unwrap();
+    let doc = put_body_field(&small, HAIBIN, "facts", &"北戴河 ".repeat(20_000));
+    let plain = doc.save_nocompress().len();
+    let message = doc
+        .generate_sync_message(&mut session::told_nothing())
+        .unwrap();
+    let sent: usize = message.changes.iter().map(|blob| blob.len()).sum();
+    assert!(sent * 10 < plain, "sent {sent} bytes for {plain} plain");
+
+    let hub = replica(HAIBIN);
+    let peer = start_session(&hub);
+    peer.send(&id, message).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !hub.contains(&id).unwrap() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the record is taken in within 10 s");
+
+    let stored = hub.store().load(&id).unwrap().unwrap().len();
+    assert!(
+        stored >= plain,
+        "{stored} bytes stored for a document of {plain} bytes plain"
+    );
+    assert_eq!(
+        hub.read(&id, Automerge::get_heads).unwrap().unwrap(),
+        doc.get_heads()
+    );
+}
+
+/// A record is measured as a peer measures it: saved plain. Text that compresses well once
+/// fitted the limit as a compressed save while its plain save was past what any peer's guard
+/// inflates, so the record was stored and never synced. Such a change is now refused before
+/// anything is stored, and the record stays as it was, still offered.
+#[tokio::test]
+async fn a_change_taking_the_plain_document_past_the_limit_is_refused() {
     let office = replica(HAIBIN);
     let id = create_case(&office, "large").await;
-    let facts = "北戴河 ".repeat(linkage_node::sync::MAX_FRAME_BYTES / 10 + 1);
+    let before = office.read(&id, Automerge::get_heads).unwrap().unwrap();
+    let facts = "北戴河 ".repeat(linkage_node::replica::MAX_DOCUMENT_BYTES / 10 + 1);
     let small = office.read(&id, Automerge::clone).unwrap().unwrap();
-    merge_into(
-        &office,
-        &id,
-        &put_body_field(&small, HAIBIN, "facts", &facts),
-    );
-    office.make_durable().unwrap();
-    let plain = office
-        .read(&id, Automerge::save_nocompress)
-        .unwrap()
-        .unwrap();
+    let large = put_body_field(&small, HAIBIN, "facts", &facts);
     assert!(
-        plain.len() > linkage_node::sync::MAX_FRAME_BYTES,
-        "{}",
-        plain.len()
+        large.save().len() < linkage_node::replica::MAX_DOCUMENT_BYTES / 10,
+        "the compressed save fits the limit many times over"
+    );
+
+    let mut incoming = large.clone();
+    let Err(refused) = office.change_unsynced(&id, true, |ours| {
+        ours.merge(&mut incoming)?;
+        anyhow::Ok(((), Default::default()))
+    }) else {
+        panic!("a document past the limit saved plain was accepted");
+    };
+    assert!(
+        matches!(
+            refused.downcast_ref::<ReplicaError>(),
+            Some(ReplicaError::TooLarge { .. })
+        ),
+        "{refused:#}"
+    );
+    assert_eq!(
+        office.read(&id, Automerge::get_heads).unwrap().unwrap(),
+        before,
+        "nothing of the refused change is held"
     );
 
     let mut peer = start_session(&office);
@@ -427,9 +477,10 @@ async fn a_record_too_large_to_send_plain_is_offered_compressed() {
         }
     })
     .await
-    .expect("the large record is offered within 30 s");
-    assert_eq!(frame.encoding, 0, "sent plain, its columns compressed");
-    assert!(frame.message.len() < linkage_node::sync::MAX_FRAME_BYTES);
-    let message = Message::decode(&frame.message).unwrap();
-    assert!(!message.changes.is_empty(), "it carries the document");
+    .expect("the record is still offered within 30 s");
+    let message = Message::decode(&session::message_bytes(&frame).unwrap()).unwrap();
+    assert_eq!(
+        message.heads, before,
+        "offered as it was before the refusal"
+    );
 }

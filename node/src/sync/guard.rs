@@ -79,7 +79,7 @@ pub enum GuardError {
 }
 
 /// Refuses a message whose parts would make Automerge's work unbounded.
-pub fn check_message(message: &Message) -> Result<(), GuardError> {
+pub fn check_message(message: &Message) -> Result<Checked, GuardError> {
     count("heads", message.heads.len(), MAX_HASHES)?;
     count("needed hashes", message.need.len(), MAX_HASHES)?;
     count("haves", message.have.len(), MAX_HAVES)?;
@@ -91,7 +91,17 @@ pub fn check_message(message: &Message) -> Result<(), GuardError> {
     for blob in message.changes.iter() {
         check_chunks(blob, &mut budget)?;
     }
-    Ok(())
+    Ok(Checked {
+        deflated: budget.deflated,
+    })
+}
+
+/// What the guard learnt of a message it let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    /// Some chunk or column came deflated, so the bytes as sent are smaller than the plain
+    /// encoding peers measure a record by (the replica's size limit).
+    pub deflated: bool,
 }
 
 fn count(what: &'static str, count: usize, limit: usize) -> Result<(), GuardError> {
@@ -143,6 +153,7 @@ fn check_bloom(index: usize, bytes: &[u8]) -> Result<(), GuardError> {
 struct Budget {
     chunks: usize,
     inflated: usize,
+    deflated: bool,
 }
 
 /// Walks a blob of concatenated chunks: a V1 message carries one change per blob, a V2 message
@@ -298,6 +309,7 @@ fn inflate(chunk: usize, bytes: &[u8], budget: &mut Budget) -> Result<Vec<u8>, G
         });
     }
     budget.inflated += inflated.len();
+    budget.deflated = true;
     Ok(inflated)
 }
 

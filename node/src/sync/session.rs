@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, info, instrument, warn};
 
-use super::{MAX_FRAME_BYTES, SyncError, deflate};
+use super::{MAX_FRAME_BYTES, SyncError, deflate, guard};
 use crate::record::Record;
 use crate::record::doc::DocError;
 use crate::replica::{Known, Replica, ReplicaError, Summary};
@@ -550,12 +550,13 @@ impl Session {
             let logged_before = r.store().last_seq();
             let mut outcomes = Vec::with_capacity(inputs.len());
             let mut confirmed_states = Vec::new();
-            for (Incoming { id, message }, state) in inputs {
+            for (incoming, state) in inputs {
+                let id = incoming.id.clone();
                 let state = match state {
                     Some(state) => state,
                     None => persisted_state(r, &peer, &id)?.unwrap_or_default(),
                 };
-                let received = receive(r, &id, gate.as_ref(), state, message);
+                let received = receive(r, gate.as_ref(), state, incoming);
                 if let Received::Applied {
                     state,
                     confirmed: true,
@@ -927,12 +928,10 @@ impl FirstOffer {
 
         let plain = message.encode();
         if plain.len() > deflate::MAX_INFLATED {
-            // Past what a peer inflates: made as Automerge makes it, with its columns
-            // compressed, so it fits a frame and the peer's guard refuses it by name (a
-            // rejection the office sees) instead of this side skipping it unseen.
-            // FIXME: a replica accepts a record up to `MAX_DOCUMENT_BYTES` of compressed save,
-            // while a peer's guard refuses more than that inflated: such a record is stored
-            // but never syncs. The limit should be measured as peers measure it.
+            // The replica keeps a document's plain save within `MAX_DOCUMENT_BYTES`, so only
+            // a message whose heads and hashes pass the frame's slack gets here: made as
+            // Automerge makes it, with its columns compressed, it fits a frame, and a peer's
+            // guard, which measures inflated columns against the document limit, takes it.
             return Self::made_by_automerge(doc);
         }
         FirstOffer {
@@ -985,6 +984,8 @@ fn prepare_offer(
 struct Incoming {
     id: String,
     message: Message,
+    /// Some of its chunks came deflated (see [`guard::Checked`]).
+    deflated: bool,
 }
 
 /// Why a frame was refused before it reached the store.
@@ -1020,10 +1021,14 @@ fn check_doc(frame: DocSync) -> Result<Incoming, FrameRefusal> {
             ));
         }
     };
-    if let Err(e) = super::guard::check_message(&message) {
-        return Err(refuse(id, "limits", e.to_string()));
+    match guard::check_message(&message) {
+        Ok(checked) => Ok(Incoming {
+            id,
+            message,
+            deflated: checked.deflated,
+        }),
+        Err(e) => Err(refuse(id, "limits", e.to_string())),
     }
-    Ok(Incoming { id, message })
 }
 
 /// The encoded sync message a frame carries, inflated if it came deflated; or the rule it
@@ -1071,13 +1076,13 @@ enum Received {
 
 /// Applies one sync message to record `id`: on a fork first, so the gate sees the result before
 /// the replica keeps it, then durably.
-fn receive(
-    replica: &Replica,
-    id: &str,
-    gate: &dyn Gate,
-    state: State,
-    message: Message,
-) -> Received {
+fn receive(replica: &Replica, gate: &dyn Gate, state: State, incoming: Incoming) -> Received {
+    let Incoming {
+        id,
+        message,
+        deflated,
+    } = incoming;
+    let id = id.as_str();
     let existing = match replica.summary(id) {
         Ok(summary) => summary,
         Err(e) => return Received::Failed(e.to_string()),
@@ -1096,7 +1101,7 @@ fn receive(
     // peer's bytes is caught here, so it refuses that record instead of ending the session
     // (the replica reloads the record from the store on its next use).
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        apply_message(replica, id, gate, state, message)
+        apply_message(replica, id, gate, state, message, deflated)
     }));
     match outcome {
         Ok(received) => received,
@@ -1107,20 +1112,23 @@ fn receive(
     }
 }
 
+/// Applies a peer's `message` for record `id`; `deflated` as the guard found it.
 fn apply_message(
     replica: &Replica,
     id: &str,
     gate: &dyn Gate,
     state: State,
     message: Message,
+    deflated: bool,
 ) -> Received {
     // Unsynced: the caller makes the whole batch durable before it answers (`apply_incoming`).
     let outcome = replica.change_unsynced(id, true, |doc| -> Result<_, ReplicaError> {
         let before_heads = doc.get_heads();
         let before_exists = !before_heads.is_empty();
         // A record new to this replica arrives whole (see `FirstOffer`): its bytes are stored
-        // as they came.
-        let whole = (!before_exists && !message.changes.is_empty()).then(|| {
+        // as they came, if they came plain. Deflated inside, they are smaller than the size
+        // the replica's limit measures, so the replica encodes the document itself.
+        let whole = (!before_exists && !message.changes.is_empty() && !deflated).then(|| {
             message
                 .changes
                 .iter()
