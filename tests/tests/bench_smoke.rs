@@ -47,3 +47,28 @@ async fn every_workload_completes_and_reports_numbers() {
     let table = report.table();
     assert!(table.contains("Linkage / peer"), "{table}");
 }
+
+/// A `--dir` holding an earlier run would hand its stores to the new run's hub and nodes (one
+/// rerun into an old folder reported a 10,000-record sync in 334 ms and then timed out). The
+/// harness refuses it by name, before starting anything, and leaves what is there alone.
+#[test]
+fn a_data_folder_holding_an_earlier_run_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let earlier = dir.path().join("cold-start");
+    std::fs::create_dir(&earlier).unwrap();
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_linkage-bench"))
+        .args(["--quick", "--no-peers", "--workloads", "limits", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is not empty") && stderr.contains(&dir.path().display().to_string()),
+        "{stderr}"
+    );
+    assert!(earlier.is_dir(), "the earlier run's folder is left alone");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}

@@ -92,6 +92,17 @@ async fn main() -> anyhow::Result<()> {
         .prefix("linkage-bench-")
         .tempdir()?;
     let root = args.dir.clone().unwrap_or_else(|| temp.path().to_owned());
+    // A folder holding an earlier run would give the new one its stores: the hub and nodes
+    // would start with records and the figures would measure something else. Refused, not
+    // cleared: whatever is there is somebody's.
+    if let Some(dir) = &args.dir
+        && std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+    {
+        anyhow::bail!(
+            "--dir {} is not empty (an earlier run's data?); name a new or empty folder",
+            dir.display()
+        );
+    }
     let sizes = args.sizes();
     let plan = Plan {
         workloads: if args.workloads.is_empty() {
