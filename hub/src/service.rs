@@ -314,6 +314,16 @@ impl Feeds for HubService {
             )));
         }
         let filter = FeedFilter::from_request(&self.directory, &req)?;
+        // A token past the log's end is from another hub or a store restored from an older
+        // backup: the records it would skip are never sent, so it is refused, as a node's
+        // watch refuses such a position, rather than answered with an empty feed.
+        let end = self.office.replica().store().last_seq();
+        if req.resume_token > end {
+            return Err(Status::out_of_range(format!(
+                "token {} is past the end of the hub's change log ({end}); resume from a token this hub sent, or from 0",
+                req.resume_token
+            )));
+        }
         let (tx, rx) = mpsc::channel(64);
         let farewell = tx.clone();
         let feed = feed::run(

@@ -1,5 +1,6 @@
 //! The hub's district-wide queries refuse an organisation its directory does not know, as a
-//! node does, instead of answering an empty table that reads like "nothing owed".
+//! node does, instead of answering an empty table that reads like "nothing owed"; a feed
+//! refuses a resume token the hub never gave out instead of answering an empty feed.
 
 use std::sync::Arc;
 
@@ -7,17 +8,26 @@ use linkage_hub::convergence::Registry;
 use linkage_hub::service::HubService;
 use linkage_node::office::Office;
 use linkage_node::org::Directory;
+use linkage_node::record::{Body, RecordKind};
 use linkage_node::replica::{Replica, SystemClock};
 use linkage_node::store::{MemoryStore, Store};
 use linkage_proto::v1::district_server::District;
-use linkage_proto::v1::{AccountabilityRequest, ObligationsRequest};
+use linkage_proto::v1::feeds_server::Feeds;
+use linkage_proto::v1::{AccountabilityRequest, FeedRequest, ObligationsRequest};
+use tokio_stream::StreamExt;
 use tonic::{Code, Request};
 
 fn hub() -> HubService {
+    hub_over("district-hub").0
+}
+
+/// A hub serving the store of a replica of `org`, and an office writing to that store.
+fn hub_over(org: &str) -> (HubService, Office) {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let hub = Arc::new(Replica::open("district-hub", store, Arc::new(SystemClock), 64).unwrap());
+    let hub = Arc::new(Replica::open(org, store, Arc::new(SystemClock), 64).unwrap());
     let registry = Arc::new(Registry::load(hub.clone()).unwrap());
-    HubService::new(Office::new(hub, Arc::new(Directory::beidaihe())), registry)
+    let office = Office::new(hub, Arc::new(Directory::beidaihe()));
+    (HubService::new(office.clone(), registry), office)
 }
 
 #[tokio::test]
@@ -50,4 +60,60 @@ async fn district_obligations_and_report_refuse_an_unknown_organisation() {
         .await
         .unwrap_or_else(|e| panic!("org {org:?} is answered: {e}"));
     }
+}
+
+/// A department system resuming from a token the hub never gave out (another hub's, or one
+/// saved before the hub's store was restored from an older backup) would skip every record
+/// between; the feed says so instead of answering nothing. The last token given out, and 0,
+/// are still answered.
+#[tokio::test]
+async fn a_feed_from_a_token_past_the_hub_log_is_refused() {
+    // Records reach a hub's store by sync; written here by an office over the same store.
+    let (hub, office) = hub_over("130304100");
+    let body = Body::from_json(RecordKind::Case, r#"{"title": "feed"}"#).unwrap();
+    office
+        .create(
+            RecordKind::Case,
+            vec!["bdh-scjg".into()],
+            body,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let request = |token: u64| {
+        Request::new(FeedRequest {
+            org: "bdh-scjg".into(),
+            resume_token: token,
+            catch_up_only: true,
+            ..Default::default()
+        })
+    };
+
+    let Err(refused) = hub.subscribe(request(2)).await else {
+        panic!("a token past the log's end was answered");
+    };
+    assert_eq!(refused.code(), Code::OutOfRange);
+    assert!(
+        refused.message().contains("token 2"),
+        "{}",
+        refused.message()
+    );
+
+    let events: Vec<_> = hub
+        .subscribe(request(0))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect()
+        .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let last = events[0].as_ref().unwrap().token;
+    let after: Vec<_> = hub
+        .subscribe(request(last))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect()
+        .await;
+    assert!(after.is_empty(), "nothing after the last token: {after:?}");
 }
