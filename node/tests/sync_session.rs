@@ -389,6 +389,68 @@ async fn a_reloaded_records_conflict_flag_follows_later_changes() {
     );
 }
 
+/// Two copies of a record can each fit the limit while their changes together do not (two
+/// devices of one office editing offline). The peer's change is then refused under the
+/// district's `limits` rule, naming the record and the limit, not as a fault of the link, and
+/// the record stays as it was.
+#[tokio::test]
+async fn changes_that_fit_apart_but_not_together_are_refused_under_the_limits_rule() {
+    let office = replica(HAIBIN);
+    let id = create_case(&office, "two devices").await;
+    let small = office.read(&id, Automerge::clone).unwrap().unwrap();
+    let half = linkage_node::replica::MAX_DOCUMENT_BYTES / 2 + 1024;
+    merge_into(
+        &office,
+        &id,
+        &put_body_field(&small, HAIBIN, "facts", &"北".repeat(half / 3)),
+    );
+    office.make_durable().unwrap();
+    let before = office.read(&id, Automerge::get_heads).unwrap().unwrap();
+
+    // The other device's copy grew another field by as much, offline.
+    let other = put_body_field(&small, HAIBIN, "place", &"戴".repeat(half / 3));
+    let mut state = State::new();
+    state.their_heads = Some(small.get_heads());
+    state.their_need = Some(Vec::new());
+    state.their_have = Some(vec![automerge::sync::Have {
+        last_sync: small.get_heads(),
+        bloom: automerge::sync::BloomFilter::default(),
+    }]);
+    let message = other.generate_sync_message(&mut state).unwrap();
+    assert!(
+        !message.changes.is_empty(),
+        "the message carries the change"
+    );
+
+    let mut peer = start_session(&office);
+    peer.send(&id, message).await;
+    let rejected = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let frame = peer.from_session.recv().await.expect("session is running");
+            if let Some(Frame::Rejected(rejected)) = frame.frame {
+                return rejected;
+            }
+        }
+    })
+    .await
+    .expect("the change is refused within 10 s");
+    assert_eq!(rejected.record_id, id);
+    assert_eq!(rejected.rule, "limits", "{}", rejected.reason);
+    assert!(
+        rejected.reason.contains(&id)
+            && rejected
+                .reason
+                .contains(&linkage_node::replica::MAX_DOCUMENT_BYTES.to_string()),
+        "{}",
+        rejected.reason
+    );
+    assert_eq!(
+        office.read(&id, Automerge::get_heads).unwrap().unwrap(),
+        before,
+        "the record is as it was"
+    );
+}
+
 /// A record arriving whole as Automerge sends it, its columns deflated, is stored encoded plain
 /// (like everything the replica stores), so the bytes the replica counts toward its size limit
 /// are the bytes a peer's guard will count; stored as it came, 200 KB of text counted as 1 KB.

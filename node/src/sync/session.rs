@@ -1193,6 +1193,12 @@ fn apply_message(
             }
             changed.result
         }
+        // Each side's changes fitted; together they pass the limit (two devices of one office
+        // editing offline, say). A rule of the district, not a fault of the link.
+        Err(e @ ReplicaError::TooLarge { .. }) => Received::Refused(RuleViolation {
+            rule: "limits",
+            message: e.to_string(),
+        }),
         Err(e) => Received::Failed(e.to_string()),
     }
 }
