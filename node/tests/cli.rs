@@ -320,6 +320,48 @@ fn invalid_json_on_body_is_refused_without_contacting_the_node() {
     }
 }
 
+/// A token file that could not be kept (a folder, or in a folder that does not exist) is
+/// refused before the hub is contacted: found after the first delivery, the next run would
+/// start over or skip what this one printed.
+#[test]
+fn a_feed_token_file_that_cannot_be_kept_is_refused_before_contacting_the_hub() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let feed = |token_file: &std::path::Path| {
+        let path = token_file.display().to_string();
+        let args = [
+            "--hub",
+            &url,
+            "feed",
+            "--org",
+            MARKET,
+            "--token-file",
+            &path,
+        ];
+        failed(&run(&args, None))
+    };
+
+    let stderr = feed(dir.path());
+    assert!(
+        stderr.starts_with("error: 文件读写失败 file error: could not read token file"),
+        "{stderr}"
+    );
+    let missing_folder = dir.path().join("nowhere").join("token.txt");
+    let stderr = feed(&missing_folder);
+    assert!(
+        stderr.starts_with("error: 文件读写失败 file error: token file")
+            && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the CLI connected to the hub: {other:?}"),
+    }
+}
+
 #[test]
 fn calendar_due_3wd_from_the_scenarios_discovery_is_8_october_24_00() {
     let args = [

@@ -72,3 +72,30 @@ fn a_data_folder_holding_an_earlier_run_is_refused() {
     assert!(earlier.is_dir(), "the earlier run's folder is left alone");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// A `--dir` that is a file, or a link to nowhere, is refused up front too (it used to start,
+/// fail every workload with an OS error, and say the data was kept there).
+#[test]
+fn a_data_folder_that_is_a_file_is_refused_before_any_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "kept").unwrap();
+    let dangling = dir.path().join("dangling");
+    std::os::unix::fs::symlink(dir.path().join("gone"), &dangling).unwrap();
+
+    for path in [&file, &dangling] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_linkage-bench"))
+            .args(["--quick", "--no-peers", "--workloads", "limits", "--dir"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("is not a folder this run can use")
+                && !stderr.contains("limits failed"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept");
+}

@@ -95,13 +95,8 @@ async fn main() -> anyhow::Result<()> {
     // A folder holding an earlier run would give the new one its stores: the hub and nodes
     // would start with records and the figures would measure something else. Refused, not
     // cleared: whatever is there is somebody's.
-    if let Some(dir) = &args.dir
-        && std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
-    {
-        anyhow::bail!(
-            "--dir {} is not empty (an earlier run's data?); name a new or empty folder",
-            dir.display()
-        );
+    if let Some(dir) = &args.dir {
+        check_data_dir(dir)?;
     }
     let sizes = args.sizes();
     let plan = Plan {
@@ -173,6 +168,26 @@ async fn main() -> anyhow::Result<()> {
         progress.say(format!("data and logs kept in {}", root.display()));
     }
     anyhow::ensure!(report.complete(), "some workloads failed (see above)");
+    Ok(())
+}
+
+/// Checks that `dir` is a new or empty folder, before any workload starts.
+fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    // `symlink_metadata`: a link that leads nowhere is something there, not nothing.
+    if std::fs::symlink_metadata(dir).is_err() {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        anyhow::anyhow!(
+            "--dir {} is not a folder this run can use ({e}); name a new or empty folder",
+            dir.display()
+        )
+    })?;
+    anyhow::ensure!(
+        entries.count() == 0,
+        "--dir {} is not empty (an earlier run's data?); name a new or empty folder",
+        dir.display()
+    );
     Ok(())
 }
 

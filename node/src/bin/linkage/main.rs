@@ -212,10 +212,12 @@ enum Command {
         /// S-1 categories (1..8) of shared information.
         #[arg(long, value_delimiter = ',')]
         categories: Vec<u32>,
-        /// Resume after this token (default 0: from the start).
+        /// Resume after this token (default 0: from the start); with --token-file, only
+        /// until that file holds a token.
         #[arg(long, default_value_t = 0)]
         token: u64,
-        /// Keep the token here: read at start, written after each delivery.
+        /// Keep the token here: read at start (it then wins over --token), written after each
+        /// delivery. Its folder must exist.
         #[arg(long)]
         token_file: Option<PathBuf>,
         /// Keep following live changes instead of stopping once caught up.
@@ -882,17 +884,10 @@ async fn feed(
     token_file: Option<&std::path::Path>,
     follow: bool,
 ) -> CliResult {
-    let mut resume = token;
-    if let Some(path) = token_file
-        && let Ok(text) = std::fs::read_to_string(path)
-    {
-        resume = text.trim().parse().map_err(|_| {
-            CliError::input(format!(
-                "token file {} does not hold a token",
-                path.display()
-            ))
-        })?;
-    }
+    let resume = match token_file {
+        Some(path) => saved_token(path)?.unwrap_or(token),
+        None => token,
+    };
     let request = pb::FeedRequest {
         org: org.to_owned(),
         kinds: kinds.to_vec(),
@@ -914,6 +909,39 @@ async fn feed(
         }
     }
     Ok(())
+}
+
+/// The token saved in `path`, or `None` if there is no such file yet. Whether the token can be
+/// kept is checked now, before anything is delivered: a token that cannot be saved would make
+/// the next run start over, or skip what this one printed.
+fn saved_token(path: &std::path::Path) -> Result<Option<u64>, CliError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+            CliError::input(format!(
+                "token file {} does not hold a token",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let folder = match path.parent() {
+                Some(folder) if !folder.as_os_str().is_empty() => folder,
+                _ => std::path::Path::new("."),
+            };
+            if folder.is_dir() {
+                Ok(None)
+            } else {
+                Err(CliError::file(format!(
+                    "token file {}: its folder {} does not exist",
+                    path.display(),
+                    folder.display()
+                )))
+            }
+        }
+        Err(e) => Err(CliError::file(format!(
+            "could not read token file {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 #[cfg(test)]
