@@ -389,6 +389,72 @@ async fn a_reloaded_records_conflict_flag_follows_later_changes() {
     );
 }
 
+/// A peer that confirmed a record long ago lacks its changes since; many small changes, each
+/// with its own header, can outweigh the document they make and pass a frame while the
+/// document fits. The record is then offered whole (it used to be skipped, with a warning
+/// nobody read, and never reached that peer).
+#[tokio::test]
+async fn changes_since_past_a_frame_are_offered_as_the_whole_document() {
+    let office = replica(HAIBIN);
+    let id = create_case(&office, "many small changes").await;
+    let created = office.read(&id, Automerge::clone).unwrap().unwrap();
+
+    // Seven MiB in one change, then ten thousand small ones on top.
+    let mut grown = put_body_field(&created, HAIBIN, "facts", &"北戴河".repeat((7 << 20) / 9));
+    for n in 0..10_000 {
+        grown
+            .transact::<_, _, automerge::AutomergeError>(|tx| {
+                let (_, body) = tx
+                    .get(automerge::ROOT, "body")?
+                    .expect("a record has a body");
+                tx.put(&body, "place", format!("{n}"))
+            })
+            .unwrap();
+    }
+    let since: usize = grown
+        .get_changes(&created.get_heads())
+        .iter()
+        .map(|change| change.raw_bytes().len())
+        .sum();
+    let plain = grown.save_nocompress().len();
+    assert!(
+        since > linkage_node::sync::MAX_FRAME_BYTES
+            && plain <= linkage_node::replica::MAX_DOCUMENT_BYTES,
+        "changes since {since} bytes, document {plain} bytes"
+    );
+    merge_into(&office, &id, &grown);
+    office.make_durable().unwrap();
+
+    // The peer confirmed the record as it was created, in an earlier session.
+    let mut confirmed = State::new();
+    confirmed.shared_heads = created.get_heads();
+    office
+        .store()
+        .put_peer_state(PEER, &id, &confirmed.encode())
+        .unwrap();
+
+    let mut peer = start_session(&office);
+    let frame = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let frame = peer.from_session.recv().await.expect("session is running");
+            if let Some(Frame::Doc(doc)) = frame.frame
+                && doc.record_id == id
+                && !doc.message.is_empty()
+            {
+                return doc;
+            }
+        }
+    })
+    .await
+    .expect("the record is offered within 30 s");
+    assert!(frame.message.len() <= linkage_node::sync::MAX_FRAME_BYTES);
+    let message = Message::decode(&session::message_bytes(&frame).unwrap()).unwrap();
+    let mut copy = created.clone();
+    copy.receive_sync_message(&mut State::new(), message)
+        .unwrap();
+    assert_eq!(copy.get_heads(), grown.get_heads(), "the peer holds it all");
+}
+
 /// Two copies of a record can each fit the limit while their changes together do not (two
 /// devices of one office editing offline). The peer's change is then refused under the
 /// district's `limits` rule, naming the record and the limit, not as a fault of the link, and

@@ -981,6 +981,17 @@ fn prepare_offer(
         let message = doc.generate_sync_message(&mut state).map(Outgoing::plain);
         (message, covers(state.their_heads.as_deref(), &heads))
     })?;
+    // The changes a peer lacks can outweigh the document they make (many small changes, each
+    // with its own header): past a frame, the whole document is offered instead, as to a
+    // peer told nothing. It fits, since the replica keeps documents within the limit a frame
+    // allows for, and the peer merges what it already holds.
+    if let Some((Some(message), _)) = &outcome
+        && message.bytes.len() > MAX_FRAME_BYTES
+        && let Some(first) = replica.read_memo(id, FirstOffer::of)?
+    {
+        debug!(record = %id, bytes = message.bytes.len(), "changes since past a frame; offered whole");
+        return Ok((Some((first.message.clone(), false)), first.state.clone()));
+    }
     Ok((outcome, state))
 }
 
