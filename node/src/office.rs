@@ -346,6 +346,9 @@ impl Office {
                         parties.push(party.clone());
                     }
                 }
+                let mut widened = record;
+                widened.envelope.parties = parties.clone();
+                workflow::require_complainant_confined(&office.directory, &widened)?;
                 doc::set_parties(doc, &parties, now).map_err(ReplicaError::from)?;
                 Ok::<_, OfficeError>(())
             })?;

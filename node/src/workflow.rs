@@ -89,6 +89,36 @@ fn require_party(record: &Record, org: &str, role: &str) -> Result<(), RuleViola
     }
 }
 
+/// C-5: a complaint that names its complainant has no parties but the unit that received it
+/// and the township handling it. A record travels whole to every party's node, so another
+/// party would hold who complained; the district's oversight reads complaints through the
+/// hub's feed, which leaves the complainant out.
+pub fn require_complainant_confined(dir: &Directory, record: &Record) -> Result<(), RuleViolation> {
+    let Body::Complaint(complaint) = &record.body else {
+        return Ok(());
+    };
+    if complaint.complainant.is_none() {
+        return Ok(());
+    }
+    let handling = [complaint.received_by.as_str(), complaint.handler.as_str()];
+    match record
+        .envelope
+        .parties
+        .iter()
+        .find(|party| !handling.contains(&party.as_str()))
+    {
+        Some(other) => refuse(
+            "C-5",
+            format!(
+                "the complainant's identity reaches only the units handling the complaint; {} does not handle {}",
+                dir.describe(other),
+                record.id()
+            ),
+        ),
+        None => Ok(()),
+    }
+}
+
 /// Checks a record about to be created by `acting_org`.
 pub fn validate_create(
     dir: &Directory,
@@ -216,6 +246,7 @@ pub fn validate_create(
                 );
             }
             require_party(record, &c.handler, "the handling township")?;
+            require_complainant_confined(dir, record)?;
         }
         Body::SharedInfo(s) => {
             if !(1..=8).contains(&s.category) {
@@ -817,6 +848,7 @@ pub fn admit_change(
     for party in &after.envelope.parties {
         require_org(dir, party, "party")?;
     }
+    require_complainant_confined(dir, after)?;
     if after.body != before.body {
         validate_create(
             dir,

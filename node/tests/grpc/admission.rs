@@ -324,3 +324,38 @@ async fn a3_admission_takes_concurrent_extensions_beyond_the_sum() {
     );
     assert!(message.contains("at most 15"), "{message}");
 }
+
+/// C-5 at the hub: a node that widens a complaint's parties without its office's check (a
+/// forged or old node) is refused, so the complaint never travels to that party's node. An
+/// anonymous complaint may be widened.
+#[tokio::test]
+async fn c5_admission_refuses_a_party_that_does_not_handle_a_named_complainant() {
+    let dir = Directory::beidaihe();
+    let market = TestNode::start(MARKET).await;
+    let created = market
+        .create(create(
+            "complaint",
+            complaint_body(MARKET, DAIHE),
+            "2026-09-28 15:00",
+        ))
+        .await;
+    let before = market
+        .office
+        .replica()
+        .record(&created.envelope.unwrap().id)
+        .expect("the node holds what it created");
+
+    let mut widened = before.clone();
+    widened.envelope.parties.push(HAIBIN.into());
+    let message = refused(admit_change(&dir, MARKET, Some(&before), &widened), "C-5");
+    assert!(message.contains(HAIBIN), "{message}");
+    refused(admit_change(&dir, MARKET, None, &widened), "C-5");
+
+    let mut anonymous = before.clone();
+    if let Body::Complaint(complaint) = &mut anonymous.body {
+        complaint.complainant = None;
+    }
+    let mut widened = anonymous.clone();
+    widened.envelope.parties.push(HAIBIN.into());
+    admit_change(&dir, MARKET, None, &widened).expect("an anonymous complaint may be shared");
+}

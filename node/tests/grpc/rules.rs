@@ -341,6 +341,66 @@ async fn c3_a_complaint_is_handled_by_a_township_not_a_department() {
         .await;
 }
 
+/// C-5: a record travels whole to every party's node, so a complaint that names its
+/// complainant takes no party but the receiving unit and the handling township, at creation
+/// or later; refused by name, nothing stored. An anonymous complaint may be shared.
+#[tokio::test]
+async fn c5_a_complaint_naming_its_complainant_has_only_its_handlers_as_parties() {
+    let market = TestNode::start(MARKET).await;
+    let mut wider = create(
+        "complaint",
+        complaint_body(MARKET, DAIHE),
+        "2026-09-28 15:00",
+    );
+    wider.parties = vec![DAIHE.into(), HAIBIN.into()];
+    let message = market.create_refused_by("C-5", wider).await;
+    assert!(message.contains(HAIBIN), "{message}");
+
+    let id = id_of(
+        &market
+            .create(create(
+                "complaint",
+                complaint_body(MARKET, DAIHE),
+                "2026-09-28 15:00",
+            ))
+            .await,
+    );
+    let before = market.get(&id).await;
+    let message = market
+        .refused_by("C-5", |mut c| {
+            let id = id.clone();
+            async move {
+                c.add_parties(pb::AddPartiesRequest {
+                    id,
+                    parties: vec![HAIBIN.into()],
+                    note: String::new(),
+                })
+                .await
+            }
+        })
+        .await;
+    assert!(
+        message.contains(HAIBIN) && message.contains(&id),
+        "{message}"
+    );
+    assert_eq!(market.get(&id).await.heads, before.heads, "nothing stored");
+
+    let mut anonymous = complaint_body(MARKET, DAIHE);
+    anonymous["complainant"] = Value::Null;
+    let shared = id_of(
+        &market
+            .create(create("complaint", anonymous, "2026-09-28 15:00"))
+            .await,
+    );
+    let widened = add_parties(&market, &shared, &[HAIBIN]).await;
+    assert!(
+        widened
+            .envelope
+            .as_ref()
+            .is_some_and(|e| e.parties.iter().any(|p| p == HAIBIN))
+    );
+}
+
 /// Event 2: market supervision registers, tells the complainant and notifies Daihe Town.
 #[tokio::test]
 async fn c3_a_department_forwards_a_complaint_and_a_township_may_not() {
