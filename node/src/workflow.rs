@@ -179,7 +179,7 @@ pub fn validate_create(
                 return refuse(
                     "T-4",
                     format!(
-                        "the transfer must be sent in the name of this node's organisation {acting_org}, not {:?}",
+                        "the transfer must be sent in the name of the organisation that owns the record, {acting_org}, not {:?}",
                         t.sender
                     ),
                 );
@@ -222,6 +222,12 @@ pub fn validate_create(
                 return refuse(
                     "T-1",
                     "the transfer clock starts at discovery: discovered_at_ms is required",
+                );
+            }
+            if t.discovered_at_ms > record.envelope.created_at_ms {
+                return refuse(
+                    "T-1",
+                    "a transfer is sent after the matter is discovered: discovered_at_ms is later than the transfer itself",
                 );
             }
         }
@@ -267,7 +273,7 @@ pub fn validate_create(
                 return refuse(
                     "J-3",
                     format!(
-                        "the notice is sent by this node's organisation {acting_org}, not {:?}",
+                        "the notice is sent by the organisation that owns the record, {acting_org}, not {:?}",
                         n.sender
                     ),
                 );
@@ -280,7 +286,7 @@ pub fn validate_create(
                 return refuse(
                     "J-1",
                     format!(
-                        "the meeting is convened by this node's organisation {acting_org}, not {:?}",
+                        "the meeting is convened by the organisation that owns the record, {acting_org}, not {:?}",
                         c.convener
                     ),
                 );
@@ -299,7 +305,7 @@ pub fn validate_create(
                 return refuse(
                     "A-1",
                     format!(
-                        "assistance is requested by this node's organisation {acting_org}, not {:?}",
+                        "assistance is requested by the organisation that owns the record, {acting_org}, not {:?}",
                         a.requester
                     ),
                 );
@@ -324,7 +330,7 @@ pub fn validate_create(
                 return refuse(
                     "D-1",
                     format!(
-                        "a dispute is opened by this node's organisation {acting_org}, not {:?}",
+                        "a dispute is opened by the organisation that owns the record, {acting_org}, not {:?}",
                         d.applicant
                     ),
                 );
@@ -482,6 +488,27 @@ fn check_event(
     if vantage == Vantage::Office && record.has(Action::Closed) && event.action != Action::Updated {
         return refuse("workflow", format!("record {} is closed", record.id()));
     }
+    // An act stated before the record was opened would start its clocks before it existed
+    // (an acknowledgement of a transfer before it was sent makes T-5 due years early). At the
+    // hub a device's clock may have run behind another's, so only the office refuses it.
+    let opened_at = record.envelope.created_at_ms;
+    if vantage == Vantage::Office && event.action != Action::Updated && event.at_ms < opened_at {
+        let when = |millis: i64| {
+            crate::calendar::from_unix_millis(millis)
+                .map(crate::calendar::format_instant)
+                .unwrap_or_else(|_| format!("{millis} ms"))
+        };
+        return refuse(
+            "workflow",
+            format!(
+                "the {} act is stated at {}, before record {} was opened at {}",
+                event.action,
+                when(event.at_ms),
+                record.id(),
+                when(opened_at)
+            ),
+        );
+    }
 
     let role = role_of(dir, record, acting_org);
     let kind = record.kind();
@@ -507,6 +534,27 @@ fn check_event(
                 "T-5",
                 format!(
                     "only the receiver {receiver} acknowledges, accepts or objects to a transfer"
+                ),
+            )
+        }
+        // Once is the rule; both at once is a conflict only two devices acting unseen by each
+        // other can make, which the hub admits and the status shows (see `Vantage`).
+        (K::Transfer, A::Received) if vantage == Vantage::Office && record.has(A::Received) => {
+            refuse("T-5", "receipt of this transfer is already acknowledged")
+        }
+        (K::Transfer, A::Accepted | A::Objected)
+            if vantage == Vantage::Office
+                && (record.has(A::Accepted) || record.has(A::Objected)) =>
+        {
+            let decided = if record.has(A::Accepted) {
+                "accepted"
+            } else {
+                "objected to"
+            };
+            refuse(
+                "T-5",
+                format!(
+                    "this transfer is already {decided}; a disagreement goes up the dispute ladder (D-1)"
                 ),
             )
         }

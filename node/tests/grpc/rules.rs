@@ -156,6 +156,35 @@ async fn t1_a_transfer_to_its_own_sender_is_refused() {
         .await;
 }
 
+/// A transfer stated as sent before its matter was discovered would count T-1 as met before
+/// its clock started.
+#[tokio::test]
+async fn t1_a_transfer_sent_before_its_discovery_is_refused() {
+    let haibin = TestNode::start(HAIBIN).await;
+    // Discovered at 2026-09-28 10:20.
+    let message = haibin
+        .create_refused_by(
+            "T-1",
+            create(
+                "transfer",
+                transfer_body(HAIBIN, MARKET),
+                "2026-09-01 10:00",
+            ),
+        )
+        .await;
+    assert!(
+        message.contains("after the matter is discovered"),
+        "{message}"
+    );
+    haibin
+        .create(create(
+            "transfer",
+            transfer_body(HAIBIN, MARKET),
+            "2026-09-28 10:20",
+        ))
+        .await;
+}
+
 #[tokio::test]
 async fn t1_a_transfer_without_its_discovery_time_is_refused() {
     let haibin = TestNode::start(HAIBIN).await;
@@ -252,6 +281,60 @@ async fn t5_receipt_is_acknowledged_before_accepting_or_objecting() {
                 ..event(&id, "objected", "2026-10-08 09:30")
             },
         )
+        .await;
+}
+
+/// An office decides a transfer once: receipt acknowledged once, then accepted or objected to,
+/// not both one after the other (both at once is a conflict only two devices unseen by each
+/// other can make). Each repeat is refused by name, nothing stored.
+#[tokio::test]
+async fn t5_the_receiver_decides_a_transfer_once() {
+    let (_haibin, market, id) = transfer_at_market().await;
+    market
+        .append(event(&id, "received", "2026-09-28 14:00"))
+        .await;
+    let message = market
+        .append_refused_by("T-5", event(&id, "received", "2026-09-28 14:05"))
+        .await;
+    assert!(message.contains("already acknowledged"), "{message}");
+
+    market
+        .append(event(&id, "accepted", "2026-09-28 15:00"))
+        .await;
+    let before = market.get(&id).await;
+    let message = market
+        .append_refused_by(
+            "T-5",
+            pb::AppendEventRequest {
+                reason: "not ours".into(),
+                ..event(&id, "objected", "2026-09-28 15:10")
+            },
+        )
+        .await;
+    assert!(message.contains("already accepted"), "{message}");
+    let message = market
+        .append_refused_by("T-5", event(&id, "accepted", "2026-09-28 15:20"))
+        .await;
+    assert!(message.contains("already accepted"), "{message}");
+    let after = market.get(&id).await;
+    assert_eq!(after.heads, before.heads, "nothing stored");
+    assert_eq!(after.status, before.status);
+}
+
+/// An act stated before its record was opened would start clocks before the record existed
+/// (a receipt of 2020 made T-5 due in 2020 on a transfer sent in 2026).
+#[tokio::test]
+async fn an_act_stated_before_the_record_was_opened_is_refused() {
+    let (_haibin, market, id) = transfer_at_market().await;
+    let message = market
+        .append_refused_by("workflow", event(&id, "received", "2020-01-01 09:00"))
+        .await;
+    assert!(
+        message.contains("2020-01-01 09:00") && message.contains("2026-09-28 11:05"),
+        "{message}"
+    );
+    market
+        .append(event(&id, "received", "2026-09-28 11:05"))
         .await;
 }
 
