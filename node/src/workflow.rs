@@ -119,6 +119,17 @@ pub fn require_complainant_confined(dir: &Directory, record: &Record) -> Result<
     }
 }
 
+/// An act done by an internal unit names a unit of the organisation acting.
+fn require_unit_of(dir: &Directory, unit: &str, org: &str) -> Result<(), RuleViolation> {
+    match dir.lookup(unit) {
+        Lookup::Unit(u) if u.parent == org => Ok(()),
+        _ => refuse(
+            RULE_DIRECTORY,
+            format!("{unit:?} is not an internal unit of {org}"),
+        ),
+    }
+}
+
 /// Checks a record about to be created by `acting_org`.
 pub fn validate_create(
     dir: &Directory,
@@ -159,6 +170,9 @@ pub fn validate_create(
     }
     for event in &record.events {
         require_plausible(&format!("at_ms of the {} event", event.action), event.at_ms)?;
+        if let Some(unit) = &event.unit {
+            require_unit_of(dir, unit, &event.org)?;
+        }
     }
 
     match &record.body {
@@ -475,15 +489,7 @@ fn check_event(
     require_party(record, acting_org, "the acting organisation")?;
     require_plausible(&format!("at_ms of the {} event", event.action), event.at_ms)?;
     if let Some(unit) = &event.unit {
-        match dir.lookup(unit) {
-            Lookup::Unit(u) if u.parent == acting_org => {}
-            _ => {
-                return refuse(
-                    RULE_DIRECTORY,
-                    format!("{unit:?} is not an internal unit of {acting_org}"),
-                );
-            }
-        }
+        require_unit_of(dir, unit, acting_org)?;
     }
     if vantage == Vantage::Office && record.has(Action::Closed) && event.action != Action::Updated {
         return refuse("workflow", format!("record {} is closed", record.id()));

@@ -1423,6 +1423,35 @@ async fn an_act_in_the_name_of_another_organisations_unit_is_refused() {
     assert!(message.contains(MARKET), "{message}");
 }
 
+/// The same for a record's opening act: `create --unit` names a unit of this organisation
+/// (it used to be taken unchecked, another town's team included); a unit of its own is taken.
+#[tokio::test]
+async fn a_record_opened_in_the_name_of_another_organisations_unit_is_refused() {
+    let market = TestNode::start(MARKET).await;
+    for unit in [HAIBIN_TEAM, "bdh-scjg-x"] {
+        let message = market
+            .create_refused_by(
+                "directory",
+                pb::CreateRecordRequest {
+                    unit: unit.into(),
+                    ..create("case", case_body(), "2026-09-28 09:00")
+                },
+            )
+            .await;
+        assert!(
+            message.contains(unit) && message.contains(MARKET),
+            "{message}"
+        );
+    }
+    let haibin = TestNode::start(HAIBIN).await;
+    haibin
+        .create(pb::CreateRecordRequest {
+            unit: HAIBIN_TEAM.into(),
+            ..create("case", case_body(), "2026-09-28 09:00")
+        })
+        .await;
+}
+
 #[tokio::test]
 async fn added_parties_must_be_organisations_in_the_directory() {
     let haibin = TestNode::start(HAIBIN).await;
