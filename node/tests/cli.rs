@@ -1029,3 +1029,19 @@ fn an_address_without_its_scheme_is_named() {
         assert!(stderr.contains(suggested), "{stderr}");
     }
 }
+
+/// What a day is, said in Chinese and English as staff read it (the status was a Rust name).
+#[test]
+fn calendar_day_names_the_kind_of_day_in_chinese_and_english() {
+    let make_up = succeeded(&run(&["calendar", "day", "2026-10-10"], None));
+    assert!(
+        make_up.contains("工作日 working day") && make_up.contains("调休上班 make-up working day"),
+        "{make_up}"
+    );
+    let holiday = succeeded(&run(&["calendar", "day", "2026-10-02"], None));
+    assert!(
+        holiday.contains("休息日 rest day") && holiday.contains("放假 holiday"),
+        "{holiday}"
+    );
+    assert!(!make_up.contains("MakeUpWorkday") && !holiday.contains("Holiday)"));
+}

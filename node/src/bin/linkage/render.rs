@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use linkage_node::calendar::{self, DayKind, Due, Holiday, Period, PeriodPolicy};
+use linkage_node::calendar::{self, DayKind, DayStatus, Due, Holiday, Period, PeriodPolicy};
 use linkage_proto::v1 as pb;
 use serde_json::{Value, json};
 
@@ -324,7 +324,13 @@ impl Output {
             Some(why) => format!(" ({why})"),
             None => String::new(),
         };
-        say!("{day} {what} ({:?}) {name}{provisional}", kind.status);
+        let status = match kind.status {
+            DayStatus::Workday => "平日 weekday",
+            DayStatus::MakeUpWorkday => "调休上班 make-up working day",
+            DayStatus::Weekend => "周末 weekend",
+            DayStatus::Holiday => "放假 holiday",
+        };
+        say!("{day} {what} ({status}) {name}{provisional}");
     }
 
     pub fn node_info(&self, info: &pb::NodeInfoResponse) {
@@ -397,7 +403,7 @@ impl Output {
             "待下发 to node",
             "待上传 from node",
             "最早待同步 oldest pending",
-            "heads ≠",
+            "版本不一致 heads ≠",
             "状态 state",
         ]);
         for n in &report.nodes {
@@ -405,9 +411,9 @@ impl Output {
                 n.org.clone(),
                 n.node_id.chars().take(8).collect(),
                 if n.connected {
-                    "online".into()
+                    "在线 online".into()
                 } else {
-                    "offline".into()
+                    "离线 offline".into()
                 },
                 when(n.last_contact_ms),
                 n.pending_to_node.to_string(),
@@ -415,9 +421,9 @@ impl Output {
                 when(n.oldest_pending_ms),
                 n.heads_mismatch.to_string(),
                 if n.converged {
-                    "converged".into()
+                    "已收敛 converged".into()
                 } else {
-                    "behind".into()
+                    "落后 behind".into()
                 },
             ]);
         }
