@@ -117,3 +117,31 @@ async fn a_feed_from_a_token_past_the_hub_log_is_refused() {
         .await;
     assert!(after.is_empty(), "nothing after the last token: {after:?}");
 }
+
+/// A report whose period ends before it starts is refused with the two instants written as
+/// staff write them, not as Unix milliseconds.
+#[tokio::test]
+async fn a_report_period_ending_before_it_starts_names_both_instants() {
+    let hub = hub();
+    let at = |text: &str| {
+        linkage_node::calendar::parse_instant(text)
+            .unwrap()
+            .timestamp_millis()
+    };
+    let refused = hub
+        .accountability(Request::new(AccountabilityRequest {
+            org: "130304100".into(),
+            from_ms: at("2026-10-12 00:00"),
+            to_ms: at("2026-09-29 00:00"),
+            ..Default::default()
+        }))
+        .await
+        .expect_err("a reversed period is refused");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("2026-10-11 24:00 +08:00")
+            && refused.message().contains("2026-09-28 24:00 +08:00"),
+        "{}",
+        refused.message()
+    );
+}

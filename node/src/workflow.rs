@@ -499,11 +499,7 @@ fn check_event(
     // hub a device's clock may have run behind another's, so only the office refuses it.
     let opened_at = record.envelope.created_at_ms;
     if vantage == Vantage::Office && event.action != Action::Updated && event.at_ms < opened_at {
-        let when = |millis: i64| {
-            crate::calendar::from_unix_millis(millis)
-                .map(crate::calendar::format_instant)
-                .unwrap_or_else(|_| format!("{millis} ms"))
-        };
+        let when = crate::calendar::format_millis;
         return refuse(
             "workflow",
             format!(

@@ -92,6 +92,14 @@ pub fn format_instant(at: DateTime<FixedOffset>) -> String {
     local.format(pattern).to_string()
 }
 
+/// [`format_instant`] of Unix milliseconds, for messages: an instant outside chrono's range
+/// is written as the number it is.
+pub fn format_millis(millis: i64) -> String {
+    from_unix_millis(millis)
+        .map(format_instant)
+        .unwrap_or_else(|_| format!("{millis} ms"))
+}
+
 fn local_date_time(date: &str, time: &str) -> Option<NaiveDateTime> {
     let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
     if time == "24:00" {

@@ -30,7 +30,8 @@ use std::sync::LazyLock;
 use chrono::{Datelike, NaiveDate, Weekday};
 
 pub use instant::{
-    BEIJING, PLAUSIBLE_MS, format_instant, from_unix_millis, parse_instant, plausible_instant,
+    BEIJING, PLAUSIBLE_MS, format_instant, format_millis, from_unix_millis, parse_instant,
+    plausible_instant,
 };
 pub use period::{
     Due, Period, PeriodPolicies, PeriodPolicy, format_delay, format_end_of_day, parse_delay,

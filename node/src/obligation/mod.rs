@@ -491,8 +491,9 @@ pub async fn report(
 ) -> Result<pb::AccountabilityResponse, OfficeError> {
     if req.to_ms <= req.from_ms {
         return Err(OfficeError::Invalid(format!(
-            "the report's period must end after it starts (from_ms {} to_ms {})",
-            req.from_ms, req.to_ms
+            "the report's period must end after it starts (from {} to {})",
+            crate::calendar::format_millis(req.from_ms),
+            crate::calendar::format_millis(req.to_ms)
         )));
     }
     let at_ms = req.at_ms.unwrap_or_else(|| office.replica().now_ms());
