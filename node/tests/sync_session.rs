@@ -115,6 +115,12 @@ fn start_session(replica: &Arc<Replica>) -> Peer {
 impl Peer {
     /// The next sync message the session sends for `id`, skipping progress reports.
     async fn next_message(&mut self, id: &str) -> Message {
+        let frame = self.next_frame(id).await;
+        Message::decode(&session::message_bytes(&frame).unwrap()).unwrap()
+    }
+
+    /// The next frame carrying a sync message for `id`, as it came (encoding and all).
+    async fn next_frame(&mut self, id: &str) -> DocSync {
         let wait = async {
             loop {
                 let frame = self.from_session.recv().await.expect("session is running");
@@ -122,14 +128,13 @@ impl Peer {
                     && doc.record_id == id
                     && !doc.message.is_empty()
                 {
-                    let bytes = linkage_node::sync::session::message_bytes(&doc).unwrap();
-                    return Message::decode(&bytes).unwrap();
+                    return doc;
                 }
             }
         };
-        tokio::time::timeout(Duration::from_secs(10), wait)
+        tokio::time::timeout(Duration::from_secs(30), wait)
             .await
-            .expect("the session offered the record within 10 s")
+            .expect("the session offered the record within 30 s")
     }
 
     /// Waits for the session's ack of `id` (a record frame without a message), which it sends
@@ -434,19 +439,7 @@ async fn changes_since_past_a_frame_are_offered_as_the_whole_document() {
         .unwrap();
 
     let mut peer = start_session(&office);
-    let frame = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let frame = peer.from_session.recv().await.expect("session is running");
-            if let Some(Frame::Doc(doc)) = frame.frame
-                && doc.record_id == id
-                && !doc.message.is_empty()
-            {
-                return doc;
-            }
-        }
-    })
-    .await
-    .expect("the record is offered within 30 s");
+    let frame = peer.next_frame(&id).await;
     assert!(frame.message.len() <= linkage_node::sync::MAX_FRAME_BYTES);
     let message = Message::decode(&session::message_bytes(&frame).unwrap()).unwrap();
     let mut copy = created.clone();
@@ -593,20 +586,7 @@ async fn a_change_taking_the_plain_document_past_the_limit_is_refused() {
     );
 
     let mut peer = start_session(&office);
-    let frame = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let frame = peer.from_session.recv().await.expect("session is running");
-            if let Some(Frame::Doc(doc)) = frame.frame
-                && doc.record_id == id
-                && !doc.message.is_empty()
-            {
-                return doc;
-            }
-        }
-    })
-    .await
-    .expect("the record is still offered within 30 s");
-    let message = Message::decode(&session::message_bytes(&frame).unwrap()).unwrap();
+    let message = peer.next_message(&id).await;
     assert_eq!(
         message.heads, before,
         "offered as it was before the refusal"
