@@ -91,6 +91,8 @@ struct Peer {
     to_session: mpsc::Sender<SyncFrame>,
     from_session: mpsc::Receiver<SyncFrame>,
     session: JoinHandle<Result<(), linkage_node::sync::SyncError>>,
+    /// What the session reports of itself (the hub's convergence view reads these).
+    figures: session::FiguresHandle,
 }
 
 fn start_session(replica: &Arc<Replica>) -> Peer {
@@ -103,9 +105,11 @@ fn start_session(replica: &Arc<Replica>) -> Peer {
         gate: Arc::new(TrustHub),
         figures: Default::default(),
     };
+    let figures = ctx.figures.clone();
     let inbound = ReceiverStream::new(inbound).map(Ok::<_, tonic::Status>);
     let session = tokio::spawn(session::run(ctx, inbound, outbound));
     Peer {
+        figures,
         to_session,
         from_session,
         session,
@@ -280,6 +284,7 @@ async fn what_the_peer_confirmed_is_written_when_the_session_ends() {
         to_session,
         from_session,
         session,
+        ..
     } = peer;
     drop((to_session, from_session));
     let ended = tokio::time::timeout(Duration::from_secs(10), session)
@@ -446,6 +451,42 @@ async fn changes_since_past_a_frame_are_offered_as_the_whole_document() {
     copy.receive_sync_message(&mut State::new(), message)
         .unwrap();
     assert_eq!(copy.get_heads(), grown.get_heads(), "the peer holds it all");
+}
+
+/// A replica clock the test moves by hand.
+#[derive(Debug)]
+struct HandClock(std::sync::atomic::AtomicI64);
+
+impl linkage_node::replica::Clock for HandClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The operator's "oldest pending" is when the peer was first offered what it still lacks. A
+/// stale offer sent again (a frozen office answers nothing for 20 s) used to move it to the
+/// retry, so the office that had waited longest looked the freshest.
+#[tokio::test]
+async fn a_retried_offer_keeps_the_time_it_has_been_pending_since() {
+    let start = chrono::Utc::now().timestamp_millis();
+    let clock = Arc::new(HandClock(std::sync::atomic::AtomicI64::new(start)));
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let office = Arc::new(Replica::open(HAIBIN, store, clock.clone(), 64).unwrap());
+    let id = create_case(&office, "unanswered").await;
+
+    let mut peer = start_session(&office);
+    peer.next_frame(&id).await;
+    let pending_since = |peer: &Peer| peer.figures.lock().unwrap().oldest_pending_ms;
+    assert_eq!(pending_since(&peer), start);
+
+    // The peer answers nothing; past the offer timeout the session offers the record again.
+    clock.0.fetch_add(21_000, Ordering::SeqCst);
+    peer.next_frame(&id).await;
+    assert_eq!(
+        pending_since(&peer),
+        start,
+        "still pending since the first offer"
+    );
 }
 
 /// Two copies of a record can each fit the limit while their changes together do not (two

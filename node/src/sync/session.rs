@@ -141,7 +141,11 @@ pub struct SessionContext {
 #[derive(Debug)]
 struct Offer {
     seq: Seq,
+    /// When the offer was last sent: a stale one is sent again after [`OFFER_TIMEOUT`].
     offered_at_ms: i64,
+    /// When the record was first offered without the peer confirming it since: the operator's
+    /// "oldest pending" (a retry moved it forward, so a frozen office looked fresher).
+    pending_since_ms: i64,
 }
 
 struct Session {
@@ -412,11 +416,13 @@ impl Session {
             return Ok(());
         }
         let now = self.ctx.replica.now_ms();
+        let pending_since_ms = self.offers.get(&id).map_or(now, |o| o.pending_since_ms);
         if let Some(old) = self.offers.insert(
             id.clone(),
             Offer {
                 seq,
                 offered_at_ms: now,
+                pending_since_ms,
             },
         ) {
             self.offers_by_seq.remove(&old.seq);
@@ -779,7 +785,7 @@ impl Session {
         figures.oldest_pending_ms = self
             .offers
             .values()
-            .map(|o| o.offered_at_ms)
+            .map(|o| o.pending_since_ms)
             .min()
             .unwrap_or(0);
         figures.cursor = self.cursor;
