@@ -21,10 +21,7 @@ use std::collections::BTreeMap;
 use linkage_proto::v1 as pb;
 use tracing::{debug, instrument, warn};
 
-use crate::calendar::{
-    Calendar, CalendarError, Due, Period, PeriodPolicies, YearCalendar, format_instant,
-    from_unix_millis,
-};
+use crate::calendar::{Calendar, CalendarError, Due, Period, PeriodPolicies, YearCalendar};
 use crate::office::{Office, OfficeError};
 use crate::org::Directory;
 use crate::record::{Action, Body, Record, RecordKind, WorkflowEvent};
@@ -310,7 +307,7 @@ pub fn check_extension_in_time(
     if event.at_ms < latest_due {
         return Ok(());
     }
-    let shown = |ms: i64| from_unix_millis(ms).map_or_else(|_| ms.to_string(), format_instant);
+    let shown = crate::calendar::format_millis;
     Err(RuleViolation {
         rule,
         message: format!(

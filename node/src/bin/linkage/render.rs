@@ -34,9 +34,7 @@ fn when(ms: i64) -> String {
     if ms == 0 {
         return "-".into();
     }
-    calendar::from_unix_millis(ms)
-        .map(calendar::format_instant)
-        .unwrap_or_else(|_| ms.to_string())
+    calendar::format_millis(ms)
 }
 
 fn table(header: &[&str]) -> Table {
