@@ -153,8 +153,7 @@ impl Office {
         if kind == RecordKind::Calendar {
             parties.extend(self.directory.orgs().map(|o| o.id.clone()));
         }
-        let mut seen = std::collections::HashSet::new();
-        parties.retain(|p| seen.insert(p.clone()));
+        crate::record::dedup_parties(&mut parties);
 
         let now = self.replica.now_ms();
         let at = act.at_ms.unwrap_or(now);

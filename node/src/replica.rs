@@ -342,11 +342,17 @@ impl Replica {
             *used = tick;
             return slot.clone();
         }
-        if cache.slots.len() >= self.capacity {
-            evict(&mut cache, self.capacity);
-        }
+        let evicted = if cache.slots.len() >= self.capacity {
+            evict(&mut cache, self.capacity)
+        } else {
+            Vec::new()
+        };
         let slot = Arc::new(Mutex::new(Slot::default()));
         cache.slots.insert(id.to_owned(), (slot.clone(), tick));
+        drop(cache);
+        // Freeing a tenth of the cache's documents takes milliseconds; every other caller
+        // waits for the cache lock, so it is done after the lock is let go.
+        drop(evicted);
         slot
     }
 
@@ -748,9 +754,9 @@ fn reloaded_heads(bytes: &[u8]) -> Vec<ChangeHash> {
     doc.get_heads()
 }
 
-fn evict(cache: &mut Cache, capacity: usize) {
-    // Drop the least recently used tenth that nobody is using right now; one scan pays for
-    // many inserts.
+/// Takes the least recently used tenth that nobody is using right now out of the cache, and
+/// returns it for the caller to drop; one scan pays for many inserts.
+fn evict(cache: &mut Cache, capacity: usize) -> Vec<Arc<Mutex<Slot>>> {
     let target = capacity - capacity / 10;
     let mut idle: Vec<(u64, String)> = cache
         .slots
@@ -760,9 +766,10 @@ fn evict(cache: &mut Cache, capacity: usize) {
         .collect();
     idle.sort_unstable();
     let excess = cache.slots.len().saturating_sub(target);
-    for (_, id) in idle.into_iter().take(excess) {
-        cache.slots.remove(&id);
-    }
+    idle.into_iter()
+        .take(excess)
+        .filter_map(|(_, id)| cache.slots.remove(&id).map(|(slot, _)| slot))
+        .collect()
 }
 
 fn encode_summary(summary: &Summary) -> Vec<u8> {

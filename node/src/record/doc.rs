@@ -111,7 +111,7 @@ pub fn hydrate_record(doc: &Automerge) -> Result<Record, DocError> {
             detail: e.to_string(),
         })?;
     let mut envelope = envelope;
-    dedup_parties(&mut envelope.parties);
+    super::dedup_parties(&mut envelope.parties);
     Ok(Record {
         envelope,
         body,
@@ -165,11 +165,6 @@ pub(crate) fn hydrate_string_list<D: autosurgeon::ReadDoc>(
 }
 
 /// Two offices adding the same party concurrently insert it twice; it is one party.
-fn dedup_parties(parties: &mut Vec<String>) {
-    let mut seen = std::collections::HashSet::new();
-    parties.retain(|p| seen.insert(p.clone()));
-}
-
 /// Appends `event` to the document's event list as one change by the document's actor.
 pub fn append_event(
     doc: &mut Automerge,
@@ -450,7 +445,7 @@ mod tests {
             .unwrap());
         let events = autosurgeon::hydrate_prop(doc, automerge::ROOT, "events").unwrap();
         let mut envelope = envelope;
-        dedup_parties(&mut envelope.parties);
+        crate::record::dedup_parties(&mut envelope.parties);
         Record {
             envelope,
             body,

@@ -513,9 +513,27 @@ impl Record {
     }
 }
 
+/// Drops repeated organisations from a party list, keeping each one's first place. (Two
+/// offices adding the same party offline leave it in the merged list twice.)
+pub fn dedup_parties(parties: &mut Vec<String>) {
+    let keep: Vec<bool> = {
+        let mut seen = std::collections::HashSet::with_capacity(parties.len());
+        parties.iter().map(|p| seen.insert(p.as_str())).collect()
+    };
+    let mut keep = keep.into_iter();
+    parties.retain(|_| keep.next().unwrap_or(false));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_parties_are_dropped_keeping_first_places() {
+        let mut parties: Vec<String> = ["b", "a", "b", "c", "a", "b"].map(String::from).to_vec();
+        dedup_parties(&mut parties);
+        assert_eq!(parties, ["b", "a", "c"]);
+    }
 
     #[test]
     fn every_kind_round_trips_through_its_wire_name() {
