@@ -166,8 +166,13 @@ impl Registry {
             at_ms: self.replica.now_ms(),
         };
         for (node_id, org, connected, figures, last_contact_ms) in snapshot {
+            let peer_key = crate::incarnation::last_peer_key(store.as_ref(), &node_id)?;
+            let persisted = match &peer_key {
+                Some(key) => store.cursor(key)?,
+                None => 0,
+            };
             // The live session's cursor runs ahead of the persisted one (written lazily).
-            let cursor = store.cursor(&node_id)?.max(figures.cursor);
+            let cursor = persisted.max(figures.cursor);
             let mut pending = 0u64;
             let mut after = cursor;
             loop {
@@ -181,8 +186,11 @@ impl Registry {
             }
             let mut mismatch = 0u64;
             for summary in summaries.values().filter(|s| s.is_party(&org)) {
-                let shared: HashSet<String> = store
-                    .peer_state(&node_id, &summary.id)?
+                let state = match &peer_key {
+                    Some(key) => store.peer_state(key, &summary.id)?,
+                    None => None,
+                };
+                let shared: HashSet<String> = state
                     .and_then(|bytes| State::decode(&bytes).ok())
                     .map(|state| state.shared_heads.iter().map(ToString::to_string).collect())
                     .unwrap_or_default();

@@ -7,5 +7,6 @@ pub mod config;
 pub mod convergence;
 pub mod feed;
 pub mod gate;
+pub mod incarnation;
 pub mod server;
 pub mod service;

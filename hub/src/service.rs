@@ -25,6 +25,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::convergence::Registry;
 use crate::feed::{self, FeedFilter};
 use crate::gate::HubGate;
+use crate::incarnation::node_peer_key;
 
 /// A node must say hello this quickly, or the stream is closed.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,7 +124,9 @@ fn check_hello(directory: &Directory, hello: &pb::Hello) -> Result<(), Status> {
         )));
     }
     if hello.node_id.is_empty() || hello.node_id.len() > 128 || hello.store_id.len() > 128 {
-        return Err(Status::invalid_argument("node_id must be 1 to 128 bytes"));
+        return Err(Status::invalid_argument(
+            "node_id must be 1 to 128 bytes and store_id at most 128",
+        ));
     }
     Ok(())
 }
@@ -162,24 +165,10 @@ impl Sync for HubService {
         }
         let node_id = hello.node_id.clone();
         let org = hello.org.clone();
-        let peer_store_key = format!("peer-store-id/{node_id}");
-        let store_id = hello.store_id.clone();
-        // A node whose store was recreated holds nothing the hub believed it held.
-        // FIXME: a session of the old store still open (a half-open link) can write its cursor
-        // and sync states back after this forgets them (on its progress tick, or as it ends),
-        // and the new store would not be offered what lies below that cursor. Keying the
-        // peer's cursor and states by node id and store id would make the old session's
-        // writes harmless; until then a recreated store should reconnect after the old
-        // session has ended (reviewer finding, 2026-12-05).
-        let (node_key, forget_key) = (node_id.clone(), peer_store_key);
         let replica = self.office.replica().clone();
-        tokio::task::spawn_blocking(move || -> Result<(), linkage_node::store::StoreError> {
-            let store = replica.store();
-            if store.meta(&forget_key)?.as_deref() != Some(store_id.as_bytes()) {
-                store.forget_peer(&node_key)?;
-                store.put_meta(&forget_key, store_id.as_bytes())?;
-            }
-            Ok(())
+        let (id, store_id) = (node_id.clone(), hello.store_id.clone());
+        let peer_key = tokio::task::spawn_blocking(move || {
+            node_peer_key(replica.store().as_ref(), &id, &store_id)
         })
         .await
         .map_err(|_| Status::unavailable("the hub is shutting down"))?
@@ -204,7 +193,7 @@ impl Sync for HubService {
 
         let ctx = SessionContext {
             replica: self.office.replica().clone(),
-            peer_key: node_id.clone(),
+            peer_key,
             peer_org: org.clone(),
             gate: Arc::new(HubGate {
                 org: org.clone(),

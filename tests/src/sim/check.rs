@@ -215,11 +215,11 @@ fn shared_heads_mismatches(
     org: &str,
 ) -> String {
     let mut text = String::new();
+    let peer_key = linkage_hub::incarnation::last_peer_key(hub.store().as_ref(), node_id).unwrap();
     for (id, _) in summaries.iter().filter(|(_, s)| s.is_party(org)) {
-        let shared = hub
-            .store()
-            .peer_state(node_id, id)
-            .unwrap()
+        let shared = peer_key
+            .as_ref()
+            .and_then(|key| hub.store().peer_state(key, id).unwrap())
             .and_then(|bytes| automerge::sync::State::decode(&bytes).ok())
             .map(|state| sorted(state.shared_heads))
             .unwrap_or_default();

@@ -20,6 +20,7 @@ use std::time::Duration;
 use automerge::ChangeHash;
 use linkage_hub::convergence::Registry;
 use linkage_hub::gate::HubGate;
+use linkage_hub::incarnation::node_peer_key;
 use linkage_node::org::Directory;
 use linkage_node::replica::{Clock, Replica};
 use linkage_node::store::{MemoryStore, Store};
@@ -618,13 +619,8 @@ impl Sim {
                 .put_meta(HUB_STORE_ID_KEY, hub_store_id.as_bytes())
                 .unwrap();
         }
-        let peer_store_key = format!("peer-store-id/{node_id}");
-        if hub.store().meta(&peer_store_key).unwrap().as_deref() != Some(node_id.as_bytes()) {
-            hub.store().forget_peer(&node_id).unwrap();
-            hub.store()
-                .put_meta(&peer_store_key, node_id.as_bytes())
-                .unwrap();
-        }
+        // A node's store id is its node id here (a restarted node keeps its store).
+        let node_key = node_peer_key(hub.store().as_ref(), &node_id, &node_id).unwrap();
         let hub_figures = registry.connected(&node_id, &org).unwrap();
         let node_figures = FiguresHandle::default();
 
@@ -641,7 +637,7 @@ impl Sim {
         };
         let hub_ctx = SessionContext {
             replica: hub,
-            peer_key: node_id,
+            peer_key: node_key,
             peer_org: org.clone(),
             gate: Arc::new(HubGate {
                 org,
