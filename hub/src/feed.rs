@@ -3,7 +3,9 @@
 //!
 //! A token is a position in the hub's change log, which keeps one entry per record at its
 //! latest change; a feed from token `t` delivers every entitled record whose latest change is
-//! after `t`, once, in log order. The complainant's identity (C-5) is masked for every reader
+//! after `t`, once, in log order. Each event names the log (the hub store's id) its token is a
+//! position in, and a request naming another log is refused: a rebuilt hub's positions name
+//! other records. The complainant's identity (C-5) is masked for every reader
 //! that is not handling the complaint.
 
 use std::sync::Arc;
@@ -99,6 +101,7 @@ pub async fn run(
     tx: mpsc::Sender<Result<pb::FeedEvent, Status>>,
 ) {
     let mut changes = office.replica().subscribe();
+    let log_id = office.replica().store().store_id();
     loop {
         let replica = office.replica().clone();
         let after = token;
@@ -144,6 +147,7 @@ pub async fn run(
                 .send(Ok(pb::FeedEvent {
                     token,
                     record: Some(record_to_pb(&view)),
+                    log_id: log_id.clone(),
                 }))
                 .await
                 .is_err()

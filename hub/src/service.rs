@@ -313,6 +313,16 @@ impl Feeds for HubService {
                 req.resume_token
             )));
         }
+        // Positions in a rebuilt hub's log name other records than they did: a department
+        // resuming from its old token would skip, without a word, every record that came back
+        // below it.
+        let log_id = self.office.replica().store().store_id();
+        if !req.log_id.is_empty() && req.log_id != log_id {
+            return Err(Status::out_of_range(format!(
+                "token {} is a position in change log {}, but this hub's log is {log_id} (its store was rebuilt or replaced since); resume from 0 to receive every record again",
+                req.resume_token, req.log_id
+            )));
+        }
         let (tx, rx) = mpsc::channel(64);
         let farewell = tx.clone();
         let feed = feed::run(

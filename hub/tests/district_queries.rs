@@ -118,6 +118,62 @@ async fn a_feed_from_a_token_past_the_hub_log_is_refused() {
     assert!(after.is_empty(), "nothing after the last token: {after:?}");
 }
 
+/// Each event names the hub log its token is a position in; resuming with that log is
+/// answered, and with another log's name (a department's token from before the hub's store was
+/// rebuilt, whose positions now name other records) refused, naming both logs.
+#[tokio::test]
+async fn a_feed_resumed_with_another_logs_token_is_refused() {
+    let (hub, office) = hub_over("130304100");
+    let body = Body::from_json(RecordKind::Case, r#"{"title": "feed"}"#).unwrap();
+    office
+        .create(
+            RecordKind::Case,
+            vec!["bdh-scjg".into()],
+            body,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let request = |token: u64, log_id: &str| {
+        Request::new(FeedRequest {
+            org: "bdh-scjg".into(),
+            resume_token: token,
+            catch_up_only: true,
+            log_id: log_id.into(),
+            ..Default::default()
+        })
+    };
+
+    let events: Vec<_> = hub
+        .subscribe(request(0, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect()
+        .await;
+    let event = events[0].as_ref().unwrap();
+    let log_id = office.replica().store().store_id();
+    assert_eq!(event.log_id, log_id);
+
+    let resumed: Vec<_> = hub
+        .subscribe(request(0, &log_id))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect()
+        .await;
+    assert_eq!(resumed.len(), 1, "{resumed:?}");
+
+    let Err(refused) = hub.subscribe(request(0, "a-rebuilt-hubs-log")).await else {
+        panic!("a token of another log was answered");
+    };
+    // As a token past the log's end: the caller's position is not one in this log.
+    assert_eq!(refused.code(), Code::OutOfRange);
+    for named in ["a-rebuilt-hubs-log", log_id.as_str(), "resume from 0"] {
+        assert!(refused.message().contains(named), "{}", refused.message());
+    }
+}
+
 /// A report whose period ends before it starts is refused with the two instants written as
 /// staff write them, not as Unix milliseconds.
 #[tokio::test]

@@ -199,6 +199,8 @@ pub struct Outcome {
     pub pre_holiday_decision: String,
     pub dongshan_while_offline: pb::NodeConvergence,
     pub feed_token_before_holiday: u64,
+    /// The hub log that token is a position in, saved beside it.
+    pub feed_log_before_holiday: String,
     pub feed_deliveries: Vec<pb::FeedEvent>,
     pub notice_after_offline_edits: pb::Record,
     pub dispute_final: pb::Record,
@@ -240,9 +242,13 @@ fn id_of(record: &pb::Record) -> String {
         .unwrap_or_default()
 }
 
-/// Pulls the category-3 feed of the Market Supervision Bureau's case system from `token` until
-/// caught up.
-pub async fn pull_feed(district: &District, token: u64) -> anyhow::Result<Vec<pb::FeedEvent>> {
+/// Pulls the category-3 feed of the Market Supervision Bureau's case system from `token` of the
+/// hub log `log_id` (empty: unchecked) until caught up.
+pub async fn pull_feed(
+    district: &District,
+    token: u64,
+    log_id: &str,
+) -> anyhow::Result<Vec<pb::FeedEvent>> {
     let mut feeds = FeedsClient::new(channel(&district.hub.url()).await?);
     let request = pb::FeedRequest {
         org: MARKET.into(),
@@ -250,6 +256,7 @@ pub async fn pull_feed(district: &District, token: u64) -> anyhow::Result<Vec<pb
         categories: vec![3],
         resume_token: token,
         catch_up_only: true,
+        log_id: log_id.to_owned(),
     };
     let mut stream = feeds.subscribe(request).await?.into_inner();
     let mut events = Vec::new();
@@ -297,7 +304,7 @@ pub async fn play(d: &District, say: &mut dyn FnMut(String)) -> anyhow::Result<O
         "the pre-holiday decision in the feed",
         SYNC_TIMEOUT,
         || async {
-            let events = pull_feed(d, 0).await?;
+            let events = pull_feed(d, 0, "").await?;
             Ok(events
                 .iter()
                 .any(|e| {
@@ -311,6 +318,7 @@ pub async fn play(d: &District, say: &mut dyn FnMut(String)) -> anyhow::Result<O
     )
     .await?;
     out.feed_token_before_holiday = before.last().map_or(0, |e| e.token);
+    out.feed_log_before_holiday = before.last().map(|e| e.log_id.clone()).unwrap_or_default();
     say(format!(
         "Market Supervision's case system pulled {} category-3 record(s) and saved feed token {} before the holiday",
         before.len(),
@@ -672,7 +680,12 @@ pub async fn play(d: &District, say: &mut dyn FnMut(String)) -> anyhow::Result<O
 
     d.wait_converged().await?;
     out.notice_after_offline_edits = d.wait_holds(NIUTOUYA, &out.urgent_notice, 2).await?;
-    out.feed_deliveries = pull_feed(d, out.feed_token_before_holiday).await?;
+    out.feed_deliveries = pull_feed(
+        d,
+        out.feed_token_before_holiday,
+        &out.feed_log_before_holiday,
+    )
+    .await?;
     say(format!(
         "Market Supervision's case system resumed its feed from token {} and received {} record(s)",
         out.feed_token_before_holiday,

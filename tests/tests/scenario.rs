@@ -133,6 +133,7 @@ async fn pull(
         categories: vec![],
         resume_token: token,
         catch_up_only: true,
+        log_id: String::new(),
     };
     let mut stream = feeds.subscribe(request).await?.into_inner();
     let mut events = Vec::new();
@@ -423,7 +424,15 @@ async fn check_resumed_feed(d: &District, out: &Outcome) -> anyhow::Result<()> {
         last > out.feed_token_before_holiday,
         "tokens did not move past the saved one"
     );
-    let again = scenario::pull_feed(d, last).await?;
+    ensure!(
+        !out.feed_log_before_holiday.is_empty()
+            && out
+                .feed_deliveries
+                .iter()
+                .all(|e| e.log_id == out.feed_log_before_holiday),
+        "feed events do not all name the hub log their tokens belong to"
+    );
+    let again = scenario::pull_feed(d, last, &out.feed_log_before_holiday).await?;
     ensure!(
         again.is_empty(),
         "resuming after the last delivery delivered again: {:?}",

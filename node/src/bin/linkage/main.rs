@@ -216,8 +216,8 @@ enum Command {
         /// until that file holds a token.
         #[arg(long, default_value_t = 0)]
         token: u64,
-        /// Keep the token here: read at start (it then wins over --token), written after each
-        /// delivery. Its folder must exist.
+        /// Keep the token here, with the hub change log it belongs to: read at start (it then
+        /// wins over --token), written after each delivery. Its folder must exist.
         #[arg(long)]
         token_file: Option<PathBuf>,
         /// Keep following live changes instead of stopping once caught up.
@@ -885,15 +885,22 @@ async fn feed(
     follow: bool,
 ) -> CliResult {
     let resume = match token_file {
-        Some(path) => saved_token(path)?.unwrap_or(token),
-        None => token,
+        Some(path) => saved_token(path)?.unwrap_or(SavedToken {
+            token,
+            log_id: String::new(),
+        }),
+        None => SavedToken {
+            token,
+            log_id: String::new(),
+        },
     };
     let request = pb::FeedRequest {
         org: org.to_owned(),
         kinds: kinds.to_vec(),
         categories: categories.to_vec(),
-        resume_token: resume,
+        resume_token: resume.token,
         catch_up_only: !follow,
+        log_id: resume.log_id,
     };
     let mut stream = FeedsClient::new(connect(cli, &cli.hub, "hub").await?)
         .max_decoding_message_size(MAX_ANSWER_BYTES)
@@ -903,7 +910,11 @@ async fn feed(
     while let Some(event) = stream.message().await? {
         out.feed_event(&event);
         if let Some(path) = token_file {
-            std::fs::write(path, event.token.to_string()).map_err(|e| {
+            let saved = SavedToken {
+                token: event.token,
+                log_id: event.log_id.clone(),
+            };
+            std::fs::write(path, saved.to_string()).map_err(|e| {
                 CliError::file(format!("could not save token to {}: {e}", path.display()))
             })?;
         }
@@ -911,14 +922,42 @@ async fn feed(
     Ok(())
 }
 
+/// A feed position as a token file keeps it: the token, then the hub change log it is a
+/// position in (files written before logs were named hold the token alone).
+#[derive(Debug, PartialEq)]
+struct SavedToken {
+    token: u64,
+    log_id: String,
+}
+
+impl std::fmt::Display for SavedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} {}", self.token, self.log_id)
+    }
+}
+
+impl std::str::FromStr for SavedToken {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let mut words = text.split_whitespace();
+        let token = words.next().ok_or(())?.parse().map_err(|_| ())?;
+        let log_id = words.next().unwrap_or_default().to_owned();
+        if words.next().is_some() {
+            return Err(());
+        }
+        Ok(SavedToken { token, log_id })
+    }
+}
+
 /// The token saved in `path`, or `None` if there is no such file yet. Whether the token can be
 /// kept is checked now, before anything is delivered: a token that cannot be saved would make
 /// the next run start over, or skip what this one printed.
-fn saved_token(path: &std::path::Path) -> Result<Option<u64>, CliError> {
+fn saved_token(path: &std::path::Path) -> Result<Option<SavedToken>, CliError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+        Ok(text) => text.parse().map(Some).map_err(|()| {
             CliError::input(format!(
-                "token file {} does not hold a token",
+                "token file {} does not hold a token (a number, then the hub log it came from)",
                 path.display()
             ))
         }),
@@ -949,6 +988,25 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_token_file_keeps_the_log_and_reads_files_without_one() {
+        let saved = SavedToken {
+            token: 42,
+            log_id: "hub-store-1".into(),
+        };
+        assert_eq!(saved.to_string().parse::<SavedToken>(), Ok(saved));
+        assert_eq!(
+            "17\n".parse::<SavedToken>(),
+            Ok(SavedToken {
+                token: 17,
+                log_id: String::new()
+            })
+        );
+        for bad in ["", "seventeen", "17 log extra", "-1 log"] {
+            assert_eq!(bad.parse::<SavedToken>(), Err(()), "{bad:?}");
+        }
+    }
 
     #[test]
     fn only_strings_in_top_level_at_ms_fields_become_milliseconds() {

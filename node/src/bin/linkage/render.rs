@@ -476,7 +476,7 @@ impl Output {
         if self.json {
             say!(
                 "{}",
-                json!({"token": event.token, "record": record_json(&record)})
+                json!({"token": event.token, "log_id": event.log_id, "record": record_json(&record)})
             );
             return;
         }
