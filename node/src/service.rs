@@ -25,7 +25,8 @@ pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// refusals carry the rule ID first ("T-4: ..."), so scripts can match on it.
 pub fn status_of(error: OfficeError) -> Status {
     match error {
-        OfficeError::Rule(v) => Status::failed_precondition(format!("{}: {}", v.rule, v.message)),
+        OfficeError::Rule(v) if v.is_bad_input() => Status::invalid_argument(v.to_string()),
+        OfficeError::Rule(v) => Status::failed_precondition(v.to_string()),
         OfficeError::Invalid(m) => Status::invalid_argument(m),
         OfficeError::Replica(ReplicaError::NotFound(id)) => {
             Status::not_found(format!("record {id} not found"))

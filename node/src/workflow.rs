@@ -35,6 +35,15 @@ pub struct RuleViolation {
     pub message: String,
 }
 
+impl RuleViolation {
+    /// Whether the request itself was wrong (a record of the wrong shape, an organisation the
+    /// directory does not know) rather than a step the cooperation rules do not allow now:
+    /// told to callers as invalid input, not as refused by the rules.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self.rule, RULE_SCHEMA | RULE_DIRECTORY)
+    }
+}
+
 fn refuse(rule: &'static str, message: impl Into<String>) -> Result<(), RuleViolation> {
     Err(RuleViolation {
         rule,

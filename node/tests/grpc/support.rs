@@ -196,15 +196,20 @@ impl TestNode {
         status
     }
 
-    /// Expects a refusal by `rule` (FAILED_PRECONDITION, message "RULE: ..."), with nothing
-    /// stored.
+    /// Expects a refusal by `rule` (message "RULE: ..."), with nothing stored: INVALID_ARGUMENT
+    /// for the rules about the request's shape and names (`schema`, `directory`),
+    /// FAILED_PRECONDITION for the cooperation rules.
     pub async fn refused_by<T, F, Fut>(&self, rule: &str, call: F) -> String
     where
         T: std::fmt::Debug,
         F: FnOnce(RecordsClient<Channel>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        let status = self.refused(Code::FailedPrecondition, call).await;
+        let code = match rule {
+            "schema" | "directory" => Code::InvalidArgument,
+            _ => Code::FailedPrecondition,
+        };
+        let status = self.refused(code, call).await;
         assert!(
             status.message().starts_with(&format!("{rule}: ")),
             "the refusal should name rule {rule}: {:?}",
