@@ -317,7 +317,8 @@ impl Feeds for HubService {
         // resuming from its old token would skip, without a word, every record that came back
         // below it.
         let log_id = self.office.replica().store().store_id();
-        if !req.log_id.is_empty() && req.log_id != log_id {
+        // Position 0, the start, is the same in every log.
+        if req.resume_token > 0 && !req.log_id.is_empty() && req.log_id != log_id {
             return Err(Status::out_of_range(format!(
                 "token {} is a position in change log {}, but this hub's log is {log_id} (its store was rebuilt or replaced since); resume from 0 to receive every record again",
                 req.resume_token, req.log_id

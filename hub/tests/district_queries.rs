@@ -164,7 +164,7 @@ async fn a_feed_resumed_with_another_logs_token_is_refused() {
         .await;
     assert_eq!(resumed.len(), 1, "{resumed:?}");
 
-    let Err(refused) = hub.subscribe(request(0, "a-rebuilt-hubs-log")).await else {
+    let Err(refused) = hub.subscribe(request(1, "a-rebuilt-hubs-log")).await else {
         panic!("a token of another log was answered");
     };
     // As a token past the log's end: the caller's position is not one in this log.
@@ -172,6 +172,16 @@ async fn a_feed_resumed_with_another_logs_token_is_refused() {
     for named in ["a-rebuilt-hubs-log", log_id.as_str(), "resume from 0"] {
         assert!(refused.message().contains(named), "{}", refused.message());
     }
+
+    // The start is the same in every log: a saved "0 <other log>" starts over.
+    let from_start: Vec<_> = hub
+        .subscribe(request(0, "a-rebuilt-hubs-log"))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect()
+        .await;
+    assert_eq!(from_start.len(), 1, "{from_start:?}");
 }
 
 /// A report whose period ends before it starts is refused with the two instants written as

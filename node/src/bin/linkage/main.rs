@@ -902,11 +902,23 @@ async fn feed(
         catch_up_only: !follow,
         log_id: resume.log_id,
     };
-    let mut stream = FeedsClient::new(connect(cli, &cli.hub, "hub").await?)
+    let subscribed = FeedsClient::new(connect(cli, &cli.hub, "hub").await?)
         .max_decoding_message_size(MAX_ANSWER_BYTES)
         .subscribe(request)
-        .await?
-        .into_inner();
+        .await;
+    let mut stream = match (subscribed, token_file) {
+        (Ok(response), _) => response.into_inner(),
+        // The saved position is not one in the hub's log: starting over is the caller's
+        // decision (the file wins over --token), so say how.
+        (Err(status), Some(path)) if status.code() == tonic::Code::OutOfRange => {
+            let CliError(message) = status.into();
+            return Err(CliError(format!(
+                "{message}; to start over, delete {} or write 0 in it",
+                path.display()
+            )));
+        }
+        (Err(status), _) => return Err(status.into()),
+    };
     while let Some(event) = stream.message().await? {
         out.feed_event(&event);
         if let Some(path) = token_file {

@@ -1,0 +1,129 @@
+//! A department's feed token file, end to end on real processes: the CLI keeps the id of the
+//! hub's change log beside the token, and a hub rebuilt on a fresh store (its log refilled by
+//! the nodes, so the old position is inside it but names other records) refuses the old file
+//! instead of skipping records, and says how to start over.
+//!
+//! Needs the binaries: `cargo build --workspace --bins` first.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use linkage_proto::v1 as pb;
+use linkage_proto::v1::feeds_client::FeedsClient;
+use linkage_tests::scenario::{HAIBIN, MARKET};
+use linkage_tests::{HubProcess, NodeProcess, bin, channel, eventually};
+use serde_json::json;
+
+/// `linkage --hub URL feed --org MARKET --token-file FILE`, the real CLI.
+async fn cli_feed(hub: &HubProcess, token_file: &Path) -> anyhow::Result<std::process::Output> {
+    Ok(tokio::process::Command::new(bin("linkage")?)
+        .args(["--hub", &hub.url(), "feed", "--org", MARKET, "--token-file"])
+        .arg(token_file)
+        .output()
+        .await?)
+}
+
+/// Records the hub's feed for the Market Supervision Bureau holds, from the start.
+async fn feed_len(hub_url: &str) -> anyhow::Result<usize> {
+    let request = pb::FeedRequest {
+        org: MARKET.into(),
+        catch_up_only: true,
+        ..Default::default()
+    };
+    let mut stream = FeedsClient::new(channel(hub_url).await?)
+        .subscribe(request)
+        .await?
+        .into_inner();
+    let mut events = 0;
+    while stream.message().await?.is_some() {
+        events += 1;
+    }
+    Ok(events)
+}
+
+async fn wait_for_three_records(hub: &HubProcess) -> anyhow::Result<()> {
+    let url = hub.url();
+    eventually(
+        "the hub to hold the three records",
+        Duration::from_secs(60),
+        || {
+            let url = url.clone();
+            async move { Ok((feed_len(&url).await? == 3).then_some(())) }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_of_a_rebuilt_hubs_log_is_refused_with_how_to_start_over() -> anyhow::Result<()>
+{
+    let temp = tempfile::Builder::new().prefix("linkage-feed-").tempdir()?;
+    let mut hub = HubProcess::start(&temp.path().join("hub"), "127.0.0.1:0")?;
+    let node = NodeProcess::start(HAIBIN, &temp.path().join("haibin"), Some(&hub.url()))?;
+    let mut records = node.records().await?;
+    for i in 0..3 {
+        records
+            .create(pb::CreateRecordRequest {
+                kind: "case".into(),
+                parties: vec![MARKET.to_owned()],
+                body_json: json!({ "title": format!("case {i} for the feed") }).to_string(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    wait_for_three_records(&hub).await?;
+
+    // The department pulls the feed; the file keeps the token and the log it belongs to.
+    let token_file = temp.path().join("token.txt");
+    let pulled = cli_feed(&hub, &token_file).await?;
+    ensure!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    let saved = std::fs::read_to_string(&token_file)?;
+    let mut words = saved.split_whitespace();
+    let token: u64 = words.next().context("token file is empty")?.parse()?;
+    let first_log = words.next().context("token file names no log")?.to_owned();
+    ensure!(token >= 3, "saved token {token}");
+
+    // The hub's store is lost; a new hub on the same address is refilled by the node.
+    hub.proc.kill9();
+    hub = HubProcess::start(&temp.path().join("hub-rebuilt"), &hub.addr)?;
+    wait_for_three_records(&hub).await?;
+
+    let refused = cli_feed(&hub, &token_file).await?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    ensure!(!refused.status.success(), "the old token was answered");
+    for named in [
+        "超出范围 out of range",
+        first_log.as_str(),
+        "to start over, delete",
+    ] {
+        ensure!(stderr.contains(named), "{named:?} not in: {stderr}");
+    }
+    ensure!(
+        std::fs::read_to_string(&token_file)? == saved,
+        "the refused token file was changed"
+    );
+
+    // Starting over, as the refusal says, delivers every record again.
+    std::fs::write(&token_file, "0")?;
+    let again = cli_feed(&hub, &token_file).await?;
+    ensure!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let delivered = String::from_utf8_lossy(&again.stdout).lines().count();
+    ensure!(
+        delivered == 3,
+        "{delivered} records delivered after starting over"
+    );
+    ensure!(
+        !std::fs::read_to_string(&token_file)?.contains(&first_log),
+        "the token file still names the old log"
+    );
+    Ok(())
+}
