@@ -41,6 +41,12 @@ pub struct HubArgs {
     /// Documents kept in memory at once (default 2048, about 50 KiB each).
     #[arg(long, env = "LINKAGE_HUB_CACHE_DOCS")]
     pub cache_docs: Option<usize>,
+    /// This hub's store was lost and starts empty: admit the changes a node hands over for a
+    /// record's other parties (its copy may be the only one left), each checked as its
+    /// author's act. Off by default: a node may otherwise send only its own organisation's
+    /// changes. Restart without it once `linkage status` shows the district converged.
+    #[arg(long, env = "LINKAGE_HUB_REFILL_FROM_NODES")]
+    pub refill_from_nodes: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -52,6 +58,8 @@ struct HubFile {
     listen: Option<SocketAddr>,
     orgs_file: Option<PathBuf>,
     cache_docs: Option<usize>,
+    #[serde(default)]
+    refill_from_nodes: bool,
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -70,6 +78,8 @@ pub struct HubConfig {
     pub tls: Option<TlsFiles>,
     /// How periods become due times in the district's obligations, from `[periods]`.
     pub periods: PeriodPolicies,
+    /// Admit the changes nodes hand over for other parties: see [`HubArgs::refill_from_nodes`].
+    pub refill_from_nodes: bool,
 }
 
 impl HubConfig {
@@ -104,6 +114,7 @@ impl HubConfig {
             cache_docs: args.cache_docs.or(file.cache_docs).unwrap_or(2_048),
             tls,
             periods,
+            refill_from_nodes: args.refill_from_nodes || file.refill_from_nodes,
         })
     }
 }

@@ -1,6 +1,8 @@
 //! What the hub lets through a node's session: a record goes only to nodes of its parties, and
 //! a node's changes are admitted only if signed by its own organisation's actors and allowed by
-//! the mechanism's rules ([`linkage_node::workflow::admit_change`]).
+//! the mechanism's rules ([`linkage_node::workflow::admit_change`]). While the hub is refilled
+//! from the nodes after losing its store, a node may also hand over the other parties' changes
+//! it holds, each checked as an act of its author.
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use linkage_node::record::doc::{hydrate_record, org_of_actor};
 use linkage_node::replica::Summary;
 use linkage_node::sync::session::Gate;
 use linkage_node::workflow::{self, RuleViolation};
+use tracing::info;
 
 /// Rule ID for a change whose actor is not bound to the sending node's organisation.
 pub const RULE_ACTOR: &str = "actor";
@@ -20,6 +23,10 @@ pub struct HubGate {
     /// The organisation of the node at the other end of the session.
     pub org: String,
     pub directory: Arc<Directory>,
+    /// The hub is being refilled from the nodes after losing its store (`--refill-from-nodes`):
+    /// a node may also hand over changes that other parties of a record made, since its copy
+    /// may be the only one left. Off, a node's changes must all be its own organisation's.
+    pub refill: bool,
 }
 
 impl Gate for HubGate {
@@ -34,9 +41,15 @@ impl Gate for HubGate {
         after: &Automerge,
         added: &[ChangeMetadata<'_>],
     ) -> Result<Option<Record>, RuleViolation> {
+        let mut relayed: Vec<String> = Vec::new();
         for change in added {
             match org_of_actor(&change.actor) {
                 Some(org) if org == self.org => {}
+                Some(org) if self.refill && self.directory.org(&org).is_some() => {
+                    if !relayed.contains(&org) {
+                        relayed.push(org);
+                    }
+                }
                 Some(org) => {
                     return Err(RuleViolation {
                         rule: RULE_ACTOR,
@@ -76,7 +89,25 @@ impl Gate for HubGate {
                 ),
             });
         }
-        workflow::admit_change(&self.directory, &self.org, before.as_ref(), &after)?;
+        if let Some(outsider) = relayed.iter().find(|org| !after.envelope.is_party(org)) {
+            return Err(RuleViolation {
+                rule: RULE_ACTOR,
+                message: format!(
+                    "{} hands over changes to {id} made by {outsider}, which is not a party to it",
+                    self.org
+                ),
+            });
+        }
+        workflow::admit_relayed_change(
+            &self.directory,
+            &self.org,
+            &relayed,
+            before.as_ref(),
+            &after,
+        )?;
+        if !relayed.is_empty() {
+            info!(record = %id, relayed_by = %self.org, authors = ?relayed, "admitted changes a node handed over for other parties (refilling from the nodes)");
+        }
         Ok(Some(after))
     }
 }

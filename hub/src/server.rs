@@ -9,7 +9,7 @@ use linkage_node::replica::{Replica, ReplicaError, SystemClock};
 use linkage_node::server::{incoming, serve_with_grace, write_addr_file};
 use linkage_node::store::{RocksStore, Store, StoreError};
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::HubConfig;
 use crate::convergence::Registry;
@@ -87,7 +87,14 @@ pub async fn run(
         info!("hub stopping: ending sync sessions and feeds");
         let _ = stopping_tx.send(true);
     };
-    let service = HubService::new(office, Arc::new(registry)).with_stop_signal(stopping.clone());
+    if config.refill_from_nodes {
+        warn!(
+            "refilling from the nodes: changes a node hands over for a record's other parties are admitted; restart without --refill-from-nodes once `linkage status` shows the district converged"
+        );
+    }
+    let service = HubService::new(office, Arc::new(registry))
+        .refilling_from_nodes(config.refill_from_nodes)
+        .with_stop_signal(stopping.clone());
     let (_reporter, health, reflection) =
         linkage_node::service::standard_services("linkage.v1.Sync").await;
     let mut builder = tonic::transport::Server::builder();

@@ -38,6 +38,8 @@ pub struct HubService {
     /// Turns true when the server begins a graceful shutdown, which waits for every open
     /// stream: sessions and feeds end on it. `None` for a service no server will stop.
     stopping: Option<watch::Receiver<bool>>,
+    /// Refilling from the nodes after losing the store: see [`HubGate::refill`].
+    refill: bool,
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::SyncFrame, Status>> + Send>>;
@@ -51,7 +53,15 @@ impl HubService {
             directory,
             registry,
             stopping: None,
+            refill: false,
         }
+    }
+
+    /// Admits the changes a node hands over for a record's other parties (see
+    /// [`HubGate::refill`]): for a hub refilled from the nodes after losing its store.
+    pub fn refilling_from_nodes(mut self, refill: bool) -> Self {
+        self.refill = refill;
+        self
     }
 
     /// Ends open sync sessions and feeds once `stopping` turns true.
@@ -198,6 +208,7 @@ impl Sync for HubService {
             gate: Arc::new(HubGate {
                 org: org.clone(),
                 directory: self.directory.clone(),
+                refill: self.refill,
             }),
             figures,
         };

@@ -153,10 +153,15 @@ pub struct HubProcess {
 impl HubProcess {
     /// Starts a hub on `listen` ("127.0.0.1:0" for any free port).
     pub fn start(data_dir: &Path, listen: &str) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, listen, &[])
+    }
+
+    /// [`HubProcess::start`] with more command-line flags.
+    pub fn start_with(data_dir: &Path, listen: &str, flags: &[&str]) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let addr_file = data_dir.with_extension("addr");
         let _ = std::fs::remove_file(&addr_file);
-        let args = vec![
+        let mut args = vec![
             "--data-dir".into(),
             data_dir.display().to_string(),
             "--listen".into(),
@@ -164,6 +169,7 @@ impl HubProcess {
             "--addr-file".into(),
             addr_file.display().to_string(),
         ];
+        args.extend(flags.iter().map(|flag| (*flag).to_owned()));
         let mut proc = Spawned::start(
             "linkage-hub",
             &bin("linkage-hub")?,

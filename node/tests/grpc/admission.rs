@@ -4,7 +4,7 @@
 
 use linkage_node::org::Directory;
 use linkage_node::record::{Action, Body, Record, WorkflowEvent};
-use linkage_node::workflow::{RuleViolation, admit_change};
+use linkage_node::workflow::{RuleViolation, admit_change, admit_relayed_change};
 
 use crate::support::*;
 
@@ -110,6 +110,32 @@ async fn admission_refuses_events_in_another_organisations_name() {
     let before = sent_transfer().await;
     let forged = with_event(&before, Action::Received, "2026-10-08 09:30", MARKET);
     refused(admit_change(&dir, HAIBIN, Some(&before), &forged), "party");
+}
+
+/// While the hub is refilled from the nodes, Haibin's node may hand over the receiver's acts
+/// it holds, and a whole record Haibin only received; each act is still checked as its
+/// author's, and an act of an organisation not named as an author stays refused.
+#[tokio::test]
+async fn a_relayed_change_is_checked_as_its_authors_act() {
+    let dir = Directory::beidaihe();
+    let before = sent_transfer().await;
+    let received = with_event(&before, Action::Received, "2026-10-08 09:30", MARKET);
+    let market = [MARKET.to_owned()];
+    admit_relayed_change(&dir, HAIBIN, &market, Some(&before), &received)
+        .expect("Haibin hands over the receiver's receipt");
+    admit_relayed_change(&dir, MARKET, &[HAIBIN.to_owned()], None, &received)
+        .expect("the receiver hands over the whole record, created by Haibin");
+    refused(
+        admit_relayed_change(&dir, HAIBIN, &[], Some(&before), &received),
+        "party",
+    );
+
+    // The author's own rules still hold: the receiver accepting before any receipt is T-5.
+    let accepted_first = with_event(&before, Action::Accepted, "2026-10-08 09:30", MARKET);
+    refused(
+        admit_relayed_change(&dir, HAIBIN, &market, Some(&before), &accepted_first),
+        "T-5",
+    );
 }
 
 #[tokio::test]

@@ -642,6 +642,7 @@ impl Sim {
             gate: Arc::new(HubGate {
                 org,
                 directory: self.directory.clone(),
+                refill: false,
             }),
             figures: hub_figures.clone(),
         };
