@@ -32,6 +32,19 @@ struct NodeEntry {
     last_contact_ms: i64,
 }
 
+/// Why a node could not be retired.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgetError {
+    #[error("no node {0:?} is known to the hub")]
+    Unknown(String),
+    #[error("{prefix:?} names {} nodes ({}); give more of the id", ids.len(), ids.join(", "))]
+    Ambiguous { prefix: String, ids: Vec<String> },
+    #[error("node {0} is connected; only an offline node can be forgotten")]
+    Connected(String),
+    #[error("hub store failed: {0}")]
+    Store(#[from] linkage_node::store::StoreError),
+}
+
 #[derive(Debug)]
 pub struct Registry {
     replica: Arc<Replica>,
@@ -122,6 +135,38 @@ impl Registry {
             .replica
             .store()
             .put_meta(&format!("{NODE_PREFIX}{node_id}"), &bytes)?)
+    }
+
+    /// Retires the offline node whose id is `node_id` or starts with it, with what the hub
+    /// kept of its sync; returns its id and organisation. Blocking: it writes the store.
+    pub fn forget(&self, node_id: &str) -> Result<(String, String), ForgetError> {
+        let mut nodes = self.nodes.lock().expect("registry lock is never poisoned");
+        let matching: Vec<&String> = match nodes.get_key_value(node_id) {
+            Some((id, _)) => vec![id],
+            None if node_id.is_empty() => Vec::new(),
+            None => nodes.keys().filter(|id| id.starts_with(node_id)).collect(),
+        };
+        let id = match matching.as_slice() {
+            [] => return Err(ForgetError::Unknown(node_id.to_owned())),
+            [id] => (*id).clone(),
+            several => {
+                return Err(ForgetError::Ambiguous {
+                    prefix: node_id.to_owned(),
+                    ids: several.iter().map(|id| (*id).clone()).collect(),
+                });
+            }
+        };
+        let entry = &nodes[&id];
+        if entry.sessions > 0 {
+            return Err(ForgetError::Connected(id));
+        }
+        let org = entry.org.clone();
+        // Under the registry's lock, so the node cannot connect halfway through.
+        let store = self.replica.store();
+        crate::incarnation::forget_node(store.as_ref(), &id)?;
+        store.delete_meta(&format!("{NODE_PREFIX}{id}"))?;
+        nodes.remove(&id);
+        Ok((id, org))
     }
 
     pub fn summaries(&self) -> Result<Vec<Summary>, ReplicaError> {

@@ -48,6 +48,16 @@ pub fn last_peer_key(store: &dyn Store, node_id: &str) -> Result<Option<String>,
         .map(|store_id| key_of(node_id, &String::from_utf8_lossy(&store_id))))
 }
 
+/// Drops everything kept of `node_id`'s sync (its last incarnation's cursor and states, and
+/// which incarnation that was): the node is being retired.
+pub fn forget_node(store: &dyn Store, node_id: &str) -> Result<(), StoreError> {
+    if let Some(key) = last_peer_key(store, node_id)? {
+        store.forget_peer(&key)?;
+    }
+    store.forget_peer(node_id)?;
+    store.delete_meta(&incarnation_key(node_id))
+}
+
 #[cfg(test)]
 mod tests {
     use linkage_node::store::MemoryStore;
@@ -100,6 +110,24 @@ mod tests {
         node_peer_key(&store, "node-a", "store-1").unwrap();
         let key = node_peer_key(&store, "node-a", "store-2").unwrap();
         assert_eq!(last_peer_key(&store, "node-a").unwrap(), Some(key));
+    }
+
+    #[test]
+    fn a_forgotten_node_leaves_nothing_behind() {
+        let store = MemoryStore::new();
+        let key = node_peer_key(&store, "node-a", "store-1").unwrap();
+        store.put_cursor(&key, 9).unwrap();
+        let other = node_peer_key(&store, "node-b", "store-1").unwrap();
+        store.put_cursor(&other, 4).unwrap();
+
+        forget_node(&store, "node-a").unwrap();
+        assert_eq!(last_peer_key(&store, "node-a").unwrap(), None);
+        assert_eq!(store.cursor(&key).unwrap(), 0);
+        assert_eq!(
+            store.cursor(&other).unwrap(),
+            4,
+            "another node's sync stays"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::convergence::Registry;
+use crate::convergence::{ForgetError, Registry};
 use crate::feed::{self, FeedFilter};
 use crate::gate::HubGate;
 use crate::incarnation::node_peer_key;
@@ -237,6 +237,36 @@ impl Sync for HubService {
 
 #[tonic::async_trait]
 impl District for HubService {
+    async fn forget_node(
+        &self,
+        request: Request<pb::ForgetNodeRequest>,
+    ) -> Result<Response<pb::ForgetNodeResponse>, Status> {
+        // Over mutual TLS a node's certificate reads the district's figures; retiring a node
+        // is the hub operator's, who holds the hub's own certificate.
+        if let Some(certified) = certified_org(&request)?
+            && certified != crate::server::HUB_ORG
+        {
+            return Err(Status::permission_denied(format!(
+                "only the hub's own certificate may forget a node; the caller's was issued to {certified}"
+            )));
+        }
+        let node_id = request.into_inner().node_id;
+        let registry = self.registry.clone();
+        let forgotten = tokio::task::spawn_blocking(move || registry.forget(&node_id))
+            .await
+            .map_err(|_| Status::unavailable("the hub is shutting down"))?;
+        match forgotten {
+            Ok((node_id, org)) => {
+                info!(node = %node_id, org = %org, "node forgotten by the operator");
+                Ok(Response::new(pb::ForgetNodeResponse { node_id, org }))
+            }
+            Err(e @ ForgetError::Unknown(_)) => Err(Status::not_found(e.to_string())),
+            Err(e @ ForgetError::Ambiguous { .. }) => Err(Status::invalid_argument(e.to_string())),
+            Err(e @ ForgetError::Connected(_)) => Err(Status::failed_precondition(e.to_string())),
+            Err(e @ ForgetError::Store(_)) => Err(Status::internal(e.to_string())),
+        }
+    }
+
     async fn convergence(
         &self,
         _: Request<pb::ConvergenceRequest>,

@@ -896,6 +896,7 @@ fn help_explains_every_flag_and_names_only_real_commands() {
         "status",
         "counts",
         "feed",
+        "forget-node",
     ];
     let help = |args: &[&str]| {
         let mut all = args.to_vec();

@@ -219,6 +219,35 @@ async fn nodes_sync_over_mutual_tls_and_the_hub_trusts_certificates_not_hellos()
     );
     let info: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(info["org"], "bdh-scjg");
+
+    // Retiring a node is the hub operator's: an office's certificate is refused, the hub's own
+    // is let through (to find no such node).
+    let forget_as = |org: &str| {
+        let cert = ca.join(format!("{org}.pem")).display().to_string();
+        let key = ca.join(format!("{org}.key")).display().to_string();
+        linkage(&[
+            "--hub",
+            &hub_url,
+            "--tls-ca",
+            &ca_arg,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "forget-node",
+            "no-such-node",
+        ])
+    };
+    let by_office = String::from_utf8_lossy(&forget_as("bdh-scjg").stderr).into_owned();
+    assert!(
+        by_office.contains("PermissionDenied") && by_office.contains("hub's own certificate"),
+        "{by_office}"
+    );
+    let by_operator = String::from_utf8_lossy(&forget_as("district-hub").stderr).into_owned();
+    assert!(
+        by_operator.contains("NotFound") && by_operator.contains("no-such-node"),
+        "{by_operator}"
+    );
     Ok(())
 }
 

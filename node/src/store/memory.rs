@@ -194,6 +194,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn delete_meta(&self, key: &str) -> Result<(), StoreError> {
+        self.lock().meta.remove(key);
+        Ok(())
+    }
+
     fn meta_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         Ok(self
             .lock()

@@ -140,6 +140,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    fn delete_meta(&self, key: &str) -> Result<(), StoreError>;
     /// Every metadata entry whose key starts with `prefix`, in key order.
     fn meta_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 

@@ -519,6 +519,12 @@ impl Store for RocksStore {
         self.write(batch, "write metadata")
     }
 
+    fn delete_meta(&self, key: &str) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_META)?, meta_key(META_USER, key));
+        self.write(batch, "delete metadata")
+    }
+
     fn meta_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let start = meta_key(META_USER, prefix);
         let mode = IteratorMode::From(&start, Direction::Forward);

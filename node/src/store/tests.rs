@@ -296,6 +296,12 @@ fn meta_round_trips_and_lists_by_prefix(store: &impl Store) {
     );
     assert_eq!(store.meta_prefix("").unwrap().len(), 4);
 
+    store.delete_meta("org/id").unwrap();
+    store.delete_meta("never-written").unwrap();
+    assert_eq!(store.meta("org/id").unwrap(), None);
+    assert_eq!(store.meta_prefix("org/").unwrap().len(), 1);
+    store.put_meta("org/id", b"42").unwrap();
+
     let id = store.store_id();
     store.put_meta("store_id", b"forged").unwrap();
     assert_eq!(store.store_id(), id);

@@ -200,6 +200,12 @@ enum Command {
     Status,
     /// Records held by the hub per organisation and kind.
     Counts,
+    /// Retire an offline node from the hub's convergence view (a node started again on an
+    /// empty data folder is a new node; its old entry stays offline until forgotten).
+    ForgetNode {
+        /// The node's id, or enough of its start to name one node (`status` shows the start).
+        node: String,
+    },
     /// Pull a department feed from the hub, from a saved token.
     Feed {
         /// The organisation whose entitlement the feed follows.
@@ -713,6 +719,16 @@ async fn run(cli: &Cli) -> CliResult {
                 .await?
                 .into_inner();
             out.convergence(&report);
+        }
+        Command::ForgetNode { node } => {
+            let forgotten = hub_district(cli)
+                .await?
+                .forget_node(pb::ForgetNodeRequest {
+                    node_id: node.clone(),
+                })
+                .await?
+                .into_inner();
+            out.forgotten_node(&forgotten);
         }
         Command::Counts => {
             let counts = hub_district(cli)

@@ -428,6 +428,17 @@ impl Output {
         say!("{t}");
     }
 
+    pub fn forgotten_node(&self, forgotten: &pb::ForgetNodeResponse) {
+        if self.json {
+            return print_json(&json!({"node_id": forgotten.node_id, "org": forgotten.org}));
+        }
+        say!(
+            "已移除 forgotten: node {} of {}",
+            forgotten.node_id,
+            forgotten.org
+        );
+    }
+
     pub fn counts(&self, counts: &[pb::RecordCount]) {
         if self.json {
             let rows: Vec<Value> = counts
