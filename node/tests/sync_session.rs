@@ -141,6 +141,23 @@ impl Peer {
             .expect("the session offered the record within 30 s")
     }
 
+    /// The id of the next record the session offers, whichever it is.
+    async fn next_any_record(&mut self) -> String {
+        let wait = async {
+            loop {
+                let frame = self.from_session.recv().await.expect("session is running");
+                if let Some(Frame::Doc(doc)) = frame.frame
+                    && !doc.message.is_empty()
+                {
+                    return doc.record_id;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .expect("the session offered a record within 30 s")
+    }
+
     /// Waits for the session's ack of `id` (a record frame without a message), which it sends
     /// once it has applied a reply that leaves nothing to send.
     async fn wait_ack(&mut self, id: &str) {
@@ -301,6 +318,74 @@ async fn what_the_peer_confirmed_is_written_when_the_session_ends() {
         logged,
         "the cursor covers the confirmed record"
     );
+}
+
+impl Peer {
+    /// Reports the end of the peer's change log, as a session does every few seconds.
+    async fn report_log_end(&self, last_seq: u64) {
+        let frame = SyncFrame {
+            frame: Some(Frame::Progress(linkage_proto::v1::Progress {
+                last_seq,
+                ..Default::default()
+            })),
+        };
+        self.to_session.send(frame).await.unwrap();
+    }
+
+    /// Closes the link and waits for the session to write what it knows and end.
+    async fn close(self) {
+        let Peer {
+            to_session,
+            from_session,
+            session,
+            ..
+        } = self;
+        drop((to_session, from_session));
+        let _ = tokio::time::timeout(Duration::from_secs(10), session)
+            .await
+            .expect("the session ends when the link closes");
+    }
+}
+
+/// A peer whose store was restored from an older copy reports a change log shorter than it
+/// once did: it may lack what it confirmed since, so what was kept of it is dropped and every
+/// record is offered again. A peer reporting the same log end is not.
+#[tokio::test]
+async fn a_peer_whose_change_log_went_back_is_offered_everything_again() {
+    let office = replica(HAIBIN);
+    let id = create_case(&office, "confirmed before the copy was restored").await;
+    let mut peer = start_session(&office);
+    let mut copy = Automerge::new();
+    let mut state = State::new();
+    copy.receive_sync_message(&mut state, peer.next_message(&id).await)
+        .unwrap();
+    peer.send(&id, copy.generate_sync_message(&mut state).unwrap())
+        .await;
+    peer.wait_ack(&id).await;
+    peer.report_log_end(7).await;
+    peer.close().await;
+    assert_eq!(office.store().peer_log_end(PEER).unwrap(), 7);
+    assert!(office.store().cursor(PEER).unwrap() > 0);
+
+    // The same log end: the confirmed record is not offered again, only the new one.
+    let mut peer = start_session(&office);
+    peer.report_log_end(7).await;
+    let later = create_case(&office, "made after").await;
+    let first_offered = peer.next_any_record().await;
+    assert_eq!(
+        first_offered, later,
+        "the confirmed record was offered again"
+    );
+    peer.close().await;
+
+    // A shorter log: everything again, and the old cursor and log end are gone.
+    let mut peer = start_session(&office);
+    peer.report_log_end(3).await;
+    let again = peer.next_message(&id).await;
+    assert!(!again.changes.is_empty(), "offered whole, as to a new peer");
+    peer.close().await;
+    assert_eq!(office.store().peer_log_end(PEER).unwrap(), 3);
+    assert_eq!(office.store().cursor(PEER).unwrap(), 0);
 }
 
 /// A record new to a replica arrives whole. Its summary says whether its fields hold

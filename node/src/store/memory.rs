@@ -29,6 +29,7 @@ struct Inner {
     /// Peer → document → sync state.
     peer_states: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     cursors: BTreeMap<String, Seq>,
+    peer_log_ends: BTreeMap<String, Seq>,
     meta: BTreeMap<String, Vec<u8>>,
 }
 
@@ -178,10 +179,20 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn peer_log_end(&self, peer: &str) -> Result<Seq, StoreError> {
+        Ok(self.lock().peer_log_ends.get(peer).copied().unwrap_or(0))
+    }
+
+    fn put_peer_log_end(&self, peer: &str, seq: Seq) -> Result<(), StoreError> {
+        self.lock().peer_log_ends.insert(peer.to_owned(), seq);
+        Ok(())
+    }
+
     fn forget_peer(&self, peer: &str) -> Result<(), StoreError> {
         let mut inner = self.lock();
         inner.peer_states.remove(peer);
         inner.cursors.remove(peer);
+        inner.peer_log_ends.remove(peer);
         Ok(())
     }
 

@@ -134,8 +134,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn cursor(&self, peer: &str) -> Result<Seq, StoreError>;
     fn put_cursor(&self, peer: &str, seq: Seq) -> Result<(), StoreError>;
 
-    /// Forgets every sync state and the cursor kept for `peer` (the peer's store was
-    /// recreated).
+    /// The end of `peer`'s own change log as the peer last reported it (0 when unknown). A
+    /// store's log only grows, so a report below it means the peer's store went back in time.
+    fn peer_log_end(&self, peer: &str) -> Result<Seq, StoreError>;
+    fn put_peer_log_end(&self, peer: &str, seq: Seq) -> Result<(), StoreError>;
+
+    /// Forgets every sync state, the cursor and the log end kept for `peer` (the peer's store
+    /// was recreated, or restored from an older copy).
     fn forget_peer(&self, peer: &str) -> Result<(), StoreError>;
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;

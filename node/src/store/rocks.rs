@@ -12,6 +12,7 @@
 //! | `summaries`   | doc                                   | summary                        |
 //! | `peers`       | len(peer) (4) ‖ peer ‖ 0x00           | cursor seq (8)                 |
 //! | `peers`       | len(peer) (4) ‖ peer ‖ 0x01 ‖ doc     | encoded sync state             |
+//! | `peers`       | len(peer) (4) ‖ peer ‖ 0x02           | peer's log end seq (8)         |
 //! | `meta`        | 'i' ‖ key (internal) or 'u' ‖ key     | value                          |
 //!
 //! Document ids are arbitrary strings, so a chunk key's doc part may itself contain 0x00;
@@ -59,6 +60,7 @@ const FORMAT_VERSION: &[u8] = b"1";
 
 const PEER_CURSOR: u8 = 0x00;
 const PEER_STATE: u8 = 0x01;
+const PEER_LOG_END: u8 = 0x02;
 
 /// Sized for a small office PC: the working set is a few thousand documents, and RocksDB's
 /// defaults (64 MiB per memtable, per column family) would reserve far more memory than the
@@ -495,13 +497,34 @@ impl Store for RocksStore {
         self.write_unsynced(batch, "write peer cursor")
     }
 
+    fn peer_log_end(&self, peer: &str) -> Result<Seq, StoreError> {
+        let mut key = peer_prefix(peer);
+        key.push(PEER_LOG_END);
+        match self
+            .db
+            .get_cf(self.cf(CF_PEERS)?, key)
+            .map_err(engine("read peer log end"))?
+        {
+            Some(bytes) => decode_seq(&bytes, "peer log end"),
+            None => Ok(0),
+        }
+    }
+
+    fn put_peer_log_end(&self, peer: &str, seq: Seq) -> Result<(), StoreError> {
+        let mut key = peer_prefix(peer);
+        key.push(PEER_LOG_END);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_PEERS)?, key, seq.to_be_bytes());
+        self.write_unsynced(batch, "write peer log end")
+    }
+
     fn forget_peer(&self, peer: &str) -> Result<(), StoreError> {
-        // Every key of the peer lies in [prefix ‖ 0x00, prefix ‖ 0x02): the cursor and all
-        // its sync states, and no other peer's keys thanks to the length prefix.
+        // Every key of the peer lies in [prefix ‖ 0x00, prefix ‖ 0x03): the cursor, all its
+        // sync states and its log end, and no other peer's keys thanks to the length prefix.
         let mut from = peer_prefix(peer);
         let mut to = from.clone();
         from.push(PEER_CURSOR);
-        to.push(PEER_STATE + 1);
+        to.push(PEER_LOG_END + 1);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_PEERS)?, from, to);
         self.write(batch, "forget peer")

@@ -254,12 +254,16 @@ fn forget_peer_drops_only_that_peer(store: &impl Store) {
     for peer in ["p", "pq", "p\0", "o"] {
         store.put_peer_state(peer, "doc", peer.as_bytes()).unwrap();
         store.put_cursor(peer, 7).unwrap();
+        store.put_peer_log_end(peer, 9).unwrap();
     }
+    assert_eq!(store.peer_log_end("p").unwrap(), 9);
+    assert_eq!(store.peer_log_end("unknown").unwrap(), 0);
 
     store.forget_peer("p").unwrap();
 
     assert_eq!(store.peer_state("p", "doc").unwrap(), None);
     assert_eq!(store.cursor("p").unwrap(), 0);
+    assert_eq!(store.peer_log_end("p").unwrap(), 0);
     for peer in ["pq", "p\0", "o"] {
         assert_eq!(
             store.peer_state(peer, "doc").unwrap().as_deref(),
@@ -267,6 +271,7 @@ fn forget_peer_drops_only_that_peer(store: &impl Store) {
             "{peer:?}"
         );
         assert_eq!(store.cursor(peer).unwrap(), 7, "{peer:?}");
+        assert_eq!(store.peer_log_end(peer).unwrap(), 9, "{peer:?}");
     }
     store.forget_peer("never-seen").unwrap();
 }

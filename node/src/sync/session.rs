@@ -168,6 +168,9 @@ struct Session {
     cursor_saved_ms: i64,
     /// Whether the last progress report said nothing was pending (`None` before the first).
     reported_level: Option<bool>,
+    /// The end of the peer's change log: the highest it reported, and as last written.
+    peer_log_end: Seq,
+    saved_peer_log_end: Seq,
 }
 
 /// Runs a session until the peer closes it or the link fails. The hello exchange is done by
@@ -180,8 +183,11 @@ pub async fn run(
 ) -> Result<(), SyncError> {
     let replica = ctx.replica.clone();
     let peer = ctx.peer_key.clone();
-    let cursor = blocking(&replica, move |r| Ok(r.store().cursor(&peer)?)).await?;
-    info!(cursor, "sync session started");
+    let (cursor, peer_log_end) = blocking(&replica, move |r| {
+        Ok((r.store().cursor(&peer)?, r.store().peer_log_end(&peer)?))
+    })
+    .await?;
+    info!(cursor, peer_log_end, "sync session started");
     let mut session = Session {
         ctx,
         outbound,
@@ -193,6 +199,8 @@ pub async fn run(
         saved_cursor: cursor,
         cursor_saved_ms: 0,
         reported_level: None,
+        peer_log_end,
+        saved_peer_log_end: peer_log_end,
     };
     let mut changes = replica.subscribe();
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
@@ -237,7 +245,9 @@ pub async fn run(
                     return Err(SyncError::Closed);
                 },
                 _ = progress.tick() => {
-                    if session.cursor > session.saved_cursor {
+                    if session.cursor > session.saved_cursor
+                        || session.peer_log_end > session.saved_peer_log_end
+                    {
                         session.save_cursor().await?;
                     }
                     session.retry_stale_offers().await?;
@@ -247,7 +257,7 @@ pub async fn run(
         }
     }
     .await;
-    if session.cursor > session.saved_cursor
+    if (session.cursor > session.saved_cursor || session.peer_log_end > session.saved_peer_log_end)
         && let Err(e) = session.save_cursor().await
     {
         debug!(error = %e, "could not write the peer's cursor as the session ended");
@@ -470,15 +480,17 @@ impl Session {
             Some(Frame::Doc(doc)) => self.on_ack_frame(doc).await,
             Some(Frame::Rejected(rejected)) => self.on_rejected(rejected).await,
             Some(Frame::Progress(progress)) => {
-                let mut figures = self
-                    .ctx
-                    .figures
-                    .lock()
-                    .expect("figures lock is never poisoned");
-                figures.peer_pending = progress.pending_records;
-                figures.peer_oldest_pending_ms = progress.oldest_pending_ms;
-                figures.peer_reported = true;
-                Ok(())
+                {
+                    let mut figures = self
+                        .ctx
+                        .figures
+                        .lock()
+                        .expect("figures lock is never poisoned");
+                    figures.peer_pending = progress.pending_records;
+                    figures.peer_oldest_pending_ms = progress.oldest_pending_ms;
+                    figures.peer_reported = true;
+                }
+                self.on_peer_log_end(progress.last_seq).await
             }
             Some(Frame::Hello(_)) => Err(SyncError::Protocol("hello sent twice".into())),
             None => Err(SyncError::Protocol("empty frame".into())),
@@ -761,15 +773,54 @@ impl Session {
         Ok(())
     }
 
+    /// Writes the cursor, and the peer's log end with it (both hints: losing them re-offers,
+    /// never loses).
     async fn save_cursor(&mut self) -> Result<(), SyncError> {
         let peer = self.ctx.peer_key.clone();
-        let target = self.cursor;
+        let (target, log_end) = (self.cursor, self.peer_log_end);
+        let log_end_moved = log_end != self.saved_peer_log_end;
         blocking(&self.ctx.replica, move |r| {
-            Ok(r.store().put_cursor(&peer, target)?)
+            r.store().put_cursor(&peer, target)?;
+            if log_end_moved {
+                r.store().put_peer_log_end(&peer, log_end)?;
+            }
+            Ok(())
         })
         .await?;
         self.saved_cursor = target;
+        self.saved_peer_log_end = log_end;
         self.cursor_saved_ms = self.ctx.replica.now_ms();
+        Ok(())
+    }
+
+    /// The peer reported the end of its change log. A store's log only grows; one reported
+    /// below what the peer once reported is a store restored from an older copy (or rolled
+    /// back with its machine), which lacks changes it confirmed since: what this side kept of
+    /// the peer (cursor, sync states) is void, and everything is offered again.
+    async fn on_peer_log_end(&mut self, reported: Seq) -> Result<(), SyncError> {
+        if reported >= self.peer_log_end {
+            self.peer_log_end = reported;
+            return Ok(());
+        }
+        warn!(
+            reported,
+            known = self.peer_log_end,
+            "the peer's change log went back (its store restored from an older copy?); offering everything again"
+        );
+        let peer = self.ctx.peer_key.clone();
+        blocking(&self.ctx.replica, move |r| {
+            Ok(r.store().forget_peer(&peer)?)
+        })
+        .await?;
+        // Offers in flight would hold the cursor at their positions; the rescan makes them again.
+        self.states.clear();
+        self.offers.clear();
+        self.offers_by_seq.clear();
+        self.scanned = 0;
+        self.cursor = 0;
+        self.saved_cursor = 0;
+        self.peer_log_end = reported;
+        self.saved_peer_log_end = 0;
         Ok(())
     }
 
