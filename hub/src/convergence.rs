@@ -266,6 +266,7 @@ impl Registry {
                 oldest_pending_ms: oldest,
                 heads_mismatch: mismatch,
                 converged,
+                refused_from_node: figures.records_rejected,
             });
         }
         report

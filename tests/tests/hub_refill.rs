@@ -137,6 +137,18 @@ async fn a_hub_refilled_from_the_nodes_takes_back_records_two_offices_wrote() ->
         hub_actions(&hub, &id).await?.as_ref() != Some(&both),
         "the empty hub holds the record whole without refilling"
     );
+    // The operator's view says so, although nothing is pending.
+    let report = hub
+        .district()
+        .await?
+        .convergence(pb::ConvergenceRequest {})
+        .await?
+        .into_inner();
+    let refused_from: Vec<u64> = report.nodes.iter().map(|n| n.refused_from_node).collect();
+    ensure!(
+        refused_from == [1, 1],
+        "refusals per node in the convergence report: {refused_from:?}"
+    );
 
     // Started again on an empty store, refilling from the nodes, it takes the record whole.
     hub.proc.kill9();

@@ -45,6 +45,20 @@ fn table(header: &[&str]) -> Table {
     table
 }
 
+/// The start of each id, at least `least` characters and as many more as it takes for no two
+/// to read alike (`forget-node` takes any start that names one node).
+fn distinct_starts(ids: &[&str], least: usize) -> Vec<String> {
+    let start = |id: &str, n: usize| id.chars().take(n).collect::<String>();
+    let longest = ids.iter().map(|id| id.chars().count()).max().unwrap_or(0);
+    let n = (least..=longest.max(least))
+        .find(|&n| {
+            let mut seen = std::collections::HashSet::new();
+            ids.iter().all(|id| seen.insert(start(id, n)))
+        })
+        .unwrap_or(longest);
+    ids.iter().map(|id| start(id, n)).collect()
+}
+
 fn print_json(value: &Value) {
     say!(
         "{}",
@@ -377,7 +391,7 @@ impl Output {
             let nodes: Vec<Value> = report
                 .nodes
                 .iter()
-                .map(|n| json!({"node_id": n.node_id, "org": n.org, "connected": n.connected, "last_contact_ms": n.last_contact_ms, "pending_to_node": n.pending_to_node, "pending_from_node": n.pending_from_node, "oldest_pending_ms": n.oldest_pending_ms, "heads_mismatch": n.heads_mismatch, "converged": n.converged}))
+                .map(|n| json!({"node_id": n.node_id, "org": n.org, "connected": n.connected, "last_contact_ms": n.last_contact_ms, "pending_to_node": n.pending_to_node, "pending_from_node": n.pending_from_node, "oldest_pending_ms": n.oldest_pending_ms, "heads_mismatch": n.heads_mismatch, "refused_from_node": n.refused_from_node, "converged": n.converged}))
                 .collect();
             return print_json(
                 &json!({"converged": report.converged, "records": report.records, "hub_seq": report.hub_seq, "at_ms": report.at_ms, "nodes": nodes}),
@@ -393,6 +407,12 @@ impl Output {
             report.records,
             when(report.at_ms)
         );
+        let refused: u64 = report.nodes.iter().map(|n| n.refused_from_node).sum();
+        if refused > 0 {
+            say!(
+                "拒收 refused: the hub refused changes to {refused} record(s) from connected nodes; `linkage rejections` on each node says which and why"
+            );
+        }
         let mut t = table(&[
             "单位 org",
             "节点 node",
@@ -402,12 +422,15 @@ impl Output {
             "待上传 from node",
             "最早待同步 oldest pending",
             "版本不一致 heads ≠",
+            "拒收 refused",
             "状态 state",
         ]);
-        for n in &report.nodes {
+        let ids: Vec<&str> = report.nodes.iter().map(|n| n.node_id.as_str()).collect();
+        let shown = distinct_starts(&ids, 8);
+        for (n, id) in report.nodes.iter().zip(shown) {
             t.add_row(vec![
                 n.org.clone(),
-                n.node_id.chars().take(8).collect(),
+                id,
                 if n.connected {
                     "在线 online".into()
                 } else {
@@ -418,6 +441,7 @@ impl Output {
                 n.pending_from_node.to_string(),
                 when(n.oldest_pending_ms),
                 n.heads_mismatch.to_string(),
+                n.refused_from_node.to_string(),
                 if n.converged {
                     "已收敛 converged".into()
                 } else {
@@ -500,5 +524,24 @@ impl Output {
             status_label(&record.status),
             e.owner
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_shown_long_enough_to_tell_apart() {
+        assert_eq!(
+            distinct_starts(&["3f2a9c1b-0001", "77aa0000-0002"], 8),
+            ["3f2a9c1b", "77aa0000"]
+        );
+        assert_eq!(
+            distinct_starts(&["fakenode-a1", "fakenode-b2", "other-node"], 8),
+            ["fakenode-a", "fakenode-b", "other-node"]
+        );
+        assert_eq!(distinct_starts(&["short"], 8), ["short"]);
+        assert_eq!(distinct_starts(&["same", "same"], 8), ["same", "same"]);
     }
 }
