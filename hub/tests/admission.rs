@@ -440,3 +440,68 @@ async fn rogue_client_is_refused_rule_by_rule_and_its_session_goes_on() {
         hydrate_record(&second).unwrap()
     );
 }
+
+/// A case Haibin opened, shared with the Market Supervision Bureau, as Haibin's node holds it,
+/// and a copy with one more act by `author`'s actor and in its name.
+async fn case_and_an_act_by(author: &str) -> (String, Automerge, Automerge) {
+    let haibin = replica(HAIBIN);
+    let office = Office::new(haibin.clone(), Arc::new(Directory::beidaihe()));
+    let body = Body::from_json(RecordKind::Case, r#"{"title": "relayed"}"#).unwrap();
+    let id = office
+        .create(RecordKind::Case, vec![MARKET.into()], body, Act::default())
+        .await
+        .unwrap()
+        .record
+        .id()
+        .to_owned();
+    let before = haibin.read(&id, |doc| doc.clone()).unwrap().unwrap();
+    let mut after = before.fork().with_actor(actor_for(author));
+    let now = SystemClock.now_ms();
+    append_event(
+        &mut after,
+        &WorkflowEvent::new(Action::Updated, now, author),
+        now,
+    )
+    .unwrap();
+    (id, before, after)
+}
+
+fn gate(refill: bool) -> linkage_hub::gate::HubGate {
+    linkage_hub::gate::HubGate {
+        org: HAIBIN.into(),
+        directory: Arc::new(Directory::beidaihe()),
+        refill,
+    }
+}
+
+/// Haibin's node hands over an act the Market Supervision Bureau made to their shared case:
+/// refused (rule `actor`) unless the hub is refilling from the nodes, and then only for an
+/// author who is a party to the record.
+#[tokio::test]
+async fn another_partys_change_passes_only_while_refilling_and_only_from_a_party() {
+    use linkage_node::sync::session::Gate;
+
+    let (id, before, after) = case_and_an_act_by(MARKET).await;
+    let added = after.get_changes_meta(&before.get_heads());
+    let refused = gate(false)
+        .admit(&id, Some(&before), &after, &added)
+        .unwrap_err();
+    assert_eq!(refused.rule, "actor", "{refused}");
+    let admitted = gate(true)
+        .admit(&id, Some(&before), &after, &added)
+        .expect("a party's act handed over while refilling")
+        .expect("the gate read the record");
+    assert!(admitted.events.iter().any(|e| e.org == MARKET));
+
+    let (id, before, after) = case_and_an_act_by(DAIHE).await;
+    let added = after.get_changes_meta(&before.get_heads());
+    let outsider = gate(true)
+        .admit(&id, Some(&before), &after, &added)
+        .unwrap_err();
+    assert_eq!(outsider.rule, "actor", "{outsider}");
+    assert!(
+        outsider.message.contains("not a party"),
+        "{}",
+        outsider.message
+    );
+}
