@@ -271,26 +271,38 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Opens the replica of `org` over `store`, reusing the actor id stored there so that every
-    /// change this replica ever makes is attributed to one actor of `org`.
+    /// Opens the replica of `org` over `store` with a new actor id of `org`.
+    ///
+    /// A new one each time the store is opened: an actor numbers its changes to a document
+    /// 1, 2, 3..., and a store restored from an older copy would number its next change as one
+    /// it lost, which peers that hold the lost one refuse for good (a duplicate sequence
+    /// number). Every actor id names `org`, so attribution is by organisation as before.
     pub fn open(
         org: &str,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         capacity: usize,
     ) -> Result<Self, ReplicaError> {
-        let actor = match store.meta("actor")? {
-            Some(bytes)
-                if doc::org_of_actor(&ActorId::from(bytes.as_slice())).as_deref() == Some(org) =>
-            {
-                ActorId::from(bytes.as_slice())
-            }
-            _ => {
-                let actor = doc::actor_for(org);
-                store.put_meta("actor", actor.to_bytes())?;
-                actor
-            }
-        };
+        Self::open_as(org, doc::actor_for(org), store, clock, capacity)
+    }
+
+    /// [`Replica::open`] with the actor id chosen by the caller (the deterministic simulation
+    /// draws its own); it must be one of `org`'s and never used with this store before.
+    pub fn open_as(
+        org: &str,
+        actor: ActorId,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        capacity: usize,
+    ) -> Result<Self, ReplicaError> {
+        assert_eq!(
+            doc::org_of_actor(&actor).as_deref(),
+            Some(org),
+            "a replica's actor id names its organisation"
+        );
+        // Kept as the folder's latest actor: a node refuses to start on another
+        // organisation's folder by reading it (`server::check_folder_org`).
+        store.put_meta("actor", &actor.to_bytes())?;
         let (changes, _) = watch::channel(store.last_seq());
         Ok(Replica {
             org: org.to_owned(),

@@ -157,6 +157,8 @@ pub struct Node {
     hold_until_ms: [Option<i64>; 2],
     /// How far this node's change log has been checked for records it must not hold.
     pub checked_seq: u64,
+    /// Where this node's actor ids come from: one per (re)start, drawn from the seed.
+    actors: SeededActors,
 }
 
 #[derive(Debug)]
@@ -165,6 +167,7 @@ pub struct Hub {
     pub replica: Option<Arc<Replica>>,
     pub registry: Option<Arc<Registry>>,
     restart_at_ms: i64,
+    actors: SeededActors,
 }
 
 /// A write the office acknowledged: the record and the heads it had right after.
@@ -269,12 +272,12 @@ impl Sim {
         let clock = Arc::new(SimClock(AtomicI64::new(EPOCH_MS)));
 
         let hub_store = Arc::new(MemoryStore::with_store_id("hub"));
-        seed_actor(&hub_store, HUB_ORG, &mut rng);
+        let hub_actors = SeededActors::new(HUB_ORG, &mut rng);
         let nodes = NODES
             .iter()
             .map(|(org, name)| {
                 let store = Arc::new(MemoryStore::with_store_id(format!("node-{name}")));
-                seed_actor(&store, org, &mut rng);
+                let actors = SeededActors::new(org, &mut rng);
                 Node {
                     org: (*org).to_owned(),
                     name: (*name).to_owned(),
@@ -288,6 +291,7 @@ impl Sim {
                     partition: None,
                     hold_until_ms: [None, None],
                     checked_seq: 0,
+                    actors,
                 }
             })
             .collect();
@@ -304,6 +308,7 @@ impl Sim {
                 replica: None,
                 registry: None,
                 restart_at_ms: EPOCH_MS,
+                actors: hub_actors,
             },
             nodes,
             polls: Arc::new(AtomicU64::new(0)),
@@ -738,7 +743,8 @@ impl Sim {
     fn restart_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let store: Arc<dyn Store> = node.store.clone();
-        let replica = Replica::open(&node.org, store, self.clock.clone(), 1024).unwrap();
+        let actor = node.actors.next();
+        let replica = Replica::open_as(&node.org, actor, store, self.clock.clone(), 1024).unwrap();
         node.replica = Some(Arc::new(replica));
         node.failures = 0;
         node.next_connect_ms = self.clock.now_ms();
@@ -759,7 +765,9 @@ impl Sim {
 
     fn restart_hub(&mut self) {
         let store: Arc<dyn Store> = self.hub.store.clone();
-        let replica = Arc::new(Replica::open(HUB_ORG, store, self.clock.clone(), 1024).unwrap());
+        let actor = self.hub.actors.next();
+        let replica =
+            Arc::new(Replica::open_as(HUB_ORG, actor, store, self.clock.clone(), 1024).unwrap());
         self.hub.registry = Some(Arc::new(Registry::load(replica.clone()).unwrap()));
         self.hub.replica = Some(replica);
         self.trace("restart-hub");
@@ -906,16 +914,36 @@ impl Sim {
     }
 }
 
-/// Gives a store the actor id `Replica::open` will adopt: `actor_for`'s layout (organisation,
-/// separator, 16 bytes), with the 16 bytes from the seed instead of the system's randomness.
-fn seed_actor(store: &MemoryStore, org: &str, rng: &mut SimRng) {
-    let mut bytes = linkage_node::record::doc::actor_for(org)
-        .to_bytes()
-        .to_vec();
-    let tail = bytes.len() - 16;
-    bytes[tail..tail + 8].copy_from_slice(&rng.next_u64().to_le_bytes());
-    bytes[tail + 8..].copy_from_slice(&rng.next_u64().to_le_bytes());
-    store.put_meta("actor", &bytes).unwrap();
+/// The actor ids a simulated server opens its replica with, one per (re)start as
+/// `Replica::open` draws them: `actor_for`'s layout (organisation, separator, 16 bytes), the
+/// 16 bytes from the seed and the count of opens instead of the system's randomness, so a run
+/// replays exactly without drawing from the run's own generator at each restart.
+#[derive(Debug)]
+struct SeededActors {
+    base: Vec<u8>,
+    opened: u64,
+}
+
+impl SeededActors {
+    fn new(org: &str, rng: &mut SimRng) -> Self {
+        let mut base = linkage_node::record::doc::actor_for(org)
+            .to_bytes()
+            .to_vec();
+        let tail = base.len() - 16;
+        base[tail..tail + 8].copy_from_slice(&rng.next_u64().to_le_bytes());
+        base[tail + 8..].copy_from_slice(&rng.next_u64().to_le_bytes());
+        SeededActors { base, opened: 0 }
+    }
+
+    fn next(&mut self) -> automerge::ActorId {
+        let mut bytes = self.base.clone();
+        let tail = bytes.len() - 8;
+        let mixed =
+            u64::from_le_bytes(bytes[tail..].try_into().expect("eight bytes")) ^ self.opened;
+        bytes[tail..].copy_from_slice(&mixed.to_le_bytes());
+        self.opened += 1;
+        automerge::ActorId::from(bytes)
+    }
 }
 
 impl Sim {
