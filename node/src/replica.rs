@@ -302,7 +302,7 @@ impl Replica {
         );
         // Kept as the folder's latest actor: a node refuses to start on another
         // organisation's folder by reading it (`server::check_folder_org`).
-        store.put_meta("actor", &actor.to_bytes())?;
+        store.put_meta("actor", actor.to_bytes())?;
         let (changes, _) = watch::channel(store.last_seq());
         Ok(Replica {
             org: org.to_owned(),
