@@ -15,6 +15,7 @@ use linkage_node::org::Directory;
 use linkage_node::record::{Body, RecordKind};
 use linkage_node::replica::Summary;
 use linkage_node::service::record_to_pb;
+use linkage_node::store::{Store, StoreError};
 use linkage_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -90,18 +91,41 @@ pub fn mask_for(view: &mut RecordView, reader: &str) {
     }
 }
 
+/// Meta key of the feed log's id, once the hub has been refilled from the nodes.
+const FEED_LOG_KEY: &str = "feed-log-id";
+
+/// The id of the hub's change log as feeds name it (`FeedEvent.log_id`): the store's id, or a
+/// new one each time the hub starts refilling from the nodes.
+///
+/// A hub restored from an older copy keeps its store id, but its log is shorter than the one
+/// departments read, and the records that come back land at positions they already passed: a
+/// saved token would skip them. Starting to refill (`--refill-from-nodes`, as the README asks
+/// after a restore) starts a new log as far as feeds are concerned, so old tokens are refused
+/// and departments start over.
+pub fn log_id(store: &dyn Store, refilling: bool) -> Result<String, StoreError> {
+    if refilling {
+        let id = uuid::Uuid::new_v4().to_string();
+        store.put_meta(FEED_LOG_KEY, id.as_bytes())?;
+        return Ok(id);
+    }
+    Ok(match store.meta(FEED_LOG_KEY)? {
+        Some(id) => String::from_utf8_lossy(&id).into_owned(),
+        None => store.store_id(),
+    })
+}
+
 /// Streams feed events into `tx` from `token` on, until caught up (or forever when following)
-/// or until the receiver goes away.
+/// or until the receiver goes away; each event names `log_id`.
 #[instrument(skip_all, fields(org = %filter.org, token))]
 pub async fn run(
     office: Office,
     directory: Arc<Directory>,
     filter: FeedFilter,
     mut token: u64,
+    log_id: String,
     tx: mpsc::Sender<Result<pb::FeedEvent, Status>>,
 ) {
     let mut changes = office.replica().subscribe();
-    let log_id = office.replica().store().store_id();
     loop {
         let replica = office.replica().clone();
         let after = token;
@@ -155,5 +179,30 @@ pub async fn run(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use linkage_node::store::MemoryStore;
+
+    use super::*;
+
+    #[test]
+    fn the_feed_log_is_the_stores_until_a_refill_starts_a_new_one() {
+        let store = MemoryStore::new();
+        assert_eq!(log_id(&store, false).unwrap(), store.store_id());
+        let refilled = log_id(&store, true).unwrap();
+        assert_ne!(refilled, store.store_id());
+        assert_eq!(
+            log_id(&store, false).unwrap(),
+            refilled,
+            "kept after the refill"
+        );
+        assert_ne!(
+            log_id(&store, true).unwrap(),
+            refilled,
+            "each refill starts anew"
+        );
     }
 }

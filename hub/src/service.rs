@@ -40,6 +40,8 @@ pub struct HubService {
     stopping: Option<watch::Receiver<bool>>,
     /// Refilling from the nodes after losing the store: see [`HubGate::refill`].
     refill: bool,
+    /// The change log's id as feeds name it ([`crate::feed::log_id`]); the store's id if unset.
+    feed_log_id: Option<String>,
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::SyncFrame, Status>> + Send>>;
@@ -54,7 +56,14 @@ impl HubService {
             registry,
             stopping: None,
             refill: false,
+            feed_log_id: None,
         }
+    }
+
+    /// Names the change log in feeds as `id` ([`crate::feed::log_id`]).
+    pub fn with_feed_log_id(mut self, id: String) -> Self {
+        self.feed_log_id = Some(id);
+        self
     }
 
     /// Admits the changes a node hands over for a record's other parties (see
@@ -357,7 +366,10 @@ impl Feeds for HubService {
         // Positions in a rebuilt hub's log name other records than they did: a department
         // resuming from its old token would skip, without a word, every record that came back
         // below it.
-        let log_id = self.office.replica().store().store_id();
+        let log_id = self
+            .feed_log_id
+            .clone()
+            .unwrap_or_else(|| self.office.replica().store().store_id());
         // Position 0, the start, is the same in every log.
         if req.resume_token > 0 && !req.log_id.is_empty() && req.log_id != log_id {
             return Err(Status::out_of_range(format!(
@@ -372,6 +384,7 @@ impl Feeds for HubService {
             self.directory.clone(),
             filter,
             req.resume_token,
+            log_id,
             tx,
         );
         // A feed only reads, so it may be dropped anywhere; dropping its senders ends the

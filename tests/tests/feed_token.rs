@@ -42,27 +42,26 @@ async fn feed_len(hub_url: &str) -> anyhow::Result<usize> {
     Ok(events)
 }
 
-async fn wait_for_three_records(hub: &HubProcess) -> anyhow::Result<()> {
+async fn wait_for_records(hub: &HubProcess, count: usize) -> anyhow::Result<()> {
     let url = hub.url();
     eventually(
-        "the hub to hold the three records",
+        &format!("the hub to hold {count} records"),
         Duration::from_secs(60),
         || {
             let url = url.clone();
-            async move { Ok((feed_len(&url).await? == 3).then_some(())) }
+            async move { Ok((feed_len(&url).await? == count).then_some(())) }
         },
     )
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_file_of_a_rebuilt_hubs_log_is_refused_with_how_to_start_over() -> anyhow::Result<()>
-{
-    let temp = tempfile::Builder::new().prefix("linkage-feed-").tempdir()?;
-    let mut hub = HubProcess::start(&temp.path().join("hub"), "127.0.0.1:0")?;
-    let node = NodeProcess::start(HAIBIN, &temp.path().join("haibin"), Some(&hub.url()))?;
+async fn wait_for_three_records(hub: &HubProcess) -> anyhow::Result<()> {
+    wait_for_records(hub, 3).await
+}
+
+async fn create_cases(node: &NodeProcess, count: usize) -> anyhow::Result<()> {
     let mut records = node.records().await?;
-    for i in 0..3 {
+    for i in 0..count {
         records
             .create(pb::CreateRecordRequest {
                 kind: "case".into(),
@@ -72,6 +71,71 @@ async fn a_token_file_of_a_rebuilt_hubs_log_is_refused_with_how_to_start_over() 
             })
             .await?;
     }
+    Ok(())
+}
+
+/// Copies a closed RocksDB folder (flat: files only), as a backup would.
+fn copy_folder(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+    }
+    Ok(())
+}
+
+/// A hub restored from an older copy keeps its store id, and the records the nodes give back
+/// land at positions a department already read past. Refilled as the README says, the hub
+/// names a new log, so the department's saved token is refused instead of skipping them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_read_past_a_restored_hubs_copy_is_refused_once_it_refills() -> anyhow::Result<()> {
+    let temp = tempfile::Builder::new().prefix("linkage-feed-").tempdir()?;
+    let (live, copy) = (temp.path().join("hub"), temp.path().join("hub-copy"));
+    let mut hub = HubProcess::start(&live, "127.0.0.1:0")?;
+    let addr = hub.addr.clone();
+    let node = NodeProcess::start(HAIBIN, &temp.path().join("haibin"), Some(&hub.url()))?;
+    create_cases(&node, 2).await?;
+    wait_for_records(&hub, 2).await?;
+    hub.proc.kill9();
+    copy_folder(&live, &copy)?;
+
+    hub = HubProcess::start(&live, &addr)?;
+    create_cases(&node, 2).await?;
+    wait_for_records(&hub, 4).await?;
+    let token_file = temp.path().join("token.txt");
+    let pulled = cli_feed(&hub, &token_file).await?;
+    ensure!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+
+    // The copy comes back, refilling; the node sees the hub's log went back and offers all.
+    hub.proc.kill9();
+    hub = HubProcess::start_with(&copy, &addr, &["--refill-from-nodes"])?;
+    wait_for_records(&hub, 4).await?;
+    let refused = cli_feed(&hub, &token_file).await?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    ensure!(!refused.status.success(), "the old token was answered");
+    ensure!(stderr.contains("change log"), "{stderr}");
+
+    std::fs::write(&token_file, "0")?;
+    let again = cli_feed(&hub, &token_file).await?;
+    let delivered = String::from_utf8_lossy(&again.stdout).lines().count();
+    ensure!(
+        delivered == 4,
+        "{delivered} records delivered after starting over"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_of_a_rebuilt_hubs_log_is_refused_with_how_to_start_over() -> anyhow::Result<()>
+{
+    let temp = tempfile::Builder::new().prefix("linkage-feed-").tempdir()?;
+    let mut hub = HubProcess::start(&temp.path().join("hub"), "127.0.0.1:0")?;
+    let node = NodeProcess::start(HAIBIN, &temp.path().join("haibin"), Some(&hub.url()))?;
+    create_cases(&node, 3).await?;
     wait_for_three_records(&hub).await?;
 
     // The department pulls the feed; the file keeps the token and the log it belongs to.
