@@ -12,7 +12,7 @@ use anyhow::{Context, ensure};
 use linkage_proto::v1 as pb;
 use linkage_proto::v1::feeds_client::FeedsClient;
 use linkage_tests::scenario::{HAIBIN, MARKET, bj};
-use linkage_tests::{HubProcess, NodeProcess, channel, eventually};
+use linkage_tests::{HubProcess, NodeProcess, bin, channel, eventually};
 use serde_json::json;
 
 /// The record's events as the hub's feed for the Market Supervision Bureau holds it, if it does.
@@ -148,6 +148,16 @@ async fn a_hub_refilled_from_the_nodes_takes_back_records_two_offices_wrote() ->
     ensure!(
         refused_from == [1, 1],
         "refusals per node in the convergence report: {refused_from:?}"
+    );
+    let status = std::process::Command::new(bin("linkage")?)
+        .args(["--hub", &hub.url(), "status"])
+        .output()?;
+    let shown = String::from_utf8_lossy(&status.stdout);
+    ensure!(
+        shown.contains("拒收 refused: the hub refused changes to 2 record(s)")
+            && shown.matches("有拒收 refused changes").count() == 2
+            && !shown.contains("已收敛 converged"),
+        "linkage status does not show the refusals:\n{shown}"
     );
 
     // Started again on an empty store, refilling from the nodes, it takes the record whole.

@@ -397,17 +397,19 @@ impl Output {
                 &json!({"converged": report.converged, "records": report.records, "hub_seq": report.hub_seq, "at_ms": report.at_ms, "nodes": nodes}),
             );
         }
-        let verdict = if report.converged {
-            "已收敛 converged"
-        } else {
-            "未收敛 NOT converged"
+        let refused: u64 = report.nodes.iter().map(|n| n.refused_from_node).sum();
+        // Refused changes are not pending, so a node holding some is "converged": say it with
+        // the verdict, or the hub lacking them reads as nothing missing.
+        let verdict = match (report.converged, refused) {
+            (true, 0) => "已收敛 converged",
+            (true, _) => "已收敛但有拒收 converged except refused changes",
+            (false, _) => "未收敛 NOT converged",
         };
         say!(
             "district: {verdict} — {} record(s) on the hub, as of {}",
             report.records,
             when(report.at_ms)
         );
-        let refused: u64 = report.nodes.iter().map(|n| n.refused_from_node).sum();
         if refused > 0 {
             say!(
                 "拒收 refused: the hub refused changes to {refused} record(s) from connected nodes; `linkage rejections` on each node says which and why"
@@ -442,10 +444,10 @@ impl Output {
                 when(n.oldest_pending_ms),
                 n.heads_mismatch.to_string(),
                 n.refused_from_node.to_string(),
-                if n.converged {
-                    "已收敛 converged".into()
-                } else {
-                    "落后 behind".into()
+                match (n.converged, n.refused_from_node) {
+                    (true, 0) => "已收敛 converged".into(),
+                    (true, _) => "有拒收 refused changes".into(),
+                    (false, _) => "落后 behind".into(),
                 },
             ]);
         }
