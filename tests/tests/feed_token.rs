@@ -59,13 +59,14 @@ async fn wait_for_three_records(hub: &HubProcess) -> anyhow::Result<()> {
     wait_for_records(hub, 3).await
 }
 
-async fn create_cases(node: &NodeProcess, count: usize) -> anyhow::Result<()> {
+/// Cases `node` opens, shared with `party`.
+async fn create_cases(node: &NodeProcess, party: &str, count: usize) -> anyhow::Result<()> {
     let mut records = node.records().await?;
     for i in 0..count {
         records
             .create(pb::CreateRecordRequest {
                 kind: "case".into(),
-                parties: vec![MARKET.to_owned()],
+                parties: vec![party.to_owned()],
                 body_json: json!({ "title": format!("case {i} for the feed") }).to_string(),
                 ..Default::default()
             })
@@ -93,15 +94,36 @@ async fn a_token_read_past_a_restored_hubs_copy_is_refused_once_it_refills() -> 
     let (live, copy) = (temp.path().join("hub"), temp.path().join("hub-copy"));
     let mut hub = HubProcess::start(&live, "127.0.0.1:0")?;
     let addr = hub.addr.clone();
-    let node = NodeProcess::start(HAIBIN, &temp.path().join("haibin"), Some(&hub.url()))?;
-    create_cases(&node, 2).await?;
+    let haibin = NodeProcess::start(HAIBIN, &temp.path().join("haibin"), Some(&hub.url()))?;
+    let market = NodeProcess::start(MARKET, &temp.path().join("market"), Some(&hub.url()))?;
+    create_cases(&haibin, MARKET, 2).await?;
     wait_for_records(&hub, 2).await?;
     hub.proc.kill9();
     copy_folder(&live, &copy)?;
 
+    // After the copy the Market Supervision Bureau opens two cases with Haibin; the hub, as it
+    // hands them to Haibin, reports the end of its log, longer than the copy's.
     hub = HubProcess::start(&live, &addr)?;
-    create_cases(&node, 2).await?;
+    create_cases(&market, HAIBIN, 2).await?;
     wait_for_records(&hub, 4).await?;
+    let at_haibin = haibin.records().await?;
+    eventually(
+        "Haibin to hold the four cases",
+        Duration::from_secs(60),
+        || {
+            let mut records = at_haibin.clone();
+            async move {
+                let held = records
+                    .list(pb::ListRecordsRequest::default())
+                    .await?
+                    .into_inner()
+                    .records
+                    .len();
+                Ok((held == 4).then_some(()))
+            }
+        },
+    )
+    .await?;
     let token_file = temp.path().join("token.txt");
     let pulled = cli_feed(&hub, &token_file).await?;
     ensure!(
@@ -110,7 +132,8 @@ async fn a_token_read_past_a_restored_hubs_copy_is_refused_once_it_refills() -> 
         String::from_utf8_lossy(&pulled.stderr)
     );
 
-    // The copy comes back, refilling; the node sees the hub's log went back and offers all.
+    // The copy comes back, refilling; Haibin sees the hub's log went back and offers all four,
+    // the Market Supervision Bureau's two among them.
     hub.proc.kill9();
     hub = HubProcess::start_with(&copy, &addr, &["--refill-from-nodes"])?;
     wait_for_records(&hub, 4).await?;
@@ -135,7 +158,7 @@ async fn a_token_file_of_a_rebuilt_hubs_log_is_refused_with_how_to_start_over() 
     let temp = tempfile::Builder::new().prefix("linkage-feed-").tempdir()?;
     let mut hub = HubProcess::start(&temp.path().join("hub"), "127.0.0.1:0")?;
     let node = NodeProcess::start(HAIBIN, &temp.path().join("haibin"), Some(&hub.url()))?;
-    create_cases(&node, 3).await?;
+    create_cases(&node, MARKET, 3).await?;
     wait_for_three_records(&hub).await?;
 
     // The department pulls the feed; the file keeps the token and the log it belongs to.

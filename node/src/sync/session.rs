@@ -168,8 +168,6 @@ struct Session {
     cursor_saved_ms: i64,
     /// Whether the last progress report said nothing was pending (`None` before the first).
     reported_level: Option<bool>,
-    /// The end of this side's change log as last reported to the peer.
-    reported_log_end: Seq,
     /// The end of the peer's change log: the highest it reported, and as last written.
     peer_log_end: Seq,
     saved_peer_log_end: Seq,
@@ -201,7 +199,6 @@ pub async fn run(
         saved_cursor: cursor,
         cursor_saved_ms: 0,
         reported_level: None,
-        reported_log_end: 0,
         peer_log_end,
         saved_peer_log_end: peer_log_end,
     };
@@ -848,13 +845,17 @@ impl Session {
     /// Tells the peer at once when this side goes from nothing to push to something, or back:
     /// the hub's convergence view must not go on calling a node level for up to
     /// [`PROGRESS_EVERY`] after it wrote something (a status check right after a write saw
-    /// "converged" without it, `link_faults`). Also when the change log grew without that (the
-    /// peer's own changes, taken in): the peer keeps the log's end to recognise this store
-    /// restored from an older copy, and a copy made within the last report's lag would pass.
+    /// "converged" without it, `link_faults`).
+    ///
+    /// Not when the log merely grew: the peer learns the log's end (to recognise this store
+    /// restored from an older copy) from these and from the report every [`PROGRESS_EVERY`].
+    /// Reporting every growth cost the hub 5–8 % more CPU per change at 2,000 offices (each
+    /// office reporting each record it took in) and took the p99 from 0.56–0.59 s to
+    /// 0.83–1.07 s; a copy made within two seconds of the loss goes unrecognised instead
+    /// (README, known limitations).
     async fn report_if_level_changed(&mut self) -> Result<(), SyncError> {
-        let last = self.ctx.replica.store().last_seq();
-        let level = self.offers.is_empty() && self.scanned >= last;
-        if self.reported_level != Some(level) || last > self.reported_log_end {
+        let level = self.offers.is_empty() && self.scanned >= self.ctx.replica.store().last_seq();
+        if self.reported_level != Some(level) {
             self.send_progress().await?;
         }
         Ok(())
@@ -871,12 +872,10 @@ impl Session {
             (figures.pending_to_peer, figures.oldest_pending_ms)
         };
         self.reported_level = Some(pending == 0);
-        let last_seq = self.ctx.replica.store().last_seq();
-        self.reported_log_end = last_seq;
         self.send(Frame::Progress(Progress {
             pending_records: pending,
             oldest_pending_ms: oldest,
-            last_seq,
+            last_seq: self.ctx.replica.store().last_seq(),
         }))
         .await
     }
