@@ -104,6 +104,21 @@ async fn a_hub_refilled_from_the_nodes_takes_back_records_two_offices_wrote() ->
         || async { Ok((hub_actions(&hub, &id).await?.as_ref() == Some(&both)).then_some(())) },
     )
     .await?;
+    // And Haibin holds the receipt too, so each node's copy holds the other office's change.
+    let at_haibin = haibin.records().await?;
+    eventually(
+        "Haibin to hold the receipt",
+        Duration::from_secs(60),
+        || {
+            let (mut records, id) = (at_haibin.clone(), id.clone());
+            async move {
+                let record = records.get(pb::GetRecordRequest { id }).await?.into_inner();
+                let actions: Vec<String> = record.events.into_iter().map(|e| e.action).collect();
+                Ok((actions.len() == 2).then_some(()))
+            }
+        },
+    )
+    .await?;
 
     // The hub's store is lost. A new, empty hub on the same address: each node's copy holds
     // the other office's change, so it is refused from both.
