@@ -266,7 +266,13 @@ impl Registry {
                 oldest_pending_ms: oldest,
                 heads_mismatch: mismatch,
                 converged,
-                refused_from_node: figures.records_rejected,
+                // The node's own count (its rejection notes) once it has reported; until
+                // then, what this connection refused.
+                refused_from_node: if figures.peer_reported {
+                    figures.peer_refused
+                } else {
+                    figures.records_rejected
+                },
             });
         }
         report

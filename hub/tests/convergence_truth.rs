@@ -49,6 +49,7 @@ fn progress(pending_records: u64) -> SyncFrame {
             pending_records,
             oldest_pending_ms: if pending_records > 0 { 1 } else { 0 },
             last_seq: 7,
+            refused_records: 0,
         })),
     }
 }

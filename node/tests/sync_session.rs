@@ -321,8 +321,10 @@ async fn what_the_peer_confirmed_is_written_when_the_session_ends() {
 }
 
 impl Peer {
-    /// Reports the end of the peer's change log, as a session does every few seconds.
+    /// Reports the end of the peer's change log, as a session does every few seconds, and
+    /// waits until the session has taken the report in.
     async fn report_log_end(&self, last_seq: u64) {
+        self.figures.lock().unwrap().peer_reported = false;
         let frame = SyncFrame {
             frame: Some(Frame::Progress(linkage_proto::v1::Progress {
                 last_seq,
@@ -330,6 +332,14 @@ impl Peer {
             })),
         };
         self.to_session.send(frame).await.unwrap();
+        let taken = async {
+            while !self.figures.lock().unwrap().peer_reported {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), taken)
+            .await
+            .expect("the session took the report in within 10 s");
     }
 
     /// Closes the link and waits for the session to write what it knows and end.

@@ -152,28 +152,43 @@ async fn a_hub_refilled_from_the_nodes_takes_back_records_two_offices_wrote() ->
         hub_actions(&hub, &id).await?.as_ref() != Some(&both),
         "the empty hub holds the record whole without refilling"
     );
-    // The operator's view says so, although nothing is pending.
-    let report = hub
-        .district()
-        .await?
-        .convergence(pb::ConvergenceRequest {})
-        .await?
-        .into_inner();
-    let refused_from: Vec<u64> = report.nodes.iter().map(|n| n.refused_from_node).collect();
-    ensure!(
-        refused_from == [1, 1],
-        "refusals per node in the convergence report: {refused_from:?}"
-    );
-    let status = std::process::Command::new(bin("linkage")?)
-        .args(["--hub", &hub.url(), "status"])
-        .output()?;
-    let shown = String::from_utf8_lossy(&status.stdout);
-    ensure!(
-        shown.contains("拒收 refused: the hub refused changes to 2 record(s)")
-            && shown.matches("有拒收 refused changes").count() == 2
-            && !shown.contains("已收敛 converged"),
-        "linkage status does not show the refusals:\n{shown}"
-    );
+    // The operator's view says so, although nothing is pending, and still does once the
+    // hub has restarted (each node reports its own notes).
+    for round in ["", " after the hub restarted"] {
+        if !round.is_empty() {
+            hub.restart()?;
+        }
+        let hub_url = hub.url();
+        eventually(
+            &format!("each node's refusal in the convergence report{round}"),
+            Duration::from_secs(60),
+            || {
+                let hub_url = hub_url.clone();
+                async move {
+                    let report = linkage_proto::v1::district_client::DistrictClient::new(
+                        channel(&hub_url).await?,
+                    )
+                    .convergence(pb::ConvergenceRequest {})
+                    .await?
+                    .into_inner();
+                    let refused: Vec<u64> =
+                        report.nodes.iter().map(|n| n.refused_from_node).collect();
+                    Ok((refused == [1, 1]).then_some(()))
+                }
+            },
+        )
+        .await?;
+        let status = std::process::Command::new(bin("linkage")?)
+            .args(["--hub", &hub.url(), "status"])
+            .output()?;
+        let shown = String::from_utf8_lossy(&status.stdout);
+        ensure!(
+            shown.contains("拒收 refused: 2 node(s) hold changes the hub refused")
+                && shown.matches("有拒收 refused changes").count() == 2
+                && !shown.contains("已收敛 converged"),
+            "linkage status does not show the refusals{round}:\n{shown}"
+        );
+    }
 
     // Started again on an empty store, refilling from the nodes, it takes the record whole.
     hub.proc.kill9();
@@ -186,6 +201,27 @@ async fn a_hub_refilled_from_the_nodes_takes_back_records_two_offices_wrote() ->
         "the refilled hub to hold both offices' acts",
         Duration::from_secs(60),
         || async { Ok((hub_actions(&hub, &id).await?.as_ref() == Some(&both)).then_some(())) },
+    )
+    .await?;
+
+    // The nodes' notes go once the hub holds what it refused: nothing reads as blocked.
+    eventually(
+        "the nodes' rejection notes to clear",
+        Duration::from_secs(60),
+        || async {
+            let mut left = 0;
+            for node in [&haibin, &market] {
+                left += node
+                    .records()
+                    .await?
+                    .rejections(pb::RejectionsRequest {})
+                    .await?
+                    .into_inner()
+                    .rejections
+                    .len();
+            }
+            Ok((left == 0).then_some(()))
+        },
     )
     .await?;
     Ok(())

@@ -122,6 +122,9 @@ pub struct SessionFigures {
     pub cursor: Seq,
     pub records_received: u64,
     pub records_rejected: u64,
+    /// Records the peer said hold changes this side refused and still lacks (its rejection
+    /// notes; they outlive restarts of either side).
+    pub peer_refused: u64,
 }
 
 pub type FiguresHandle = Arc<std::sync::Mutex<SessionFigures>>;
@@ -171,6 +174,8 @@ struct Session {
     /// The end of the peer's change log: the highest it reported, and as last written.
     peer_log_end: Seq,
     saved_peer_log_end: Seq,
+    /// Records with a rejection note: changes of ours the peer refused and still lacks.
+    refused: std::collections::HashSet<String>,
 }
 
 /// Runs a session until the peer closes it or the link fails. The hello exchange is done by
@@ -183,8 +188,18 @@ pub async fn run(
 ) -> Result<(), SyncError> {
     let replica = ctx.replica.clone();
     let peer = ctx.peer_key.clone();
-    let (cursor, peer_log_end) = blocking(&replica, move |r| {
-        Ok((r.store().cursor(&peer)?, r.store().peer_log_end(&peer)?))
+    let (cursor, peer_log_end, refused) = blocking(&replica, move |r| {
+        let refused = r
+            .store()
+            .meta_prefix(REJECTION_PREFIX)?
+            .into_iter()
+            .map(|(key, _)| key[REJECTION_PREFIX.len()..].to_owned())
+            .collect();
+        Ok((
+            r.store().cursor(&peer)?,
+            r.store().peer_log_end(&peer)?,
+            refused,
+        ))
     })
     .await?;
     info!(cursor, peer_log_end, "sync session started");
@@ -201,6 +216,7 @@ pub async fn run(
         reported_level: None,
         peer_log_end,
         saved_peer_log_end: peer_log_end,
+        refused,
     };
     let mut changes = replica.subscribe();
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
@@ -487,6 +503,7 @@ impl Session {
                         .lock()
                         .expect("figures lock is never poisoned");
                     figures.peer_pending = progress.pending_records;
+                    figures.peer_refused = progress.refused_records;
                     figures.peer_oldest_pending_ms = progress.oldest_pending_ms;
                     figures.peer_reported = true;
                 }
@@ -731,12 +748,22 @@ impl Session {
         })
         .await?;
         self.states.remove(&rejected.record_id);
+        self.refused.insert(rejected.record_id.clone());
         self.settle(&rejected.record_id).await
     }
 
     /// The peer holds every change the record had when offered; the caller has persisted
     /// the sync state that says so, in the same trip to the store as the change.
     async fn confirm(&mut self, id: &str) -> Result<(), SyncError> {
+        // The peer now holds what it once refused (a hub refilled from the nodes, say): the
+        // note would tell the office its record is still blocked.
+        if self.refused.remove(id) {
+            let key = format!("{REJECTION_PREFIX}{id}");
+            blocking(&self.ctx.replica, move |r| {
+                Ok(r.store().delete_meta(&key)?)
+            })
+            .await?;
+        }
         if !self.offers.contains_key(id) {
             return Ok(());
         }
@@ -876,6 +903,7 @@ impl Session {
             pending_records: pending,
             oldest_pending_ms: oldest,
             last_seq: self.ctx.replica.store().last_seq(),
+            refused_records: self.refused.len() as u64,
         }))
         .await
     }

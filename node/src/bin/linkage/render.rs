@@ -397,7 +397,11 @@ impl Output {
                 &json!({"converged": report.converged, "records": report.records, "hub_seq": report.hub_seq, "at_ms": report.at_ms, "nodes": nodes}),
             );
         }
-        let refused: u64 = report.nodes.iter().map(|n| n.refused_from_node).sum();
+        let refused = report
+            .nodes
+            .iter()
+            .filter(|n| n.refused_from_node > 0)
+            .count();
         // Refused changes are not pending, so a node holding some is "converged": say it with
         // the verdict, or the hub lacking them reads as nothing missing.
         let verdict = match (report.converged, refused) {
@@ -412,7 +416,7 @@ impl Output {
         );
         if refused > 0 {
             say!(
-                "拒收 refused: the hub refused changes to {refused} record(s) from connected nodes; `linkage rejections` on each node says which and why"
+                "拒收 refused: {refused} node(s) hold changes the hub refused; `linkage rejections` on each says which and why"
             );
         }
         let mut t = table(&[
