@@ -800,8 +800,9 @@ impl Session {
         Ok(())
     }
 
-    /// Writes the cursor, and the peer's log end with it (both hints: losing them re-offers,
-    /// never loses).
+    /// Writes the cursor, and the peer's log end with it. Both are hints: a lost cursor makes
+    /// the next session offer again, a lost log end only makes a restored copy of the peer's
+    /// store harder to recognise.
     async fn save_cursor(&mut self) -> Result<(), SyncError> {
         let peer = self.ctx.peer_key.clone();
         let (target, log_end) = (self.cursor, self.peer_log_end);
