@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::{Automerge, ChangeHash};
-use linkage_hub::convergence::Registry;
-use linkage_hub::service::HubService;
 use linkage_node::office::{Act, Office};
 use linkage_node::org::Directory;
 use linkage_node::record::doc::{actor_for, append_event, hydrate_record, new_document};
@@ -21,16 +19,15 @@ use linkage_node::record::{
     TransferBody, WorkflowEvent,
 };
 use linkage_node::replica::{Clock, Replica, Summary, SystemClock};
-use linkage_node::store::{MemoryStore, Store};
-use linkage_node::sync::PROTOCOL_VERSION;
 use linkage_node::sync::client::{LinkStatus, run_forever};
-use linkage_proto::v1::sync_client::SyncClient;
 use linkage_proto::v1::sync_frame::Frame;
-use linkage_proto::v1::{DocSync, Hello, Rejected, SyncFrame};
-use tokio::net::TcpListener;
+use linkage_proto::v1::{DocSync, Rejected, SyncFrame};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::Streaming;
+
+mod common;
+
+use common::{open_session, replica, start_hub};
 
 /// The rogue's claimed organisation: Haibin Town.
 const HAIBIN: &str = "130304100";
@@ -42,28 +39,6 @@ const ECOLOGY: &str = "bdh-sthj";
 
 /// How long the hub gets to answer one frame.
 const ANSWER: Duration = Duration::from_secs(10);
-
-fn replica(org: &str) -> Arc<Replica> {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    Arc::new(Replica::open(org, store, Arc::new(SystemClock), 1024).unwrap())
-}
-
-async fn start_hub() -> (String, Arc<Replica>) {
-    let hub = replica("district-hub");
-    let registry = Arc::new(Registry::load(hub.clone()).unwrap());
-    let office = Office::new(hub.clone(), Arc::new(Directory::beidaihe()));
-    let service = HubService::new(office, registry);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service.sync_server())
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    (url, hub)
-}
 
 /// What the hub said about a pushed record.
 #[derive(Debug)]
@@ -81,30 +56,7 @@ struct Rogue {
 
 impl Rogue {
     async fn connect(url: &str, org: &str) -> Rogue {
-        let mut client = SyncClient::connect(url.to_owned()).await.unwrap();
-        let (outbound, rx) = mpsc::channel(16);
-        outbound
-            .send(SyncFrame {
-                frame: Some(Frame::Hello(Hello {
-                    protocol_version: PROTOCOL_VERSION,
-                    org: org.into(),
-                    node_id: "rogue-node".into(),
-                    store_id: "rogue-store".into(),
-                })),
-            })
-            .await
-            .unwrap();
-        let mut inbound = client
-            .session(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        match inbound.message().await.unwrap() {
-            Some(SyncFrame {
-                frame: Some(Frame::Hello(_)),
-            }) => {}
-            other => panic!("the hub did not answer with hello: {other:?}"),
-        }
+        let (outbound, inbound) = open_session(url, org, "rogue-node", "rogue-store").await;
         Rogue { outbound, inbound }
     }
 
@@ -243,7 +195,8 @@ fn with_event(doc: &Automerge, signer: &str, event: WorkflowEvent) -> Automerge 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rogue_client_is_refused_rule_by_rule_and_its_session_goes_on() {
-    let (url, hub) = start_hub().await;
+    let started = start_hub().await;
+    let (url, hub) = (started.url, started.replica);
     let now = SystemClock.now_ms();
 
     // A record Haibin is no party to, written by a real Daihe node.

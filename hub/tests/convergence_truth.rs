@@ -6,42 +6,17 @@
 //! progress report lasts as long as the test wants instead of a few milliseconds. The hub runs
 //! in-process over real gRPC on loopback port 0 with an in-memory store.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use linkage_hub::convergence::Registry;
-use linkage_hub::service::HubService;
-use linkage_node::office::Office;
-use linkage_node::org::Directory;
-use linkage_node::replica::{Replica, SystemClock};
-use linkage_node::store::{MemoryStore, Store};
-use linkage_node::sync::PROTOCOL_VERSION;
-use linkage_proto::v1::sync_client::SyncClient;
 use linkage_proto::v1::sync_frame::Frame;
-use linkage_proto::v1::{ConvergenceReport, Hello, Progress, SyncFrame};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use linkage_proto::v1::{ConvergenceReport, Progress, SyncFrame};
+
+mod common;
+
+use common::{open_session, start_hub};
 
 const HAIBIN: &str = "130304100";
-
-async fn start_hub() -> (String, Arc<Registry>) {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let hub = Arc::new(Replica::open("district-hub", store, Arc::new(SystemClock), 1024).unwrap());
-    let registry = Arc::new(Registry::load(hub.clone()).unwrap());
-    let office = Office::new(hub, Arc::new(Directory::beidaihe()));
-    let service = HubService::new(office, registry.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service.sync_server())
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    (url, registry)
-}
 
 fn progress(pending_records: u64) -> SyncFrame {
     SyncFrame {
@@ -75,29 +50,10 @@ async fn report_when(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_has_not_reported_its_pending_changes_is_not_converged() {
-    let (url, registry) = start_hub().await;
-    let mut client = SyncClient::connect(url).await.unwrap();
-    let (outbound, rx) = mpsc::channel(8);
-    outbound
-        .send(SyncFrame {
-            frame: Some(Frame::Hello(Hello {
-                protocol_version: PROTOCOL_VERSION,
-                org: HAIBIN.into(),
-                node_id: "returning-node".into(),
-                store_id: "returning-store".into(),
-            })),
-        })
-        .await
-        .unwrap();
-    let mut inbound = client
-        .session(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(matches!(
-        inbound.message().await.unwrap().and_then(|f| f.frame),
-        Some(Frame::Hello(_))
-    ));
+    let hub = start_hub().await;
+    let registry = &hub.registry;
+    let (outbound, _inbound) =
+        open_session(&hub.url, HAIBIN, "returning-node", "returning-store").await;
 
     // Connected, but the node has said nothing about what it wrote offline.
     let report = registry.report().unwrap();
@@ -110,12 +66,12 @@ async fn a_node_that_has_not_reported_its_pending_changes_is_not_converged() {
     );
 
     outbound.send(progress(3)).await.unwrap();
-    report_when(&registry, "the node's backlog to show", |r| {
+    report_when(registry, "the node's backlog to show", |r| {
         r.nodes[0].pending_from_node == 3
     })
     .await;
     assert!(!registry.report().unwrap().converged);
 
     outbound.send(progress(0)).await.unwrap();
-    report_when(&registry, "the district to converge", |r| r.converged).await;
+    report_when(registry, "the district to converge", |r| r.converged).await;
 }

@@ -62,14 +62,9 @@ async fn district_obligations_and_report_refuse_an_unknown_organisation() {
     }
 }
 
-/// A department system resuming from a token the hub never gave out (another hub's, or one
-/// saved before the hub's store was restored from an older backup) would skip every record
-/// between; the feed says so instead of answering nothing. The last token given out, and 0,
-/// are still answered.
-#[tokio::test]
-async fn a_feed_from_a_token_past_the_hub_log_is_refused() {
-    // Records reach a hub's store by sync; written here by an office over the same store.
-    let (hub, office) = hub_over("130304100");
+/// Opens one case shared with the Market Supervision Bureau, whose feed the tests read. Records
+/// reach a hub's store by sync; written here by an office over the same store.
+async fn one_case_for_the_market(office: &Office) {
     let body = Body::from_json(RecordKind::Case, r#"{"title": "feed"}"#).unwrap();
     office
         .create(
@@ -80,6 +75,16 @@ async fn a_feed_from_a_token_past_the_hub_log_is_refused() {
         )
         .await
         .unwrap();
+}
+
+/// A department system resuming from a token the hub never gave out (another hub's, or one
+/// saved before the hub's store was restored from an older backup) would skip every record
+/// between; the feed says so instead of answering nothing. The last token given out, and 0,
+/// are still answered.
+#[tokio::test]
+async fn a_feed_from_a_token_past_the_hub_log_is_refused() {
+    let (hub, office) = hub_over("130304100");
+    one_case_for_the_market(&office).await;
     let request = |token: u64| {
         Request::new(FeedRequest {
             org: "bdh-scjg".into(),
@@ -124,16 +129,7 @@ async fn a_feed_from_a_token_past_the_hub_log_is_refused() {
 #[tokio::test]
 async fn a_feed_resumed_with_another_logs_token_is_refused() {
     let (hub, office) = hub_over("130304100");
-    let body = Body::from_json(RecordKind::Case, r#"{"title": "feed"}"#).unwrap();
-    office
-        .create(
-            RecordKind::Case,
-            vec!["bdh-scjg".into()],
-            body,
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    one_case_for_the_market(&office).await;
     let request = |token: u64, log_id: &str| {
         Request::new(FeedRequest {
             org: "bdh-scjg".into(),

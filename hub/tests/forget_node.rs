@@ -6,82 +6,25 @@
 //! Hand-driven clients stand in for the nodes; the hub runs in-process over real gRPC on
 //! loopback port 0 with an in-memory store.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use linkage_hub::convergence::Registry;
-use linkage_hub::service::HubService;
-use linkage_node::office::Office;
-use linkage_node::org::Directory;
-use linkage_node::replica::{Replica, SystemClock};
-use linkage_node::store::{MemoryStore, Store};
-use linkage_node::sync::PROTOCOL_VERSION;
+use linkage_proto::v1::ForgetNodeRequest;
+use linkage_proto::v1::SyncFrame;
 use linkage_proto::v1::district_client::DistrictClient;
-use linkage_proto::v1::sync_client::SyncClient;
-use linkage_proto::v1::sync_frame::Frame;
-use linkage_proto::v1::{ForgetNodeRequest, Hello, SyncFrame};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::Code;
 use tonic::transport::Channel;
 
+mod common;
+
+use common::{open_session, start_hub};
+
 const HAIBIN: &str = "130304100";
-
-struct Hub {
-    url: String,
-    replica: Arc<Replica>,
-    registry: Arc<Registry>,
-}
-
-async fn start_hub() -> Hub {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let replica =
-        Arc::new(Replica::open("district-hub", store, Arc::new(SystemClock), 1024).unwrap());
-    let registry = Arc::new(Registry::load(replica.clone()).unwrap());
-    let office = Office::new(replica.clone(), Arc::new(Directory::beidaihe()));
-    let service = HubService::new(office, registry.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service.sync_server())
-            .add_service(service.district_server())
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    Hub {
-        url,
-        replica,
-        registry,
-    }
-}
 
 /// Opens a sync session as `node_id` and returns the sender that keeps it open.
 async fn connect(url: &str, node_id: &str) -> mpsc::Sender<SyncFrame> {
-    let mut client = SyncClient::connect(url.to_owned()).await.unwrap();
-    let (outbound, rx) = mpsc::channel(8);
-    outbound
-        .send(SyncFrame {
-            frame: Some(Frame::Hello(Hello {
-                protocol_version: PROTOCOL_VERSION,
-                org: HAIBIN.into(),
-                node_id: node_id.into(),
-                store_id: node_id.into(),
-            })),
-        })
-        .await
-        .unwrap();
-    let mut inbound = client
-        .session(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(matches!(
-        inbound.message().await.unwrap().and_then(|f| f.frame),
-        Some(Frame::Hello(_))
-    ));
+    let (outbound, mut inbound) = open_session(url, HAIBIN, node_id, node_id).await;
     // Keep reading so the hub's session is not held up by a full stream.
     tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
     outbound

@@ -4,39 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use linkage_hub::convergence::Registry;
-use linkage_hub::service::HubService;
 use linkage_node::office::{Act, Office};
 use linkage_node::org::Directory;
 use linkage_node::record::{Body, RecordKind, UrgentNoticeBody};
-use linkage_node::replica::{Replica, SystemClock};
-use linkage_node::store::{MemoryStore, Store};
+use linkage_node::replica::Replica;
 use linkage_node::sync::client::{LinkStatus, run_forever};
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
-fn replica(org: &str) -> Arc<Replica> {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    Arc::new(Replica::open(org, store, Arc::new(SystemClock), 1024).unwrap())
-}
+mod common;
 
-async fn start_hub() -> (String, Arc<Replica>, Arc<Registry>) {
-    let hub = replica("district-hub");
-    let registry = Arc::new(Registry::load(hub.clone()).unwrap());
-    let office = Office::new(hub.clone(), Arc::new(Directory::beidaihe()));
-    let service = HubService::new(office, registry.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service.sync_server())
-            .add_service(service.district_server())
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    (url, hub, registry)
-}
+use common::{replica, start_hub};
 
 fn office(replica: &Arc<Replica>) -> Office {
     Office::new(replica.clone(), Arc::new(Directory::beidaihe()))
@@ -59,7 +35,8 @@ async fn a_record_reaches_the_hub_and_its_other_party_only() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let (url, hub, _registry) = start_hub().await;
+    let started = start_hub().await;
+    let (url, hub) = (started.url, started.replica);
     let niutouya = replica("130304103");
     let emergency = replica("bdh-yjgl");
     let haibin = replica("130304100");

@@ -900,16 +900,14 @@ async fn feed(
     token_file: Option<&std::path::Path>,
     follow: bool,
 ) -> CliResult {
-    let resume = match token_file {
-        Some(path) => saved_token(path)?.unwrap_or(SavedToken {
-            token,
-            log_id: String::new(),
-        }),
-        None => SavedToken {
-            token,
-            log_id: String::new(),
-        },
+    let saved = match token_file {
+        Some(path) => saved_token(path)?,
+        None => None,
     };
+    let resume = saved.unwrap_or(SavedToken {
+        token,
+        log_id: String::new(),
+    });
     let request = pb::FeedRequest {
         org: org.to_owned(),
         kinds: kinds.to_vec(),
