@@ -8,18 +8,20 @@
 //! other records. The complainant's identity (C-5) is masked for every reader
 //! that is not handling the complaint.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use linkage_node::office::{Office, RecordView};
 use linkage_node::org::Directory;
 use linkage_node::record::{Body, RecordKind};
 use linkage_node::replica::Summary;
 use linkage_node::service::record_to_pb;
-use linkage_node::store::{Store, StoreError};
+use linkage_node::store::{Seq, Store, StoreError};
+use linkage_node::sync::session::LogWatch;
 use linkage_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tonic::Status;
-use tracing::{debug, instrument};
+use tracing::{debug, error, instrument, warn};
 
 use crate::gate::may_read;
 
@@ -91,27 +93,81 @@ pub fn mask_for(view: &mut RecordView, reader: &str) {
     }
 }
 
-/// Meta key of the feed log's id, once the hub has been refilled from the nodes.
+/// Meta key of the feed log's id, once the hub has started a new one.
 const FEED_LOG_KEY: &str = "feed-log-id";
 
-/// The id of the hub's change log as feeds name it (`FeedEvent.log_id`): the store's id, or a
-/// new one each time the hub starts refilling from the nodes.
+/// The hub's change log as feeds name it (`FeedEvent.log_id`): the store's id, until the hub
+/// starts a new log for the feeds.
 ///
 /// A hub restored from an older copy keeps its store id, but its log is shorter than the one
 /// departments read, and the records that come back land at positions they already passed: a
-/// saved token would skip them. Starting to refill (`--refill-from-nodes`, as the README asks
-/// after a restore) starts a new log as far as feeds are concerned, so old tokens are refused
-/// and departments start over.
-pub fn log_id(store: &dyn Store, refilling: bool) -> Result<String, StoreError> {
-    if refilling {
-        let id = uuid::Uuid::new_v4().to_string();
-        store.put_meta(FEED_LOG_KEY, id.as_bytes())?;
-        return Ok(id);
+/// saved token would skip them. So a new log starts, once per run, when the hub starts
+/// refilling from the nodes (`--refill-from-nodes`, as the README asks after a restore), or
+/// when it learns that its log went back: a node saw it reach further ([`LogWatch`]), or a
+/// department's token of this log is past its end. Old tokens are then refused and
+/// departments start over.
+#[derive(Debug)]
+pub struct FeedLog {
+    store: Arc<dyn Store>,
+    id: RwLock<String>,
+    /// Whether this run has started a new log: one is enough, and the nodes that saw the old
+    /// log's end go on saying so until the log grows past it.
+    renewed: AtomicBool,
+}
+
+impl FeedLog {
+    /// The feed log of `store`; a new one if `refilling`. Blocking: reads (and then writes)
+    /// the store.
+    pub fn open(store: Arc<dyn Store>, refilling: bool) -> Result<Self, StoreError> {
+        let id = match store.meta(FEED_LOG_KEY)? {
+            Some(id) => String::from_utf8_lossy(&id).into_owned(),
+            None => store.store_id(),
+        };
+        let log = FeedLog {
+            store,
+            id: RwLock::new(id),
+            renewed: AtomicBool::new(false),
+        };
+        if refilling {
+            log.renew()?;
+        }
+        Ok(log)
     }
-    Ok(match store.meta(FEED_LOG_KEY)? {
-        Some(id) => String::from_utf8_lossy(&id).into_owned(),
-        None => store.store_id(),
-    })
+
+    pub fn id(&self) -> String {
+        self.id
+            .read()
+            .expect("feed log lock is never poisoned")
+            .clone()
+    }
+
+    /// Starts a new log, unless this run already has; returns whether it did.
+    fn renew(&self) -> Result<bool, StoreError> {
+        if self.renewed.swap(true, Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        self.store.put_meta(FEED_LOG_KEY, id.as_bytes())?;
+        *self.id.write().expect("feed log lock is never poisoned") = id;
+        Ok(true)
+    }
+}
+
+impl LogWatch for FeedLog {
+    fn went_back(&self, seen: Seq, end: Seq) {
+        match self.renew() {
+            Ok(true) => warn!(
+                seen,
+                end,
+                log_id = %self.id(),
+                "the hub's change log went back (its store was restored from an older copy): feeds start a new log, so departments start over instead of skipping what comes back; restart the hub with --refill-from-nodes to take back the records the nodes hold for other parties"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                error!(error = %e, "could not start a new feed log after the change log went back; department tokens past {end} may skip records")
+            }
+        }
+    }
 }
 
 /// Streams feed events into `tx` from `token` on, until caught up (or forever when following)
@@ -190,19 +246,45 @@ mod tests {
 
     #[test]
     fn the_feed_log_is_the_stores_until_a_refill_starts_a_new_one() {
-        let store = MemoryStore::new();
-        assert_eq!(log_id(&store, false).unwrap(), store.store_id());
-        let refilled = log_id(&store, true).unwrap();
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let plain = FeedLog::open(store.clone(), false).unwrap();
+        assert_eq!(plain.id(), store.store_id());
+        let refilled = FeedLog::open(store.clone(), true).unwrap().id();
         assert_ne!(refilled, store.store_id());
         assert_eq!(
-            log_id(&store, false).unwrap(),
+            FeedLog::open(store.clone(), false).unwrap().id(),
             refilled,
             "kept after the refill"
         );
         assert_ne!(
-            log_id(&store, true).unwrap(),
+            FeedLog::open(store, true).unwrap().id(),
             refilled,
             "each refill starts anew"
+        );
+    }
+
+    #[test]
+    fn a_log_that_went_back_starts_a_new_feed_log_once_per_run() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let log = FeedLog::open(store.clone(), false).unwrap();
+        log.went_back(120, 100);
+        let renewed = log.id();
+        assert_ne!(renewed, store.store_id());
+        log.went_back(130, 100);
+        assert_eq!(log.id(), renewed, "a second report in the same run");
+        assert_eq!(
+            FeedLog::open(store.clone(), false).unwrap().id(),
+            renewed,
+            "kept across a restart"
+        );
+
+        let refilling = FeedLog::open(store, true).unwrap();
+        let started = refilling.id();
+        refilling.went_back(120, 100);
+        assert_eq!(
+            refilling.id(),
+            started,
+            "a refill already started a new log"
         );
     }
 }

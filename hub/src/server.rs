@@ -92,15 +92,15 @@ pub async fn run(
             "refilling from the nodes: changes a node hands over for a record's other parties are admitted; restart without --refill-from-nodes once `linkage status` shows the district converged"
         );
     }
-    let feed_log_id = {
+    let feed_log = {
         let (store, refill) = (office.replica().store().clone(), config.refill_from_nodes);
-        tokio::task::spawn_blocking(move || crate::feed::log_id(store.as_ref(), refill))
+        tokio::task::spawn_blocking(move || crate::feed::FeedLog::open(store, refill))
             .await
             .map_err(|_| HubError::ShuttingDown)??
     };
     let service = HubService::new(office, Arc::new(registry))
         .refilling_from_nodes(config.refill_from_nodes)
-        .with_feed_log_id(feed_log_id)
+        .with_feed_log(Arc::new(feed_log))
         .with_stop_signal(stopping.clone());
     let (_reporter, health, reflection) =
         linkage_node::service::standard_services("linkage.v1.Sync").await;

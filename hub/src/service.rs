@@ -9,7 +9,7 @@ use futures::Stream;
 use linkage_node::office::Office;
 use linkage_node::org::Directory;
 use linkage_node::service::status_of;
-use linkage_node::sync::session::{self, SessionContext};
+use linkage_node::sync::session::{self, LogWatch, SessionContext};
 use linkage_node::sync::{MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use linkage_proto::v1 as pb;
 use linkage_proto::v1::district_server::{District, DistrictServer};
@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::convergence::{ForgetError, Registry};
-use crate::feed::{self, FeedFilter};
+use crate::feed::{self, FeedFilter, FeedLog};
 use crate::gate::HubGate;
 use crate::incarnation::node_peer_key;
 
@@ -40,8 +40,8 @@ pub struct HubService {
     stopping: Option<watch::Receiver<bool>>,
     /// Refilling from the nodes after losing the store: see [`HubGate::refill`].
     refill: bool,
-    /// The change log's id as feeds name it ([`crate::feed::log_id`]); the store's id if unset.
-    feed_log_id: Option<String>,
+    /// The change log as feeds name it ([`FeedLog`]); the store's id, never renewed, if unset.
+    feed_log: Option<Arc<FeedLog>>,
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::SyncFrame, Status>> + Send>>;
@@ -56,14 +56,22 @@ impl HubService {
             registry,
             stopping: None,
             refill: false,
-            feed_log_id: None,
+            feed_log: None,
         }
     }
 
-    /// Names the change log in feeds as `id` ([`crate::feed::log_id`]).
-    pub fn with_feed_log_id(mut self, id: String) -> Self {
-        self.feed_log_id = Some(id);
+    /// Names the change log in feeds as `log` does, and tells it when a node saw the log
+    /// reach further than it does now.
+    pub fn with_feed_log(mut self, log: Arc<FeedLog>) -> Self {
+        self.feed_log = Some(log);
         self
+    }
+
+    fn feed_log_id(&self) -> String {
+        match &self.feed_log {
+            Some(log) => log.id(),
+            None => self.office.replica().store().store_id(),
+        }
     }
 
     /// Admits the changes a node hands over for a record's other parties (see
@@ -220,6 +228,7 @@ impl Sync for HubService {
                 refill: self.refill,
             }),
             figures,
+            log_watch: self.feed_log.clone().map(|log| log as Arc<dyn LogWatch>),
         };
         // On shutdown the node's side of the stream ends as if it had hung up: the session writes
         // what the node confirmed and closes its answer stream, which lets the server stop.
@@ -357,7 +366,20 @@ impl Feeds for HubService {
         // backup: the records it would skip are never sent, so it is refused, as a node's
         // watch refuses such a position, rather than answered with an empty feed.
         let end = self.office.replica().store().last_seq();
+        let log_id = self.feed_log_id();
         if req.resume_token > end {
+            // A position this very log handed out, now past its end: the store went back to an
+            // older copy, and the records that come back will land below the token.
+            if req.log_id == log_id
+                && let Some(log) = self.feed_log.clone()
+            {
+                let seen = req.resume_token;
+                let _ = tokio::task::spawn_blocking(move || log.went_back(seen, end)).await;
+                return Err(Status::out_of_range(format!(
+                    "token {seen} of change log {} is past the log's end ({end}): the hub's store went back to an older copy and its feeds start a new log; resume from 0 to receive every record again",
+                    req.log_id
+                )));
+            }
             return Err(Status::out_of_range(format!(
                 "token {} is past the end of the hub's change log ({end}); resume from a token this hub sent, or from 0",
                 req.resume_token
@@ -366,10 +388,6 @@ impl Feeds for HubService {
         // Positions in a rebuilt hub's log name other records than they did: a department
         // resuming from its old token would skip, without a word, every record that came back
         // below it.
-        let log_id = self
-            .feed_log_id
-            .clone()
-            .unwrap_or_else(|| self.office.replica().store().store_id());
         // Position 0, the start, is the same in every log.
         if req.resume_token > 0 && !req.log_id.is_empty() && req.log_id != log_id {
             return Err(Status::out_of_range(format!(

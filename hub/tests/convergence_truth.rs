@@ -25,6 +25,7 @@ fn progress(pending_records: u64) -> SyncFrame {
             oldest_pending_ms: if pending_records > 0 { 1 } else { 0 },
             last_seq: 7,
             refused_records: 0,
+            your_last_seq_seen: 0,
         })),
     }
 }

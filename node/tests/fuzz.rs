@@ -327,6 +327,7 @@ impl LiveSession {
             peer_org: MARKET.into(),
             gate: Arc::new(TrustHub),
             figures: Default::default(),
+            log_watch: None,
         };
         let task = rt.spawn(session::run(ctx, ReceiverStream::new(inbound), outbound));
         LiveSession {
@@ -488,6 +489,7 @@ fn still_syncs(live: &LiveSession) {
         peer_org: peer.into(),
         gate: Arc::new(TrustHub),
         figures: Default::default(),
+        log_watch: None,
     };
     let wrap = |rx| ReceiverStream::new(rx).map(Ok::<_, tonic::Status>);
     live.rt.spawn(session::run(

@@ -96,6 +96,14 @@ struct Peer {
 }
 
 fn start_session(replica: &Arc<Replica>) -> Peer {
+    start_watched_session(replica, None)
+}
+
+/// [`start_session`], telling `log_watch` when the peer saw the replica's log reach further.
+fn start_watched_session(
+    replica: &Arc<Replica>,
+    log_watch: Option<Arc<dyn session::LogWatch>>,
+) -> Peer {
     let (to_session, inbound) = mpsc::channel(64);
     let (outbound, from_session) = mpsc::channel(64);
     let ctx = SessionContext {
@@ -104,6 +112,7 @@ fn start_session(replica: &Arc<Replica>) -> Peer {
         peer_org: MARKET.into(),
         gate: Arc::new(TrustHub),
         figures: Default::default(),
+        log_watch,
     };
     let figures = ctx.figures.clone();
     let inbound = ReceiverStream::new(inbound).map(Ok::<_, tonic::Status>);
@@ -342,6 +351,42 @@ impl Peer {
             .expect("the session took the report in within 10 s");
     }
 
+    /// Reports that this peer saw the session's own change log reach `seen`, and waits until
+    /// the session has taken the report in.
+    async fn report_seen_log_end(&self, seen: u64) {
+        self.figures.lock().unwrap().peer_reported = false;
+        let frame = SyncFrame {
+            frame: Some(Frame::Progress(linkage_proto::v1::Progress {
+                your_last_seq_seen: seen,
+                ..Default::default()
+            })),
+        };
+        self.to_session.send(frame).await.unwrap();
+        let taken = async {
+            while !self.figures.lock().unwrap().peer_reported {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), taken)
+            .await
+            .expect("the session took the report in within 10 s");
+    }
+
+    /// The `your_last_seq_seen` of the next progress report the session sends.
+    async fn next_report_of_our_log(&mut self) -> u64 {
+        let wait = async {
+            loop {
+                let frame = self.from_session.recv().await.expect("session is running");
+                if let Some(Frame::Progress(progress)) = frame.frame {
+                    return progress.your_last_seq_seen;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("the session reported within 10 s")
+    }
+
     /// Closes the link and waits for the session to write what it knows and end.
     async fn close(self) {
         let Peer {
@@ -396,6 +441,41 @@ async fn a_peer_whose_change_log_went_back_is_offered_everything_again() {
     peer.close().await;
     assert_eq!(office.store().peer_log_end(PEER).unwrap(), 3);
     assert_eq!(office.store().cursor(PEER).unwrap(), 0);
+}
+
+/// What a [`session::LogWatch`] was told.
+#[derive(Debug, Default)]
+struct WentBack(std::sync::Mutex<Vec<(u64, u64)>>);
+
+impl session::LogWatch for WentBack {
+    fn went_back(&self, seen: u64, end: u64) {
+        self.0.lock().unwrap().push((seen, end));
+    }
+}
+
+/// Each side tells the other how far it saw the other's log, first thing in a session; a
+/// report past this side's own end means its store went back to an older copy, and whoever
+/// else holds positions in the log (the hub's feeds) is told.
+#[tokio::test]
+async fn a_peer_that_saw_the_log_reach_further_tells_the_log_watch() {
+    let office = replica(HAIBIN);
+    create_case(&office, "in the log").await;
+    let end = office.store().last_seq();
+
+    // The first report says how far this side saw the peer's log, kept from the last session.
+    office.store().put_peer_log_end(PEER, 42).unwrap();
+    let watch = Arc::new(WentBack::default());
+    let mut peer = start_watched_session(&office, Some(watch.clone()));
+    assert_eq!(peer.next_report_of_our_log().await, 42);
+
+    peer.report_seen_log_end(end).await;
+    assert!(
+        watch.0.lock().unwrap().is_empty(),
+        "the log's own end is no sign of going back"
+    );
+    peer.report_seen_log_end(end + 5).await;
+    assert_eq!(*watch.0.lock().unwrap(), vec![(end + 5, end)]);
+    peer.close().await;
 }
 
 /// A record new to a replica arrives whole. Its summary says whether its fields hold

@@ -161,6 +161,51 @@ fn main() -> anyhow::Result<()> {
         received[i].0.generate_sync_message(&mut state)
     });
     time("get_heads", RECORDS, |i| received[i].0.get_heads());
+    time("fork (the hub gate's trial copy)", RECORDS, |i| {
+        received[i].0.fork()
+    });
+    // A resumed change as the hub takes it: the edits made since the peer's last confirmed
+    // heads, received into the hub's copy.
+    let edited: Vec<Automerge> = received
+        .iter()
+        .map(|(doc, _)| {
+            use automerge::transaction::Transactable;
+            let mut edited = doc.fork();
+            let mut tx = edited.transaction();
+            let (_, body) = tx.get(automerge::ROOT, "body").unwrap().unwrap();
+            tx.put(&body, "title", "x".repeat(64)).unwrap();
+            tx.put(&body, "summary", "y".repeat(64)).unwrap();
+            tx.commit();
+            edited
+        })
+        .collect();
+    let resumed: Vec<Vec<u8>> = (0..RECORDS)
+        .map(|i| {
+            let mut state = State::new();
+            state.shared_heads = received[i].0.get_heads();
+            state.their_heads = Some(state.shared_heads.clone());
+            edited[i]
+                .generate_sync_message(&mut state)
+                .unwrap()
+                .encode()
+        })
+        .collect();
+    time("fork + receive a resumed change", RECORDS, |i| {
+        let mut trial = received[i].0.fork();
+        let mut state = received[i].1.clone();
+        trial
+            .receive_sync_message(&mut state, Message::decode(&resumed[i]).unwrap())
+            .unwrap();
+        trial
+    });
+    time("clone + receive a resumed change", RECORDS, |i| {
+        let mut trial = received[i].0.clone();
+        let mut state = received[i].1.clone();
+        trial
+            .receive_sync_message(&mut state, Message::decode(&resumed[i]).unwrap())
+            .unwrap();
+        trial
+    });
 
     // A record not in memory, as a resumed change finds most of them on a replica holding
     // 10,000 (the 1 % figure): read from RocksDB and loaded by Automerge before anything else.

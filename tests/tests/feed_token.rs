@@ -85,11 +85,17 @@ fn copy_folder(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A hub restored from an older copy keeps its store id, and the records the nodes give back
-/// land at positions a department already read past. Refilled as the README says, the hub
-/// names a new log, so the department's saved token is refused instead of skipping them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_read_past_a_restored_hubs_copy_is_refused_once_it_refills() -> anyhow::Result<()> {
+/// A department that read a hub's feed past the point where a copy of the hub's store was
+/// made, the hub killed and the copy kept: what a restore from that copy faces.
+struct ReadPastACopy {
+    _temp: tempfile::TempDir,
+    copy: std::path::PathBuf,
+    addr: String,
+    token_file: std::path::PathBuf,
+    _offices: [NodeProcess; 2],
+}
+
+async fn read_past_a_copy() -> anyhow::Result<ReadPastACopy> {
     let temp = tempfile::Builder::new().prefix("linkage-feed-").tempdir()?;
     let (live, copy) = (temp.path().join("hub"), temp.path().join("hub-copy"));
     let mut hub = HubProcess::start(&live, "127.0.0.1:0")?;
@@ -131,25 +137,57 @@ async fn a_token_read_past_a_restored_hubs_copy_is_refused_once_it_refills() -> 
         "{}",
         String::from_utf8_lossy(&pulled.stderr)
     );
-
-    // The copy comes back, refilling; Haibin sees the hub's log went back and offers all four,
-    // the Market Supervision Bureau's two among them.
     hub.proc.kill9();
-    hub = HubProcess::start_with(&copy, &addr, &["--refill-from-nodes"])?;
-    wait_for_records(&hub, 4).await?;
-    let refused = cli_feed(&hub, &token_file).await?;
+    Ok(ReadPastACopy {
+        _temp: temp,
+        copy,
+        addr,
+        token_file,
+        _offices: [haibin, market],
+    })
+}
+
+/// The restored hub holds the four cases again; the department's old token file is refused
+/// with the log it names, and starting over delivers all four.
+async fn refused_then_started_over(hub: &HubProcess, read: &ReadPastACopy) -> anyhow::Result<()> {
+    wait_for_records(hub, 4).await?;
+    let refused = cli_feed(hub, &read.token_file).await?;
     let stderr = String::from_utf8_lossy(&refused.stderr);
     ensure!(!refused.status.success(), "the old token was answered");
     ensure!(stderr.contains("change log"), "{stderr}");
 
-    std::fs::write(&token_file, "0")?;
-    let again = cli_feed(&hub, &token_file).await?;
+    std::fs::write(&read.token_file, "0")?;
+    let again = cli_feed(hub, &read.token_file).await?;
     let delivered = String::from_utf8_lossy(&again.stdout).lines().count();
     ensure!(
         delivered == 4,
         "{delivered} records delivered after starting over"
     );
     Ok(())
+}
+
+/// A hub restored from an older copy keeps its store id, and the records the nodes give back
+/// land at positions a department already read past. Refilled as the README says, the hub
+/// names a new log, so the department's saved token is refused instead of skipping them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_read_past_a_restored_hubs_copy_is_refused_once_it_refills() -> anyhow::Result<()> {
+    let read = read_past_a_copy().await?;
+    // Haibin sees the hub's log went back and offers all four, the Market Supervision
+    // Bureau's two among them.
+    let hub = HubProcess::start_with(&read.copy, &read.addr, &["--refill-from-nodes"])?;
+    refused_then_started_over(&hub, &read).await
+}
+
+/// The same restore with the hub started plainly, against the README: the nodes tell the hub
+/// they saw its log reach further than it does, and the hub starts a new feed log itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_read_past_a_restored_hubs_copy_is_refused_without_the_refill_flag()
+-> anyhow::Result<()> {
+    let read = read_past_a_copy().await?;
+    // Each office hands its own two cases back (the hub takes a record only from its author
+    // without the flag).
+    let hub = HubProcess::start(&read.copy, &read.addr)?;
+    refused_then_started_over(&hub, &read).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

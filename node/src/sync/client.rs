@@ -143,6 +143,7 @@ async fn connect_once(
         peer_org: "hub".to_owned(),
         gate: Arc::new(TrustHub),
         figures: status.figures.clone(),
+        log_watch: None,
     };
     session::run(ctx, inbound, outbound).await
 }

@@ -139,6 +139,20 @@ pub struct SessionContext {
     pub peer_org: String,
     pub gate: Arc<dyn Gate>,
     pub figures: FiguresHandle,
+    /// Told when the peer has seen this side's change log reach further than it now does (see
+    /// [`LogWatch`]); `None` where nobody outside the session holds positions in the log. A
+    /// side with a watch (the hub) also reports its log's new end as soon as it has taken in
+    /// the peer's changes, so that an office whose changes a restored copy lacks recognises
+    /// the copy, instead of only if a periodic report came before the loss.
+    pub log_watch: Option<Arc<dyn LogWatch>>,
+}
+
+/// Who else holds positions in this side's change log: told when a peer has seen the log reach
+/// `seen`, past its end `end` now, i.e. the store went back to an older copy and the positions
+/// past `end` will name other records. The hub's department feeds are such holders.
+pub trait LogWatch: Send + Sync + std::fmt::Debug + 'static {
+    /// Called on a blocking thread; may write to the store.
+    fn went_back(&self, seen: Seq, end: Seq);
 }
 
 #[derive(Debug)]
@@ -225,6 +239,9 @@ pub async fn run(
     // confirmed since the cursor was last written is written on the way out, if the store
     // still answers.
     let outcome: Result<(), SyncError> = async {
+        // The first report goes out before any offer: it says how far this side saw the peer's
+        // change log, which the peer checks before it takes anything in (`on_own_log_seen`).
+        session.send_progress().await?;
         loop {
             session.scan().await?;
             session.report_if_level_changed().await?;
@@ -507,6 +524,7 @@ impl Session {
                     figures.peer_oldest_pending_ms = progress.oldest_pending_ms;
                     figures.peer_reported = true;
                 }
+                self.on_own_log_seen(progress.your_last_seq_seen).await?;
                 self.on_peer_log_end(progress.last_seq).await
             }
             Some(Frame::Hello(_)) => Err(SyncError::Protocol("hello sent twice".into())),
@@ -609,14 +627,19 @@ impl Session {
             r.store().put_peer_states(&peer, &confirmed_states)?;
             // The batch's changes were written unsynced; one disk sync makes them all durable
             // before any is answered or offered on (group commit within one session).
-            if r.store().last_seq() != logged_before {
+            let logged = r.store().last_seq() != logged_before;
+            if logged {
                 r.make_durable()?;
             }
-            Ok(outcomes)
+            Ok((outcomes, logged))
         })
         .await?;
+        let (outcomes, logged) = outcomes;
         for (id, received) in outcomes {
             self.answer_received(id, received).await?;
+        }
+        if logged && self.ctx.log_watch.is_some() {
+            self.send_progress().await?;
         }
         Ok(())
     }
@@ -825,6 +848,29 @@ impl Session {
     /// below what the peer once reported is a store restored from an older copy (or rolled
     /// back with its machine), which lacks changes it confirmed since: what this side kept of
     /// the peer (cursor, sync states) is void, and everything is offered again.
+    /// The peer saw this side's change log reach `seen`: past its end, this store went back to
+    /// an older copy. The peer's own check ([`Session::on_peer_log_end`]) offers it everything
+    /// again; the positions past the end are the concern of whoever else holds them.
+    async fn on_own_log_seen(&mut self, seen: Seq) -> Result<(), SyncError> {
+        let end = self.ctx.replica.store().last_seq();
+        if seen <= end {
+            return Ok(());
+        }
+        warn!(
+            seen,
+            end,
+            "the peer saw this side's change log reach further than it does now: this store went back to an older copy"
+        );
+        if let Some(watch) = self.ctx.log_watch.clone() {
+            blocking(&self.ctx.replica, move |_| {
+                watch.went_back(seen, end);
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn on_peer_log_end(&mut self, reported: Seq) -> Result<(), SyncError> {
         if reported >= self.peer_log_end {
             self.peer_log_end = reported;
@@ -905,6 +951,7 @@ impl Session {
             oldest_pending_ms: oldest,
             last_seq: self.ctx.replica.store().last_seq(),
             refused_records: self.refused.len() as u64,
+            your_last_seq_seen: self.peer_log_end,
         }))
         .await
     }

@@ -639,6 +639,7 @@ impl Sim {
             peer_org: "hub".to_owned(),
             gate: Arc::new(TrustHub),
             figures: node_figures.clone(),
+            log_watch: None,
         };
         let hub_ctx = SessionContext {
             replica: hub,
@@ -650,6 +651,7 @@ impl Sim {
                 refill: false,
             }),
             figures: hub_figures.clone(),
+            log_watch: None,
         };
         let node_task = self.spawn_session(node_ctx, node_in, node_out);
         let hub_task = self.spawn_session(hub_ctx, hub_in, hub_out);
