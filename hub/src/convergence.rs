@@ -141,10 +141,15 @@ impl Registry {
     /// kept of its sync; returns its id and organisation. Blocking: it writes the store.
     pub fn forget(&self, node_id: &str) -> Result<(String, String), ForgetError> {
         let mut nodes = self.nodes.lock().expect("registry lock is never poisoned");
+        // Ids are UUIDs, printed lower-case; one copied from elsewhere may come upper-case.
+        let starts = |id: &str| {
+            id.len() >= node_id.len()
+                && id.as_bytes()[..node_id.len()].eq_ignore_ascii_case(node_id.as_bytes())
+        };
         let matching: Vec<&String> = match nodes.get_key_value(node_id) {
             Some((id, _)) => vec![id],
             None if node_id.is_empty() => Vec::new(),
-            None => nodes.keys().filter(|id| id.starts_with(node_id)).collect(),
+            None => nodes.keys().filter(|id| starts(id)).collect(),
         };
         let id = match matching.as_slice() {
             [] => return Err(ForgetError::Unknown(node_id.to_owned())),

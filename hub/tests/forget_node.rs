@@ -93,7 +93,11 @@ async fn an_offline_node_is_forgotten_by_an_unambiguous_id_and_stays_gone() {
     assert_eq!(unknown.code(), Code::NotFound);
     assert!(unknown.message().contains("zzz"), "{}", unknown.message());
 
-    assert_eq!(forget(&mut district, "aaaa").await.unwrap(), HAIBIN);
+    assert_eq!(
+        forget(&mut district, "AAAA").await.unwrap(),
+        HAIBIN,
+        "an id given in capitals"
+    );
     let ids = |registry: &Registry| -> Vec<String> {
         registry
             .report()

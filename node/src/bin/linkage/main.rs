@@ -336,7 +336,9 @@ fn failure_kind(code: tonic::Code) -> &'static str {
     match code {
         Code::InvalidArgument => "输入有误 invalid input",
         Code::OutOfRange => "超出范围 out of range",
-        Code::FailedPrecondition => "不符合协作规则 not allowed by the rules",
+        // A cooperation rule (the message names it, `T-1: ...`) or an operator's precondition
+        // (forgetting a node that is still connected): both are "not now, not like this".
+        Code::FailedPrecondition => "不允许此操作 not allowed",
         Code::NotFound => "未找到 not found",
         Code::AlreadyExists => "已存在 already exists",
         Code::PermissionDenied | Code::Unauthenticated => "无权操作 not permitted",
