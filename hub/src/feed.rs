@@ -103,9 +103,9 @@ const FEED_LOG_KEY: &str = "feed-log-id";
 /// departments read, and the records that come back land at positions they already passed: a
 /// saved token would skip them. So a new log starts, once per run, when the hub starts
 /// refilling from the nodes (`--refill-from-nodes`, as the README asks after a restore), or
-/// when it learns that its log went back: a node saw it reach further ([`LogWatch`]), or a
-/// department's token of this log is past its end. Old tokens are then refused and
-/// departments start over.
+/// when a node says it saw the log reach further than it does ([`LogWatch`]). Old tokens are
+/// then refused and departments start over. A department's token past the end is refused
+/// but proves nothing: anyone can write a large number into a token file.
 #[derive(Debug)]
 pub struct FeedLog {
     store: Arc<dyn Store>,
@@ -130,6 +130,10 @@ impl FeedLog {
         };
         if refilling {
             log.renew()?;
+            warn!(
+                log_id = %log.id(),
+                "refilling: feeds start a new log, so departments' saved tokens are refused and they start over from 0"
+            );
         }
         Ok(log)
     }

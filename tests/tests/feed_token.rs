@@ -252,3 +252,45 @@ async fn a_token_file_of_a_rebuilt_hubs_log_is_refused_with_how_to_start_over() 
     );
     Ok(())
 }
+
+/// A token past the end of the hub's log is refused, but a made-up one must not make the hub
+/// start a new feed log: that would make every department start over (found by a break-test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_made_up_token_past_the_end_leaves_other_departments_tokens_valid() -> anyhow::Result<()>
+{
+    let temp = tempfile::Builder::new().prefix("linkage-feed-").tempdir()?;
+    let hub = HubProcess::start(&temp.path().join("hub"), "127.0.0.1:0")?;
+    let node = NodeProcess::start(HAIBIN, &temp.path().join("haibin"), Some(&hub.url()))?;
+    create_cases(&node, MARKET, 3).await?;
+    wait_for_three_records(&hub).await?;
+    let token_file = temp.path().join("token.txt");
+    let pulled = cli_feed(&hub, &token_file).await?;
+    ensure!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    let saved = std::fs::read_to_string(&token_file)?;
+    let log = saved
+        .split_whitespace()
+        .nth(1)
+        .context("token file names no log")?;
+
+    let made_up = temp.path().join("made-up.txt");
+    std::fs::write(&made_up, format!("999 {log}"))?;
+    let refused = cli_feed(&hub, &made_up).await?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    ensure!(
+        !refused.status.success(),
+        "a token past the end was answered"
+    );
+    ensure!(stderr.contains("past the end"), "{stderr}");
+
+    let resumed = cli_feed(&hub, &token_file).await?;
+    ensure!(
+        resumed.status.success(),
+        "the real department's token was refused: {}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    Ok(())
+}
