@@ -6,6 +6,11 @@ use clap::Parser;
 use linkage_node::config::{NodeArgs, NodeConfig};
 use linkage_node::server;
 
+/// jemalloc, not glibc's malloc, as on the hub (`hub/src/main.rs` says why); its purging
+/// settings are built in (`.cargo/config.toml`).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Errors are printed once, by their message alone: each names what was wrong, so the cause
 /// chain and backtrace `anyhow` would add only repeat it.
 #[tokio::main]

@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use linkage_tests::bench::{self, Plan, Progress, Sizes, Workload};
 
+/// The servers' allocator (`hub/src/main.rs`), so the node writes the limits workload makes in
+/// this process, and the scale workload's light clients, are measured as a node makes them.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "linkage-bench",
