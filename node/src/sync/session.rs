@@ -844,10 +844,6 @@ impl Session {
         Ok(())
     }
 
-    /// The peer reported the end of its change log. A store's log only grows; one reported
-    /// below what the peer once reported is a store restored from an older copy (or rolled
-    /// back with its machine), which lacks changes it confirmed since: what this side kept of
-    /// the peer (cursor, sync states) is void, and everything is offered again.
     /// The peer saw this side's change log reach `seen`: past its end, this store went back to
     /// an older copy. The peer's own check ([`Session::on_peer_log_end`]) offers it everything
     /// again; the positions past the end are the concern of whoever else holds them.
@@ -871,6 +867,10 @@ impl Session {
         Ok(())
     }
 
+    /// The peer reported the end of its change log. A store's log only grows; one reported
+    /// below what the peer once reported is a store restored from an older copy (or rolled
+    /// back with its machine), which lacks changes it confirmed since: what this side kept of
+    /// the peer (cursor, sync states) is void, and everything is offered again.
     async fn on_peer_log_end(&mut self, reported: Seq) -> Result<(), SyncError> {
         if reported >= self.peer_log_end {
             self.peer_log_end = reported;
