@@ -197,7 +197,12 @@ enum Command {
     /// Changes the hub refused, with the reason.
     Rejections,
     /// The hub's convergence view: is every node up to date, and who is behind.
-    Status,
+    Status {
+        /// Exit with code 3 when the district has not converged (for scripts and monitoring;
+        /// the view is printed either way).
+        #[arg(long)]
+        check: bool,
+    },
     /// Records held by the hub per organisation and kind.
     Counts,
     /// Retire an offline node from the hub's convergence view (a node started again on an
@@ -532,7 +537,8 @@ async fn records(cli: &Cli) -> CliResult<RecordsClient<Channel>> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Verdict::Done) => ExitCode::SUCCESS,
+        Ok(Verdict::NotConverged) => ExitCode::from(NOT_CONVERGED),
         Err(CliError(message)) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
@@ -540,7 +546,18 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: &Cli) -> CliResult {
+/// `linkage status --check`'s exit code when the district has not converged: apart from 1,
+/// which is every failure to answer.
+const NOT_CONVERGED: u8 = 3;
+
+/// How a command that answered ends.
+enum Verdict {
+    Done,
+    /// `status --check` found the district not converged.
+    NotConverged,
+}
+
+async fn run(cli: &Cli) -> CliResult<Verdict> {
     let out = render::Output { json: cli.json };
     match &cli.command {
         Command::Create {
@@ -714,13 +731,16 @@ async fn run(cli: &Cli) -> CliResult {
                 .into_inner();
             out.rejections(&list.rejections);
         }
-        Command::Status => {
+        Command::Status { check } => {
             let report = hub_district(cli)
                 .await?
                 .convergence(pb::ConvergenceRequest {})
                 .await?
                 .into_inner();
             out.convergence(&report);
+            if *check && !report.converged {
+                return Ok(Verdict::NotConverged);
+            }
         }
         Command::ForgetNode { node } => {
             let forgotten = hub_district(cli)
@@ -787,7 +807,7 @@ async fn run(cli: &Cli) -> CliResult {
             .await?;
         }
     }
-    Ok(())
+    Ok(Verdict::Done)
 }
 
 async fn calendar_command(cli: &Cli, command: &CalendarCommand, out: &render::Output) -> CliResult {
