@@ -151,7 +151,11 @@ impl FeedLog {
             return Ok(false);
         }
         let id = uuid::Uuid::new_v4().to_string();
-        self.store.put_meta(FEED_LOG_KEY, id.as_bytes())?;
+        if let Err(e) = self.store.put_meta(FEED_LOG_KEY, id.as_bytes()) {
+            // Not started after all: the next report tries again.
+            self.renewed.store(false, Ordering::SeqCst);
+            return Err(e);
+        }
         *self.id.write().expect("feed log lock is never poisoned") = id;
         Ok(true)
     }
