@@ -253,10 +253,12 @@ async fn a_token_file_of_a_rebuilt_hubs_log_is_refused_with_how_to_start_over() 
     Ok(())
 }
 
-/// A token past the end of the hub's log is refused, but a made-up one must not make the hub
-/// start a new feed log: that would make every department start over (found by a break-test).
+/// Token files the hub cannot check. A token past the end of the hub's log is refused, but a
+/// made-up one must not make the hub start a new feed log: that would make every department
+/// start over (found by a break-test). A bare number, as files were written before logs were
+/// named, is read with a warning and the file then names the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_made_up_token_past_the_end_leaves_other_departments_tokens_valid() -> anyhow::Result<()>
+async fn token_files_the_hub_cannot_check_are_refused_or_read_with_a_warning() -> anyhow::Result<()>
 {
     let temp = tempfile::Builder::new().prefix("linkage-feed-").tempdir()?;
     let hub = HubProcess::start(&temp.path().join("hub"), "127.0.0.1:0")?;
@@ -291,6 +293,20 @@ async fn a_made_up_token_past_the_end_leaves_other_departments_tokens_valid() ->
         resumed.status.success(),
         "the real department's token was refused: {}",
         String::from_utf8_lossy(&resumed.stderr)
+    );
+
+    let bare = temp.path().join("bare.txt");
+    std::fs::write(&bare, "1")?;
+    let read = cli_feed(&hub, &bare).await?;
+    let stderr = String::from_utf8_lossy(&read.stderr);
+    ensure!(read.status.success(), "{stderr}");
+    ensure!(
+        stderr.contains("names no change log") && stderr.contains("write 0"),
+        "no warning for a bare number: {stderr}"
+    );
+    ensure!(
+        std::fs::read_to_string(&bare)?.contains(log),
+        "the file does not name the log after the run"
     );
     Ok(())
 }

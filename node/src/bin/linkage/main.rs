@@ -926,6 +926,18 @@ async fn feed(
         Some(path) => saved_token(path)?,
         None => None,
     };
+    if let (Some(saved), Some(path)) = (&saved, token_file)
+        && saved.token > 0
+        && saved.log_id.is_empty()
+    {
+        // The hub cannot check a position without its log; the file is rewritten with it as
+        // soon as an event arrives.
+        eprintln!(
+            "warning: 令牌文件未注明变更日志 the token file names no change log: {} was written by an older linkage, so the hub cannot tell whether position {} is still in its log; if the hub was rebuilt or restored since, write 0 in it to receive every record again",
+            path.display(),
+            saved.token
+        );
+    }
     let resume = saved.unwrap_or(SavedToken {
         token,
         log_id: String::new(),
