@@ -15,9 +15,9 @@ use crate::config::HubConfig;
 use crate::convergence::Registry;
 use crate::service::HubService;
 
-/// The hub's own identity in actor ids. The hub never writes records; the name only keeps
-/// the replica's bookkeeping uniform.
-pub const HUB_ORG: &str = "district-hub";
+/// The hub's own identity in actor ids and in its certificate. The hub never writes records;
+/// the name only keeps the replica's bookkeeping uniform.
+pub const HUB_ORG: &str = linkage_node::tls::HUB_ORG;
 
 /// Why the hub could not start, or stopped serving.
 #[derive(Debug, thiserror::Error)]

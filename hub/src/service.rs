@@ -269,6 +269,11 @@ impl District for HubService {
             )));
         }
         let node_id = request.into_inner().node_id;
+        if node_id.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "give the id of the node to forget, or a start of it that names one",
+            ));
+        }
         let registry = self.registry.clone();
         let forgotten = tokio::task::spawn_blocking(move || registry.forget(&node_id))
             .await

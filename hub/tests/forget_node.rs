@@ -89,6 +89,8 @@ async fn an_offline_node_is_forgotten_by_an_unambiguous_id_and_stays_gone() {
     for id in ["aaaa-replaced-folder", "aaab-other-device"] {
         assert!(ambiguous.message().contains(id), "{}", ambiguous.message());
     }
+    let empty = forget(&mut district, " ").await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument, "{empty:?}");
     let unknown = forget(&mut district, "zzz").await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
     assert!(unknown.message().contains("zzz"), "{}", unknown.message());

@@ -150,6 +150,10 @@ pub fn create_ca(dir: &Path, district: &str) -> Result<(PathBuf, PathBuf), TlsEr
     Ok((cert_path, key_path))
 }
 
+/// The organisation name in the hub's own certificate (and in the hub's actor ids): the name
+/// the hub knows its operator by (`linkage forget-node` over mutual TLS).
+pub const HUB_ORG: &str = "district-hub";
+
 /// Issues `org`'s certificate, signed by the CA in `dir`, valid as server and client for
 /// `hosts` (names or IP addresses the org's node or hub is reached at). Writes `ORG.pem` and
 /// `ORG.key` beside the CA.

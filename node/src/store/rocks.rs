@@ -131,8 +131,18 @@ impl RocksStore {
         let descriptors = COLUMN_FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, cf_options.clone()));
-        let db = DB::open_cf_descriptors(&db_options, path, descriptors)
-            .map_err(|e| open_error(e.to_string()))?;
+        let db = DB::open_cf_descriptors(&db_options, path, descriptors).map_err(|e| {
+            // RocksDB's own words ("While lock file: …/LOCK: Resource temporarily unavailable")
+            // do not say that another node or hub holds the folder.
+            let detail = e.to_string();
+            if detail.contains("/LOCK") {
+                open_error(format!(
+                    "the folder is in use (another node or hub has it open): {detail}"
+                ))
+            } else {
+                open_error(detail)
+            }
+        })?;
 
         let mut store = RocksStore {
             db,

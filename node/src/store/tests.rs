@@ -512,3 +512,19 @@ fn rocks_disk_bytes_grow_with_data() {
     }
     assert!(fixture.store.disk_bytes() > empty + (512 << 10));
 }
+
+/// A folder another store holds open is refused with why, not only RocksDB's lock-file words.
+#[test]
+fn a_folder_in_use_is_refused_as_in_use() {
+    let dir = TempDir::new().unwrap();
+    let _open = RocksStore::open(dir.path()).unwrap();
+    let Err(refused) = RocksStore::open(dir.path()) else {
+        panic!("a second store opened a folder in use");
+    };
+    let message = refused.to_string();
+    assert!(message.contains("is in use"), "{message}");
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+}

@@ -858,7 +858,9 @@ fn ca_command(command: &CaCommand) -> CliResult {
             ));
         }
         CaCommand::Issue { dir, org, hosts } => {
-            if linkage_node::org::Directory::beidaihe().org(org).is_none() {
+            if org != linkage_node::tls::HUB_ORG
+                && linkage_node::org::Directory::beidaihe().org(org).is_none()
+            {
                 eprintln!("warning: {org} is not in the embedded Beidaihe directory");
             }
             let files = linkage_node::tls::issue(dir, org, hosts).map_err(tls_error)?;
