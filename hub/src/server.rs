@@ -41,11 +41,21 @@ pub enum HubError {
     ShuttingDown,
 }
 
-/// Runs the hub until `shutdown` resolves.
+/// Runs the hub until `shutdown` resolves. It binds its address before it opens (or makes)
+/// its data folder: a hub that cannot serve leaves nothing behind.
 pub async fn run(
     config: HubConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), HubError> {
+    let listen_error = |source| HubError::Listen {
+        addr: config.listen,
+        source,
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(listen_error)?;
+    let addr = listener.local_addr().map_err(listen_error)?;
+
     let data_dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || RocksStore::open(&data_dir))
         .await
@@ -66,14 +76,6 @@ pub async fn run(
     let office = Office::new(replica, Arc::new(config.directory.clone()))
         .with_period_policies(config.periods.clone());
 
-    let listen_error = |source| HubError::Listen {
-        addr: config.listen,
-        source,
-    };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(listen_error)?;
-    let addr = listener.local_addr().map_err(listen_error)?;
     if let Some(path) = &config.addr_file {
         write_addr_file(path, addr).map_err(HubError::AddrFile)?;
     }

@@ -58,13 +58,13 @@ pub enum NodeError {
     ShuttingDown,
 }
 
-/// Runs the node until `shutdown` resolves: opens its replica, binds `config.listen` and
-/// serves there.
+/// Runs the node until `shutdown` resolves: binds `config.listen`, opens its replica and serves
+/// there. The address first: a node that cannot serve must not have made (and claimed for its
+/// organisation) a data folder.
 pub async fn run(
     config: NodeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    let office = open(&config).await?;
     let listen_error = |source| NodeError::Listen {
         addr: config.listen,
         source,
@@ -73,6 +73,7 @@ pub async fn run(
         .await
         .map_err(listen_error)?;
     let addr = listener.local_addr().map_err(listen_error)?;
+    let office = open(&config).await?;
     if let Some(path) = &config.addr_file {
         write_addr_file(path, addr).map_err(|source| NodeError::AddrFile {
             path: path.clone(),

@@ -146,6 +146,10 @@ fn a_listen_address_in_use_is_named_in_one_message() {
         "names the address: {stderr}"
     );
     said_once(&stderr, "Address already in use");
+    assert!(
+        !store.exists(),
+        "a node that cannot listen made its data folder, which now belongs to {HAIBIN}"
+    );
 }
 
 #[test]
