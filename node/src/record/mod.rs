@@ -282,6 +282,14 @@ impl Body {
             kind,
             detail: e.to_string(),
         };
+        // serde reads a struct from a JSON array too, field by field in order, which made
+        // `[1, 2]` read as "expected a string".
+        if !json.trim_start().starts_with('{') {
+            return Err(BodyError::Json {
+                kind,
+                detail: "a body is a JSON object of field names and values".into(),
+            });
+        }
         for_kind!(kind, T, ctor => serde_json::from_str::<T>(json).map(ctor).map_err(err))
     }
 
@@ -565,6 +573,14 @@ mod tests {
         let err =
             Body::from_json(RecordKind::Transfer, r#"{"sender":"x","colour":"red"}"#).unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_json_object_is_refused_as_such() {
+        for json in ["[1, 2]", "\"text\"", "7", "null"] {
+            let err = Body::from_json(RecordKind::Transfer, json).unwrap_err();
+            assert!(err.to_string().contains("JSON object"), "{json}: {err}");
+        }
     }
 
     #[test]
