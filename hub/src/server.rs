@@ -8,7 +8,6 @@ use linkage_node::office::Office;
 use linkage_node::replica::{Replica, ReplicaError, SystemClock};
 use linkage_node::server::{incoming, serve_with_grace, write_addr_file};
 use linkage_node::store::{RocksStore, Store, StoreError};
-use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::HubConfig;
@@ -47,14 +46,12 @@ pub async fn run(
     config: HubConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), HubError> {
-    let listen_error = |source| HubError::Listen {
-        addr: config.listen,
-        source,
-    };
-    let listener = TcpListener::bind(config.listen)
+    let (listener, addr) = linkage_node::server::bind(config.listen)
         .await
-        .map_err(listen_error)?;
-    let addr = listener.local_addr().map_err(listen_error)?;
+        .map_err(|source| HubError::Listen {
+            addr: config.listen,
+            source,
+        })?;
 
     let data_dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || RocksStore::open(&data_dir))

@@ -58,6 +58,13 @@ pub enum NodeError {
     ShuttingDown,
 }
 
+/// Binds `addr` (port 0: any free port) and says which address it got.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
+}
+
 /// Runs the node until `shutdown` resolves: binds `config.listen`, opens its replica and serves
 /// there. The address first: a node that cannot serve must not have made (and claimed for its
 /// organisation) a data folder.
@@ -65,14 +72,12 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    let listen_error = |source| NodeError::Listen {
-        addr: config.listen,
-        source,
-    };
-    let listener = TcpListener::bind(config.listen)
+    let (listener, addr) = bind(config.listen)
         .await
-        .map_err(listen_error)?;
-    let addr = listener.local_addr().map_err(listen_error)?;
+        .map_err(|source| NodeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     let office = open(&config).await?;
     if let Some(path) = &config.addr_file {
         write_addr_file(path, addr).map_err(|source| NodeError::AddrFile {

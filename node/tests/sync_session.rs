@@ -333,33 +333,27 @@ impl Peer {
     /// Reports the end of the peer's change log, as a session does every few seconds, and
     /// waits until the session has taken the report in.
     async fn report_log_end(&self, last_seq: u64) {
-        self.figures.lock().unwrap().peer_reported = false;
-        let frame = SyncFrame {
-            frame: Some(Frame::Progress(linkage_proto::v1::Progress {
-                last_seq,
-                ..Default::default()
-            })),
-        };
-        self.to_session.send(frame).await.unwrap();
-        let taken = async {
-            while !self.figures.lock().unwrap().peer_reported {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), taken)
-            .await
-            .expect("the session took the report in within 10 s");
+        self.report(linkage_proto::v1::Progress {
+            last_seq,
+            ..Default::default()
+        })
+        .await;
     }
 
     /// Reports that this peer saw the session's own change log reach `seen`, and waits until
     /// the session has taken the report in.
     async fn report_seen_log_end(&self, seen: u64) {
+        self.report(linkage_proto::v1::Progress {
+            your_last_seq_seen: seen,
+            ..Default::default()
+        })
+        .await;
+    }
+
+    async fn report(&self, progress: linkage_proto::v1::Progress) {
         self.figures.lock().unwrap().peer_reported = false;
         let frame = SyncFrame {
-            frame: Some(Frame::Progress(linkage_proto::v1::Progress {
-                your_last_seq_seen: seen,
-                ..Default::default()
-            })),
+            frame: Some(Frame::Progress(progress)),
         };
         self.to_session.send(frame).await.unwrap();
         let taken = async {

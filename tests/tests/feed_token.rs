@@ -190,16 +190,25 @@ async fn a_token_read_past_a_restored_hubs_copy_is_refused_without_the_refill_fl
     refused_then_started_over(&hub, &read).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_file_of_a_rebuilt_hubs_log_is_refused_with_how_to_start_over() -> anyhow::Result<()>
-{
+/// A hub holding three of Haibin's cases shared with the Market Supervision Bureau, whose feed
+/// the bureau has pulled once into a token file.
+struct Pulled {
+    temp: tempfile::TempDir,
+    hub: HubProcess,
+    _haibin: NodeProcess,
+    token_file: std::path::PathBuf,
+    /// The file as the pull left it: the token, then the log it belongs to.
+    saved: String,
+    log: String,
+}
+
+async fn three_cases_pulled() -> anyhow::Result<Pulled> {
     let temp = tempfile::Builder::new().prefix("linkage-feed-").tempdir()?;
-    let mut hub = HubProcess::start(&temp.path().join("hub"), "127.0.0.1:0")?;
-    let node = NodeProcess::start(HAIBIN, &temp.path().join("haibin"), Some(&hub.url()))?;
-    create_cases(&node, MARKET, 3).await?;
+    let hub = HubProcess::start(&temp.path().join("hub"), "127.0.0.1:0")?;
+    let haibin = NodeProcess::start(HAIBIN, &temp.path().join("haibin"), Some(&hub.url()))?;
+    create_cases(&haibin, MARKET, 3).await?;
     wait_for_three_records(&hub).await?;
 
-    // The department pulls the feed; the file keeps the token and the log it belongs to.
     let token_file = temp.path().join("token.txt");
     let pulled = cli_feed(&hub, &token_file).await?;
     ensure!(
@@ -210,8 +219,30 @@ async fn a_token_file_of_a_rebuilt_hubs_log_is_refused_with_how_to_start_over() 
     let saved = std::fs::read_to_string(&token_file)?;
     let mut words = saved.split_whitespace();
     let token: u64 = words.next().context("token file is empty")?.parse()?;
-    let first_log = words.next().context("token file names no log")?.to_owned();
+    let log = words.next().context("token file names no log")?.to_owned();
     ensure!(token >= 3, "saved token {token}");
+    Ok(Pulled {
+        temp,
+        hub,
+        _haibin: haibin,
+        token_file,
+        saved,
+        log,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_of_a_rebuilt_hubs_log_is_refused_with_how_to_start_over() -> anyhow::Result<()>
+{
+    // The department pulls the feed; the file keeps the token and the log it belongs to.
+    let Pulled {
+        temp,
+        mut hub,
+        _haibin,
+        token_file,
+        saved,
+        log: first_log,
+    } = three_cases_pulled().await?;
 
     // The hub's store is lost; a new hub on the same address is refilled by the node.
     hub.proc.kill9();
@@ -260,23 +291,14 @@ async fn a_token_file_of_a_rebuilt_hubs_log_is_refused_with_how_to_start_over() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_files_the_hub_cannot_check_are_refused_or_read_with_a_warning() -> anyhow::Result<()>
 {
-    let temp = tempfile::Builder::new().prefix("linkage-feed-").tempdir()?;
-    let hub = HubProcess::start(&temp.path().join("hub"), "127.0.0.1:0")?;
-    let node = NodeProcess::start(HAIBIN, &temp.path().join("haibin"), Some(&hub.url()))?;
-    create_cases(&node, MARKET, 3).await?;
-    wait_for_three_records(&hub).await?;
-    let token_file = temp.path().join("token.txt");
-    let pulled = cli_feed(&hub, &token_file).await?;
-    ensure!(
-        pulled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pulled.stderr)
-    );
-    let saved = std::fs::read_to_string(&token_file)?;
-    let log = saved
-        .split_whitespace()
-        .nth(1)
-        .context("token file names no log")?;
+    let Pulled {
+        temp,
+        hub,
+        _haibin,
+        token_file,
+        log,
+        ..
+    } = three_cases_pulled().await?;
 
     let made_up = temp.path().join("made-up.txt");
     std::fs::write(&made_up, format!("999 {log}"))?;
@@ -305,7 +327,7 @@ async fn token_files_the_hub_cannot_check_are_refused_or_read_with_a_warning() -
         "no warning for a bare number: {stderr}"
     );
     ensure!(
-        std::fs::read_to_string(&bare)?.contains(log),
+        std::fs::read_to_string(&bare)?.contains(&log),
         "the file does not name the log after the run"
     );
     Ok(())
