@@ -186,6 +186,19 @@ impl Peer {
             .expect("the session acked the peer's reply within 10 s");
     }
 
+    /// Takes record `id` whole from the session's first offer into an empty copy, answers, and
+    /// waits for the ack the session sends once it has applied the answer: the record is then
+    /// confirmed.
+    async fn take_whole(&mut self, id: &str) {
+        let mut copy = Automerge::new();
+        let mut state = State::new();
+        copy.receive_sync_message(&mut state, self.next_message(id).await)
+            .unwrap();
+        self.send(id, copy.generate_sync_message(&mut state).unwrap())
+            .await;
+        self.wait_ack(id).await;
+    }
+
     async fn send(&self, id: &str, message: Message) {
         let frame = SyncFrame {
             frame: Some(Frame::Doc(DocSync {
@@ -296,15 +309,7 @@ async fn what_the_peer_confirmed_is_written_when_the_session_ends() {
     let office = replica(HAIBIN);
     let id = create_case(&office, "cursor").await;
     let mut peer = start_session(&office);
-
-    let mut copy = Automerge::new();
-    let mut state = State::new();
-    copy.receive_sync_message(&mut state, peer.next_message(&id).await)
-        .unwrap();
-    peer.send(&id, copy.generate_sync_message(&mut state).unwrap())
-        .await;
-    // The session acks the reply once it has applied it: the record is then confirmed.
-    peer.wait_ack(&id).await;
+    peer.take_whole(&id).await;
 
     let Peer {
         to_session,
@@ -404,13 +409,7 @@ async fn a_peer_whose_change_log_went_back_is_offered_everything_again() {
     let office = replica(HAIBIN);
     let id = create_case(&office, "confirmed before the copy was restored").await;
     let mut peer = start_session(&office);
-    let mut copy = Automerge::new();
-    let mut state = State::new();
-    copy.receive_sync_message(&mut state, peer.next_message(&id).await)
-        .unwrap();
-    peer.send(&id, copy.generate_sync_message(&mut state).unwrap())
-        .await;
-    peer.wait_ack(&id).await;
+    peer.take_whole(&id).await;
     peer.report_log_end(7).await;
     peer.close().await;
     assert_eq!(office.store().peer_log_end(PEER).unwrap(), 7);

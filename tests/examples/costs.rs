@@ -198,14 +198,6 @@ fn main() -> anyhow::Result<()> {
             .unwrap();
         trial
     });
-    time("clone + receive a resumed change", RECORDS, |i| {
-        let mut trial = received[i].0.clone();
-        let mut state = received[i].1.clone();
-        trial
-            .receive_sync_message(&mut state, Message::decode(&resumed[i]).unwrap())
-            .unwrap();
-        trial
-    });
 
     // A record not in memory, as a resumed change finds most of them on a replica holding
     // 10,000 (the 1 % figure): read from RocksDB and loaded by Automerge before anything else.

@@ -24,6 +24,17 @@ async fn cli_feed(hub: &HubProcess, token_file: &Path) -> anyhow::Result<std::pr
         .await?)
 }
 
+/// [`cli_feed`], which must succeed.
+async fn pull_feed(hub: &HubProcess, token_file: &Path) -> anyhow::Result<std::process::Output> {
+    let pulled = cli_feed(hub, token_file).await?;
+    ensure!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    Ok(pulled)
+}
+
 /// Records the hub's feed for the Market Supervision Bureau holds, from the start.
 async fn feed_len(hub_url: &str) -> anyhow::Result<usize> {
     let request = pb::FeedRequest {
@@ -131,12 +142,7 @@ async fn read_past_a_copy() -> anyhow::Result<ReadPastACopy> {
     )
     .await?;
     let token_file = temp.path().join("token.txt");
-    let pulled = cli_feed(&hub, &token_file).await?;
-    ensure!(
-        pulled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pulled.stderr)
-    );
+    pull_feed(&hub, &token_file).await?;
     hub.proc.kill9();
     Ok(ReadPastACopy {
         _temp: temp,
@@ -210,12 +216,7 @@ async fn three_cases_pulled() -> anyhow::Result<Pulled> {
     wait_for_three_records(&hub).await?;
 
     let token_file = temp.path().join("token.txt");
-    let pulled = cli_feed(&hub, &token_file).await?;
-    ensure!(
-        pulled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pulled.stderr)
-    );
+    pull_feed(&hub, &token_file).await?;
     let saved = std::fs::read_to_string(&token_file)?;
     let mut words = saved.split_whitespace();
     let token: u64 = words.next().context("token file is empty")?.parse()?;
@@ -266,12 +267,7 @@ async fn a_token_file_of_a_rebuilt_hubs_log_is_refused_with_how_to_start_over() 
 
     // Starting over, as the refusal says, delivers every record again.
     std::fs::write(&token_file, "0")?;
-    let again = cli_feed(&hub, &token_file).await?;
-    ensure!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    let again = pull_feed(&hub, &token_file).await?;
     let delivered = String::from_utf8_lossy(&again.stdout).lines().count();
     ensure!(
         delivered == 3,
