@@ -27,6 +27,16 @@ struct Faults {
     half_opens: watch::Sender<u64>,
 }
 
+/// The bytes a [`Proxy`] has forwarded, readable apart from the proxy.
+#[derive(Clone, Debug)]
+pub struct ByteCount(Arc<Faults>);
+
+impl ByteCount {
+    pub fn get(&self) -> u64 {
+        self.0.bytes.load(Ordering::Relaxed)
+    }
+}
+
 /// A proxy listening on loopback and forwarding to `upstream`.
 #[derive(Debug)]
 pub struct Proxy {
@@ -84,6 +94,12 @@ impl Proxy {
 
     pub fn bytes_forwarded(&self) -> u64 {
         self.faults.bytes.load(Ordering::Relaxed)
+    }
+
+    /// A handle on [`Proxy::bytes_forwarded`] that a task can watch while the proxy's owner
+    /// is borrowed elsewhere (the district benchmark restarts nodes meanwhile).
+    pub fn byte_count(&self) -> ByteCount {
+        ByteCount(self.faults.clone())
     }
 
     /// Stops forwarding on every connection, open or new, without closing any: the link is

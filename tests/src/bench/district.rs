@@ -3,8 +3,11 @@
 //!
 //! - district: with every link cut, each office creates D records shared with every office and
 //!   applies U two-field updates through its node's gRPC `Records` service; then every link is
-//!   healed and every node restarted (so none waits out its reconnect backoff), and the clock
-//!   runs until every office holds every record at the heads its owner last saw.
+//!   healed and every node restarted (so none waits out its reconnect backoff); the clock
+//!   runs from the first connection (the first byte any node sends through its healed link,
+//!   as the issue defines it and as the peers' runners start theirs at dialling) until every
+//!   office holds every record at the heads its owner last saw. The time from the restart is
+//!   reported beside it.
 //! - reconnect: office 0 goes offline, makes the offline updates, comes back; the clock runs
 //!   from its first byte on the wire until every other office holds the new heads.
 //!
@@ -31,7 +34,7 @@ use super::procstat::{self, ProcSample};
 use super::report::{Figure, Metric, Unit};
 use super::text::{KIND, TextSource};
 use super::{Progress, Sizes};
-use crate::proxy::Proxy;
+use crate::proxy::{ByteCount, Proxy};
 use crate::{HubProcess, NodeProcess};
 
 const DISTRICT: &str = "district";
@@ -256,6 +259,24 @@ async fn create_offline(district: &District, sizes: &Sizes) -> anyhow::Result<Ex
     Ok(expected)
 }
 
+/// How long after `started` the links first carried a byte past `before` in all: the first
+/// node's connection to the hub.
+async fn first_byte(
+    links: Vec<ByteCount>,
+    before: u64,
+    started: Instant,
+) -> anyhow::Result<Duration> {
+    loop {
+        if links.iter().map(ByteCount::get).sum::<u64>() > before {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("no node connected to the hub within 60 s of the restart");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Heals every link, restarts every node, and waits until every office holds every record at
 /// its final heads.
 async fn sync(
@@ -266,10 +287,16 @@ async fn sync(
 ) -> anyhow::Result<Vec<Figure>> {
     let hub_before = district.hub_sample()?;
     let wire_before = district.wire_bytes();
+    let links: Vec<ByteCount> = district
+        .offices
+        .iter()
+        .map(|o| o.link.byte_count())
+        .collect();
     for office in &district.offices {
         office.link.heal();
     }
     let started = Instant::now();
+    let first_connection = tokio::spawn(first_byte(links, wire_before, started));
     district.restart_nodes().await?;
     let restarted_ms = ms(started.elapsed());
 
@@ -288,6 +315,7 @@ async fn sync(
     let wire = (district.wire_bytes() - wire_before) as f64;
     let hub_after = district.hub_sample()?;
     let hub_cpu = hub_after.cpu_s - hub_before.cpu_s;
+    let first_connection = first_connection.await??;
 
     let name = "time until every office holds every record";
     let Some(done) = outcome.done else {
@@ -306,16 +334,22 @@ async fn sync(
             .vs(Metric::Sync),
         ]);
     };
+    let from_connection = done.saturating_sub(first_connection);
     progress.say(format!(
-        "every office holds every record after {:.2} s ({} through the hub)",
+        "every office holds every record {:.2} s after the first connection ({:.2} s after \
+         the restart; {} through the hub)",
+        from_connection.as_secs_f64(),
         done.as_secs_f64(),
         Unit::Bytes.format(wire)
     ));
     Ok(vec![
-        Figure::new(DISTRICT, name, ms(done), Unit::Ms)
+        Figure::new(DISTRICT, name, ms(from_connection), Unit::Ms)
             .vs(Metric::Sync)
             .note(format!(
-                "from the first restart; all up within {restarted_ms:.0} ms"
+                "from the first connection, {:.0} ms after the restart began; {:.0} ms from \
+                 the restart; all up within {restarted_ms:.0} ms",
+                ms(first_connection),
+                ms(done)
             )),
         Figure::new(DISTRICT, "bytes on the wire during sync", wire, Unit::Bytes)
             .vs(Metric::SyncWire),
