@@ -380,14 +380,15 @@ impl Replica {
             detail,
         };
         let load = || -> Result<Automerge, automerge::AutomergeError> {
-            let mut doc = match &stored.snapshot {
-                Some(bytes) => Automerge::load(bytes)?,
-                None => Automerge::new(),
-            };
-            for chunk in &stored.chunks {
-                doc.load_incremental(chunk)?;
+            match (&stored.snapshot, stored.chunks.as_slice()) {
+                (Some(only), []) | (None, [only]) => Automerge::load(only),
+                (None, []) => Ok(Automerge::new()),
+                // One load of everything: Automerge merged each chunk loaded on its own through
+                // a temporary document (a record of six chunks: 231 µs, against 129 µs in one).
+                // It takes chunks out of causal order, and skips a change whose dependency is
+                // missing, as loading them one by one did (tests below).
+                _ => Automerge::load(&stored.concat()),
             }
-            Ok(doc)
         };
         // Automerge 0.12 panics on some well-formed but inconsistent bytes (a change whose
         // sequence number skips ahead, `op_set2/change/batch.rs:1121`); stored bytes that do
@@ -790,4 +791,95 @@ fn encode_summary(summary: &Summary) -> Vec<u8> {
 
 fn decode_summary(bytes: &[u8]) -> Option<Summary> {
     serde_json::from_slice(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable;
+    use automerge::{ROOT, ReadDoc};
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    const ORG: &str = "130304100";
+
+    fn replica_on(store: &Arc<dyn Store>) -> Replica {
+        Replica::open(ORG, store.clone(), Arc::new(SystemClock), 16).unwrap()
+    }
+
+    fn put(doc: &mut Automerge, key: &str, value: i64) -> Result<(), ReplicaError> {
+        doc.transact(|tx| tx.put(ROOT, key, value))
+            .map(|_| ())
+            .map_err(|e| ReplicaError::NotFound(format!("{e:?}")))
+    }
+
+    fn value(replica: &Replica, id: &str, key: &str) -> Option<i64> {
+        replica
+            .read(id, |doc| {
+                doc.get(ROOT, key).unwrap().and_then(|(v, _)| v.as_i64())
+            })
+            .unwrap()
+            .flatten()
+    }
+
+    /// A document stored as a snapshot-less run of chunks (a record and five edits) loads in
+    /// one piece with every change, in a replica that never held it in memory.
+    #[test]
+    fn a_document_of_many_chunks_loads_with_every_change() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let writer = replica_on(&store);
+        writer.change("doc", true, |doc| put(doc, "n", 0)).unwrap();
+        for n in 1..=5 {
+            writer.change("doc", false, |doc| put(doc, "n", n)).unwrap();
+        }
+        writer.change("doc", false, |doc| put(doc, "m", 7)).unwrap();
+        let stored = store.load("doc").unwrap().unwrap();
+        assert!(stored.snapshot.is_none());
+        assert_eq!(stored.chunks.len(), 7);
+
+        let reader = replica_on(&store);
+        let heads = writer.read("doc", Automerge::get_heads).unwrap();
+        assert_eq!(reader.read("doc", Automerge::get_heads).unwrap(), heads);
+        assert_eq!(value(&reader, "doc", "n"), Some(5));
+        assert_eq!(value(&reader, "doc", "m"), Some(7));
+    }
+
+    /// Chunks stored out of causal order (a change before the one it depends on) load in one
+    /// piece, and a change whose dependency is missing is left out, as loading chunk by chunk
+    /// did.
+    #[test]
+    fn chunks_out_of_order_or_missing_a_dependency_load_as_before() {
+        let mut doc = Automerge::new();
+        put(&mut doc, "n", 1).unwrap();
+        let first = doc.save();
+        let after_first = doc.get_heads();
+        put(&mut doc, "n", 2).unwrap();
+        let second = doc.save_after(&after_first);
+        let after_second = doc.get_heads();
+        put(&mut doc, "n", 3).unwrap();
+        let third = doc.save_after(&after_second);
+
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        for chunk in [&first, &third, &second] {
+            store.append("doc", chunk, b"{}").unwrap();
+        }
+        let reader = replica_on(&store);
+        assert_eq!(
+            reader.read("doc", Automerge::get_heads).unwrap(),
+            Some(doc.get_heads())
+        );
+        assert_eq!(value(&reader, "doc", "n"), Some(3));
+
+        // A change whose dependency is missing altogether: the document holds the rest.
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        for chunk in [&first, &third] {
+            store.append("doc", chunk, b"{}").unwrap();
+        }
+        let reader = replica_on(&store);
+        assert_eq!(
+            reader.read("doc", Automerge::get_heads).unwrap(),
+            Some(after_first)
+        );
+        assert_eq!(value(&reader, "doc", "n"), Some(1));
+    }
 }

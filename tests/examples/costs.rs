@@ -203,7 +203,13 @@ fn main() -> anyhow::Result<()> {
     // 10,000 (the 1 % figure): read from RocksDB and loaded by Automerge before anything else.
     let dir = tempfile::tempdir()?;
     let rocks: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path())?);
-    let cold = Replica::open(&org, rocks.clone(), Arc::new(SystemClock), 64)?;
+    let cold = Arc::new(Replica::open(
+        &org,
+        rocks.clone(),
+        Arc::new(SystemClock),
+        64,
+    )?);
+    let cold_office = Office::new(cold.clone(), Arc::new(Directory::beidaihe()));
     let cold_ids: Vec<String> = fresh
         .iter()
         .map(|r| {
@@ -218,6 +224,27 @@ fn main() -> anyhow::Result<()> {
     });
     time("Automerge::load of the stored bytes", RECORDS, |i| {
         Automerge::load(stored[i].chunks.first().unwrap()).unwrap()
+    });
+    // The same records after five two-field edits each: six stored chunks, loaded the way
+    // the replica loads them (the first, then each further chunk incrementally) and as one
+    // concatenation (Automerge reads a sequence of chunks in one load).
+    for id in &cold_ids {
+        for _ in 0..5 {
+            rt.block_on(cold_office.edit_body(id.clone(), text.update()))?;
+        }
+    }
+    let stored = time("RocksStore::load, six chunks", RECORDS, |i| {
+        rocks.load(&cold_ids[i]).unwrap().unwrap()
+    });
+    time("Automerge::load + 5 load_incremental", RECORDS, |i| {
+        let mut doc = Automerge::load(&stored[i].chunks[0]).unwrap();
+        for chunk in &stored[i].chunks[1..] {
+            doc.load_incremental(chunk).unwrap();
+        }
+        doc
+    });
+    time("Automerge::load of the six concatenated", RECORDS, |i| {
+        Automerge::load(&stored[i].chunks.concat()).unwrap()
     });
     time("Replica::summary (not in memory)", RECORDS, |i| {
         cold.summary(&cold_ids[RECORDS - 1 - i]).unwrap()

@@ -36,6 +36,14 @@ impl StoredDoc {
     pub fn is_empty(&self) -> bool {
         self.snapshot.is_none() && self.chunks.is_empty()
     }
+
+    /// The snapshot and the chunks after it as one byte sequence, in order: the Automerge
+    /// format reads a document chunk followed by change chunks as one document.
+    pub fn concat(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.len());
+        bytes.extend(self.snapshot.iter().chain(&self.chunks).flatten());
+        bytes
+    }
 }
 
 /// One entry of the change log: record `doc` changed at `seq`. The log keeps only the latest
