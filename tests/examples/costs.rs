@@ -243,8 +243,14 @@ fn main() -> anyhow::Result<()> {
         }
         doc
     });
-    time("Automerge::load of the six concatenated", RECORDS, |i| {
+    let loaded = time("Automerge::load of the six concatenated", RECORDS, |i| {
         Automerge::load(&stored[i].chunks.concat()).unwrap()
+    });
+    let compacted = time("save_nocompress (a compaction's snapshot)", RECORDS, |i| {
+        loaded[i].save_nocompress()
+    });
+    time("Automerge::load of that snapshot", RECORDS, |i| {
+        Automerge::load(&compacted[i]).unwrap()
     });
     time("Replica::summary (not in memory)", RECORDS, |i| {
         cold.summary(&cold_ids[RECORDS - 1 - i]).unwrap()
