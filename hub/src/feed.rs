@@ -95,6 +95,8 @@ pub fn mask_for(view: &mut RecordView, reader: &str) {
 
 /// Meta key of the feed log's id, once the hub has started a new one.
 const FEED_LOG_KEY: &str = "feed-log-id";
+/// Meta key of the ids of the logs the hub replaced, one per line, oldest first.
+const REPLACED_LOGS_KEY: &str = "feed-logs-replaced";
 
 /// The hub's change log as feeds name it (`FeedEvent.log_id`): the store's id, until the hub
 /// starts a new log for the feeds.
@@ -110,6 +112,9 @@ const FEED_LOG_KEY: &str = "feed-log-id";
 pub struct FeedLog {
     store: Arc<dyn Store>,
     id: RwLock<String>,
+    /// The logs this hub replaced: a node that saw one of them reach further than the current
+    /// log (offline while the hub renewed, back after a restart) brings old news.
+    replaced: RwLock<Vec<String>>,
     /// Whether this run has started a new log: one is enough, and the nodes that saw the old
     /// log's end go on saying so until the log grows past it.
     renewed: AtomicBool,
@@ -123,9 +128,19 @@ impl FeedLog {
             Some(id) => String::from_utf8_lossy(&id).into_owned(),
             None => store.store_id(),
         };
+        let replaced = store
+            .meta(REPLACED_LOGS_KEY)?
+            .map(|ids| {
+                String::from_utf8_lossy(&ids)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
         let log = FeedLog {
             store,
             id: RwLock::new(id),
+            replaced: RwLock::new(replaced),
             renewed: AtomicBool::new(false),
         };
         if refilling {
@@ -156,12 +171,39 @@ impl FeedLog {
             self.renewed.store(false, Ordering::SeqCst);
             return Err(e);
         }
-        *self.id.write().expect("feed log lock is never poisoned") = id;
+        let old = std::mem::replace(
+            &mut *self.id.write().expect("feed log lock is never poisoned"),
+            id,
+        );
+        // Written after the new id: listed first, the current log would be taken for replaced.
+        let mut replaced = self
+            .replaced
+            .write()
+            .expect("feed log lock is never poisoned");
+        replaced.push(old);
+        if let Err(e) = self
+            .store
+            .put_meta(REPLACED_LOGS_KEY, replaced.join("\n").as_bytes())
+        {
+            warn!(error = %e, "could not write which feed log was replaced; an office offline through this may make departments start over once more");
+        }
         Ok(true)
     }
 }
 
 impl LogWatch for FeedLog {
+    fn log_name(&self) -> String {
+        self.id()
+    }
+
+    fn replaced(&self, name: &str) -> bool {
+        self.replaced
+            .read()
+            .expect("feed log lock is never poisoned")
+            .iter()
+            .any(|replaced| replaced == name)
+    }
+
     fn went_back(&self, seen: Seq, end: Seq) {
         match self.renew() {
             Ok(true) => warn!(
@@ -286,7 +328,7 @@ mod tests {
             "kept across a restart"
         );
 
-        let refilling = FeedLog::open(store, true).unwrap();
+        let refilling = FeedLog::open(store.clone(), true).unwrap();
         let started = refilling.id();
         refilling.went_back(120, 100);
         assert_eq!(
@@ -294,5 +336,14 @@ mod tests {
             started,
             "a refill already started a new log"
         );
+
+        // Every log this hub replaced is known as such across restarts; the current one and
+        // names it never gave are not.
+        let reopened = FeedLog::open(store.clone(), false).unwrap();
+        for old in [store.store_id(), renewed] {
+            assert!(reopened.replaced(&old), "{old}");
+        }
+        assert!(!reopened.replaced(&started));
+        assert!(!reopened.replaced("a-log-from-another-copy"));
     }
 }

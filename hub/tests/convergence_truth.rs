@@ -24,8 +24,7 @@ fn progress(pending_records: u64) -> SyncFrame {
             pending_records,
             oldest_pending_ms: if pending_records > 0 { 1 } else { 0 },
             last_seq: 7,
-            refused_records: 0,
-            your_last_seq_seen: 0,
+            ..Default::default()
         })),
     }
 }

@@ -19,7 +19,7 @@ use linkage_node::office::{Act, Office};
 use linkage_node::org::Directory;
 use linkage_node::record::{Body, RecordKind, doc};
 use linkage_node::replica::{Replica, ReplicaError, SystemClock};
-use linkage_node::store::{MemoryStore, Store};
+use linkage_node::store::{MemoryStore, PeerLog, Store};
 use linkage_node::sync::session::{self, SessionContext, TrustHub};
 use linkage_proto::v1::sync_frame::Frame;
 use linkage_proto::v1::{DocSync, SyncFrame};
@@ -345,11 +345,12 @@ impl Peer {
         .await;
     }
 
-    /// Reports that this peer saw the session's own change log reach `seen`, and waits until
-    /// the session has taken the report in.
-    async fn report_seen_log_end(&self, seen: u64) {
+    /// Reports that this peer saw the session's own change log, named `log` (empty: unnamed),
+    /// reach `seen`, and waits until the session has taken the report in.
+    async fn report_seen_log_end(&self, seen: u64, log: &str) {
         self.report(linkage_proto::v1::Progress {
             your_last_seq_seen: seen,
+            your_log_id: log.into(),
             ..Default::default()
         })
         .await;
@@ -371,13 +372,13 @@ impl Peer {
             .expect("the session took the report in within 10 s");
     }
 
-    /// The `your_last_seq_seen` of the next progress report the session sends.
-    async fn next_report_of_our_log(&mut self) -> u64 {
+    /// The next progress report the session sends.
+    async fn next_report(&mut self) -> linkage_proto::v1::Progress {
         let wait = async {
             loop {
                 let frame = self.from_session.recv().await.expect("session is running");
                 if let Some(Frame::Progress(progress)) = frame.frame {
-                    return progress.your_last_seq_seen;
+                    return progress;
                 }
             }
         };
@@ -412,7 +413,7 @@ async fn a_peer_whose_change_log_went_back_is_offered_everything_again() {
     peer.take_whole(&id).await;
     peer.report_log_end(7).await;
     peer.close().await;
-    assert_eq!(office.store().peer_log_end(PEER).unwrap(), 7);
+    assert_eq!(office.store().peer_log(PEER).unwrap().end, 7);
     assert!(office.store().cursor(PEER).unwrap() > 0);
 
     // The same log end: the confirmed record is not offered again, only the new one.
@@ -432,7 +433,7 @@ async fn a_peer_whose_change_log_went_back_is_offered_everything_again() {
     let again = peer.next_message(&id).await;
     assert!(!again.changes.is_empty(), "offered whole, as to a new peer");
     peer.close().await;
-    assert_eq!(office.store().peer_log_end(PEER).unwrap(), 3);
+    assert_eq!(office.store().peer_log(PEER).unwrap().end, 3);
     assert_eq!(office.store().cursor(PEER).unwrap(), 0);
 }
 
@@ -444,11 +445,20 @@ impl session::LogWatch for WentBack {
     fn went_back(&self, seen: u64, end: u64) {
         self.0.lock().unwrap().push((seen, end));
     }
+
+    fn log_name(&self) -> String {
+        "log-2".into()
+    }
+
+    fn replaced(&self, name: &str) -> bool {
+        name == "log-1"
+    }
 }
 
-/// Each side tells the other how far it saw the other's log, first thing in a session; a
-/// report past this side's own end means its store went back to an older copy, and whoever
-/// else holds positions in the log (the hub's feeds) is told.
+/// Each side tells the other how far it saw the other's log, and in which log, first thing in
+/// a session; a report past this side's own end means its store went back to an older copy,
+/// and whoever else holds positions in the log (the hub's feeds) is told. A report about a
+/// log this side replaced is old news.
 #[tokio::test]
 async fn a_peer_that_saw_the_log_reach_further_tells_the_log_watch() {
     let office = replica(HAIBIN);
@@ -456,19 +466,59 @@ async fn a_peer_that_saw_the_log_reach_further_tells_the_log_watch() {
     let end = office.store().last_seq();
 
     // The first report says how far this side saw the peer's log, kept from the last session.
-    office.store().put_peer_log_end(PEER, 42).unwrap();
+    office
+        .store()
+        .put_peer_log(
+            PEER,
+            &PeerLog {
+                end: 42,
+                name: "log-1".into(),
+            },
+        )
+        .unwrap();
     let watch = Arc::new(WentBack::default());
     let mut peer = start_watched_session(&office, Some(watch.clone()));
-    assert_eq!(peer.next_report_of_our_log().await, 42);
+    let first = peer.next_report().await;
+    assert_eq!(
+        (first.your_last_seq_seen, first.your_log_id.as_str()),
+        (42, "log-1")
+    );
+    assert_eq!(first.log_id, "log-2", "the report names this side's log");
 
-    peer.report_seen_log_end(end).await;
+    peer.report_seen_log_end(end, "log-2").await;
     assert!(
         watch.0.lock().unwrap().is_empty(),
         "the log's own end is no sign of going back"
     );
-    peer.report_seen_log_end(end + 5).await;
-    assert_eq!(*watch.0.lock().unwrap(), vec![(end + 5, end)]);
+    peer.report_seen_log_end(end + 9, "log-1").await;
+    assert!(
+        watch.0.lock().unwrap().is_empty(),
+        "a position in a log since replaced is no news of this one"
+    );
+    peer.report_seen_log_end(end + 5, "").await;
+    peer.report_seen_log_end(end + 7, "log-2").await;
+    // A log this side never named: the store may be a copy from before it named log-1.
+    peer.report_seen_log_end(end + 8, "log-0").await;
+    assert_eq!(
+        *watch.0.lock().unwrap(),
+        vec![(end + 5, end), (end + 7, end), (end + 8, end)]
+    );
+
+    // The peer's own log, with its name, is kept for the next session's first report.
+    peer.report(linkage_proto::v1::Progress {
+        last_seq: 50,
+        log_id: "their-log".into(),
+        ..Default::default()
+    })
+    .await;
     peer.close().await;
+    assert_eq!(
+        office.store().peer_log(PEER).unwrap(),
+        PeerLog {
+            end: 50,
+            name: "their-log".into()
+        }
+    );
 }
 
 /// A record new to a replica arrives whole. Its summary says whether its fields hold

@@ -103,7 +103,8 @@ struct ReadPastACopy {
     copy: std::path::PathBuf,
     addr: String,
     token_file: std::path::PathBuf,
-    _offices: [NodeProcess; 2],
+    /// Haibin, then the Market Supervision Bureau.
+    offices: [NodeProcess; 2],
 }
 
 async fn read_past_a_copy() -> anyhow::Result<ReadPastACopy> {
@@ -149,7 +150,7 @@ async fn read_past_a_copy() -> anyhow::Result<ReadPastACopy> {
         copy,
         addr,
         token_file,
-        _offices: [haibin, market],
+        offices: [haibin, market],
     })
 }
 
@@ -194,6 +195,71 @@ async fn a_token_read_past_a_restored_hubs_copy_is_refused_without_the_refill_fl
     // without the flag).
     let hub = HubProcess::start(&read.copy, &read.addr)?;
     refused_then_started_over(&hub, &read).await
+}
+
+/// The hub's log file, from byte `from` on.
+fn hub_log_since(hub: &HubProcess, from: usize) -> anyhow::Result<String> {
+    let log = std::fs::read(hub.data_dir.with_extension("log"))?;
+    Ok(String::from_utf8_lossy(log.get(from..).unwrap_or_default()).into_owned())
+}
+
+/// An office offline while a restored hub started a new feed log comes back after the hub
+/// has restarted, still knowing the end of the log before the restore, further than the new
+/// log reaches: old news of a log the hub replaced, not a second restore, so the department
+/// keeps its place instead of starting over again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_office_back_from_before_a_restore_does_not_start_the_feed_log_again()
+-> anyhow::Result<()> {
+    let mut read = read_past_a_copy().await?;
+    let [_haibin, market] = &mut read.offices;
+    // The bureau's session ends with the hub and writes how far it saw the hub's log (past
+    // the copy: it saw its own two cases logged); then it goes offline.
+    let market_log = market.data_dir.with_extension("log");
+    eventually(
+        "the bureau's session to end with the hub",
+        Duration::from_secs(30),
+        || async {
+            let log = std::fs::read_to_string(&market_log)?;
+            let last_start = log.rfind("sync session started").unwrap_or(0);
+            Ok(log[last_start..]
+                .contains("sync session ended")
+                .then_some(()))
+        },
+    )
+    .await?;
+    market.proc.kill9();
+
+    // Haibin saw the log reach further than the restored copy does: a new feed log, in which
+    // the department starts over.
+    let mut hub = HubProcess::start(&read.copy, &read.addr)?;
+    eventually(
+        "the restored hub to start a new feed log",
+        Duration::from_secs(60),
+        || async {
+            Ok(hub_log_since(&hub, 0)?
+                .contains("feeds start a new log")
+                .then_some(()))
+        },
+    )
+    .await?;
+    std::fs::write(&read.token_file, "0")?;
+    pull_feed(&hub, &read.token_file).await?;
+
+    // The hub restarts, then the bureau comes back with its two cases and what it knew of the
+    // log before the restore.
+    let before_restart = std::fs::read(hub.data_dir.with_extension("log"))?.len();
+    hub.restart()?;
+    market.restart()?;
+    wait_for_records(&hub, 4).await?;
+    pull_feed(&hub, &read.token_file).await?;
+    let log = hub_log_since(&hub, before_restart)?;
+    ensure!(!log.contains("feeds start a new log"), "{log}");
+    // The case in point: the bureau did report the old log's end, past the new log's.
+    ensure!(
+        log.contains("no news of this one"),
+        "the bureau did not report the old log's end past the new one's: {log}"
+    );
+    Ok(())
 }
 
 /// A hub holding three of Haibin's cases shared with the Market Supervision Bureau, whose feed

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::{ChangeEntry, Seq, Store, StoreError, StoredDoc};
+use super::{ChangeEntry, PeerLog, Seq, Store, StoreError, StoredDoc};
 
 /// An in-memory store. Every method runs under one lock, so appends are atomic and visible
 /// in sequence order without the watermark the RocksDB engine needs.
@@ -29,7 +29,7 @@ struct Inner {
     /// Peer → document → sync state.
     peer_states: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     cursors: BTreeMap<String, Seq>,
-    peer_log_ends: BTreeMap<String, Seq>,
+    peer_logs: BTreeMap<String, PeerLog>,
     meta: BTreeMap<String, Vec<u8>>,
 }
 
@@ -179,12 +179,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn peer_log_end(&self, peer: &str) -> Result<Seq, StoreError> {
-        Ok(self.lock().peer_log_ends.get(peer).copied().unwrap_or(0))
+    fn peer_log(&self, peer: &str) -> Result<PeerLog, StoreError> {
+        Ok(self.lock().peer_logs.get(peer).cloned().unwrap_or_default())
     }
 
-    fn put_peer_log_end(&self, peer: &str, seq: Seq) -> Result<(), StoreError> {
-        self.lock().peer_log_ends.insert(peer.to_owned(), seq);
+    fn put_peer_log(&self, peer: &str, log: &PeerLog) -> Result<(), StoreError> {
+        self.lock().peer_logs.insert(peer.to_owned(), log.clone());
         Ok(())
     }
 
@@ -192,7 +192,7 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         inner.peer_states.remove(peer);
         inner.cursors.remove(peer);
-        inner.peer_log_ends.remove(peer);
+        inner.peer_logs.remove(peer);
         Ok(())
     }
 

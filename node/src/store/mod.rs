@@ -46,6 +46,15 @@ impl StoredDoc {
     }
 }
 
+/// How far a peer's change log reached when the peer last reported it, and the log's name then.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerLog {
+    pub end: Seq,
+    /// The name the peer gives its log where others keep positions in it (a hub's feed log
+    /// id, renewed when its store went back); empty where it gives none.
+    pub name: String,
+}
+
 /// One entry of the change log: record `doc` changed at `seq`. The log keeps only the latest
 /// entry per document (a changes feed, not a history), so catching up costs in proportion to
 /// the documents that changed, not to the number of changes.
@@ -142,10 +151,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn cursor(&self, peer: &str) -> Result<Seq, StoreError>;
     fn put_cursor(&self, peer: &str, seq: Seq) -> Result<(), StoreError>;
 
-    /// The end of `peer`'s own change log as the peer last reported it (0 when unknown). A
+    /// `peer`'s own change log as the peer last reported it (its end 0 when unknown). A
     /// store's log only grows, so a report below it means the peer's store went back in time.
-    fn peer_log_end(&self, peer: &str) -> Result<Seq, StoreError>;
-    fn put_peer_log_end(&self, peer: &str, seq: Seq) -> Result<(), StoreError>;
+    fn peer_log(&self, peer: &str) -> Result<PeerLog, StoreError>;
+    fn put_peer_log(&self, peer: &str, log: &PeerLog) -> Result<(), StoreError>;
 
     /// Forgets every sync state, the cursor and the log end kept for `peer` (the peer's store
     /// was recreated, or restored from an older copy).

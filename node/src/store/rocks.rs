@@ -29,7 +29,7 @@ use rocksdb::{
     Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
-use super::{ChangeEntry, Seq, Store, StoreError, StoredDoc};
+use super::{ChangeEntry, PeerLog, Seq, Store, StoreError, StoredDoc};
 
 const CF_SNAPSHOTS: &str = "snapshots";
 const CF_CHUNKS: &str = "chunks";
@@ -507,7 +507,7 @@ impl Store for RocksStore {
         self.write_unsynced(batch, "write peer cursor")
     }
 
-    fn peer_log_end(&self, peer: &str) -> Result<Seq, StoreError> {
+    fn peer_log(&self, peer: &str) -> Result<PeerLog, StoreError> {
         let mut key = peer_prefix(peer);
         key.push(PEER_LOG_END);
         match self
@@ -515,16 +515,18 @@ impl Store for RocksStore {
             .get_cf(self.cf(CF_PEERS)?, key)
             .map_err(engine("read peer log end"))?
         {
-            Some(bytes) => decode_seq(&bytes, "peer log end"),
-            None => Ok(0),
+            Some(bytes) => decode_peer_log(&bytes),
+            None => Ok(PeerLog::default()),
         }
     }
 
-    fn put_peer_log_end(&self, peer: &str, seq: Seq) -> Result<(), StoreError> {
+    fn put_peer_log(&self, peer: &str, log: &PeerLog) -> Result<(), StoreError> {
         let mut key = peer_prefix(peer);
         key.push(PEER_LOG_END);
+        let mut value = log.end.to_be_bytes().to_vec();
+        value.extend_from_slice(log.name.as_bytes());
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_PEERS)?, key, seq.to_be_bytes());
+        batch.put_cf(self.cf(CF_PEERS)?, key, value);
         self.write_unsynced(batch, "write peer log end")
     }
 
@@ -705,6 +707,21 @@ fn decode_seq(bytes: &[u8], what: &str) -> Result<Seq, StoreError> {
     Ok(Seq::from_be_bytes(array))
 }
 
+/// A peer's log end then its name (stores written before logs were named hold the end alone).
+fn decode_peer_log(bytes: &[u8]) -> Result<PeerLog, StoreError> {
+    let Some((end, name)) = bytes.split_first_chunk::<8>() else {
+        return Err(corrupt(
+            "peer log end",
+            format!("expected an 8-byte seq, found {} bytes", bytes.len()),
+        ));
+    };
+    let name = std::str::from_utf8(name).map_err(|e| corrupt("peer log name", e))?;
+    Ok(PeerLog {
+        end: Seq::from_be_bytes(*end),
+        name: name.to_owned(),
+    })
+}
+
 fn encode_snapshot(through: Seq, snapshot: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(8 + snapshot.len());
     value.extend_from_slice(&through.to_be_bytes());
@@ -802,6 +819,26 @@ mod tests {
             Err(StoreError::Corrupt { .. })
         ));
         assert_eq!(decode_seq(&7u64.to_be_bytes(), "x").unwrap(), 7);
+    }
+
+    /// A log end written before logs were named (8 bytes) reads as unnamed; a truncated one
+    /// or a name that is not UTF-8 is corrupt.
+    #[test]
+    fn decode_peer_log_reads_old_values_and_rejects_bad_ones() {
+        let old = decode_peer_log(&9u64.to_be_bytes()).unwrap();
+        assert_eq!((old.end, old.name.as_str()), (9, ""));
+        let mut named = 9u64.to_be_bytes().to_vec();
+        named.extend_from_slice(b"log-2");
+        assert_eq!(decode_peer_log(&named).unwrap().name, "log-2");
+        assert!(matches!(
+            decode_peer_log(&[0; 5]),
+            Err(StoreError::Corrupt { what, .. }) if what == "peer log end"
+        ));
+        named.push(0xff);
+        assert!(matches!(
+            decode_peer_log(&named),
+            Err(StoreError::Corrupt { what, .. }) if what == "peer log name"
+        ));
     }
 
     #[test]

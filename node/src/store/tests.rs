@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tempfile::TempDir;
 
-use super::{ChangeEntry, MemoryStore, RocksStore, Seq, Store, StoredDoc};
+use super::{ChangeEntry, MemoryStore, PeerLog, RocksStore, Seq, Store, StoredDoc};
 
 /// A store under test, with the folder that must outlive it (none for memory).
 struct Fixture<S> {
@@ -46,6 +46,7 @@ macro_rules! conformance {
                 compact_with_older_through_keeps_newer_snapshot,
                 compact_leaves_docs_sharing_a_prefix_alone,
                 peer_state_and_cursor_round_trip,
+                peer_log_round_trips_with_or_without_a_name,
                 forget_peer_drops_only_that_peer,
                 meta_round_trips_and_lists_by_prefix,
                 concurrent_appends_get_unique_contiguous_seqs,
@@ -249,21 +250,38 @@ fn peer_state_and_cursor_round_trip(store: &impl Store) {
     assert_eq!(store.peer_state("other", "c").unwrap(), None);
 }
 
+fn log(end: Seq, name: &str) -> PeerLog {
+    PeerLog {
+        end,
+        name: name.to_owned(),
+    }
+}
+
+/// A peer's log end is kept with the log's name; an unnamed log reads back unnamed.
+fn peer_log_round_trips_with_or_without_a_name(store: &impl Store) {
+    store.put_peer_log("hub", &log(12, "4f6c-log")).unwrap();
+    store.put_peer_log("node", &log(3, "")).unwrap();
+    assert_eq!(store.peer_log("hub").unwrap(), log(12, "4f6c-log"));
+    assert_eq!(store.peer_log("node").unwrap(), log(3, ""));
+    store.put_peer_log("hub", &log(14, "")).unwrap();
+    assert_eq!(store.peer_log("hub").unwrap(), log(14, ""));
+}
+
 fn forget_peer_drops_only_that_peer(store: &impl Store) {
     // Peers whose ids extend "p" must survive forgetting "p".
     for peer in ["p", "pq", "p\0", "o"] {
         store.put_peer_state(peer, "doc", peer.as_bytes()).unwrap();
         store.put_cursor(peer, 7).unwrap();
-        store.put_peer_log_end(peer, 9).unwrap();
+        store.put_peer_log(peer, &log(9, "log-1")).unwrap();
     }
-    assert_eq!(store.peer_log_end("p").unwrap(), 9);
-    assert_eq!(store.peer_log_end("unknown").unwrap(), 0);
+    assert_eq!(store.peer_log("p").unwrap(), log(9, "log-1"));
+    assert_eq!(store.peer_log("unknown").unwrap(), PeerLog::default());
 
     store.forget_peer("p").unwrap();
 
     assert_eq!(store.peer_state("p", "doc").unwrap(), None);
     assert_eq!(store.cursor("p").unwrap(), 0);
-    assert_eq!(store.peer_log_end("p").unwrap(), 0);
+    assert_eq!(store.peer_log("p").unwrap(), PeerLog::default());
     for peer in ["pq", "p\0", "o"] {
         assert_eq!(
             store.peer_state(peer, "doc").unwrap().as_deref(),
@@ -271,7 +289,7 @@ fn forget_peer_drops_only_that_peer(store: &impl Store) {
             "{peer:?}"
         );
         assert_eq!(store.cursor(peer).unwrap(), 7, "{peer:?}");
-        assert_eq!(store.peer_log_end(peer).unwrap(), 9, "{peer:?}");
+        assert_eq!(store.peer_log(peer).unwrap(), log(9, "log-1"), "{peer:?}");
     }
     store.forget_peer("never-seen").unwrap();
 }

@@ -25,7 +25,7 @@ use super::{MAX_FRAME_BYTES, SyncError, deflate, guard};
 use crate::record::Record;
 use crate::record::doc::DocError;
 use crate::replica::{Known, Replica, ReplicaError, Summary};
-use crate::store::Seq;
+use crate::store::{PeerLog, Seq};
 use crate::workflow::RuleViolation;
 
 /// How many records may be offered and unconfirmed at once. Enough to keep a slow link busy,
@@ -153,6 +153,14 @@ pub struct SessionContext {
 pub trait LogWatch: Send + Sync + std::fmt::Debug + 'static {
     /// Called on a blocking thread; may write to the store.
     fn went_back(&self, seen: Seq, end: Seq);
+
+    /// The log's name as peers are told it, renewed when the log went back.
+    fn log_name(&self) -> String;
+
+    /// Whether `name` is a log this side replaced: a position a peer saw in it is old news,
+    /// not news of the current log. A name this side never gave (a copy restored from before
+    /// it renewed the log) is news.
+    fn replaced(&self, name: &str) -> bool;
 }
 
 #[derive(Debug)]
@@ -185,9 +193,10 @@ struct Session {
     cursor_saved_ms: i64,
     /// Whether the last progress report said nothing was pending (`None` before the first).
     reported_level: Option<bool>,
-    /// The end of the peer's change log: the highest it reported, and as last written.
-    peer_log_end: Seq,
-    saved_peer_log_end: Seq,
+    /// The peer's change log: the highest end it reported (with the log's name then), and as
+    /// last written.
+    peer_log: PeerLog,
+    saved_peer_log: PeerLog,
     /// Records with a rejection note: changes of ours the peer refused and still lacks.
     refused: std::collections::HashSet<String>,
 }
@@ -202,7 +211,7 @@ pub async fn run(
 ) -> Result<(), SyncError> {
     let replica = ctx.replica.clone();
     let peer = ctx.peer_key.clone();
-    let (cursor, peer_log_end, refused) = blocking(&replica, move |r| {
+    let (cursor, peer_log, refused) = blocking(&replica, move |r| {
         let refused = r
             .store()
             .meta_prefix(REJECTION_PREFIX)?
@@ -211,12 +220,12 @@ pub async fn run(
             .collect();
         Ok((
             r.store().cursor(&peer)?,
-            r.store().peer_log_end(&peer)?,
+            r.store().peer_log(&peer)?,
             refused,
         ))
     })
     .await?;
-    info!(cursor, peer_log_end, "sync session started");
+    info!(cursor, peer_log_end = peer_log.end, "sync session started");
     let mut session = Session {
         ctx,
         outbound,
@@ -228,8 +237,8 @@ pub async fn run(
         saved_cursor: cursor,
         cursor_saved_ms: 0,
         reported_level: None,
-        peer_log_end,
-        saved_peer_log_end: peer_log_end,
+        saved_peer_log: peer_log.clone(),
+        peer_log,
         refused,
     };
     let mut changes = replica.subscribe();
@@ -279,7 +288,7 @@ pub async fn run(
                 },
                 _ = progress.tick() => {
                     if session.cursor > session.saved_cursor
-                        || session.peer_log_end > session.saved_peer_log_end
+                        || session.peer_log != session.saved_peer_log
                     {
                         session.save_cursor().await?;
                     }
@@ -290,7 +299,7 @@ pub async fn run(
         }
     }
     .await;
-    if (session.cursor > session.saved_cursor || session.peer_log_end > session.saved_peer_log_end)
+    if (session.cursor > session.saved_cursor || session.peer_log != session.saved_peer_log)
         && let Err(e) = session.save_cursor().await
     {
         debug!(error = %e, "could not write the peer's cursor as the session ended");
@@ -524,8 +533,9 @@ impl Session {
                     figures.peer_oldest_pending_ms = progress.oldest_pending_ms;
                     figures.peer_reported = true;
                 }
-                self.on_own_log_seen(progress.your_last_seq_seen).await?;
-                self.on_peer_log_end(progress.last_seq).await
+                self.on_own_log_seen(progress.your_last_seq_seen, &progress.your_log_id)
+                    .await?;
+                self.on_peer_log(progress.last_seq, progress.log_id).await
             }
             Some(Frame::Hello(_)) => Err(SyncError::Protocol("hello sent twice".into())),
             None => Err(SyncError::Protocol("empty frame".into())),
@@ -828,28 +838,47 @@ impl Session {
     /// store harder to recognise.
     async fn save_cursor(&mut self) -> Result<(), SyncError> {
         let peer = self.ctx.peer_key.clone();
-        let (target, log_end) = (self.cursor, self.peer_log_end);
-        let log_end_moved = log_end != self.saved_peer_log_end;
+        let target = self.cursor;
+        let log = (self.peer_log != self.saved_peer_log).then(|| self.peer_log.clone());
         blocking(&self.ctx.replica, move |r| {
             r.store().put_cursor(&peer, target)?;
-            if log_end_moved {
-                r.store().put_peer_log_end(&peer, log_end)?;
+            if let Some(log) = log {
+                r.store().put_peer_log(&peer, &log)?;
             }
             Ok(())
         })
         .await?;
         self.saved_cursor = target;
-        self.saved_peer_log_end = log_end;
+        self.saved_peer_log = self.peer_log.clone();
         self.cursor_saved_ms = self.ctx.replica.now_ms();
         Ok(())
     }
 
-    /// The peer saw this side's change log reach `seen`: past its end, this store went back to
-    /// an older copy. The peer's own check ([`Session::on_peer_log_end`]) offers it everything
-    /// again; the positions past the end are the concern of whoever else holds them.
-    async fn on_own_log_seen(&mut self, seen: Seq) -> Result<(), SyncError> {
+    /// The peer saw this side's change log, named `seen_in`, reach `seen`: past its end, this
+    /// store went back to an older copy. The peer's own check ([`Session::on_peer_log`]) offers
+    /// it everything again; the positions past the end are the concern of whoever else holds
+    /// them.
+    ///
+    /// Seen in a log this side has since replaced (a peer offline while a restored hub started
+    /// a new feed log, back after the hub restarted), the position is old news: taking it for
+    /// news of the current log made departments start over a second time. A log this side
+    /// does not know as replaced is news, even if it is not the current one: the store may
+    /// have been restored from a copy older than the log the peer saw.
+    async fn on_own_log_seen(&mut self, seen: Seq, seen_in: &str) -> Result<(), SyncError> {
         let end = self.ctx.replica.store().last_seq();
         if seen <= end {
+            return Ok(());
+        }
+        let replaced = self
+            .ctx
+            .log_watch
+            .as_ref()
+            .is_some_and(|watch| !seen_in.is_empty() && watch.replaced(seen_in));
+        if replaced {
+            info!(
+                seen,
+                seen_in, "the peer saw a log this side replaced reach further; no news of this one"
+            );
             return Ok(());
         }
         warn!(
@@ -867,18 +896,32 @@ impl Session {
         Ok(())
     }
 
-    /// The peer reported the end of its change log. A store's log only grows; one reported
-    /// below what the peer once reported is a store restored from an older copy (or rolled
-    /// back with its machine), which lacks changes it confirmed since: what this side kept of
-    /// the peer (cursor, sync states) is void, and everything is offered again.
-    async fn on_peer_log_end(&mut self, reported: Seq) -> Result<(), SyncError> {
-        if reported >= self.peer_log_end {
-            self.peer_log_end = reported;
+    /// The name of this side's change log as peers are told it (empty where nobody else keeps
+    /// positions in it).
+    fn own_log_name(&self) -> String {
+        self.ctx
+            .log_watch
+            .as_ref()
+            .map(|watch| watch.log_name())
+            .unwrap_or_default()
+    }
+
+    /// The peer reported the end of its change log, and the log's name. A store's log only
+    /// grows; one reported below what the peer once reported is a store restored from an older
+    /// copy (or rolled back with its machine), which lacks changes it confirmed since: what
+    /// this side kept of the peer (cursor, sync states) is void, and everything is offered
+    /// again.
+    async fn on_peer_log(&mut self, reported: Seq, name: String) -> Result<(), SyncError> {
+        if reported >= self.peer_log.end {
+            self.peer_log = PeerLog {
+                end: reported,
+                name,
+            };
             return Ok(());
         }
         warn!(
             reported,
-            known = self.peer_log_end,
+            known = self.peer_log.end,
             "the peer's change log went back (its store restored from an older copy?); offering everything again"
         );
         let peer = self.ctx.peer_key.clone();
@@ -893,8 +936,11 @@ impl Session {
         self.scanned = 0;
         self.cursor = 0;
         self.saved_cursor = 0;
-        self.peer_log_end = reported;
-        self.saved_peer_log_end = 0;
+        self.peer_log = PeerLog {
+            end: reported,
+            name,
+        };
+        self.saved_peer_log = PeerLog::default();
         Ok(())
     }
 
@@ -951,7 +997,9 @@ impl Session {
             oldest_pending_ms: oldest,
             last_seq: self.ctx.replica.store().last_seq(),
             refused_records: self.refused.len() as u64,
-            your_last_seq_seen: self.peer_log_end,
+            your_last_seq_seen: self.peer_log.end,
+            log_id: self.own_log_name(),
+            your_log_id: self.peer_log.name.clone(),
         }))
         .await
     }
