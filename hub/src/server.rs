@@ -97,7 +97,9 @@ pub async fn run(
             .await
             .map_err(|_| HubError::ShuttingDown)??
     };
-    let service = HubService::new(office, Arc::new(registry))
+    let registry = Arc::new(registry);
+    tokio::spawn(keep_last_contacts(registry.clone(), stopping.clone()));
+    let service = HubService::new(office, registry)
         .refilling_from_nodes(config.refill_from_nodes)
         .with_feed_log(Arc::new(feed_log))
         .with_stop_signal(stopping.clone());
@@ -122,4 +124,29 @@ pub async fn run(
     .await?;
     info!("hub stopped");
     Ok(())
+}
+
+/// How often the connected nodes' last contact is written down.
+const LAST_CONTACT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Writes the connected nodes' last contact every [`LAST_CONTACT_EVERY`] until the hub stops,
+/// so after a crash `linkage status` shows an offline node's last contact within that much.
+async fn keep_last_contacts(
+    registry: Arc<Registry>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(LAST_CONTACT_EVERY);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stopping.changed() => return,
+        }
+        let registry = registry.clone();
+        match tokio::task::spawn_blocking(move || registry.persist_connected()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not write the connected nodes' last contact"),
+            Err(_) => return,
+        }
+    }
 }

@@ -205,6 +205,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn put_metas_unsynced(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for (key, value) in entries {
+            inner.meta.insert(key.clone(), value.clone());
+        }
+        Ok(())
+    }
+
     fn delete_meta(&self, key: &str) -> Result<(), StoreError> {
         self.lock().meta.remove(key);
         Ok(())

@@ -162,6 +162,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Writes `entries` together without waiting for the disk: for hints refreshed often (the
+    /// hub's last contact with each node), which a crash of the machine may set back a little.
+    fn put_metas_unsynced(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError>;
     fn delete_meta(&self, key: &str) -> Result<(), StoreError>;
     /// Every metadata entry whose key starts with `prefix`, in key order.
     fn meta_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;

@@ -554,6 +554,15 @@ impl Store for RocksStore {
         self.write(batch, "write metadata")
     }
 
+    fn put_metas_unsynced(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let meta = self.cf(CF_META)?;
+        let mut batch = WriteBatch::default();
+        for (key, value) in entries {
+            batch.put_cf(meta, meta_key(META_USER, key), value);
+        }
+        self.write_unsynced(batch, "write metadata")
+    }
+
     fn delete_meta(&self, key: &str) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_META)?, meta_key(META_USER, key));

@@ -319,6 +319,22 @@ fn meta_round_trips_and_lists_by_prefix(store: &impl Store) {
     );
     assert_eq!(store.meta_prefix("").unwrap().len(), 4);
 
+    store
+        .put_metas_unsynced(&[
+            ("node/a".to_string(), b"1".to_vec()),
+            ("node/b".to_string(), b"2".to_vec()),
+        ])
+        .unwrap();
+    assert_eq!(
+        store.meta_prefix("node/").unwrap(),
+        [
+            ("node/a".to_string(), b"1".to_vec()),
+            ("node/b".to_string(), b"2".to_vec()),
+        ]
+    );
+    store.delete_meta("node/a").unwrap();
+    store.delete_meta("node/b").unwrap();
+
     store.delete_meta("org/id").unwrap();
     store.delete_meta("never-written").unwrap();
     assert_eq!(store.meta("org/id").unwrap(), None);
