@@ -254,15 +254,22 @@ impl Registry {
             // The live session's cursor runs ahead of the persisted one (written lazily).
             let cursor = persisted.max(figures.cursor);
             let mut pending = 0u64;
+            // The oldest last change among the records waiting: how long an offline node has
+            // kept them waiting at least (the hub keeps no earlier time for them).
+            let mut oldest_waiting = i64::MAX;
             let mut after = cursor;
             loop {
                 let entries = store.changed_since(after, 4096)?;
                 let Some(last) = entries.last() else { break };
                 after = last.seq;
-                pending += entries
+                for summary in entries
                     .iter()
-                    .filter(|e| summaries.get(&e.doc).is_some_and(|s| s.is_party(&org)))
-                    .count() as u64;
+                    .filter_map(|e| summaries.get(&e.doc))
+                    .filter(|s| s.is_party(&org))
+                {
+                    pending += 1;
+                    oldest_waiting = oldest_waiting.min(summary.updated_at_ms);
+                }
             }
             let mut mismatch = 0u64;
             for summary in summaries.values().filter(|s| s.is_party(&org)) {
@@ -279,11 +286,19 @@ impl Registry {
                     mismatch += 1;
                 }
             }
-            let oldest = [figures.oldest_pending_ms, figures.peer_oldest_pending_ms]
-                .into_iter()
-                .filter(|t| *t > 0)
-                .min()
-                .unwrap_or(0);
+            // A connected node's sessions know when each offer went out; an offline node's
+            // figures are those of its last session, so the log says instead.
+            let oldest = if connected {
+                [figures.oldest_pending_ms, figures.peer_oldest_pending_ms]
+                    .into_iter()
+                    .filter(|t| *t > 0)
+                    .min()
+                    .unwrap_or(0)
+            } else if pending > 0 {
+                oldest_waiting
+            } else {
+                0
+            };
             // A node that has not yet reported what it holds back is not known to be level.
             let converged = connected
                 && figures.peer_reported
@@ -319,6 +334,9 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    use linkage_node::office::{Act, Office};
+    use linkage_node::org::Directory;
+    use linkage_node::record::{Body, RecordKind};
     use linkage_node::replica::SystemClock;
     use linkage_node::store::{MemoryStore, Store};
 
@@ -359,5 +377,49 @@ mod tests {
         assert_eq!(node("node-1").last_contact_ms, reported_at);
         assert!(!node("node-1").connected);
         assert!(node("node-2").last_contact_ms < reported_at);
+    }
+
+    /// An offline node with records waiting shows since when at least: the oldest last change
+    /// among them (its last session's figures would be stale, and were shown as none).
+    #[tokio::test]
+    async fn an_offline_nodes_oldest_pending_is_its_oldest_waiting_change() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let replica =
+            Arc::new(Replica::open("130304100", store, Arc::new(SystemClock), 16).unwrap());
+        let registry = Registry::load(replica.clone()).unwrap();
+        registry.connected("market-node", "bdh-scjg").unwrap();
+        registry.disconnected("market-node").unwrap();
+        let node = |registry: &Registry| {
+            registry
+                .report()
+                .unwrap()
+                .nodes
+                .into_iter()
+                .find(|n| n.node_id == "market-node")
+                .expect("known")
+        };
+        assert_eq!(node(&registry).oldest_pending_ms, 0, "nothing waits");
+
+        let office = Office::new(replica.clone(), Arc::new(Directory::beidaihe()));
+        let body =
+            Body::from_json(RecordKind::Case, r#"{"title": "shared with the bureau"}"#).unwrap();
+        let case = office
+            .create(
+                RecordKind::Case,
+                vec!["bdh-scjg".into()],
+                body,
+                Act::default(),
+            )
+            .await
+            .unwrap();
+        let changed_at = replica
+            .summary(case.record.id())
+            .unwrap()
+            .unwrap()
+            .updated_at_ms;
+
+        let offline = node(&registry);
+        assert_eq!(offline.pending_to_node, 1);
+        assert_eq!(offline.oldest_pending_ms, changed_at);
     }
 }
