@@ -437,6 +437,49 @@ async fn a_peer_whose_change_log_went_back_is_offered_everything_again() {
     assert_eq!(office.store().cursor(PEER).unwrap(), 0);
 }
 
+/// A hub renames its log only when it found its store gone back. An office offline through
+/// that comes back after the renamed log grew past the end it knew: the name alone says the
+/// hub may lack what it confirmed, so everything is offered again.
+#[tokio::test]
+async fn a_peer_whose_log_was_renamed_is_offered_everything_again() {
+    let office = replica(HAIBIN);
+    let id = create_case(&office, "confirmed by the hub before its restore").await;
+    let mut peer = start_session(&office);
+    peer.take_whole(&id).await;
+    peer.report(named_log(7, "log-1")).await;
+    peer.close().await;
+
+    // Further along the same log: nothing offered again.
+    let mut peer = start_session(&office);
+    peer.report(named_log(9, "log-1")).await;
+    let later = create_case(&office, "made after").await;
+    assert_eq!(peer.next_any_record().await, later);
+    peer.close().await;
+
+    // Further along, but a new log: everything again.
+    let mut peer = start_session(&office);
+    peer.report(named_log(12, "log-2")).await;
+    let again = peer.next_message(&id).await;
+    assert!(!again.changes.is_empty(), "offered whole, as to a new peer");
+    peer.close().await;
+    assert_eq!(
+        office.store().peer_log(PEER).unwrap(),
+        PeerLog {
+            end: 12,
+            name: "log-2".into()
+        }
+    );
+    assert_eq!(office.store().cursor(PEER).unwrap(), 0);
+}
+
+fn named_log(last_seq: u64, name: &str) -> linkage_proto::v1::Progress {
+    linkage_proto::v1::Progress {
+        last_seq,
+        log_id: name.into(),
+        ..Default::default()
+    }
+}
+
 /// What a [`session::LogWatch`] was told.
 #[derive(Debug, Default)]
 struct WentBack(std::sync::Mutex<Vec<(u64, u64)>>);

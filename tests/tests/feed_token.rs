@@ -212,22 +212,8 @@ async fn an_office_back_from_before_a_restore_does_not_start_the_feed_log_again(
 -> anyhow::Result<()> {
     let mut read = read_past_a_copy().await?;
     let [_haibin, market] = &mut read.offices;
-    // The bureau's session ends with the hub and writes how far it saw the hub's log (past
-    // the copy: it saw its own two cases logged); then it goes offline.
-    let market_log = market.data_dir.with_extension("log");
-    eventually(
-        "the bureau's session to end with the hub",
-        Duration::from_secs(30),
-        || async {
-            let log = std::fs::read_to_string(&market_log)?;
-            let last_start = log.rfind("sync session started").unwrap_or(0);
-            Ok(log[last_start..]
-                .contains("sync session ended")
-                .then_some(()))
-        },
-    )
-    .await?;
-    market.proc.kill9();
+    // It saw the hub's log past the copy (its own two cases logged).
+    market_offline_after_its_session_ended(market).await?;
 
     // Haibin saw the log reach further than the restored copy does: a new feed log, in which
     // the department starts over.
@@ -260,6 +246,72 @@ async fn an_office_back_from_before_a_restore_does_not_start_the_feed_log_again(
         "the bureau did not report the old log's end past the new one's: {log}"
     );
     Ok(())
+}
+
+/// Waits until the bureau's session has ended with the hub (so it wrote how far it saw the
+/// hub's log), then takes the bureau offline.
+async fn market_offline_after_its_session_ended(market: &mut NodeProcess) -> anyhow::Result<()> {
+    let market_log = market.data_dir.with_extension("log");
+    eventually(
+        "the bureau's session to end with the hub",
+        Duration::from_secs(30),
+        || async {
+            let log = std::fs::read_to_string(&market_log)?;
+            let last_start = log.rfind("sync session started").unwrap_or(0);
+            Ok(log[last_start..]
+                .contains("sync session ended")
+                .then_some(()))
+        },
+    )
+    .await?;
+    market.proc.kill9();
+    Ok(())
+}
+
+/// The bureau was offline through the restore, and the restored hub's new log has grown past
+/// the end the bureau knew by the time it returns: only the log's new name tells it the hub
+/// lost what it had confirmed, and it offers its two cases again (found by a break-test: an
+/// office's records missing on the hub while status said converged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_office_back_after_the_restored_log_outgrew_what_it_saw_offers_its_records_again()
+-> anyhow::Result<()> {
+    let mut read = read_past_a_copy().await?;
+    let [haibin, market] = &mut read.offices;
+    market_offline_after_its_session_ended(market).await?;
+
+    let hub = HubProcess::start(&read.copy, &read.addr)?;
+    eventually(
+        "the restored hub to start a new feed log",
+        Duration::from_secs(60),
+        || async {
+            Ok(hub_log_since(&hub, 0)?
+                .contains("feeds start a new log")
+                .then_some(()))
+        },
+    )
+    .await?;
+    // Haibin's new cases, for another office, take the new log past the old one's end
+    // (the bureau saw 4).
+    create_cases(haibin, "130304101", 6).await?;
+    let district = hub.district().await?;
+    eventually(
+        "the hub's new log to pass the old one's end",
+        Duration::from_secs(60),
+        || {
+            let mut district = district.clone();
+            async move {
+                let report = district
+                    .convergence(pb::ConvergenceRequest::default())
+                    .await?
+                    .into_inner();
+                Ok((report.hub_seq >= 8).then_some(()))
+            }
+        },
+    )
+    .await?;
+
+    market.restart()?;
+    wait_for_records(&hub, 4).await
 }
 
 /// A hub holding three of Haibin's cases shared with the Market Supervision Bureau, whose feed

@@ -202,6 +202,8 @@ struct Session {
     /// last written.
     peer_log: PeerLog,
     saved_peer_log: PeerLog,
+    /// Whether this session has forgotten what it kept of the peer (its log went back).
+    forgot_peer: bool,
     /// Records with a rejection note: changes of ours the peer refused and still lacks.
     refused: std::collections::HashSet<String>,
 }
@@ -244,6 +246,7 @@ pub async fn run(
         reported_level: None,
         saved_peer_log: peer_log.clone(),
         peer_log,
+        forgot_peer: false,
         refused,
     };
     let mut changes = replica.subscribe();
@@ -951,8 +954,18 @@ impl Session {
     /// copy (or rolled back with its machine), which lacks changes it confirmed since: what
     /// this side kept of the peer (cursor, sync states) is void, and everything is offered
     /// again.
+    ///
+    /// A log under a new name says the same: a hub renames its log only when it found its
+    /// store gone back. This side may not have seen it go back: offline through the restore,
+    /// it comes back after the renamed log has grown past the end it knew, and records the
+    /// old hub confirmed, which the copy lacks, were never offered again (found by a
+    /// break-test: an office's own records missing on the hub while status said converged).
+    /// Once in a session is enough: the first report of a restored hub may still carry the
+    /// old name, and the session that forgot everything for it offers everything anyway.
     async fn on_peer_log(&mut self, reported: Seq, name: String) -> Result<(), SyncError> {
-        if reported >= self.peer_log.end {
+        let renamed =
+            !self.peer_log.name.is_empty() && !name.is_empty() && name != self.peer_log.name;
+        if reported >= self.peer_log.end && (!renamed || self.forgot_peer) {
             self.peer_log = PeerLog {
                 end: reported,
                 name,
@@ -962,7 +975,9 @@ impl Session {
         warn!(
             reported,
             known = self.peer_log.end,
-            "the peer's change log went back (its store restored from an older copy?); offering everything again"
+            log = %name,
+            known_log = %self.peer_log.name,
+            "the peer's change log went back or was renamed (its store restored from an older copy?); offering everything again"
         );
         let peer = self.ctx.peer_key.clone();
         blocking(&self.ctx.replica, move |r| {
@@ -981,6 +996,7 @@ impl Session {
             name,
         };
         self.saved_peer_log = PeerLog::default();
+        self.forgot_peer = true;
         Ok(())
     }
 
