@@ -533,33 +533,43 @@ fn rocks_unsynced_appends_survive_reopen_after_sync() {
     assert_eq!(store.load("b").unwrap().unwrap().chunks, [b"b1".to_vec()]);
 }
 
-/// Reopening replays the write-ahead log into memory and writes no table files (a node killed
-/// mid-work serves again without compressing and syncing its recent writes first); the log
-/// is kept, so a second reopen finds the same data.
+/// A reopen keeps what it replayed from the write-ahead log in memory and flushes it in the
+/// background, so write-ahead logs do not pile up one per restart (a break-test counted 203
+/// after 200 restarts), and every reopen finds every append.
 #[test]
-fn rocks_reopen_replays_the_log_without_writing_tables() {
+fn rocks_reopens_keep_the_data_and_do_not_pile_up_logs() {
     let dir = TempDir::new().unwrap();
-    let tables = || {
+    let logs = || {
         std::fs::read_dir(dir.path())
             .unwrap()
             .filter(|entry| {
                 let name = entry.as_ref().unwrap().file_name();
-                name.to_string_lossy().ends_with(".sst")
+                name.to_string_lossy().ends_with(".log")
             })
             .count()
     };
-    {
+    for round in 1..=12u64 {
         let store = RocksStore::open(dir.path()).unwrap();
-        store.append("a", b"a1", b"sa").unwrap();
-        store.append("b", b"b1", b"sb").unwrap();
+        assert_eq!(store.last_seq(), round - 1, "round {round}");
+        store
+            .append(&format!("doc-{round}"), b"chunk", b"summary")
+            .unwrap();
     }
-    assert_eq!(tables(), 0, "closing wrote table files");
 
-    for _ in 0..2 {
-        let store = RocksStore::open(dir.path()).unwrap();
-        assert_eq!(tables(), 0, "reopening flushed the replayed log");
-        assert_eq!(store.last_seq(), 2);
-        assert_eq!(store.load("b").unwrap().unwrap().chunks, [b"b1".to_vec()]);
+    let store = RocksStore::open(dir.path()).unwrap();
+    assert_eq!(store.last_seq(), 12);
+    assert_eq!(
+        store.load("doc-1").unwrap().unwrap().chunks,
+        [b"chunk".to_vec()]
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while logs() > 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} write-ahead logs 10 s after the reopen",
+            logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
