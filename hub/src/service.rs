@@ -367,27 +367,28 @@ impl Feeds for HubService {
             )));
         }
         let filter = FeedFilter::from_request(&self.directory, &req)?;
+        let end = self.office.replica().store().last_seq();
+        let log_id = self.feed_log_id();
+        // Positions in a rebuilt hub's log name other records than they did: a department
+        // resuming from its old token would skip, without a word, every record that came back
+        // below it. Checked first: past the end or not, a token of another log is refused as
+        // such, so the department learns to start over rather than to wait.
+        // Position 0, the start, is the same in every log.
+        if req.resume_token > 0 && !req.log_id.is_empty() && req.log_id != log_id {
+            return Err(Status::out_of_range(format!(
+                "token {} is a position in change log {}, but this hub's log is {log_id} (its store was rebuilt or replaced since); resume from 0 to receive every record again",
+                req.resume_token, req.log_id
+            )));
+        }
         // A token past the log's end is from another hub or a store restored from an older
         // backup: the records it would skip are never sent, so it is refused, as a node's
         // watch refuses such a position, rather than answered with an empty feed.
-        let end = self.office.replica().store().last_seq();
-        let log_id = self.feed_log_id();
         // Not taken as a sign that the log went back (only a node's report is, `FeedLog`):
         // anyone may write a large number into a token file.
         if req.resume_token > end {
             return Err(Status::out_of_range(format!(
                 "token {} is past the end of the hub's change log ({end}); resume from a token this hub sent, or from 0",
                 req.resume_token
-            )));
-        }
-        // Positions in a rebuilt hub's log name other records than they did: a department
-        // resuming from its old token would skip, without a word, every record that came back
-        // below it.
-        // Position 0, the start, is the same in every log.
-        if req.resume_token > 0 && !req.log_id.is_empty() && req.log_id != log_id {
-            return Err(Status::out_of_range(format!(
-                "token {} is a position in change log {}, but this hub's log is {log_id} (its store was rebuilt or replaced since); resume from 0 to receive every record again",
-                req.resume_token, req.log_id
             )));
         }
         let (tx, rx) = mpsc::channel(64);
