@@ -340,8 +340,8 @@ pub async fn run_inline(
 /// writes: an acknowledgement, the offer of a record or two, the cursor) runs on the session's
 /// own task. Handed to a blocking thread, each cost two thread wake-ups: at 2,000 offices,
 /// where every change wakes every session for such trips, the hand-offs were half the hub's
-/// CPU, and running them here took its CPU per change from 430–460 to 320 ms and the p99
-/// delivery from 3.8 to 0.47 s on a busy machine. A trip that may take long (changes to apply,
+/// CPU, and running them here took its CPU per change from 430–526 to 302–332 ms and the p99
+/// delivery from 3.8–4.6 to 0.57–2.2 s on a busy machine. A trip that may take long (changes to apply,
 /// check and make durable with a disk sync; many records) goes to the blocking pool, so
 /// it never holds up the other sessions sharing this thread.
 async fn trip<R: Send + 'static>(
@@ -398,7 +398,7 @@ impl Session {
             let room = (WINDOW - self.offers.len()).min(SCAN_BATCH);
             let after = self.scanned;
             // The log holds at most one entry per position past the scan.
-            let logged = self.ctx.replica.store().last_seq() - after;
+            let logged = self.ctx.replica.store().last_seq().saturating_sub(after);
             let short = logged.min(room as u64) <= SHORT_TRIP_RECORDS as u64;
             let prepared = self
                 .prepare_offers(short, move |r| {
