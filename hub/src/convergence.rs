@@ -32,6 +32,19 @@ struct NodeEntry {
     last_contact_ms: i64,
 }
 
+impl NodeEntry {
+    /// Takes in the last contact its session saw, and returns the latest known.
+    fn update_last_contact(&mut self) -> i64 {
+        let seen = self
+            .figures
+            .lock()
+            .expect("figures lock is never poisoned")
+            .last_contact_ms;
+        self.last_contact_ms = self.last_contact_ms.max(seen);
+        self.last_contact_ms
+    }
+}
+
 /// Why a node could not be retired.
 #[derive(Debug, thiserror::Error)]
 pub enum ForgetError {
@@ -114,13 +127,7 @@ impl Registry {
                 return Ok(());
             };
             entry.sessions = entry.sessions.saturating_sub(1);
-            let seen = entry
-                .figures
-                .lock()
-                .expect("figures lock is never poisoned")
-                .last_contact_ms;
-            entry.last_contact_ms = entry.last_contact_ms.max(seen);
-            (entry.org.clone(), entry.last_contact_ms)
+            (entry.org.clone(), entry.update_last_contact())
         };
         self.persist(node_id, &org, last)
     }
@@ -136,15 +143,9 @@ impl Registry {
                 .iter_mut()
                 .filter(|(_, entry)| entry.sessions > 0)
                 .map(|(node_id, entry)| {
-                    let seen = entry
-                        .figures
-                        .lock()
-                        .expect("figures lock is never poisoned")
-                        .last_contact_ms;
-                    entry.last_contact_ms = entry.last_contact_ms.max(seen);
                     let record = NodeRecord {
+                        last_contact_ms: entry.update_last_contact(),
                         org: entry.org.clone(),
-                        last_contact_ms: entry.last_contact_ms,
                     };
                     let bytes = serde_json::to_vec(&record).expect("plain data");
                     (format!("{NODE_PREFIX}{node_id}"), bytes)

@@ -217,17 +217,7 @@ async fn an_office_back_from_before_a_restore_does_not_start_the_feed_log_again(
 
     // Haibin saw the log reach further than the restored copy does: a new feed log, in which
     // the department starts over.
-    let mut hub = HubProcess::start(&read.copy, &read.addr)?;
-    eventually(
-        "the restored hub to start a new feed log",
-        Duration::from_secs(60),
-        || async {
-            Ok(hub_log_since(&hub, 0)?
-                .contains("feeds start a new log")
-                .then_some(()))
-        },
-    )
-    .await?;
+    let mut hub = restored_hub_with_a_new_feed_log(&read.copy, &read.addr).await?;
     std::fs::write(&read.token_file, "0")?;
     pull_feed(&hub, &read.token_file).await?;
 
@@ -246,6 +236,23 @@ async fn an_office_back_from_before_a_restore_does_not_start_the_feed_log_again(
         "the bureau did not report the old log's end past the new one's: {log}"
     );
     Ok(())
+}
+
+/// Starts the hub on the restored copy and waits until Haibin, which saw the log reach
+/// further, has made it start a new feed log.
+async fn restored_hub_with_a_new_feed_log(copy: &Path, addr: &str) -> anyhow::Result<HubProcess> {
+    let hub = HubProcess::start(copy, addr)?;
+    eventually(
+        "the restored hub to start a new feed log",
+        Duration::from_secs(60),
+        || async {
+            Ok(hub_log_since(&hub, 0)?
+                .contains("feeds start a new log")
+                .then_some(()))
+        },
+    )
+    .await?;
+    Ok(hub)
 }
 
 /// Waits until the bureau's session has ended with the hub (so it wrote how far it saw the
@@ -279,17 +286,7 @@ async fn an_office_back_after_the_restored_log_outgrew_what_it_saw_offers_its_re
     let [haibin, market] = &mut read.offices;
     market_offline_after_its_session_ended(market).await?;
 
-    let hub = HubProcess::start(&read.copy, &read.addr)?;
-    eventually(
-        "the restored hub to start a new feed log",
-        Duration::from_secs(60),
-        || async {
-            Ok(hub_log_since(&hub, 0)?
-                .contains("feeds start a new log")
-                .then_some(()))
-        },
-    )
-    .await?;
+    let hub = restored_hub_with_a_new_feed_log(&read.copy, &read.addr).await?;
     // Haibin's new cases, for another office, take the new log past the old one's end
     // (the bureau saw 4).
     create_cases(haibin, "130304101", 6).await?;
