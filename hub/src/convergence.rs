@@ -32,6 +32,16 @@ struct NodeEntry {
     last_contact_ms: i64,
 }
 
+/// The meta entry (key, value) the hub keeps of a node across restarts.
+fn node_meta(node_id: &str, org: &str, last_contact_ms: i64) -> (String, Vec<u8>) {
+    let record = NodeRecord {
+        org: org.to_owned(),
+        last_contact_ms,
+    };
+    let bytes = serde_json::to_vec(&record).expect("plain data");
+    (format!("{NODE_PREFIX}{node_id}"), bytes)
+}
+
 impl NodeEntry {
     /// Takes in the last contact its session saw, and returns the latest known.
     fn update_last_contact(&mut self) -> i64 {
@@ -143,12 +153,8 @@ impl Registry {
                 .iter_mut()
                 .filter(|(_, entry)| entry.sessions > 0)
                 .map(|(node_id, entry)| {
-                    let record = NodeRecord {
-                        last_contact_ms: entry.update_last_contact(),
-                        org: entry.org.clone(),
-                    };
-                    let bytes = serde_json::to_vec(&record).expect("plain data");
-                    (format!("{NODE_PREFIX}{node_id}"), bytes)
+                    let last_contact_ms = entry.update_last_contact();
+                    node_meta(node_id, &entry.org, last_contact_ms)
                 })
                 .collect()
         };
@@ -157,15 +163,8 @@ impl Registry {
     }
 
     fn persist(&self, node_id: &str, org: &str, last_contact_ms: i64) -> Result<(), ReplicaError> {
-        let bytes = serde_json::to_vec(&NodeRecord {
-            org: org.to_owned(),
-            last_contact_ms,
-        })
-        .expect("plain data");
-        Ok(self
-            .replica
-            .store()
-            .put_meta(&format!("{NODE_PREFIX}{node_id}"), &bytes)?)
+        let (key, bytes) = node_meta(node_id, org, last_contact_ms);
+        Ok(self.replica.store().put_meta(&key, &bytes)?)
     }
 
     /// Retires the offline node whose id is `node_id` or starts with it, with what the hub
