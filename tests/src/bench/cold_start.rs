@@ -5,7 +5,8 @@
 //! RocksDB folder, before its node process starts), then uploaded to the hub by that node over
 //! a real sync session; the joining office is a fresh node process. Then the source office
 //! goes offline, changes 1 % of the records and reconnects, and the clock runs until the new
-//! office holds every change: the goal is at most 2 % of the full sync's time.
+//! office holds every change: the goal is at most 2 % of the full sync's time. That
+//! step runs three times over distinct records, and the median counts.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ const WORKLOAD: &str = "cold start";
 const FILL_IN_FLIGHT: usize = 16;
 /// How often the upload to the hub is checked.
 const POLL_EVERY: Duration = Duration::from_millis(200);
+/// Rounds of the 1 % step, each over records of its own; the figure is their median, since one
+/// round of some 50 ms swings with whatever else the machine does in it.
+const OFFLINE_ROUNDS: usize = 3;
 /// How often waiting reports its progress.
 const STATUS_EVERY: Duration = Duration::from_millis(200);
 
@@ -158,9 +162,10 @@ pub async fn run(sizes: &Sizes, root: &Path, progress: &Progress) -> anyhow::Res
     Ok(figures)
 }
 
-/// The source office changes 1 % of the K records while offline and reconnects; the figure
-/// is the time from its reconnection (its first byte through the healed link) until the new
-/// office holds every change, beside the full sync's time.
+/// The source office changes 1 % of the K records while offline and reconnects, in
+/// [`OFFLINE_ROUNDS`] rounds over distinct records; the figure is the median round's time from
+/// the reconnection (the first byte through the healed link) until the new office holds every
+/// change, beside the full sync's time.
 async fn one_percent_offline(
     source: &NodeProcess,
     link: &Proxy,
@@ -171,6 +176,64 @@ async fn one_percent_offline(
     progress: &Progress,
 ) -> anyhow::Result<Figure> {
     let changes = (k / 100).max(1);
+    let name = format!("1 % of {k} records changed offline: time until the new office holds them");
+    let mut office = source.records().await?;
+    let ids: Vec<String> = office
+        .list(pb::ListRecordsRequest {
+            limit: (changes * OFFLINE_ROUNDS) as u32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .records
+        .into_iter()
+        .filter_map(|summary| summary.envelope.map(|e| e.id))
+        .collect();
+
+    let mut rounds = Vec::with_capacity(OFFLINE_ROUNDS);
+    for (round, ids) in ids.chunks(changes).take(OFFLINE_ROUNDS).enumerate() {
+        let Some(took) = offline_round(source, link, joiner, ids, round, sizes, progress).await?
+        else {
+            return Ok(Figure::missing(
+                WORKLOAD,
+                name,
+                Unit::Ms,
+                format!(
+                    "round {}: some changes still missing after the timeout",
+                    round + 1
+                ),
+            ));
+        };
+        rounds.push(took);
+    }
+    let mut sorted = rounds.clone();
+    sorted.sort();
+    let median = sorted[sorted.len() / 2];
+    let each = rounds
+        .iter()
+        .map(|took| format!("{:.0}", took.as_secs_f64() * 1000.0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(
+        Figure::new(WORKLOAD, name, median.as_secs_f64() * 1000.0, Unit::Ms).note(format!(
+            "median of {} rounds ({each} ms); {:.1} % of the full sync's time (goal: at most 2 %)",
+            rounds.len(),
+            100.0 * median.as_secs_f64() / full_sync.as_secs_f64()
+        )),
+    )
+}
+
+/// One round: the source office's link is cut, it changes `ids` and the link heals; the time
+/// from its reconnection until the new office holds every change, `None` on timeout.
+async fn offline_round(
+    source: &NodeProcess,
+    link: &Proxy,
+    joiner: &NodeProcess,
+    ids: &[String],
+    round: usize,
+    sizes: &Sizes,
+    progress: &Progress,
+) -> anyhow::Result<Option<Duration>> {
     let mut office = source.records().await?;
     link.cut();
     crate::eventually(
@@ -186,18 +249,7 @@ async fn one_percent_offline(
     )
     .await?;
 
-    let mut text = TextSource::new(0x1_0000);
-    let ids: Vec<String> = office
-        .list(pb::ListRecordsRequest {
-            limit: changes as u32,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .records
-        .into_iter()
-        .filter_map(|summary| summary.envelope.map(|e| e.id))
-        .collect();
+    let mut text = TextSource::new(0x1_0000 + round as u64);
     let mut expected = Vec::with_capacity(ids.len());
     for id in ids {
         let record = office
@@ -209,10 +261,11 @@ async fn one_percent_offline(
             .into_inner();
         let mut heads = record.heads;
         heads.sort();
-        expected.push((id, heads));
+        expected.push((id.clone(), heads));
     }
     progress.say(format!(
-        "the source office changed {} of {k} records offline; reconnecting",
+        "round {}: the source office changed {} records offline; reconnecting",
+        round + 1,
         expected.len()
     ));
 
@@ -252,27 +305,17 @@ async fn one_percent_offline(
     }
     let reconnected = Instant::now();
 
-    let name = format!("1 % of {k} records changed offline: time until the new office holds them");
     let Ok(Ok(arrived_at)) = tokio::time::timeout(sizes.sync_timeout, &mut follower).await else {
         follower.abort();
-        return Ok(Figure::missing(
-            WORKLOAD,
-            name,
-            Unit::Ms,
-            "some changes still missing after the timeout".to_owned(),
-        ));
+        return Ok(None);
     };
     let took = arrived_at.saturating_duration_since(reconnected);
     progress.say(format!(
-        "the new office holds the changes {:.0} ms after the source office reconnected",
+        "round {}: the new office holds the changes {:.0} ms after the source office reconnected",
+        round + 1,
         took.as_secs_f64() * 1000.0
     ));
-    Ok(
-        Figure::new(WORKLOAD, name, took.as_secs_f64() * 1000.0, Unit::Ms).note(format!(
-            "{:.1} % of the full sync's time (goal: at most 2 %)",
-            100.0 * took.as_secs_f64() / full_sync.as_secs_f64()
-        )),
-    )
+    Ok(Some(took))
 }
 
 /// Creates `k` records shared with every organisation in the source office's store.
