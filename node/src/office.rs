@@ -1,6 +1,13 @@
 //! The office's operations on its records: create, append a workflow event, edit a body, add
 //! parties. Each checks the mechanism's rules ([`crate::workflow`]) for this node's
-//! organisation, then changes the replica, durably, off the async worker threads.
+//! organisation, then changes the replica and returns once the change is on disk.
+//!
+//! A write runs on the caller's task (a record's rules, its Automerge change and an unsynced
+//! store write: a hundred microseconds or so, no disk wait) and then waits, without a thread,
+//! for the disk sync that concurrent writers share ([`Replica::durable`]). Handed to a
+//! blocking thread each, with each thread held through RocksDB's group commit, ten writers
+//! reached 0.37–0.42 of the disk's raw synced-batch rate on two cores, bounded by the
+//! hand-offs; this way 0.57–0.58. Reads that may scan the store still go to the blocking pool.
 //!
 //! The gRPC layer ([`crate::service`]) translates to and from this; tests drive it directly.
 
@@ -16,6 +23,7 @@ use crate::record::{
     Action, Body, Derived, DisputeBody, Envelope, Record, RecordKind, SCHEMA_VERSION, WorkflowEvent,
 };
 use crate::replica::{Changed, Replica, ReplicaError, Summary};
+use crate::store::Seq;
 use crate::workflow::{self, RuleViolation};
 
 /// The longest text a single field may hold. Bodies are statements and notes, not files:
@@ -106,6 +114,14 @@ impl Office {
         &self.period_policies
     }
 
+    /// Waits until this office's write at `seq` (if it wrote anything) is on disk.
+    async fn durable(&self, seq: Option<Seq>) -> Result<(), OfficeError> {
+        if let Some(seq) = seq {
+            self.replica.durable(seq).await?;
+        }
+        Ok(())
+    }
+
     /// Runs blocking replica work on tokio's blocking pool.
     async fn blocking<R: Send + 'static>(
         &self,
@@ -125,17 +141,18 @@ impl Office {
         body: Body,
         act: Act,
     ) -> Result<RecordView, OfficeError> {
-        self.blocking(move |office| office.create_blocking(kind, parties, body, act))
-            .await
+        let (view, seq) = self.create_now(kind, parties, body, act)?;
+        self.replica.durable(seq).await?;
+        Ok(view)
     }
 
-    fn create_blocking(
+    fn create_now(
         &self,
         kind: RecordKind,
         mut parties: Vec<String>,
         body: Body,
         act: Act,
-    ) -> Result<RecordView, OfficeError> {
+    ) -> Result<(RecordView, Seq), OfficeError> {
         if body.kind() != kind {
             return Err(OfficeError::Invalid(format!(
                 "a {} body was given for a {kind}",
@@ -171,15 +188,16 @@ impl Office {
         };
         workflow::validate_create(&self.directory, &org, &record)?;
 
-        let (_, heads) = self.replica.create(&record)?;
+        let (seq, heads) = self.replica.create_deferred(&record)?;
         info!(record = %record.id(), kind = %kind, "record created");
         // The view of the record in hand: a new record has one change and no conflicts.
-        Ok(RecordView {
+        let view = RecordView {
             derived: record.derived(),
             field_conflicts: Vec::new(),
             heads: heads.iter().map(ToString::to_string).collect(),
             record,
-        })
+        };
+        Ok((view, seq))
     }
 
     #[instrument(skip(self, act), fields(org = %self.org()))]
@@ -189,16 +207,17 @@ impl Office {
         action: Action,
         act: Act,
     ) -> Result<RecordView, OfficeError> {
-        self.blocking(move |office| office.append_event_blocking(&id, action, act))
-            .await
+        let (view, seq) = self.append_event_now(&id, action, act)?;
+        self.durable(seq).await?;
+        Ok(view)
     }
 
-    fn append_event_blocking(
+    fn append_event_now(
         &self,
         id: &str,
         action: Action,
         act: Act,
-    ) -> Result<RecordView, OfficeError> {
+    ) -> Result<(RecordView, Option<Seq>), OfficeError> {
         check_act(&act)?;
         let org = self.org().to_owned();
         let at = act.at_ms.unwrap_or_else(|| self.replica.now_ms());
@@ -214,7 +233,7 @@ impl Office {
             _ => None,
         };
 
-        let changed = self.replica.change(id, false, |doc| {
+        let changed = self.replica.change_deferred(id, false, |doc| {
             let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
             workflow::validate_event(&directory, &org, &record, &event)?;
             if let Some(calendar) = &calendar {
@@ -241,19 +260,21 @@ impl Office {
 
         // T-5, D-1: an objection to a transfer is a dispute between its two parties.
         let record = &changed.result;
+        let mut seq = changed.seq;
         if record.kind() == RecordKind::Transfer && action == Action::Objected {
-            self.open_dispute_for_objection(record, &event)?;
+            seq = seq.max(self.open_dispute_for_objection(record, &event)?);
         }
-        self.view_after(id, changed)
+        Ok((self.view_after(id, changed)?, seq))
     }
 
+    /// Creates the dispute an objection opens; its change-log position, to wait on.
     fn open_dispute_for_objection(
         &self,
         transfer: &Record,
         objection: &WorkflowEvent,
-    ) -> Result<(), OfficeError> {
+    ) -> Result<Option<Seq>, OfficeError> {
         let Body::Transfer(t) = &transfer.body else {
-            return Ok(());
+            return Ok(None);
         };
         let body = Body::Dispute(DisputeBody {
             applicant: self.org().to_owned(),
@@ -268,9 +289,10 @@ impl Office {
             note: objection.note.clone(),
             ..Act::default()
         };
-        let view = self.create_blocking(RecordKind::Dispute, vec![t.sender.clone()], body, act)?;
+        let (view, seq) =
+            self.create_now(RecordKind::Dispute, vec![t.sender.clone()], body, act)?;
         info!(record = %view.record.id(), transfer = %transfer.id(), "objection opened a dispute");
-        Ok(())
+        Ok(Some(seq))
     }
 
     /// Replaces the named body fields. Any party may edit (offices share case files); the
@@ -281,38 +303,46 @@ impl Office {
         id: String,
         patch: serde_json::Value,
     ) -> Result<RecordView, OfficeError> {
-        self.blocking(move |office| {
-            check_field_sizes(&patch)?;
-            let org = office.org().to_owned();
-            let now = office.replica.now_ms();
-            let changed = office.replica.change(&id, false, |doc| {
-                let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
-                if !record.envelope.is_party(&org) {
-                    return Err(not_a_party(&org, &id));
-                }
-                let body = record
-                    .body
-                    .patched(&patch)
-                    .map_err(|e| OfficeError::Invalid(e.to_string()))?;
-                // The edited record must still be one its owner could have created: the
-                // sender of a transfer stays an organisation (T-4), and so on.
-                let edited = Record {
-                    body: body.clone(),
-                    ..record.clone()
-                };
-                workflow::validate_create(office.directory(), &record.envelope.owner, &edited)?;
-                // Only the fields the patch names are written: a conflict on another field
-                // stays until someone writes that field.
-                let fields: Vec<&str> = patch
-                    .as_object()
-                    .map(|fields| fields.keys().map(String::as_str).collect())
-                    .unwrap_or_default();
-                doc::edit_body(doc, &body, &fields, now).map_err(ReplicaError::from)?;
-                Ok::<_, OfficeError>(())
-            })?;
-            office.view_after(&id, changed)
-        })
-        .await
+        let (view, seq) = self.edit_body_now(id, patch)?;
+        self.durable(seq).await?;
+        Ok(view)
+    }
+
+    fn edit_body_now(
+        &self,
+        id: String,
+        patch: serde_json::Value,
+    ) -> Result<(RecordView, Option<Seq>), OfficeError> {
+        check_field_sizes(&patch)?;
+        let org = self.org().to_owned();
+        let now = self.replica.now_ms();
+        let changed = self.replica.change_deferred(&id, false, |doc| {
+            let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
+            if !record.envelope.is_party(&org) {
+                return Err(not_a_party(&org, &id));
+            }
+            let body = record
+                .body
+                .patched(&patch)
+                .map_err(|e| OfficeError::Invalid(e.to_string()))?;
+            // The edited record must still be one its owner could have created: the
+            // sender of a transfer stays an organisation (T-4), and so on.
+            let edited = Record {
+                body: body.clone(),
+                ..record.clone()
+            };
+            workflow::validate_create(self.directory(), &record.envelope.owner, &edited)?;
+            // Only the fields the patch names are written: a conflict on another field
+            // stays until someone writes that field.
+            let fields: Vec<&str> = patch
+                .as_object()
+                .map(|fields| fields.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            doc::edit_body(doc, &body, &fields, now).map_err(ReplicaError::from)?;
+            Ok::<_, OfficeError>(())
+        })?;
+        let seq = changed.seq;
+        Ok((self.view_after(&id, changed)?, seq))
     }
 
     /// Adds organisations to a record's parties; the hub backfills the record to them.
@@ -322,38 +352,46 @@ impl Office {
         id: String,
         new_parties: Vec<String>,
     ) -> Result<RecordView, OfficeError> {
-        self.blocking(move |office| {
+        let (view, seq) = self.add_parties_now(id, new_parties)?;
+        self.durable(seq).await?;
+        Ok(view)
+    }
+
+    fn add_parties_now(
+        &self,
+        id: String,
+        new_parties: Vec<String>,
+    ) -> Result<(RecordView, Option<Seq>), OfficeError> {
+        for party in &new_parties {
+            if self.directory.org(party).is_none() {
+                return Err(RuleViolation {
+                    rule: workflow::RULE_DIRECTORY,
+                    message: format!("party {party:?} is not an organisation in the directory"),
+                }
+                .into());
+            }
+        }
+        let org = self.org().to_owned();
+        let now = self.replica.now_ms();
+        let changed = self.replica.change_deferred(&id, false, |doc| {
+            let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
+            if !record.envelope.is_party(&org) {
+                return Err(not_a_party(&org, &id));
+            }
+            let mut parties = record.envelope.parties.clone();
             for party in &new_parties {
-                if office.directory.org(party).is_none() {
-                    return Err(RuleViolation {
-                        rule: workflow::RULE_DIRECTORY,
-                        message: format!("party {party:?} is not an organisation in the directory"),
-                    }
-                    .into());
+                if !parties.contains(party) {
+                    parties.push(party.clone());
                 }
             }
-            let org = office.org().to_owned();
-            let now = office.replica.now_ms();
-            let changed = office.replica.change(&id, false, |doc| {
-                let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
-                if !record.envelope.is_party(&org) {
-                    return Err(not_a_party(&org, &id));
-                }
-                let mut parties = record.envelope.parties.clone();
-                for party in &new_parties {
-                    if !parties.contains(party) {
-                        parties.push(party.clone());
-                    }
-                }
-                let mut widened = record;
-                widened.envelope.parties = parties.clone();
-                workflow::require_complainant_confined(&office.directory, &widened)?;
-                doc::set_parties(doc, &parties, now).map_err(ReplicaError::from)?;
-                Ok::<_, OfficeError>(())
-            })?;
-            office.view_after(&id, changed)
-        })
-        .await
+            let mut widened = record;
+            widened.envelope.parties = parties.clone();
+            workflow::require_complainant_confined(&self.directory, &widened)?;
+            doc::set_parties(doc, &parties, now).map_err(ReplicaError::from)?;
+            Ok::<_, OfficeError>(())
+        })?;
+        let seq = changed.seq;
+        Ok((self.view_after(&id, changed)?, seq))
     }
 
     pub async fn get(&self, id: String) -> Result<RecordView, OfficeError> {

@@ -6,7 +6,9 @@
 //! publishes the new change-log position to sync sessions and feeds. A sync session applying
 //! a batch of received messages writes them unsynced ([`Replica::change_unsynced`]) and makes
 //! the batch durable and published with one disk sync ([`Replica::make_durable`]) before it
-//! answers any of them.
+//! answers any of them. An office writes unsynced too ([`Replica::create_deferred`],
+//! [`Replica::change_deferred`]) and waits on [`Replica::durable`], where concurrent writers
+//! share one sync task.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
@@ -268,6 +270,30 @@ pub struct Replica {
     clock: Arc<dyn Clock>,
     /// Permits for store trips; see [`MAX_CONCURRENT_TRIPS`].
     trips: tokio::sync::Semaphore,
+    /// Disk syncs asked for by writers waiting on [`Replica::durable`].
+    syncs: Mutex<SyncQueue>,
+    /// How far the change log is known to be on disk, and the syncs that failed.
+    synced: watch::Sender<Synced>,
+}
+
+/// The writers' side of the shared disk sync (see [`Replica::durable`]).
+#[derive(Debug, Default)]
+struct SyncQueue {
+    /// The highest change-log position a waiting writer needs on disk.
+    wanted: Seq,
+    /// Whether a sync task is on the blocking pool; it runs until nothing is wanted.
+    running: bool,
+}
+
+/// What the sync task has made durable so far.
+#[derive(Debug, Clone, Default)]
+struct Synced {
+    /// Every change-log position up to this one is on disk.
+    through: Seq,
+    /// Syncs that failed, and the last one's error: a writer that saw a failure after it
+    /// began waiting is told, since its write may not be on disk.
+    failures: u64,
+    error: Option<String>,
 }
 
 impl Replica {
@@ -314,6 +340,8 @@ impl Replica {
             changes,
             clock,
             trips: tokio::sync::Semaphore::new(MAX_CONCURRENT_TRIPS),
+            syncs: Mutex::new(SyncQueue::default()),
+            synced: watch::channel(Synced::default()).0,
         })
     }
 
@@ -464,6 +492,22 @@ impl Replica {
     /// Creates a record's document; returns its change-log position and heads. Durable when
     /// this returns.
     pub fn create(&self, record: &Record) -> Result<(Seq, Vec<ChangeHash>), ReplicaError> {
+        let created = self.create_with(record, Durability::Synced)?;
+        self.publish();
+        Ok(created)
+    }
+
+    /// [`Replica::create`], written but not synced: durable, and told to sessions and feeds,
+    /// once [`Replica::durable`] returns for the position returned here.
+    pub fn create_deferred(&self, record: &Record) -> Result<(Seq, Vec<ChangeHash>), ReplicaError> {
+        self.create_with(record, Durability::Deferred)
+    }
+
+    fn create_with(
+        &self,
+        record: &Record,
+        durability: Durability,
+    ) -> Result<(Seq, Vec<ChangeHash>), ReplicaError> {
         let id = record.id().to_owned();
         let slot = self.slot(&id);
         let mut slot = lock_slot(&slot);
@@ -482,13 +526,16 @@ impl Replica {
         debug_assert_eq!(doc::hydrate_record(&doc).as_ref().ok(), Some(record));
         let heads = doc.get_heads();
         let summary = Summary::of_record(record, &heads, now, false);
-        let seq = self.store.append(&id, &bytes, &encode_summary(&summary))?;
+        let summary_bytes = encode_summary(&summary);
+        let seq = match durability {
+            Durability::Synced => self.store.append(&id, &bytes, &summary_bytes),
+            Durability::Deferred => self.store.append_unsynced(&id, &bytes, &summary_bytes),
+        }?;
         self.remember(&id, summary);
         slot.doc = Some(doc);
         slot.chunks_since_snapshot = 1;
         slot.stored_bytes = bytes.len();
         slot.field_conflicted = Some(false);
-        self.publish();
         Ok((seq, heads))
     }
 
@@ -521,11 +568,112 @@ impl Replica {
         self.change_with(id, create_missing, Durability::Deferred, f)
     }
 
+    /// [`Replica::change`], written but not synced: durable, and told to sessions and feeds,
+    /// once [`Replica::durable`] returns for the returned position ([`Changed::seq`]). An
+    /// office's own writes go this way, so that concurrent ones share one disk sync without
+    /// a thread each waiting on it.
+    pub fn change_deferred<R, E: From<ReplicaError>>(
+        &self,
+        id: &str,
+        create_missing: bool,
+        f: impl FnOnce(&mut Automerge) -> Result<R, E>,
+    ) -> Result<Changed<R>, E> {
+        self.change_with(id, create_missing, Durability::Deferred, |doc| {
+            f(doc).map(|result| (result, Known::default()))
+        })
+    }
+
     /// Syncs every change made so far to disk, then tells sessions and feeds.
     pub fn make_durable(&self) -> Result<(), ReplicaError> {
+        let through = self.store.last_seq();
         self.store.sync()?;
-        self.publish();
+        self.publish_through(through);
         Ok(())
+    }
+
+    /// Waits until the change log is on disk through `seq` (a deferred write's position),
+    /// then returns; sessions and feeds have been told of it by then.
+    ///
+    /// Writers share the disk syncs: the first to wait starts a sync task on the blocking
+    /// pool, which syncs whatever has been written by then and goes on while anyone waits
+    /// for more. Each synced write used to hold a blocking thread through RocksDB's group
+    /// commit, and the hand-offs and wake-ups, not the disk, bounded an office's writes.
+    /// Should a sync fail, every writer waiting then gets the error: its write is stored but
+    /// may not survive a power cut.
+    pub async fn durable(self: &Arc<Self>, seq: Seq) -> Result<(), ReplicaError> {
+        let mut synced = self.synced.subscribe();
+        let failures_before = {
+            let synced = synced.borrow_and_update();
+            if synced.through >= seq {
+                return Ok(());
+            }
+            synced.failures
+        };
+        let start = {
+            let mut queue = self.lock_syncs();
+            queue.wanted = queue.wanted.max(seq);
+            !std::mem::replace(&mut queue.running, true)
+        };
+        if start {
+            let replica = self.clone();
+            tokio::task::spawn_blocking(move || replica.run_syncs());
+        }
+        // The sender lives in this replica, which the caller holds: waiting cannot end
+        // without an outcome.
+        let outcome = synced
+            .wait_for(|synced| synced.through >= seq || synced.failures != failures_before)
+            .await
+            .map(|synced| synced.clone())
+            .unwrap_or_default();
+        if outcome.through >= seq {
+            return Ok(());
+        }
+        Err(StoreError::Engine(format!(
+            "the write is stored but the disk sync failed: {}",
+            outcome.error.unwrap_or_default()
+        ))
+        .into())
+    }
+
+    /// The sync task: syncs until no writer waits for more, publishing after each sync.
+    fn run_syncs(&self) {
+        loop {
+            // Every write that has finished is at or below the visible position, and a sync
+            // covers every write finished before it starts.
+            let through = self.store.last_seq();
+            let outcome = self.store.sync();
+
+            // Under the queue's lock, so that a writer who starts waiting now either sees
+            // this outcome or finds no task running and starts one.
+            let mut queue = self.lock_syncs();
+            match outcome {
+                Ok(()) => {
+                    // Told before the writers are answered, as `durable` promises.
+                    self.publish_through(through);
+                    self.synced
+                        .send_modify(|synced| synced.through = synced.through.max(through));
+                    if queue.wanted <= self.synced.borrow().through {
+                        queue.running = false;
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.synced.send_modify(|synced| {
+                        synced.failures += 1;
+                        synced.error = Some(e.to_string());
+                    });
+                    queue.running = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn lock_syncs(&self) -> MutexGuard<'_, SyncQueue> {
+        // Each critical section leaves the queue whole; a poisoned lock guards valid data.
+        self.syncs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn change_with<R, E: From<ReplicaError>>(
@@ -649,12 +797,19 @@ impl Replica {
         Ok(())
     }
 
+    /// Tells sessions and feeds of every change the store shows, after a synced write.
     fn publish(&self) {
-        let visible = self.store.last_seq();
+        self.publish_through(self.store.last_seq());
+    }
+
+    /// Tells sessions and feeds of the changes through `through`, which a completed disk sync
+    /// covered. The position is read before the sync: a deferred write finished while it ran
+    /// may not be on disk yet, and is told after the next one.
+    fn publish_through(&self, through: Seq) {
         self.changes.send_if_modified(|seq| {
-            let moved = visible > *seq;
+            let moved = through > *seq;
             if moved {
-                *seq = visible;
+                *seq = through;
             }
             moved
         });
@@ -842,6 +997,100 @@ mod tests {
         assert_eq!(reader.read("doc", Automerge::get_heads).unwrap(), heads);
         assert_eq!(value(&reader, "doc", "n"), Some(5));
         assert_eq!(value(&reader, "doc", "m"), Some(7));
+    }
+
+    /// Ten writers waiting together share the disk's syncs, and none is answered before a
+    /// sync covering its write has completed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deferred_writes_share_syncs_and_return_once_synced() {
+        let memory = Arc::new(MemoryStore::new());
+        memory.set_sync_delay(std::time::Duration::from_millis(50));
+        let store: Arc<dyn Store> = memory.clone();
+        let replica = Arc::new(replica_on(&store));
+
+        let writers: Vec<_> = (0..10)
+            .map(|i| {
+                let (replica, memory) = (replica.clone(), memory.clone());
+                tokio::spawn(async move {
+                    let changed = replica
+                        .change_deferred(&format!("doc-{i}"), true, |doc| put(doc, "n", i))?;
+                    let seq = changed.seq.expect("a new document is a change");
+                    replica.durable(seq).await?;
+                    let (_, through) = memory.syncs();
+                    assert!(
+                        through >= seq,
+                        "answered at {seq} with the disk synced to {through}"
+                    );
+                    Ok::<_, ReplicaError>(())
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap().unwrap();
+        }
+
+        let (completed, through) = memory.syncs();
+        assert_eq!(through, 10);
+        assert!(completed < 5, "ten writers took {completed} syncs");
+    }
+
+    /// Sessions and feeds hear of a deferred write only once it is on disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deferred_write_is_published_only_once_synced() {
+        let memory = Arc::new(MemoryStore::new());
+        memory.set_sync_delay(std::time::Duration::from_millis(300));
+        let store: Arc<dyn Store> = memory.clone();
+        let replica = Arc::new(replica_on(&store));
+        let published = replica.subscribe();
+
+        let seq = replica
+            .change_deferred("doc", true, |doc| put(doc, "n", 1))
+            .unwrap()
+            .seq
+            .unwrap();
+        let waiting = tokio::spawn({
+            let replica = replica.clone();
+            async move { replica.durable(seq).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            *published.borrow(),
+            0,
+            "published while the sync was running"
+        );
+        assert!(!waiting.is_finished());
+
+        waiting.await.unwrap().unwrap();
+        assert_eq!(*published.borrow(), seq);
+        assert_eq!(memory.syncs(), (1, seq));
+    }
+
+    /// A failed sync is reported to the writer waiting on it, naming the disk's error; the
+    /// write stays stored, and a later wait makes it durable once the disk works again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_sync_is_reported_and_loses_nothing() {
+        let memory = Arc::new(MemoryStore::new());
+        memory.set_syncs_fail(true);
+        let store: Arc<dyn Store> = memory.clone();
+        let replica = Arc::new(replica_on(&store));
+
+        let seq = replica
+            .change_deferred("doc", true, |doc| put(doc, "n", 1))
+            .unwrap()
+            .seq
+            .unwrap();
+        let error = replica.durable(seq).await.unwrap_err().to_string();
+        assert!(
+            error.contains("disk sync failed") && error.contains("the disk failed"),
+            "{error}"
+        );
+        assert_eq!(value(&replica, "doc", "n"), Some(1));
+        assert_eq!(value(&replica_on(&store), "doc", "n"), Some(1));
+
+        memory.set_syncs_fail(false);
+        replica.durable(seq).await.unwrap();
+        assert_eq!(memory.syncs(), (1, seq));
+        assert_eq!(*replica.subscribe().borrow(), seq);
     }
 
     /// Chunks stored out of causal order (a change before the one it depends on) load in one

@@ -14,6 +14,19 @@ use super::{ChangeEntry, PeerLog, Seq, Store, StoreError, StoredDoc};
 pub struct MemoryStore {
     store_id: String,
     inner: Mutex<Inner>,
+    /// Apart from `inner`, so a slow sync never holds up writes, as a disk's would not.
+    syncs: Mutex<Syncs>,
+}
+
+/// What [`Store::sync`] has done, and how tests make it behave like a slow or failing disk;
+/// in memory it has nothing to write.
+#[derive(Debug, Default)]
+struct Syncs {
+    completed: u64,
+    /// The change-log position the last completed sync covered.
+    through: Seq,
+    delay: std::time::Duration,
+    fail: bool,
 }
 
 #[derive(Debug, Default)]
@@ -44,7 +57,28 @@ impl MemoryStore {
         MemoryStore {
             store_id: store_id.into(),
             inner: Mutex::new(Inner::default()),
+            syncs: Mutex::new(Syncs::default()),
         }
+    }
+
+    /// Syncs completed so far, and the change-log position the last one covered.
+    pub fn syncs(&self) -> (u64, Seq) {
+        let syncs = self.lock_syncs();
+        (syncs.completed, syncs.through)
+    }
+
+    /// Makes each later sync take `delay`, as a disk's flush does.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.lock_syncs().delay = delay;
+    }
+
+    /// Makes later syncs fail (after their delay) until set back.
+    pub fn set_syncs_fail(&self, fail: bool) {
+        self.lock_syncs().fail = fail;
+    }
+
+    fn lock_syncs(&self) -> MutexGuard<'_, Syncs> {
+        self.syncs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -63,6 +97,27 @@ impl Default for MemoryStore {
 impl Store for MemoryStore {
     fn store_id(&self) -> String {
         self.store_id.clone()
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        // Covers what was written before it began, as a write-ahead log's sync does.
+        let through = self.lock().last_seq;
+        let (delay, fail) = {
+            let syncs = self.lock_syncs();
+            (syncs.delay, syncs.fail)
+        };
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        if fail {
+            return Err(StoreError::Engine(
+                "sync: the disk failed (a test's)".into(),
+            ));
+        }
+        let mut syncs = self.lock_syncs();
+        syncs.completed += 1;
+        syncs.through = syncs.through.max(through);
+        Ok(())
     }
 
     fn append(&self, doc: &str, chunk: &[u8], summary: &[u8]) -> Result<Seq, StoreError> {
