@@ -235,20 +235,19 @@ pub async fn run(
     loop {
         let replica = office.replica().clone();
         let after = token;
-        let entries = match tokio::task::spawn_blocking(move || {
-            replica.store().changed_since(after, FEED_BATCH)
-        })
-        .await
-        {
-            Ok(Ok(entries)) => entries,
-            Ok(Err(e)) => {
-                let _ = tx
-                    .send(Err(Status::internal(format!("hub store failed: {e}"))))
-                    .await;
-                return;
-            }
-            Err(_) => return,
-        };
+        let entries =
+            match tokio::task::spawn_blocking(move || replica.published_since(after, FEED_BATCH))
+                .await
+            {
+                Ok(Ok(entries)) => entries,
+                Ok(Err(e)) => {
+                    let _ = tx
+                        .send(Err(Status::internal(format!("hub store failed: {e}"))))
+                        .await;
+                    return;
+                }
+                Err(_) => return,
+            };
 
         if entries.is_empty() {
             if !filter.follow || changes.changed().await.is_err() {

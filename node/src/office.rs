@@ -114,11 +114,12 @@ impl Office {
         &self.period_policies
     }
 
-    /// Waits until this office's write at `seq` (if it wrote anything) is on disk.
+    /// Waits until this office's write at `seq` is on disk. A write that changed nothing
+    /// (`None`) waits for every write made before it: the state it answers with may hold an
+    /// identical change still waiting for its sync, or one whose sync failed.
     async fn durable(&self, seq: Option<Seq>) -> Result<(), OfficeError> {
-        if let Some(seq) = seq {
-            self.replica.durable(seq).await?;
-        }
+        let seq = seq.unwrap_or_else(|| self.replica.store().last_assigned_seq());
+        self.replica.durable(seq).await?;
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::record::doc::{self, DocError};
 use crate::record::{Record, RecordKind};
-use crate::store::{Seq, Store, StoreError};
+use crate::store::{ChangeEntry, Seq, Store, StoreError};
 
 /// Compact a document once this many chunks pile up after its snapshot: loading replays every
 /// chunk, and 32 keeps a busy record's load under a few milliseconds.
@@ -329,7 +329,9 @@ impl Replica {
         // Kept as the folder's latest actor: a node refuses to start on another
         // organisation's folder by reading it (`server::check_folder_org`).
         store.put_meta("actor", actor.to_bytes())?;
-        let (changes, _) = watch::channel(store.last_seq());
+        // What the store holds at open was read back from disk: published, and durable.
+        let opened_at = store.last_seq();
+        let (changes, _) = watch::channel(opened_at);
         Ok(Replica {
             org: org.to_owned(),
             actor,
@@ -341,7 +343,11 @@ impl Replica {
             clock,
             trips: tokio::sync::Semaphore::new(MAX_CONCURRENT_TRIPS),
             syncs: Mutex::new(SyncQueue::default()),
-            synced: watch::channel(Synced::default()).0,
+            synced: watch::channel(Synced {
+                through: opened_at,
+                ..Synced::default()
+            })
+            .0,
         })
     }
 
@@ -369,9 +375,31 @@ impl Replica {
             .expect("the trip semaphore is never closed")
     }
 
-    /// Watches the change log's visible head; sync sessions and feeds wait on it.
+    /// Watches the change log's published head; sync sessions and feeds wait on it.
     pub fn subscribe(&self) -> watch::Receiver<Seq> {
         self.changes.subscribe()
+    }
+
+    /// The change log's published head: every change up to it is on disk. The store may
+    /// show more (writes awaiting their sync), which nobody is told of yet.
+    pub fn published(&self) -> Seq {
+        *self.changes.borrow()
+    }
+
+    /// The published change-log entries after `after`, at most `limit`: what sync sessions,
+    /// feeds and watches read, so that nothing leaves this side before it is on disk.
+    pub fn published_since(
+        &self,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<ChangeEntry>, ReplicaError> {
+        let published = self.published();
+        if after >= published {
+            return Ok(Vec::new());
+        }
+        let mut entries = self.store.changed_since(after, limit)?;
+        entries.retain(|entry| entry.seq <= published);
+        Ok(entries)
     }
 
     fn slot(&self, id: &str) -> Arc<Mutex<Slot>> {
@@ -588,7 +616,31 @@ impl Replica {
         let through = self.store.last_seq();
         self.store.sync()?;
         self.publish_through(through);
+        self.synced
+            .send_if_modified(|synced| raise(&mut synced.through, through));
         Ok(())
+    }
+
+    /// Whether the change log is known to be on disk through `seq`.
+    pub fn is_durable(&self, seq: Seq) -> bool {
+        self.synced.borrow().through >= seq
+    }
+
+    /// Asks the sync task to make the change log durable through `seq`, starting it if it is
+    /// not running, without waiting; [`Replica::durable`] waits.
+    pub fn request_durable(self: &Arc<Self>, seq: Seq) {
+        if self.is_durable(seq) {
+            return;
+        }
+        let start = {
+            let mut queue = self.lock_syncs();
+            queue.wanted = queue.wanted.max(seq);
+            !std::mem::replace(&mut queue.running, true)
+        };
+        if start {
+            let replica = self.clone();
+            tokio::task::spawn_blocking(move || replica.run_syncs());
+        }
     }
 
     /// Waits until the change log is on disk through `seq` (a deferred write's position),
@@ -609,15 +661,7 @@ impl Replica {
             }
             synced.failures
         };
-        let start = {
-            let mut queue = self.lock_syncs();
-            queue.wanted = queue.wanted.max(seq);
-            !std::mem::replace(&mut queue.running, true)
-        };
-        if start {
-            let replica = self.clone();
-            tokio::task::spawn_blocking(move || replica.run_syncs());
-        }
+        self.request_durable(seq);
         // The sender lives in this replica, which the caller holds: waiting cannot end
         // without an outcome.
         let outcome = synced
@@ -651,7 +695,7 @@ impl Replica {
                     // Told before the writers are answered, as `durable` promises.
                     self.publish_through(through);
                     self.synced
-                        .send_modify(|synced| synced.through = synced.through.max(through));
+                        .send_if_modified(|synced| raise(&mut synced.through, through));
                     if queue.wanted <= self.synced.borrow().through {
                         queue.running = false;
                         return;
@@ -768,9 +812,13 @@ impl Replica {
             // Plain, as a create stores its document: RocksDB compresses its files, plain bytes
             // load without inflating, and `stored_bytes` then measures what the limit does.
             let snapshot = measured.unwrap_or_else(|| doc.save_nocompress());
-            self.store
-                .compact(id, &snapshot, seq)
-                .map_err(ReplicaError::from)?;
+            // Deferred like the append it follows: an office's write runs on an async
+            // worker, where a disk sync would stall every task sharing it.
+            match durability {
+                Durability::Synced => self.store.compact(id, &snapshot, seq),
+                Durability::Deferred => self.store.compact_unsynced(id, &snapshot, seq),
+            }
+            .map_err(ReplicaError::from)?;
             slot.chunks_since_snapshot = 0;
             slot.stored_bytes = snapshot.len();
         }
@@ -806,13 +854,7 @@ impl Replica {
     /// covered. The position is read before the sync: a deferred write finished while it ran
     /// may not be on disk yet, and is told after the next one.
     fn publish_through(&self, through: Seq) {
-        self.changes.send_if_modified(|seq| {
-            let moved = through > *seq;
-            if moved {
-                *seq = through;
-            }
-            moved
-        });
+        self.changes.send_if_modified(|seq| raise(seq, through));
     }
 
     /// The record `id`, hydrated.
@@ -911,6 +953,15 @@ fn field_conflicted(doc: &Automerge, before: &[ChangeHash], was: Option<bool>) -
         }
     }
     !doc::conflicts(doc).is_empty()
+}
+
+/// Raises `position` to `to` if that is further; whether it moved.
+fn raise(position: &mut Seq, to: Seq) -> bool {
+    let moved = to > *position;
+    if moved {
+        *position = to;
+    }
+    moved
 }
 
 /// The heads of the document `bytes` load into, as the replica loads a stored chunk (for

@@ -100,8 +100,7 @@ type Entry = (Seq, Option<Arc<Summary>>);
 /// The next change-log entries after `after`, each with its record's summary.
 fn read_after(replica: &Replica, after: Seq) -> Result<Vec<Entry>, ReplicaError> {
     replica
-        .store()
-        .changed_since(after, WATCH_BATCH)?
+        .published_since(after, WATCH_BATCH)?
         .into_iter()
         .map(|entry| Ok((entry.seq, replica.summary(&entry.doc)?)))
         .collect()

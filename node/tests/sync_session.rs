@@ -167,6 +167,21 @@ impl Peer {
             .expect("the session offered a record within 30 s")
     }
 
+    /// The record id of the next record frame (a message or an ack), whichever it is.
+    async fn next_any_record_frame(&mut self) -> String {
+        let wait = async {
+            loop {
+                let frame = self.from_session.recv().await.expect("session is running");
+                if let Some(Frame::Doc(doc)) = frame.frame {
+                    return doc.record_id;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .expect("the session sent a record frame within 30 s")
+    }
+
     /// Waits for the session's ack of `id` (a record frame without a message), which it sends
     /// once it has applied a reply that leaves nothing to send.
     async fn wait_ack(&mut self, id: &str) {
@@ -948,4 +963,101 @@ async fn a_store_restored_from_an_older_copy_makes_changes_peers_can_take() {
             .all(|head| peer.get_change_by_hash(head).is_some()),
         "the peer holds the new edit"
     );
+}
+
+/// A peer's changes are answered only once a disk sync covers them, and the session takes in
+/// the peer's next record while that sync runs: a relay hands records on without waiting for
+/// each batch's sync before it reads the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_are_answered_once_on_disk_while_the_next_are_taken_in() {
+    let memory = Arc::new(MemoryStore::new());
+    memory.set_sync_delay(Duration::from_millis(400));
+    let store: Arc<dyn Store> = memory.clone();
+    let node = Arc::new(Replica::open(HAIBIN, store, Arc::new(SystemClock), 64).unwrap());
+    let origin = replica(MARKET);
+    let first = create_case(&origin, "first").await;
+    let second = create_case(&origin, "second").await;
+    let mut peer = start_session(&node);
+
+    let offer = |id: &str| {
+        let doc = origin.read(id, Automerge::clone).unwrap().unwrap();
+        doc.clone()
+            .generate_sync_message(&mut session::told_nothing())
+            .unwrap()
+    };
+    peer.send(&first, offer(&first)).await;
+    let took_first = tokio::time::timeout(Duration::from_secs(10), async {
+        while !node.contains(&first).unwrap() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    took_first
+        .await
+        .expect("the session took in the first record");
+    peer.send(&second, offer(&second)).await;
+
+    // The first record's sync is still running: the second is taken in meanwhile, and
+    // nothing about either is said yet.
+    let took_second = tokio::time::timeout(Duration::from_millis(300), async {
+        while !node.contains(&second).unwrap() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    took_second
+        .await
+        .expect("the second record was taken in while the first one's sync ran");
+    while let Ok(frame) = peer.from_session.try_recv() {
+        assert!(
+            !matches!(frame.frame, Some(Frame::Doc(_))),
+            "a record frame was sent before the disk held the changes"
+        );
+    }
+
+    // The first record is the first entry of the node's change log.
+    let answered = peer.next_any_record_frame().await;
+    let (_, through) = memory.syncs();
+    assert!(through >= 1, "{answered} was answered with nothing synced");
+}
+
+/// An office's write is offered to the peer only once it is on disk: the second of two
+/// creates, written while the first one's sync runs, is not offered when the first is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_office_write_is_offered_only_once_on_disk() {
+    let memory = Arc::new(MemoryStore::new());
+    let store: Arc<dyn Store> = memory.clone();
+    let node = Arc::new(Replica::open(HAIBIN, store, Arc::new(SystemClock), 64).unwrap());
+    let mut peer = start_session(&node);
+    memory.set_sync_delay(Duration::from_millis(400));
+
+    let first = tokio::spawn({
+        let node = node.clone();
+        async move { create_case(&node, "first").await }
+    });
+    while node.store().last_seq() < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = tokio::spawn({
+        let node = node.clone();
+        async move { create_case(&node, "second").await }
+    });
+
+    let mut offered = Vec::new();
+    while offered.len() < 2 {
+        let id = peer.next_any_record().await;
+        let (_, synced) = memory.syncs();
+        let at = node
+            .store()
+            .changed_since(0, 10)
+            .unwrap()
+            .into_iter()
+            .find(|entry| entry.doc == id)
+            .expect("an offered record is logged")
+            .seq;
+        assert!(
+            at <= synced,
+            "{id} at {at} offered with the disk synced to {synced}"
+        );
+        offered.push(id);
+    }
+    assert_eq!(offered, [first.await.unwrap(), second.await.unwrap()]);
 }

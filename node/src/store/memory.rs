@@ -18,8 +18,9 @@ pub struct MemoryStore {
     syncs: Mutex<Syncs>,
 }
 
-/// What [`Store::sync`] has done, and how tests make it behave like a slow or failing disk;
-/// in memory it has nothing to write.
+/// What [`Store::sync`] has done (the synced writes, `append` and `compact`, end in one too),
+/// and how tests make it behave like a slow or failing disk; in memory it has nothing to
+/// write.
 #[derive(Debug, Default)]
 struct Syncs {
     completed: u64,
@@ -121,6 +122,13 @@ impl Store for MemoryStore {
     }
 
     fn append(&self, doc: &str, chunk: &[u8], summary: &[u8]) -> Result<Seq, StoreError> {
+        // Durable on return, as the contract says: the write, then a sync of it.
+        let seq = self.append_unsynced(doc, chunk, summary)?;
+        self.sync()?;
+        Ok(seq)
+    }
+
+    fn append_unsynced(&self, doc: &str, chunk: &[u8], summary: &[u8]) -> Result<Seq, StoreError> {
         let mut inner = self.lock();
         inner.last_seq += 1;
         let seq = inner.last_seq;
@@ -153,6 +161,11 @@ impl Store for MemoryStore {
     }
 
     fn compact(&self, doc: &str, snapshot: &[u8], through: Seq) -> Result<(), StoreError> {
+        self.compact_unsynced(doc, snapshot, through)?;
+        self.sync()
+    }
+
+    fn compact_unsynced(&self, doc: &str, snapshot: &[u8], through: Seq) -> Result<(), StoreError> {
         let mut inner = self.lock();
         // Same rule as the RocksDB engine: never replace a snapshot covering a later seq.
         if inner

@@ -119,11 +119,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// leaves either the old chunks or the new snapshot, never neither.
     fn compact(&self, doc: &str, snapshot: &[u8], through: Seq) -> Result<(), StoreError>;
 
+    /// [`Store::compact`], written but not yet synced: for a compaction that follows an
+    /// unsynced append of the same document, which the caller's later [`Store::sync`] makes
+    /// durable with it (the write-ahead log keeps their order).
+    fn compact_unsynced(&self, doc: &str, snapshot: &[u8], through: Seq) -> Result<(), StoreError> {
+        self.compact(doc, snapshot, through)
+    }
+
     /// Up to `limit` change-log entries with `seq > after`, in sequence order.
     fn changed_since(&self, after: Seq, limit: usize) -> Result<Vec<ChangeEntry>, StoreError>;
 
     /// The highest sequence number visible to `changed_since` (0 when empty).
     fn last_seq(&self) -> Seq;
+
+    /// The highest sequence number handed out so far: every append that has returned is at
+    /// or below it, even while an earlier one is still being written (and so not visible).
+    fn last_assigned_seq(&self) -> Seq {
+        self.last_seq()
+    }
 
     /// The latest summary of `doc`, if stored.
     fn summary(&self, doc: &str) -> Result<Option<Vec<u8>>, StoreError>;

@@ -164,6 +164,9 @@ impl RocksStore {
         store
             .merge_small_files()
             .map_err(|e| open_error(e.to_string()))?;
+        // A store reopened after a crash replayed its write-ahead log as the operating system
+        // still held it; synced now, so what the replica publishes at open is on disk.
+        store.sync().map_err(|e| open_error(e.to_string()))?;
         store
             .flush_replayed_logs()
             .map_err(|e| open_error(e.to_string()))?;
@@ -375,6 +378,47 @@ impl RocksStore {
         }
     }
 
+    /// Writes `snapshot` over the chunks it replaces in one batch; synced or not.
+    fn compact_with(
+        &self,
+        doc: &str,
+        snapshot: &[u8],
+        through: Seq,
+        synced: bool,
+    ) -> Result<(), StoreError> {
+        let snapshots = self.cf(CF_SNAPSHOTS)?;
+        // A snapshot covering a later seq already replaced chunks this one lacks; writing the
+        // older one over it would lose those changes.
+        if let Some((stored, _)) = self.read_snapshot(doc, &ReadOptions::default())?
+            && stored > through
+        {
+            tracing::debug!(
+                doc,
+                stored,
+                through,
+                "compaction skipped: newer snapshot stored"
+            );
+            return Ok(());
+        }
+        let mut replaced = Vec::new();
+        let end = through.checked_add(1);
+        self.scan_chunks(doc, ReadOptions::default(), 0, end, |seq, _| {
+            replaced.push(seq);
+        })?;
+
+        let mut batch = WriteBatch::default();
+        batch.put_cf(snapshots, doc, encode_snapshot(through, snapshot));
+        let chunks = self.cf(CF_CHUNKS)?;
+        for seq in replaced {
+            batch.delete_cf(chunks, chunk_key(doc, seq));
+        }
+        if synced {
+            self.write(batch, "compact document")
+        } else {
+            self.write_unsynced(batch, "compact document")
+        }
+    }
+
     /// Visits the chunks of `doc` with sequence numbers in `from..to`, in order, reading
     /// through `read` (which may carry a snapshot). Values are lent, not copied, so a caller
     /// that needs only the seqs (compaction) does not copy every chunk.
@@ -465,33 +509,15 @@ impl Store for RocksStore {
     }
 
     fn compact(&self, doc: &str, snapshot: &[u8], through: Seq) -> Result<(), StoreError> {
-        let snapshots = self.cf(CF_SNAPSHOTS)?;
-        // A snapshot covering a later seq already replaced chunks this one lacks; writing the
-        // older one over it would lose those changes.
-        if let Some((stored, _)) = self.read_snapshot(doc, &ReadOptions::default())?
-            && stored > through
-        {
-            tracing::debug!(
-                doc,
-                stored,
-                through,
-                "compaction skipped: newer snapshot stored"
-            );
-            return Ok(());
-        }
-        let mut replaced = Vec::new();
-        let end = through.checked_add(1);
-        self.scan_chunks(doc, ReadOptions::default(), 0, end, |seq, _| {
-            replaced.push(seq);
-        })?;
+        self.compact_with(doc, snapshot, through, true)
+    }
 
-        let mut batch = WriteBatch::default();
-        batch.put_cf(snapshots, doc, encode_snapshot(through, snapshot));
-        let chunks = self.cf(CF_CHUNKS)?;
-        for seq in replaced {
-            batch.delete_cf(chunks, chunk_key(doc, seq));
-        }
-        self.write(batch, "compact document")
+    fn compact_unsynced(&self, doc: &str, snapshot: &[u8], through: Seq) -> Result<(), StoreError> {
+        self.compact_with(doc, snapshot, through, false)
+    }
+
+    fn last_assigned_seq(&self) -> Seq {
+        self.seqs.assigned()
     }
 
     fn changed_since(&self, after: Seq, limit: usize) -> Result<Vec<ChangeEntry>, StoreError> {
@@ -735,6 +761,10 @@ impl SeqTracker {
 
     fn visible(&self) -> Seq {
         self.lock().visible
+    }
+
+    fn assigned(&self) -> Seq {
+        self.lock().assigned
     }
 }
 

@@ -206,6 +206,13 @@ struct Session {
     forgot_peer: bool,
     /// Records with a rejection note: changes of ours the peer refused and still lacks.
     refused: std::collections::HashSet<String>,
+    /// Frames held until the change log is on disk through `hold_through` (0: none held).
+    /// Answering a peer's changes tells it this side holds them, so an answer waits for the
+    /// disk; and every frame after it waits too, so the peer hears everything in order.
+    /// Meanwhile the session goes on taking in the next batch: holding the session for each
+    /// batch's sync kept a relay from handing records on until the whole batch was synced.
+    held: Vec<SyncFrame>,
+    hold_through: Seq,
 }
 
 /// Runs a session until the peer closes it or the link fails. The hello exchange is done by
@@ -248,9 +255,12 @@ pub async fn run(
         peer_log,
         forgot_peer: false,
         refused,
+        held: Vec::new(),
+        hold_through: 0,
     };
     let mut changes = replica.subscribe();
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
+    let replica = replica.clone();
 
     // The loop ends only with an error (the link or the peer went away); what the peer
     // confirmed since the cursor was last written is written on the way out, if the store
@@ -294,6 +304,10 @@ pub async fn run(
                 changed = changes.changed() => if changed.is_err() {
                     return Err(SyncError::Closed);
                 },
+                synced = durable(&replica, session.hold_through), if session.hold_through > 0 => {
+                    synced?;
+                    session.release_held().await?;
+                }
                 _ = progress.tick() => {
                     if session.cursor > session.saved_cursor
                         || session.peer_log != session.saved_peer_log
@@ -318,6 +332,11 @@ pub async fn run(
 tokio::task_local! {
     /// Present only inside [`run_inline`]: store calls run on the session's own task.
     static INLINE_STORE_CALLS: ();
+}
+
+/// Whether this session runs inside [`run_inline`] (the deterministic simulation).
+fn simulated() -> bool {
+    INLINE_STORE_CALLS.try_with(|_| ()).is_ok()
 }
 
 /// [`run`], with every store call made inline on the session's task instead of on tokio's
@@ -352,18 +371,23 @@ async fn trip<R: Send + 'static>(
     if !short {
         return blocking(replica, f).await;
     }
-    if INLINE_STORE_CALLS.try_with(|_| ()).is_ok() {
+    if simulated() {
         // As in `blocking`: the simulation interleaves other tasks between store calls.
         tokio::task::yield_now().await;
     }
     f(replica)
 }
 
+/// Waits for the disk to hold the change log through `seq`.
+async fn durable(replica: &Arc<Replica>, seq: Seq) -> Result<(), SyncError> {
+    Ok(replica.durable(seq).await?)
+}
+
 async fn blocking<R: Send + 'static>(
     replica: &Arc<Replica>,
     f: impl FnOnce(&Replica) -> Result<R, SyncError> + Send + 'static,
 ) -> Result<R, SyncError> {
-    if INLINE_STORE_CALLS.try_with(|_| ()).is_ok() {
+    if simulated() {
         // `spawn_blocking` always suspends the session; yielding keeps that suspension point,
         // so the simulation still interleaves other tasks (and crashes) between store calls.
         tokio::task::yield_now().await;
@@ -377,11 +401,33 @@ async fn blocking<R: Send + 'static>(
 }
 
 impl Session {
-    async fn send(&self, frame: Frame) -> Result<(), SyncError> {
+    /// Sends `frame` to the peer, after the frames held for a disk sync (see
+    /// [`Session::held`]): it is held too while they are.
+    async fn send(&mut self, frame: Frame) -> Result<(), SyncError> {
+        let frame = SyncFrame { frame: Some(frame) };
+        if self.hold_through > 0 {
+            if !self.ctx.replica.is_durable(self.hold_through) {
+                self.held.push(frame);
+                return Ok(());
+            }
+            self.release_held().await?;
+        }
         self.outbound
-            .send(SyncFrame { frame: Some(frame) })
+            .send(frame)
             .await
             .map_err(|_| SyncError::Closed)
+    }
+
+    /// Sends the frames held for a disk sync, which has now covered them.
+    async fn release_held(&mut self) -> Result<(), SyncError> {
+        self.hold_through = 0;
+        for frame in std::mem::take(&mut self.held) {
+            self.outbound
+                .send(frame)
+                .await
+                .map_err(|_| SyncError::Closed)?;
+        }
+        Ok(())
     }
 
     /// Offers records that changed since the last scan, while the window has room. Reading
@@ -393,16 +439,16 @@ impl Session {
         // watermark test opens `changed_since`), so no trip. A session scans after every batch
         // of frames, and at 2,000 offices these empty trips were a third of the hub's
         // hand-offs to blocking threads.
-        while self.offers.len() < WINDOW && self.ctx.replica.store().last_seq() > self.scanned {
+        while self.offers.len() < WINDOW && self.ctx.replica.published() > self.scanned {
             // Never more than the window has room for, so the window stays a bound.
             let room = (WINDOW - self.offers.len()).min(SCAN_BATCH);
             let after = self.scanned;
             // The log holds at most one entry per position past the scan.
-            let logged = self.ctx.replica.store().last_seq().saturating_sub(after);
+            let logged = self.ctx.replica.published().saturating_sub(after);
             let short = logged.min(room as u64) <= SHORT_TRIP_RECORDS as u64;
             let prepared = self
                 .prepare_offers(short, move |r| {
-                    let entries = r.store().changed_since(after, room)?;
+                    let entries = r.published_since(after, room)?;
                     Ok(entries.into_iter().map(|e| (e.doc, e.seq)).collect())
                 })
                 .await?;
@@ -656,8 +702,8 @@ impl Session {
             .collect();
         let gate = self.ctx.gate.clone();
         let peer = self.ctx.peer_key.clone();
+        let sync_in_trip = simulated();
         let outcomes = trip(&self.ctx.replica, short, move |r| {
-            let logged_before = r.store().last_seq();
             let mut outcomes = Vec::with_capacity(inputs.len());
             let mut confirmed_states = Vec::new();
             for (incoming, state) in inputs {
@@ -678,20 +724,32 @@ impl Session {
                 outcomes.push((id, received));
             }
             r.store().put_peer_states(&peer, &confirmed_states)?;
-            // The batch's changes were written unsynced; one disk sync makes them all durable
-            // before any is answered or offered on (group commit within one session).
-            let logged = r.store().last_seq() != logged_before;
-            if logged {
+            let logged = outcomes
+                .iter()
+                .filter_map(|(_, received)| match received {
+                    Received::Applied { logged, .. } => *logged,
+                    _ => None,
+                })
+                .max();
+            // The simulation keeps its one disk sync in the trip, where its seeds order it.
+            if logged.is_some() && sync_in_trip {
                 r.make_durable()?;
             }
             Ok((outcomes, logged))
         })
         .await?;
         let (outcomes, logged) = outcomes;
+        // The batch's changes were written unsynced. Its answers, and every frame after them,
+        // wait for a disk sync that covers them (`Session::held`), which the replica's sync
+        // task makes while this session takes in the next batch.
+        if let Some(logged) = logged {
+            self.hold_through = self.hold_through.max(logged);
+            self.ctx.replica.request_durable(logged);
+        }
         for (id, received) in outcomes {
             self.answer_received(id, received).await?;
         }
-        if logged && self.ctx.log_watch.is_some() {
+        if logged.is_some() && self.ctx.log_watch.is_some() {
             self.send_progress().await?;
         }
         Ok(())
@@ -704,6 +762,7 @@ impl Session {
                 reply,
                 confirmed,
                 heads,
+                ..
             } => {
                 // A state whose exchange is over (the peer holds all of it, persisted in the
                 // trip, and nothing more to say) leaves memory; see `Session::states`.
@@ -798,7 +857,7 @@ impl Session {
         Ok(())
     }
 
-    async fn reject(&self, id: String, rule: &str, reason: String) -> Result<(), SyncError> {
+    async fn reject(&mut self, id: String, rule: &str, reason: String) -> Result<(), SyncError> {
         self.send(Frame::Rejected(Rejected {
             record_id: id,
             rule: rule.to_owned(),
@@ -1051,7 +1110,7 @@ impl Session {
         self.send(Frame::Progress(Progress {
             pending_records: pending,
             oldest_pending_ms: oldest,
-            last_seq: self.ctx.replica.store().last_seq(),
+            last_seq: self.ctx.replica.published(),
             refused_records: self.refused.len() as u64,
             your_last_seq_seen: self.peer_log.end,
             log_id: self.own_log_name(),
@@ -1328,6 +1387,8 @@ enum Received {
         reply: Option<Message>,
         confirmed: bool,
         heads: Vec<Vec<u8>>,
+        /// The change-log position the record's changes were written at, unsynced.
+        logged: Option<Seq>,
     },
     Refused(RuleViolation),
     Failed(String),
@@ -1443,10 +1504,14 @@ fn apply_message(
     });
     match outcome {
         Ok(changed) => {
-            if changed.seq.is_some() {
+            let mut received = changed.result;
+            if let Some(seq) = changed.seq {
                 debug!(record = %id, "applied peer changes");
+                if let Received::Applied { logged, .. } = &mut received {
+                    *logged = Some(seq);
+                }
             }
-            changed.result
+            received
         }
         // Each side's changes fitted; together they pass the limit (two devices of one office
         // editing offline, say). A rule of the district, not a fault of the link.
@@ -1469,6 +1534,7 @@ fn answer(doc: &Automerge, mut state: State) -> Received {
         reply,
         confirmed,
         heads,
+        logged: None,
     }
 }
 

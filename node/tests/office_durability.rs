@@ -1,0 +1,178 @@
+//! An office's writes and the disk: a write is answered only once a disk sync covers it, and
+//! nobody hears of it before then. Driven over a `MemoryStore` whose syncs a test can slow
+//! down or fail, as a loaded or failing disk would.
+//!
+//! - A write that changes nothing waits for the writes before it: its answer shows their
+//!   state.
+//! - A record's compaction, every 33rd change, shares its write's sync instead of holding the
+//!   caller's thread for one of its own.
+//! - A watch of the change log sees a write only once it is on disk.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use linkage_node::office::{Act, Office, OfficeError};
+use linkage_node::org::Directory;
+use linkage_node::record::{Body, RecordKind};
+use linkage_node::replica::{Replica, SystemClock};
+use linkage_node::store::{MemoryStore, Store};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+const HAIBIN: &str = "130304100";
+const MARKET: &str = "bdh-scjg";
+
+fn office_on(memory: &Arc<MemoryStore>) -> Office {
+    let store: Arc<dyn Store> = memory.clone();
+    let replica = Arc::new(Replica::open(HAIBIN, store, Arc::new(SystemClock), 64).unwrap());
+    Office::new(replica, Arc::new(Directory::beidaihe()))
+}
+
+async fn create_case(office: &Office, title: &str) -> String {
+    let body = Body::from_json(RecordKind::Case, &json!({ "title": title }).to_string()).unwrap();
+    office
+        .create(RecordKind::Case, vec![MARKET.into()], body, Act::default())
+        .await
+        .unwrap()
+        .record
+        .id()
+        .to_owned()
+}
+
+/// The same edit twice, the second while the first waits for a slow sync: the second changes
+/// nothing, and is answered only once the first is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_changes_nothing_waits_for_the_one_before_it() {
+    let memory = Arc::new(MemoryStore::new());
+    let office = office_on(&memory);
+    let id = create_case(&office, "before").await;
+    memory.set_sync_delay(Duration::from_millis(400));
+
+    let patch = json!({ "title": "after" });
+    let first = tokio::spawn({
+        let (office, id, patch) = (office.clone(), id.clone(), patch.clone());
+        async move { office.edit_body(id, patch).await }
+    });
+    // The first edit is written and waits for its sync.
+    while office
+        .get(id.clone())
+        .await
+        .unwrap()
+        .record
+        .body
+        .to_json_value()["title"]
+        != "after"
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let syncs_before = memory.syncs().0;
+
+    let second = office.edit_body(id.clone(), patch).await.unwrap();
+    assert!(
+        memory.syncs().0 > syncs_before,
+        "the identical edit was answered before the first one's sync completed"
+    );
+    assert_eq!(second.record.body.to_json_value()["title"], "after");
+    first.await.unwrap().unwrap();
+}
+
+/// After a sync failed, repeating the write that failed, which now changes nothing, fails too
+/// while the disk does: it would otherwise confirm a state that may not be on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeating_a_write_whose_sync_failed_is_refused_while_the_disk_fails() {
+    let memory = Arc::new(MemoryStore::new());
+    let office = office_on(&memory);
+    let id = create_case(&office, "before").await;
+    memory.set_syncs_fail(true);
+
+    let patch = json!({ "title": "after" });
+    for attempt in ["first", "repeated"] {
+        let error = office
+            .edit_body(id.clone(), patch.clone())
+            .await
+            .expect_err(attempt);
+        assert!(
+            matches!(&error, OfficeError::Replica(_))
+                && error.to_string().contains("disk sync failed"),
+            "{attempt}: {error}"
+        );
+    }
+
+    memory.set_syncs_fail(false);
+    let view = office.edit_body(id.clone(), patch).await.unwrap();
+    assert_eq!(view.record.body.to_json_value()["title"], "after");
+}
+
+/// The 33rd change of a record compacts it; with the office's write deferred, the compaction
+/// is too, and the one sync the write waits for covers both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_shares_its_writes_disk_sync() {
+    let memory = Arc::new(MemoryStore::new());
+    let office = office_on(&memory);
+    let id = create_case(&office, "edit 0").await;
+    for n in 1..32 {
+        office
+            .edit_body(id.clone(), json!({ "title": format!("edit {n}") }))
+            .await
+            .unwrap();
+    }
+    assert!(memory.load(&id).unwrap().unwrap().snapshot.is_none());
+
+    let syncs_before = memory.syncs().0;
+    office
+        .edit_body(id.clone(), json!({ "title": "edit 32" }))
+        .await
+        .unwrap();
+    assert!(
+        memory.load(&id).unwrap().unwrap().snapshot.is_some(),
+        "the 33rd change compacts the record"
+    );
+    assert_eq!(memory.syncs().0, syncs_before + 1);
+}
+
+/// A watch of the change log (what `linkage watch` and the benchmark follow) sees a write only
+/// once its sync has completed: the second of two writes, made while the first one's sync
+/// runs, is not seen when the first is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_sees_a_write_only_once_it_is_on_disk() {
+    let memory = Arc::new(MemoryStore::new());
+    let office = office_on(&memory);
+    let (tx, mut changes) = mpsc::channel(16);
+    let (_stop, stopping) = watch::channel(false);
+    tokio::spawn(linkage_node::watch::run(
+        office.replica().clone(),
+        0,
+        tx,
+        stopping,
+    ));
+    memory.set_sync_delay(Duration::from_millis(400));
+
+    let first = tokio::spawn({
+        let office = office.clone();
+        async move { create_case(&office, "first").await }
+    });
+    while office.replica().store().last_seq() < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = tokio::spawn({
+        let office = office.clone();
+        async move { create_case(&office, "second").await }
+    });
+
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let change = tokio::time::timeout(Duration::from_secs(10), changes.recv())
+            .await
+            .expect("the watch saw the write")
+            .expect("the watch is running")
+            .unwrap();
+        let synced = memory.syncs().1;
+        assert!(
+            synced >= change.position,
+            "position {} seen with the disk synced to {synced}",
+            change.position
+        );
+        seen.push(change.summary.id.clone());
+    }
+    assert_eq!(seen, [first.await.unwrap(), second.await.unwrap()]);
+}
