@@ -126,7 +126,14 @@ impl Registry {
             drop(figures);
             entry.figures.clone()
         };
-        self.persist(node_id, org, now)?;
+        if let Err(e) = self.persist(node_id, org, now) {
+            // The session is refused: the node must not be shown online for it.
+            let mut nodes = self.nodes.lock().expect("registry lock is never poisoned");
+            if let Some(entry) = nodes.get_mut(node_id) {
+                entry.sessions = entry.sessions.saturating_sub(1);
+            }
+            return Err(e);
+        }
         Ok(figures)
     }
 
@@ -377,6 +384,27 @@ mod tests {
         assert_eq!(node("node-1").last_contact_ms, reported_at);
         assert!(!node("node-1").connected);
         assert!(node("node-2").last_contact_ms < reported_at);
+    }
+
+    /// A node whose session the hub refuses because its store failed (a disk that failed a
+    /// sync: a break-test saw every node shown online while each was refused) is not shown
+    /// connected.
+    #[test]
+    fn a_node_refused_for_a_failed_store_is_not_shown_connected() {
+        let memory = Arc::new(MemoryStore::new());
+        let store: Arc<dyn Store> = memory.clone();
+        let replica =
+            Arc::new(Replica::open("district-hub", store, Arc::new(SystemClock), 16).unwrap());
+        let registry = Registry::load(replica).unwrap();
+        memory.set_syncs_fail(true);
+
+        assert!(registry.connected("node-1", "130304100").is_err());
+        let report = registry.report().unwrap();
+        let node = report.nodes.iter().find(|n| n.node_id == "node-1");
+        assert!(
+            node.is_none_or(|node| !node.connected),
+            "shown connected: {node:?}"
+        );
     }
 
     /// An offline node with records waiting shows since when at least: the oldest last change

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::convergence::{ForgetError, Registry};
 use crate::feed::{self, FeedFilter, FeedLog};
@@ -123,7 +123,10 @@ impl HubService {
         tokio::task::spawn_blocking(move || f(&registry))
             .await
             .map_err(|_| Status::unavailable("the hub is shutting down"))?
-            .map_err(|e| Status::internal(format!("hub store failed: {e}")))
+            .map_err(|e| {
+                error!(error = %e, "the hub's store failed");
+                Status::internal(format!("hub store failed: {e}"))
+            })
     }
 }
 
@@ -199,7 +202,10 @@ impl Sync for HubService {
         })
         .await
         .map_err(|_| Status::unavailable("the hub is shutting down"))?
-        .map_err(|e| Status::internal(format!("hub store failed: {e}")))?;
+        .map_err(|e| {
+            error!(node = %node_id, org = %org, error = %e, "refused a node: the hub's store failed");
+            Status::internal(format!("hub store failed: {e}"))
+        })?;
 
         let registry = self.registry.clone();
         let (id, o) = (node_id.clone(), org.clone());

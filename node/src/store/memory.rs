@@ -18,7 +18,8 @@ pub struct MemoryStore {
     syncs: Mutex<Syncs>,
 }
 
-/// What [`Store::sync`] has done (the synced writes, `append` and `compact`, end in one too),
+/// What [`Store::sync`] has done (the synced writes, `append`, `compact`, `put_meta` and
+/// `forget_peer`, end in one too),
 /// and how tests make it behave like a slow or failing disk; in memory it has nothing to
 /// write.
 #[derive(Debug, Default)]
@@ -257,11 +258,13 @@ impl Store for MemoryStore {
     }
 
     fn forget_peer(&self, peer: &str) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        inner.peer_states.remove(peer);
-        inner.cursors.remove(peer);
-        inner.peer_logs.remove(peer);
-        Ok(())
+        {
+            let mut inner = self.lock();
+            inner.peer_states.remove(peer);
+            inner.cursors.remove(peer);
+            inner.peer_logs.remove(peer);
+        }
+        self.sync()
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -270,7 +273,7 @@ impl Store for MemoryStore {
 
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.lock().meta.insert(key.to_owned(), value.to_vec());
-        Ok(())
+        self.sync()
     }
 
     fn put_metas_unsynced(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
