@@ -8,7 +8,7 @@ use linkage_node::office::Office;
 use linkage_node::replica::{Replica, ReplicaError, SystemClock};
 use linkage_node::server::{incoming, serve_with_grace, write_addr_file};
 use linkage_node::store::{RocksStore, Store, StoreError};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::HubConfig;
 use crate::convergence::Registry;
@@ -38,6 +38,10 @@ pub enum HubError {
     Tls(#[from] linkage_node::tls::TlsError),
     #[error("the hub is shutting down")]
     ShuttingDown,
+    #[error(
+        "the hub stopped: its store failed a disk sync and takes no more writes until it is reopened ({0})"
+    )]
+    StoreFailed(String),
 }
 
 /// Runs the hub until `shutdown` resolves. It binds its address before it opens (or makes)
@@ -79,12 +83,23 @@ pub async fn run(
     info!(%addr, data_dir = %config.data_dir.display(), "hub listening");
 
     // A graceful shutdown waits for every open stream, and neither a node's sync session nor a
-    // following feed ends on its own: both are told to.
+    // following feed ends on its own: both are told to. A failed disk sync stops the hub too
+    // (`Replica::store_failed`): a break-test's hub ran on for minutes refusing every node.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        info!("hub stopping: ending sync sessions and feeds");
-        let _ = stopping_tx.send(true);
+    let store_failed = Arc::new(std::sync::OnceLock::new());
+    let shutdown = {
+        let (replica, store_failed) = (office.replica().clone(), store_failed.clone());
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                error = replica.store_failed() => {
+                    error!(%error, "stopping: the store failed a disk sync");
+                    let _ = store_failed.set(error);
+                }
+            }
+            info!("hub stopping: ending sync sessions and feeds");
+            let _ = stopping_tx.send(true);
+        }
     };
     if config.refill_from_nodes {
         warn!(
@@ -122,6 +137,9 @@ pub async fn run(
         stopping,
     )
     .await?;
+    if let Some(error) = store_failed.get() {
+        return Err(HubError::StoreFailed(error.clone()));
+    }
     info!("hub stopped");
     Ok(())
 }

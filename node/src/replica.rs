@@ -621,6 +621,22 @@ impl Replica {
         Ok(())
     }
 
+    /// Resolves with the error once a disk sync has failed. RocksDB then refuses every later
+    /// write until the store is reopened, so a server stops on it (and its supervisor starts it
+    /// again) rather than run on, taking nothing in, as if it were well.
+    pub async fn store_failed(&self) -> String {
+        let mut synced = self.synced.subscribe();
+        let failed = synced
+            .wait_for(|synced| synced.failures > 0)
+            .await
+            .map(|synced| synced.error.clone().unwrap_or_default());
+        match failed {
+            Ok(error) => error,
+            // The sender lives in this replica, which the caller holds.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// Whether the change log is known to be on disk through `seq`.
     pub fn is_durable(&self, seq: Seq) -> bool {
         self.synced.borrow().through >= seq

@@ -56,6 +56,10 @@ pub enum NodeError {
     Tls(#[from] TlsError),
     #[error("the node is shutting down")]
     ShuttingDown,
+    #[error(
+        "the node stopped: its store failed a disk sync and takes no more writes until it is reopened ({0})"
+    )]
+    StoreFailed(String),
 }
 
 /// Binds `addr` (port 0: any free port) and says which address it got.
@@ -196,11 +200,21 @@ pub async fn serve_with_tls(
     let (_health_reporter, health, reflection) =
         crate::service::standard_services("linkage.v1.Records").await;
     // A graceful shutdown waits for every open stream; `Watch` streams never end on their own,
-    // so they are told to.
+    // so they are told to. A failed disk sync stops the node too (`Replica::store_failed`).
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stopping_tx.send(true);
+    let store_failed = Arc::new(std::sync::OnceLock::new());
+    let shutdown = {
+        let (replica, store_failed) = (office.replica().clone(), store_failed.clone());
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                error = replica.store_failed() => {
+                    error!(%error, "stopping: the store failed a disk sync");
+                    let _ = store_failed.set(error);
+                }
+            }
+            let _ = stopping_tx.send(true);
+        }
     };
     let service = NodeService::new(office, hub, link, stopping.clone());
     let served = serve_with_grace(
@@ -220,6 +234,9 @@ pub async fn serve_with_tls(
         error!(error = %e, "gRPC server failed");
     }
     served?;
+    if let Some(error) = store_failed.get() {
+        return Err(NodeError::StoreFailed(error.clone()));
+    }
     info!("node stopped");
     Ok(())
 }

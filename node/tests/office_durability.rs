@@ -176,3 +176,50 @@ async fn a_watch_sees_a_write_only_once_it_is_on_disk() {
     }
     assert_eq!(seen, [first.await.unwrap(), second.await.unwrap()]);
 }
+
+/// A failed disk sync stops the node, saying why, so that its supervisor starts it again on a
+/// reopened store: RocksDB takes no more writes once a sync of its log failed, and a
+/// break-test's node ran on refusing every write while it said it was connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_disk_sync_stops_the_node_saying_why() {
+    use linkage_node::server::{self, NodeError};
+    use linkage_proto::v1 as pb;
+    use linkage_proto::v1::records_client::RecordsClient;
+
+    let memory = Arc::new(MemoryStore::new());
+    let office = office_on(&memory);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(server::serve(
+        listener,
+        office,
+        None,
+        std::future::pending(),
+    ));
+    let mut client = RecordsClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    memory.set_syncs_fail(true);
+
+    let refused = client
+        .create(pb::CreateRecordRequest {
+            kind: "case".into(),
+            body_json: json!({ "title": "on a failing disk" }).to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a write whose sync failed is not acknowledged");
+    assert!(
+        refused.message().contains("disk sync failed"),
+        "{refused:?}"
+    );
+
+    let outcome = tokio::time::timeout(Duration::from_secs(30), served)
+        .await
+        .expect("the node stopped by itself")
+        .unwrap();
+    assert!(
+        matches!(&outcome, Err(NodeError::StoreFailed(why)) if why.contains("the disk failed")),
+        "{outcome:?}"
+    );
+}
