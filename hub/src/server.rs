@@ -8,7 +8,7 @@ use linkage_node::office::Office;
 use linkage_node::replica::{Replica, ReplicaError, SystemClock};
 use linkage_node::server::{incoming, serve_with_grace, write_addr_file};
 use linkage_node::store::{RocksStore, Store, StoreError};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::HubConfig;
 use crate::convergence::Registry;
@@ -86,20 +86,12 @@ pub async fn run(
     // following feed ends on its own: both are told to. A failed disk sync stops the hub too
     // (`Replica::store_failed`): a break-test's hub ran on for minutes refusing every node.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let store_failed = Arc::new(std::sync::OnceLock::new());
-    let shutdown = {
-        let (replica, store_failed) = (office.replica().clone(), store_failed.clone());
-        async move {
-            tokio::select! {
-                () = shutdown => {}
-                error = replica.store_failed() => {
-                    error!(%error, "stopping: the store failed a disk sync");
-                    let _ = store_failed.set(error);
-                }
-            }
-            info!("hub stopping: ending sync sessions and feeds");
-            let _ = stopping_tx.send(true);
-        }
+    let (shutdown, store_failed) =
+        linkage_node::server::or_store_failure(office.replica().clone(), shutdown);
+    let shutdown = async move {
+        shutdown.await;
+        info!("hub stopping: ending sync sessions and feeds");
+        let _ = stopping_tx.send(true);
     };
     if config.refill_from_nodes {
         warn!(

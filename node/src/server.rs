@@ -202,19 +202,10 @@ pub async fn serve_with_tls(
     // A graceful shutdown waits for every open stream; `Watch` streams never end on their own,
     // so they are told to. A failed disk sync stops the node too (`Replica::store_failed`).
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let store_failed = Arc::new(std::sync::OnceLock::new());
-    let shutdown = {
-        let (replica, store_failed) = (office.replica().clone(), store_failed.clone());
-        async move {
-            tokio::select! {
-                () = shutdown => {}
-                error = replica.store_failed() => {
-                    error!(%error, "stopping: the store failed a disk sync");
-                    let _ = store_failed.set(error);
-                }
-            }
-            let _ = stopping_tx.send(true);
-        }
+    let (shutdown, store_failed) = or_store_failure(office.replica().clone(), shutdown);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
     };
     let service = NodeService::new(office, hub, link, stopping.clone());
     let served = serve_with_grace(
@@ -239,6 +230,30 @@ pub async fn serve_with_tls(
     }
     info!("node stopped");
     Ok(())
+}
+
+/// `shutdown`, or else a failed disk sync of `replica`'s store (`Replica::store_failed`):
+/// the future resolves with whichever comes first, and the cell then holds the failure if that
+/// was it, for the server to return as its error once it has stopped.
+pub fn or_store_failure(
+    replica: Arc<Replica>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (
+    impl std::future::Future<Output = ()> + Send + 'static,
+    Arc<std::sync::OnceLock<String>>,
+) {
+    let store_failed = Arc::new(std::sync::OnceLock::new());
+    let failed = store_failed.clone();
+    let either = async move {
+        tokio::select! {
+            () = shutdown => {}
+            error = replica.store_failed() => {
+                error!(%error, "stopping: the store failed a disk sync");
+                let _ = failed.set(error);
+            }
+        }
+    };
+    (either, store_failed)
 }
 
 /// The connections `listener` accepts, with TCP_NODELAY set as tonic's own `serve` would: a
