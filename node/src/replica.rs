@@ -266,14 +266,87 @@ pub struct Replica {
     cache: Mutex<Cache>,
     summaries: RwLock<Summaries>,
     capacity: usize,
-    changes: watch::Sender<Seq>,
     clock: Arc<dyn Clock>,
     /// Permits for store trips; see [`MAX_CONCURRENT_TRIPS`].
     trips: tokio::sync::Semaphore,
-    /// Disk syncs asked for by writers waiting on [`Replica::durable`].
-    syncs: Mutex<SyncQueue>,
+    /// What has been published and synced, shared with the sync task.
+    told: Arc<Told>,
+}
+
+/// What a replica has told: its published change-log head, how far the disk is synced, and
+/// the writers waiting for a sync. Apart from the replica so that the sync task holds the
+/// store only while it syncs: a task still holding it as it answered the last writer kept
+/// the store open (and its folder locked) after its user had let go.
+#[derive(Debug)]
+struct Told {
+    /// The published head: sessions, feeds and watches read the change log up to it.
+    changes: watch::Sender<Seq>,
     /// How far the change log is known to be on disk, and the syncs that failed.
     synced: watch::Sender<Synced>,
+    /// Disk syncs asked for by writers waiting on [`Replica::durable`].
+    queue: Mutex<SyncQueue>,
+}
+
+impl Told {
+    /// Tells sessions and feeds of the changes through `through`, which a completed disk sync
+    /// covered. The position is read before the sync: a deferred write finished while it ran
+    /// may not be on disk yet, and is told after the next one.
+    fn publish_through(&self, through: Seq) {
+        self.changes.send_if_modified(|seq| raise(seq, through));
+    }
+
+    fn lock_queue(&self) -> MutexGuard<'_, SyncQueue> {
+        // Each critical section leaves the queue whole; a poisoned lock guards valid data.
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The sync task: syncs until no writer waits for more, publishing after each sync. It
+    /// ends at once if the store is gone (its replica dropped, and every writer with it).
+    fn run_syncs(&self, store: &std::sync::Weak<dyn Store>) {
+        loop {
+            let Some(store) = store.upgrade() else {
+                self.lock_queue().running = false;
+                return;
+            };
+            // Every write that has finished is at or below the visible position, and a sync
+            // covers every write finished before it starts.
+            let through = store.last_seq();
+            let outcome = store.sync();
+            drop(store);
+
+            // Under the queue's lock, so that a writer who starts waiting now either sees
+            // this outcome or finds no task running and starts one.
+            let mut queue = self.lock_queue();
+            match outcome {
+                Ok(()) => {
+                    // Told before the writers are answered, as `durable` promises.
+                    self.publish_through(through);
+                    self.synced
+                        .send_if_modified(|synced| raise(&mut synced.through, through));
+                    if queue.wanted <= self.synced.borrow().through {
+                        queue.running = false;
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // RocksDB refuses every later write once a sync of its log failed, until
+                    // the store is reopened: the operator must hear of it.
+                    tracing::error!(
+                        error = %e,
+                        "the disk sync failed: waiting writes are refused, and the store takes no more until the server restarts"
+                    );
+                    self.synced.send_modify(|synced| {
+                        synced.failures += 1;
+                        synced.error = Some(e.to_string());
+                    });
+                    queue.running = false;
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// The writers' side of the shared disk sync (see [`Replica::durable`]).
@@ -331,7 +404,6 @@ impl Replica {
         store.put_meta("actor", actor.to_bytes())?;
         // What the store holds at open was read back from disk: published, and durable.
         let opened_at = store.last_seq();
-        let (changes, _) = watch::channel(opened_at);
         Ok(Replica {
             org: org.to_owned(),
             actor,
@@ -339,15 +411,17 @@ impl Replica {
             cache: Mutex::new(Cache::default()),
             summaries: RwLock::new(Summaries::default()),
             capacity: capacity.max(16),
-            changes,
             clock,
             trips: tokio::sync::Semaphore::new(MAX_CONCURRENT_TRIPS),
-            syncs: Mutex::new(SyncQueue::default()),
-            synced: watch::channel(Synced {
-                through: opened_at,
-                ..Synced::default()
-            })
-            .0,
+            told: Arc::new(Told {
+                changes: watch::channel(opened_at).0,
+                synced: watch::channel(Synced {
+                    through: opened_at,
+                    ..Synced::default()
+                })
+                .0,
+                queue: Mutex::new(SyncQueue::default()),
+            }),
         })
     }
 
@@ -377,13 +451,13 @@ impl Replica {
 
     /// Watches the change log's published head; sync sessions and feeds wait on it.
     pub fn subscribe(&self) -> watch::Receiver<Seq> {
-        self.changes.subscribe()
+        self.told.changes.subscribe()
     }
 
     /// The change log's published head: every change up to it is on disk. The store may
     /// show more (writes awaiting their sync), which nobody is told of yet.
     pub fn published(&self) -> Seq {
-        *self.changes.borrow()
+        *self.told.changes.borrow()
     }
 
     /// The published change-log entries after `after`, at most `limit`: what sync sessions,
@@ -615,8 +689,9 @@ impl Replica {
     pub fn make_durable(&self) -> Result<(), ReplicaError> {
         let through = self.store.last_seq();
         self.store.sync()?;
-        self.publish_through(through);
-        self.synced
+        self.told.publish_through(through);
+        self.told
+            .synced
             .send_if_modified(|synced| raise(&mut synced.through, through));
         Ok(())
     }
@@ -625,7 +700,7 @@ impl Replica {
     /// write until the store is reopened, so a server stops on it (and its supervisor starts it
     /// again) rather than run on, taking nothing in, as if it were well.
     pub async fn store_failed(&self) -> String {
-        let mut synced = self.synced.subscribe();
+        let mut synced = self.told.synced.subscribe();
         let failed = synced
             .wait_for(|synced| synced.failures > 0)
             .await
@@ -639,7 +714,7 @@ impl Replica {
 
     /// Whether the change log is known to be on disk through `seq`.
     pub fn is_durable(&self, seq: Seq) -> bool {
-        self.synced.borrow().through >= seq
+        self.told.synced.borrow().through >= seq
     }
 
     /// Asks the sync task to make the change log durable through `seq`, starting it if it is
@@ -649,13 +724,13 @@ impl Replica {
             return;
         }
         let start = {
-            let mut queue = self.lock_syncs();
+            let mut queue = self.told.lock_queue();
             queue.wanted = queue.wanted.max(seq);
             !std::mem::replace(&mut queue.running, true)
         };
         if start {
-            let replica = self.clone();
-            tokio::task::spawn_blocking(move || replica.run_syncs());
+            let (told, store) = (self.told.clone(), Arc::downgrade(&self.store));
+            tokio::task::spawn_blocking(move || told.run_syncs(&store));
         }
     }
 
@@ -669,7 +744,7 @@ impl Replica {
     /// Should a sync fail, every writer waiting then gets the error: its write is stored but
     /// may not survive a power cut.
     pub async fn durable(self: &Arc<Self>, seq: Seq) -> Result<(), ReplicaError> {
-        let mut synced = self.synced.subscribe();
+        let mut synced = self.told.synced.subscribe();
         let failures_before = {
             let synced = synced.borrow_and_update();
             if synced.through >= seq {
@@ -693,53 +768,6 @@ impl Replica {
             outcome.error.unwrap_or_default()
         ))
         .into())
-    }
-
-    /// The sync task: syncs until no writer waits for more, publishing after each sync.
-    fn run_syncs(&self) {
-        loop {
-            // Every write that has finished is at or below the visible position, and a sync
-            // covers every write finished before it starts.
-            let through = self.store.last_seq();
-            let outcome = self.store.sync();
-
-            // Under the queue's lock, so that a writer who starts waiting now either sees
-            // this outcome or finds no task running and starts one.
-            let mut queue = self.lock_syncs();
-            match outcome {
-                Ok(()) => {
-                    // Told before the writers are answered, as `durable` promises.
-                    self.publish_through(through);
-                    self.synced
-                        .send_if_modified(|synced| raise(&mut synced.through, through));
-                    if queue.wanted <= self.synced.borrow().through {
-                        queue.running = false;
-                        return;
-                    }
-                }
-                Err(e) => {
-                    // RocksDB refuses every later write once a sync of its log failed, until
-                    // the store is reopened: the operator must hear of it.
-                    tracing::error!(
-                        error = %e,
-                        "the disk sync failed: waiting writes are refused, and the store takes no more until the server restarts"
-                    );
-                    self.synced.send_modify(|synced| {
-                        synced.failures += 1;
-                        synced.error = Some(e.to_string());
-                    });
-                    queue.running = false;
-                    return;
-                }
-            }
-        }
-    }
-
-    fn lock_syncs(&self) -> MutexGuard<'_, SyncQueue> {
-        // Each critical section leaves the queue whole; a poisoned lock guards valid data.
-        self.syncs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn change_with<R, E: From<ReplicaError>>(
@@ -869,14 +897,7 @@ impl Replica {
 
     /// Tells sessions and feeds of every change the store shows, after a synced write.
     fn publish(&self) {
-        self.publish_through(self.store.last_seq());
-    }
-
-    /// Tells sessions and feeds of the changes through `through`, which a completed disk sync
-    /// covered. The position is read before the sync: a deferred write finished while it ran
-    /// may not be on disk yet, and is told after the next one.
-    fn publish_through(&self, through: Seq) {
-        self.changes.send_if_modified(|seq| raise(seq, through));
+        self.told.publish_through(self.store.last_seq());
     }
 
     /// The record `id`, hydrated.

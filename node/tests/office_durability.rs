@@ -223,3 +223,22 @@ async fn a_failed_disk_sync_stops_the_node_saying_why() {
         "{outcome:?}"
     );
 }
+
+/// The store is closed as soon as its last user lets go, even just after a write: the sync
+/// task that made the write durable holds the store only while it syncs. (It held the replica
+/// until it returned, and a folder reopened right after a write was now and then still
+/// locked: "the folder is in use".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_closes_when_its_last_user_lets_go_right_after_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("store");
+    for round in 0..50 {
+        let store: Arc<dyn Store> = Arc::new(
+            linkage_node::store::RocksStore::open(&folder)
+                .unwrap_or_else(|e| panic!("round {round}: {e}")),
+        );
+        let replica = Arc::new(Replica::open(HAIBIN, store, Arc::new(SystemClock), 64).unwrap());
+        let office = Office::new(replica, Arc::new(Directory::beidaihe()));
+        create_case(&office, &format!("round {round}")).await;
+    }
+}

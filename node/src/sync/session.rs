@@ -260,7 +260,6 @@ pub async fn run(
     };
     let mut changes = replica.subscribe();
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
-    let replica = replica.clone();
 
     // The loop ends only with an error (the link or the peer went away); what the peer
     // confirmed since the cursor was last written is written on the way out, if the store
