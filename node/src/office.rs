@@ -114,13 +114,18 @@ impl Office {
         &self.period_policies
     }
 
-    /// Waits until this office's write at `seq` is on disk. A write that changed nothing
-    /// (`None`) waits for every write made before it: the state it answers with may hold an
-    /// identical change still waiting for its sync, or one whose sync failed.
-    async fn durable(&self, seq: Option<Seq>) -> Result<(), OfficeError> {
+    /// The answer to a write made on the caller's task (`written`: its view and change-log
+    /// position), once the write is on disk. A write that changed nothing (`None`) waits for
+    /// every write made before it: the state it answers with may hold an identical change
+    /// still waiting for its sync, or one whose sync failed.
+    async fn once_durable(
+        &self,
+        written: Result<(RecordView, Option<Seq>), OfficeError>,
+    ) -> Result<RecordView, OfficeError> {
+        let (view, seq) = written?;
         let seq = seq.unwrap_or_else(|| self.replica.store().last_assigned_seq());
         self.replica.durable(seq).await?;
-        Ok(())
+        Ok(view)
     }
 
     /// Runs blocking replica work on tokio's blocking pool.
@@ -142,9 +147,9 @@ impl Office {
         body: Body,
         act: Act,
     ) -> Result<RecordView, OfficeError> {
-        let (view, seq) = self.create_now(kind, parties, body, act)?;
-        self.replica.durable(seq).await?;
-        Ok(view)
+        let written = self.create_now(kind, parties, body, act);
+        self.once_durable(written.map(|(view, seq)| (view, Some(seq))))
+            .await
     }
 
     fn create_now(
@@ -208,9 +213,8 @@ impl Office {
         action: Action,
         act: Act,
     ) -> Result<RecordView, OfficeError> {
-        let (view, seq) = self.append_event_now(&id, action, act)?;
-        self.durable(seq).await?;
-        Ok(view)
+        self.once_durable(self.append_event_now(&id, action, act))
+            .await
     }
 
     fn append_event_now(
@@ -304,9 +308,7 @@ impl Office {
         id: String,
         patch: serde_json::Value,
     ) -> Result<RecordView, OfficeError> {
-        let (view, seq) = self.edit_body_now(id, patch)?;
-        self.durable(seq).await?;
-        Ok(view)
+        self.once_durable(self.edit_body_now(id, patch)).await
     }
 
     fn edit_body_now(
@@ -353,9 +355,8 @@ impl Office {
         id: String,
         new_parties: Vec<String>,
     ) -> Result<RecordView, OfficeError> {
-        let (view, seq) = self.add_parties_now(id, new_parties)?;
-        self.durable(seq).await?;
-        Ok(view)
+        self.once_durable(self.add_parties_now(id, new_parties))
+            .await
     }
 
     fn add_parties_now(

@@ -1,14 +1,13 @@
 //! A replica: the Automerge documents of one node or hub, loaded on demand from the store,
 //! changed under a lock per document, and made durable before anyone is told.
 //!
-//! Every change, local or received by sync, goes through [`Replica::change`]: it saves the
-//! change chunk, the record summary and the change-log entry in one synced batch, then
-//! publishes the new change-log position to sync sessions and feeds. A sync session applying
-//! a batch of received messages writes them unsynced ([`Replica::change_unsynced`]) and makes
-//! the batch durable and published with one disk sync ([`Replica::make_durable`]) before it
-//! answers any of them. An office writes unsynced too ([`Replica::create_deferred`],
-//! [`Replica::change_deferred`]) and waits on [`Replica::durable`], where concurrent writers
-//! share one sync task.
+//! A change saves the change chunk, the record summary and the change-log entry in one batch,
+//! and the new change-log position is published to sync sessions and feeds only once a disk
+//! sync covers it. [`Replica::change`] syncs the batch itself. An office's writes
+//! ([`Replica::create_deferred`], [`Replica::change_deferred`]) and a sync session's batch of
+//! received messages ([`Replica::change_unsynced`]) are written unsynced and wait on
+//! [`Replica::durable`], where concurrent writers share one sync task; the deterministic
+//! simulation syncs its batches in place ([`Replica::make_durable`]).
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
@@ -191,7 +190,7 @@ struct Slot {
 }
 
 /// Whether a change is synced to disk and published before [`Replica::change`] returns, or
-/// left to the caller's next [`Replica::make_durable`].
+/// left to the caller's wait on [`Replica::durable`] (or [`Replica::make_durable`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Durability {
     Synced,
@@ -657,8 +656,8 @@ impl Replica {
     }
 
     /// [`Replica::change`], written but neither synced nor published: the change is durable,
-    /// and sessions and feeds hear of it, only at the next [`Replica::make_durable`]. The
-    /// caller must tell nobody of it before then. A sync session applies a batch of received
+    /// and sessions and feeds hear of it, only once [`Replica::durable`] (or
+    /// [`Replica::make_durable`]) covers it. The caller must tell nobody of it before then. A sync session applies a batch of received
     /// messages this way, one disk sync for the batch. `f` also says what it [`Known`]s of
     /// the document it left.
     pub fn change_unsynced<R, E: From<ReplicaError>>(
