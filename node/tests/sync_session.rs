@@ -1061,3 +1061,103 @@ async fn an_office_write_is_offered_only_once_on_disk() {
     }
     assert_eq!(offered, [first.await.unwrap(), second.await.unwrap()]);
 }
+
+/// A gate that takes its time over each record and notes how far the replica had published
+/// its change log when it was asked: a batch of changes slow to apply.
+#[derive(Debug)]
+struct SlowGate {
+    replica: Arc<Replica>,
+    published_when_asked: std::sync::Mutex<Vec<u64>>,
+}
+
+impl session::Gate for SlowGate {
+    fn may_offer(&self, _: &linkage_node::replica::Summary) -> bool {
+        true
+    }
+
+    fn admit(
+        &self,
+        _: &str,
+        _: Option<&Automerge>,
+        _: &Automerge,
+        _: &[automerge::ChangeMetadata<'_>],
+    ) -> Result<Option<linkage_node::record::Record>, linkage_node::workflow::RuleViolation> {
+        std::thread::sleep(Duration::from_millis(3));
+        self.published_when_asked
+            .lock()
+            .unwrap()
+            .push(self.replica.published());
+        Ok(None)
+    }
+}
+
+/// A long batch of a peer's changes is synced and published while it is still being applied,
+/// so the other offices' sessions start handing on its first records before its last one is
+/// in: a relay applying a reconnecting office's hundred changes used to publish none of them
+/// until it had applied them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_batch_of_changes_is_published_before_its_last_record_is_applied() {
+    const RECORDS: usize = 40;
+    let node = replica(HAIBIN);
+    let origin = replica(MARKET);
+    let mut frames = Vec::with_capacity(RECORDS);
+    for i in 0..RECORDS {
+        let id = create_case(&origin, &format!("case {i}")).await;
+        let message = origin
+            .read(&id, Automerge::clone)
+            .unwrap()
+            .unwrap()
+            .generate_sync_message(&mut session::told_nothing())
+            .unwrap();
+        frames.push(SyncFrame {
+            frame: Some(Frame::Doc(DocSync {
+                record_id: id,
+                message: message.encode(),
+                ..Default::default()
+            })),
+        });
+    }
+
+    // Every frame is waiting before the session starts, so it takes them in as one batch.
+    let (to_session, inbound) = mpsc::channel(RECORDS);
+    for frame in frames {
+        to_session.send(frame).await.unwrap();
+    }
+    let (outbound, mut from_session) = mpsc::channel(RECORDS * 2);
+    let gate = Arc::new(SlowGate {
+        replica: node.clone(),
+        published_when_asked: Default::default(),
+    });
+    let ctx = SessionContext {
+        replica: node.clone(),
+        peer_key: PEER.into(),
+        peer_org: MARKET.into(),
+        gate: gate.clone(),
+        figures: Default::default(),
+        log_watch: None,
+    };
+    let inbound = ReceiverStream::new(inbound).map(Ok::<_, tonic::Status>);
+    let session = tokio::spawn(session::run(ctx, inbound, outbound));
+
+    let mut answered = 0;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while answered < RECORDS {
+            let frame = from_session.recv().await.expect("session is running");
+            if let Some(Frame::Doc(_)) = frame.frame {
+                answered += 1;
+            }
+        }
+    })
+    .await
+    .expect("every record was answered within 30 s");
+    session.abort();
+
+    let published = gate.published_when_asked.lock().unwrap().clone();
+    assert_eq!(published.len(), RECORDS, "the gate saw every record once");
+    assert_eq!(published[0], 0, "nothing was published before the batch");
+    let last = published[RECORDS - 1];
+    assert!(
+        last > 0,
+        "none of the batch was published while its last record was applied: {published:?}"
+    );
+}
