@@ -925,29 +925,41 @@ impl Replica {
 
     /// Every record's summary, by record id as the store orders them.
     pub fn summaries(&self) -> Result<Vec<Summary>, ReplicaError> {
-        let by_id = |known: &Summaries| {
-            known
-                .by_id
-                .values()
-                .map(|summary| Summary::clone(summary))
-                .collect::<Vec<_>>()
-        };
+        let known = self.every_summary()?;
+        Ok(known
+            .by_id
+            .values()
+            .map(|summary| Summary::clone(summary))
+            .collect())
+    }
+
+    /// How many records the replica holds: counted in memory, where `NodeInfo` used to scan
+    /// every stored summary on each call (tens of milliseconds at 10,000 records).
+    pub fn record_count(&self) -> Result<usize, ReplicaError> {
+        Ok(self.every_summary()?.by_id.len())
+    }
+
+    /// The summaries, every stored one among them: the first call reads them all from the
+    /// store.
+    fn every_summary(&self) -> Result<std::sync::RwLockReadGuard<'_, Summaries>, ReplicaError> {
         {
             let known = self.read_summaries();
             if known.complete {
-                return Ok(by_id(&known));
+                return Ok(known);
             }
         }
         let stored = self.store.summaries()?;
-        let mut known = self.write_summaries();
-        for (id, bytes) in stored {
-            // A summary written since the scan began is newer than the scanned one.
-            if let Some(summary) = decode_summary(&bytes) {
-                known.by_id.entry(id).or_insert_with(|| Arc::new(summary));
+        {
+            let mut known = self.write_summaries();
+            for (id, bytes) in stored {
+                // A summary written since the scan began is newer than the scanned one.
+                if let Some(summary) = decode_summary(&bytes) {
+                    known.by_id.entry(id).or_insert_with(|| Arc::new(summary));
+                }
             }
+            known.complete = true;
         }
-        known.complete = true;
-        Ok(by_id(&known))
+        Ok(self.read_summaries())
     }
 
     /// Keeps a summary just made durable.

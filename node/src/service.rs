@@ -386,13 +386,13 @@ impl Records for NodeService {
             .expect("figures lock is never poisoned")
             .cursor;
         let (records, pending_to_hub) = tokio::task::spawn_blocking(move || {
+            let records = replica.record_count()? as u64;
             let store = replica.store();
-            let records = store.summaries()?.len() as u64;
             // Records changed locally (or received) since the hub last confirmed; capped so
             // the answer stays cheap after a long time offline.
             let cursor = store.cursor(crate::sync::client::HUB_PEER)?.max(confirmed);
             let pending = store.changed_since(cursor, 100_000)?.len() as u64;
-            Ok::<_, crate::store::StoreError>((records, pending))
+            Ok::<_, ReplicaError>((records, pending))
         })
         .await
         .map_err(|_| Status::unavailable("the node is shutting down"))?

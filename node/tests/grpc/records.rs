@@ -724,3 +724,43 @@ async fn watch_refuses_a_position_past_the_end_of_the_change_log_naming_the_end(
         .await
         .expect("resuming at the end is accepted");
 }
+
+/// `NodeInfo` counts every record the node holds, its own and those it received, as they
+/// arrive.
+#[tokio::test]
+async fn node_info_counts_the_records_held() {
+    let haibin = TestNode::start(HAIBIN).await;
+    let market = TestNode::start(MARKET).await;
+    let records = |node: &TestNode| {
+        let mut client = node.client();
+        async move {
+            client
+                .node_info(pb::NodeInfoRequest {})
+                .await
+                .expect("node info answers")
+                .into_inner()
+                .records
+        }
+    };
+    assert_eq!(records(&market).await, 0);
+
+    let mut sent = Vec::new();
+    for at in ["2026-09-28 11:05", "2026-09-28 11:06"] {
+        let record = haibin
+            .create(create("transfer", transfer_body(HAIBIN, MARKET), at))
+            .await;
+        sent.push(record.envelope.unwrap().id);
+    }
+    market
+        .create(create("case", case_body(), "2026-09-28 11:07"))
+        .await;
+    assert_eq!(records(&market).await, 1);
+
+    deliver(&haibin, &market, &sent[0]);
+    assert_eq!(records(&market).await, 2, "a received record is counted");
+    deliver(&haibin, &market, &sent[0]);
+    assert_eq!(records(&market).await, 2, "a record received twice is one");
+    deliver(&haibin, &market, &sent[1]);
+    assert_eq!(records(&haibin).await, 2);
+    assert_eq!(records(&market).await, 3);
+}
