@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use automerge::sync::{BloomFilter, Capability, ChunkList, Have, Message, State, SyncDoc};
 use automerge::{Automerge, ChangeMetadata};
@@ -33,9 +33,6 @@ use crate::workflow::RuleViolation;
 const WINDOW: usize = 256;
 /// How many frames that have already arrived are handled in one trip to the store.
 const FRAMES_PER_TRIP: usize = 64;
-/// How long a trip applying changes goes on before it asks for a disk sync of what it has
-/// written so far, so that the first records reach other sessions while it applies the rest.
-const EARLY_SYNC_AFTER: Duration = Duration::from_millis(4);
 /// How many change-log entries one scan reads.
 const SCAN_BATCH: usize = 512;
 /// At most this many records' worth of reads and unsynced writes make a short trip to the
@@ -705,15 +702,9 @@ impl Session {
         let gate = self.ctx.gate.clone();
         let peer = self.ctx.peer_key.clone();
         let sync_in_trip = simulated();
-        // A trip of changes takes up to a frame's worth of records at ~0.3 ms each: without
-        // an early sync, every other session would wait for its last record before seeing its
-        // first (a reconnecting office's 100 changes reached the next office ~20 ms later).
-        // The simulation keeps its one sync per trip, which its seeds order.
-        let early_sync = (!sync_in_trip).then(|| self.ctx.replica.clone());
         let outcomes = trip(&self.ctx.replica, short, move |r| {
             let mut outcomes = Vec::with_capacity(inputs.len());
             let mut confirmed_states = Vec::new();
-            let mut since_sync_asked = Instant::now();
             for (incoming, state) in inputs {
                 let id = incoming.id.clone();
                 let state = match state {
@@ -721,17 +712,6 @@ impl Session {
                     None => persisted_state(r, &peer, &id)?.unwrap_or_default(),
                 };
                 let received = receive(r, gate.as_ref(), state, incoming);
-                if let (
-                    Some(replica),
-                    Received::Applied {
-                        logged: Some(seq), ..
-                    },
-                ) = (&early_sync, &received)
-                    && since_sync_asked.elapsed() >= EARLY_SYNC_AFTER
-                {
-                    replica.request_durable(*seq);
-                    since_sync_asked = Instant::now();
-                }
                 if let Received::Applied {
                     state,
                     confirmed: true,
