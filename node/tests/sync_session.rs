@@ -1061,3 +1061,88 @@ async fn an_office_write_is_offered_only_once_on_disk() {
     }
     assert_eq!(offered, [first.await.unwrap(), second.await.unwrap()]);
 }
+
+/// A gate that takes its time over each record it is asked to offer, counting the asks.
+#[derive(Debug, Default)]
+struct SlowOfferGate {
+    asked: AtomicUsize,
+}
+
+impl session::Gate for SlowOfferGate {
+    fn may_offer(&self, _: &linkage_node::replica::Summary) -> bool {
+        std::thread::sleep(Duration::from_millis(3));
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    fn admit(
+        &self,
+        _: &str,
+        _: Option<&Automerge>,
+        _: &Automerge,
+        _: &[automerge::ChangeMetadata<'_>],
+    ) -> Result<Option<linkage_node::record::Record>, linkage_node::workflow::RuleViolation> {
+        Ok(None)
+    }
+
+    fn admits_everything(&self) -> bool {
+        true
+    }
+}
+
+/// A session with many records to offer and none in the peer's hands sends a small first
+/// batch before it prepares the rest, so the peer starts on it meanwhile: a reconnecting
+/// office's hundred changes reached the hub only once all hundred offers were made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_nothing_in_hand_gets_a_small_first_batch_of_offers() {
+    const RECORDS: usize = 40;
+    let node = replica(HAIBIN);
+    for i in 0..RECORDS {
+        create_case(&node, &format!("case {i}")).await;
+    }
+    let gate = Arc::new(SlowOfferGate::default());
+    let (_to_session, inbound) = mpsc::channel::<SyncFrame>(1);
+    let (outbound, mut from_session) = mpsc::channel(RECORDS * 2);
+    let ctx = SessionContext {
+        replica: node.clone(),
+        peer_key: PEER.into(),
+        peer_org: MARKET.into(),
+        gate: gate.clone(),
+        figures: Default::default(),
+        log_watch: None,
+    };
+    let inbound = ReceiverStream::new(inbound).map(Ok::<_, tonic::Status>);
+    let session = tokio::spawn(session::run(ctx, inbound, outbound));
+
+    let asked_at_first_offer = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let frame = from_session.recv().await.expect("session is running");
+            if let Some(Frame::Doc(doc)) = frame.frame
+                && !doc.message.is_empty()
+            {
+                return gate.asked.load(Ordering::SeqCst);
+            }
+        }
+    })
+    .await
+    .expect("the session offered a record within 30 s");
+    let mut offered = 1;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while offered < RECORDS {
+            let frame = from_session.recv().await.expect("session is running");
+            if let Some(Frame::Doc(doc)) = frame.frame
+                && !doc.message.is_empty()
+            {
+                offered += 1;
+            }
+        }
+    })
+    .await
+    .expect("the session offered every record within 30 s");
+    session.abort();
+
+    assert!(
+        asked_at_first_offer < RECORDS,
+        "the first offer went out only once all {RECORDS} records were prepared"
+    );
+}

@@ -35,6 +35,9 @@ const WINDOW: usize = 256;
 const FRAMES_PER_TRIP: usize = 64;
 /// How many change-log entries one scan reads.
 const SCAN_BATCH: usize = 512;
+/// How many a scan reads while the peer has no offer in hand: a small first batch reaches
+/// it, and keeps it busy, while the rest are prepared.
+const FIRST_SCAN_BATCH: usize = 16;
 /// At most this many records' worth of reads and unsynced writes make a short trip to the
 /// store, run on the session's own task ([`trip`]).
 const SHORT_TRIP_RECORDS: usize = 4;
@@ -440,7 +443,12 @@ impl Session {
         // hand-offs to blocking threads.
         while self.offers.len() < WINDOW && self.ctx.replica.published() > self.scanned {
             // Never more than the window has room for, so the window stays a bound.
-            let room = (WINDOW - self.offers.len()).min(SCAN_BATCH);
+            let batch = if self.offers.is_empty() {
+                FIRST_SCAN_BATCH
+            } else {
+                SCAN_BATCH
+            };
+            let room = (WINDOW - self.offers.len()).min(batch);
             let after = self.scanned;
             // The log holds at most one entry per position past the scan.
             let logged = self.ctx.replica.published().saturating_sub(after);
