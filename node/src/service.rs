@@ -29,10 +29,10 @@ pub fn status_of(error: OfficeError) -> Status {
         OfficeError::Rule(v) => Status::failed_precondition(v.to_string()),
         OfficeError::Invalid(m) => Status::invalid_argument(m),
         OfficeError::Replica(ReplicaError::NotFound(id)) => {
-            Status::not_found(format!("record {id} not found"))
+            Status::not_found(format!("record {} not found", shown_id(&id)))
         }
         OfficeError::Replica(ReplicaError::AlreadyExists(id)) => {
-            Status::already_exists(format!("record {id} already exists"))
+            Status::already_exists(format!("record {} already exists", shown_id(&id)))
         }
         OfficeError::Replica(e @ ReplicaError::TooLarge { .. }) => {
             Status::resource_exhausted(e.to_string())
@@ -43,6 +43,29 @@ pub fn status_of(error: OfficeError) -> Status {
         }
         OfficeError::ShuttingDown => Status::unavailable("the node is shutting down"),
     }
+}
+
+/// A record id as an error shows it: quoted, its control characters escaped and, if long,
+/// cut short, so that a malformed id can neither garble nor flood the screen it is shown on.
+fn shown_id(id: &str) -> String {
+    const SHOWN_CHARS: usize = 64;
+    let chars = id.chars().count();
+    if chars <= SHOWN_CHARS {
+        return format!("{id:?}");
+    }
+    let head: String = id.chars().take(SHOWN_CHARS).collect();
+    format!("{head:?}… ({chars} characters)")
+}
+
+/// The record id a request names, refused if empty: an empty id names no record, and
+/// answering "not found" would hide that the request left it out.
+fn named_record(id: String) -> Result<String, Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument(
+            "the request names no record: its id is empty",
+        ));
+    }
+    Ok(id)
 }
 
 /// What an `Obligations` or `Accountability` request names to mean every organisation.
@@ -225,7 +248,7 @@ impl Records for NodeService {
     ) -> Result<Response<pb::Record>, Status> {
         let view = self
             .office
-            .get(request.into_inner().id)
+            .get(named_record(request.into_inner().id)?)
             .await
             .map_err(status_of)?;
         Ok(Response::new(record_to_pb(&view)))
@@ -270,7 +293,7 @@ impl Records for NodeService {
         };
         let view = self
             .office
-            .append_event(req.id, action, act)
+            .append_event(named_record(req.id)?, action, act)
             .await
             .map_err(status_of)?;
         Ok(Response::new(record_to_pb(&view)))
@@ -282,7 +305,7 @@ impl Records for NodeService {
     ) -> Result<Response<pb::HistoryResponse>, Status> {
         let entries = self
             .office
-            .history(request.into_inner().id)
+            .history(named_record(request.into_inner().id)?)
             .await
             .map_err(status_of)?;
         let entries = entries
@@ -306,7 +329,7 @@ impl Records for NodeService {
         let req = request.into_inner();
         let view = self
             .office
-            .add_parties(req.id, req.parties)
+            .add_parties(named_record(req.id)?, req.parties)
             .await
             .map_err(status_of)?;
         Ok(Response::new(record_to_pb(&view)))
@@ -321,7 +344,7 @@ impl Records for NodeService {
             .map_err(|e| Status::invalid_argument(format!("patch is not valid JSON: {e}")))?;
         let view = self
             .office
-            .edit_body(req.id, patch)
+            .edit_body(named_record(req.id)?, patch)
             .await
             .map_err(status_of)?;
         Ok(Response::new(record_to_pb(&view)))

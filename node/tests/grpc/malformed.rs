@@ -276,3 +276,70 @@ async fn unknown_record_id_is_not_found_by_every_call() {
             .await,
     );
 }
+
+/// A request that names no record is refused as invalid, saying so, rather than answered
+/// "record  not found"; a malformed id is shown escaped and, if long, cut short.
+#[tokio::test]
+async fn an_empty_or_malformed_record_id_is_answered_clearly() {
+    let (haibin, _) = haibin_with_a_transfer().await;
+    haibin
+        .invalid("names no record", |mut c| async move {
+            c.get(pb::GetRecordRequest { id: String::new() }).await
+        })
+        .await;
+    haibin
+        .invalid("names no record", |mut c| async move {
+            c.history(pb::HistoryRequest { id: String::new() }).await
+        })
+        .await;
+    haibin
+        .invalid("names no record", |mut c| async move {
+            c.edit_body(pb::EditBodyRequest {
+                id: String::new(),
+                patch_json: r#"{"title":"x"}"#.into(),
+            })
+            .await
+        })
+        .await;
+    haibin
+        .invalid("names no record", |mut c| async move {
+            c.append_event(event("", "updated", "2026-09-28 12:00"))
+                .await
+        })
+        .await;
+    haibin
+        .invalid("names no record", |mut c| async move {
+            c.add_parties(pb::AddPartiesRequest {
+                id: String::new(),
+                parties: vec![MARKET.into()],
+                ..Default::default()
+            })
+            .await
+        })
+        .await;
+
+    let status = haibin
+        .refused(Code::NotFound, |mut c| async move {
+            c.get(pb::GetRecordRequest {
+                id: "TR-\u{1}abc\nnext line".into(),
+            })
+            .await
+        })
+        .await;
+    assert_eq!(
+        status.message(),
+        r#"record "TR-\u{1}abc\nnext line" not found"#
+    );
+
+    let long = "X".repeat(5_000);
+    let status = haibin
+        .refused(Code::NotFound, |mut c| async move {
+            c.history(pb::HistoryRequest { id: long }).await
+        })
+        .await;
+    assert!(
+        status.message().len() < 200 && status.message().contains("(5000 characters)"),
+        "{}",
+        status.message()
+    );
+}
