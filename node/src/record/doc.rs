@@ -5,8 +5,10 @@
 //! autosurgeon. Only the fields that differ are written, so two offices editing different
 //! fields offline merge cleanly and the same field edited twice shows as a conflict.
 
+use std::collections::{BTreeMap, HashMap};
+
 use automerge::transaction::CommitOptions;
-use automerge::{ActorId, Automerge, ObjType, ReadDoc, Value};
+use automerge::{ActorId, Automerge, ChangeHash, ObjType, ReadDoc, Value};
 use serde::Serialize;
 
 use super::one_pass::OnePass;
@@ -396,18 +398,59 @@ pub struct HistoryEntry {
     pub seq: u64,
 }
 
+/// Every change of `doc`, oldest first, in the same order on every copy: each change after
+/// the changes it depends on, ties broken by time, then actor, then sequence number.
+/// Automerge lists changes in the order a copy applied them, so where offices edited
+/// concurrently two copies, or one copy before and after a restart, listed them differently
+/// (a break-test saw history lines swap across a restart).
 pub fn history(doc: &Automerge) -> Vec<HistoryEntry> {
-    doc.get_changes(&[])
-        .into_iter()
-        .map(|change| HistoryEntry {
+    let changes = doc.get_changes(&[]);
+    let position: HashMap<ChangeHash, usize> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, change)| (change.hash(), i))
+        .collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); changes.len()];
+    let mut unmet: Vec<usize> = vec![0; changes.len()];
+    for (i, change) in changes.iter().enumerate() {
+        for dep in change.deps() {
+            if let Some(&j) = position.get(dep) {
+                dependents[j].push(i);
+                unmet[i] += 1;
+            }
+        }
+    }
+
+    // Kahn's topological order, taking the earliest ready change each time.
+    let entry = |i: usize| {
+        let change = &changes[i];
+        HistoryEntry {
             change_hash: change.hash().to_string(),
             actor: change.actor_id().to_hex_string(),
             org: org_of_actor(change.actor_id()).unwrap_or_else(|| "unattributed".into()),
             at_ms: change.timestamp(),
             message: change.message().map(str::to_owned).unwrap_or_default(),
             seq: change.seq(),
-        })
-        .collect()
+        }
+    };
+    let order = |e: &HistoryEntry| (e.at_ms, e.actor.clone(), e.seq, e.change_hash.clone());
+    let mut ready: BTreeMap<_, (usize, HistoryEntry)> = BTreeMap::new();
+    for i in (0..changes.len()).filter(|&i| unmet[i] == 0) {
+        let e = entry(i);
+        ready.insert(order(&e), (i, e));
+    }
+    let mut history = Vec::with_capacity(changes.len());
+    while let Some((_, (i, e))) = ready.pop_first() {
+        history.push(e);
+        for &next in &dependents[i] {
+            unmet[next] -= 1;
+            if unmet[next] == 0 {
+                let e = entry(next);
+                ready.insert(order(&e), (next, e));
+            }
+        }
+    }
+    history
 }
 
 #[cfg(test)]
@@ -627,6 +670,57 @@ mod tests {
         let mut values = conflicts[0].values.clone();
         values.sort();
         assert_eq!(values, ["cylinders intact", "cylinders leaking"]);
+    }
+
+    /// Two copies that took two offices' concurrent changes in opposite orders, and a copy
+    /// reloaded from bytes, list one history: dependencies first, then the earlier change.
+    #[test]
+    fn history_lists_concurrent_changes_in_one_order_on_every_copy() {
+        let record = notice("130304103");
+        let base = new_document(&record, actor_for("130304103"), 5).unwrap();
+        let mut town = base.fork().with_actor(actor_for("130304103"));
+        let mut bureau = base.fork().with_actor(actor_for("bdh-yjgl"));
+        append_event(
+            &mut town,
+            &WorkflowEvent::new(Action::Updated, 9, "130304103"),
+            9,
+        )
+        .unwrap();
+        append_event(
+            &mut bureau,
+            &WorkflowEvent::new(Action::Dispatched, 7, "bdh-yjgl"),
+            7,
+        )
+        .unwrap();
+        let mut town_copy = town.fork();
+        town_copy.merge(&mut bureau.fork()).unwrap();
+        let mut bureau_copy = bureau.fork().with_actor(actor_for("bdh-yjgl"));
+        bureau_copy.merge(&mut town.fork()).unwrap();
+        append_event(
+            &mut bureau_copy,
+            &WorkflowEvent::new(Action::Updated, 3, "bdh-yjgl"),
+            3,
+        )
+        .unwrap();
+        town_copy.merge(&mut bureau_copy.fork()).unwrap();
+
+        let listed = history(&town_copy);
+        assert_eq!(listed, history(&bureau_copy));
+        assert_eq!(
+            listed,
+            history(&Automerge::load(&bureau_copy.save()).unwrap())
+        );
+        let orgs_and_times: Vec<_> = listed.iter().map(|e| (e.org.as_str(), e.at_ms)).collect();
+        assert_eq!(
+            orgs_and_times,
+            [
+                ("130304103", 5),
+                ("bdh-yjgl", 7),
+                ("130304103", 9),
+                // Stamped earlier than the changes it follows, it is listed after them.
+                ("bdh-yjgl", 3),
+            ]
+        );
     }
 
     #[test]
