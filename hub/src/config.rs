@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use linkage_node::calendar::PeriodPolicies;
 use linkage_node::config::{
-    ConfigError, PeriodsFile, TlsArgs, TlsFile, read_toml, require_loopback,
+    ConfigError, PeriodsFile, TlsArgs, TlsFile, cache_docs, read_toml, require_loopback,
 };
 use linkage_node::org::Directory;
 use linkage_node::tls::TlsFiles;
@@ -38,7 +38,7 @@ pub struct HubArgs {
     /// Write the bound address to this file once listening.
     #[arg(long)]
     pub addr_file: Option<PathBuf>,
-    /// Documents kept in memory at once (default 2048, about 50 KiB each).
+    /// Documents kept in memory at once (default 2048, at least 16; about 50 KiB each).
     #[arg(long, env = "LINKAGE_HUB_CACHE_DOCS")]
     pub cache_docs: Option<usize>,
     /// This hub's store was lost and starts empty: admit the changes a node hands over for a
@@ -111,7 +111,7 @@ impl HubConfig {
             // A loaded document costs ~50 KiB; 2,048 keep the hub near 150 MiB however many
             // records it holds, and a record's offers to every party come together, so they
             // find it loaded (benchmark: 16,384 took the hub to 560 MiB at 10,000 records).
-            cache_docs: args.cache_docs.or(file.cache_docs).unwrap_or(2_048),
+            cache_docs: cache_docs(args.cache_docs.or(file.cache_docs).unwrap_or(2_048))?,
             tls,
             periods,
             refill_from_nodes: args.refill_from_nodes || file.refill_from_nodes,

@@ -25,6 +25,8 @@ pub enum ConfigError {
     Parse { path: String, detail: String },
     #[error("missing setting {0}: pass --{0} or set it in the config file")]
     Missing(&'static str),
+    #[error("cache-docs {0} is too small: a server keeps at least {min} documents in memory", min = crate::replica::MIN_CACHED_DOCS)]
+    CacheTooSmall(usize),
     #[error(
         "--listen {addr} is not a loopback address; without TLS (--tls-ca, --tls-cert, --tls-key) a server listens on loopback only (see deploy/README.md)"
     )]
@@ -79,7 +81,7 @@ pub struct NodeArgs {
     /// Write the bound address to this file once listening (for scripts using port 0).
     #[arg(long)]
     pub addr_file: Option<PathBuf>,
-    /// Documents kept in memory at once.
+    /// Documents kept in memory at once (default 4096, at least 16).
     #[arg(long, env = "LINKAGE_CACHE_DOCS")]
     pub cache_docs: Option<usize>,
     #[command(flatten)]
@@ -257,6 +259,15 @@ pub fn require_loopback(addr: SocketAddr, tls: Option<&TlsFiles>) -> Result<(), 
 
 /// Checks the hub's address as the sync link will read it, so a typo stops start-up instead of
 /// leaving a node that retries an impossible link forever: an http or https URL with a host.
+/// The `cache-docs` setting, refused below what the replica would keep anyway: a smaller
+/// number was raised silently, so the setting said one thing and the server did another.
+pub fn cache_docs(docs: usize) -> Result<usize, ConfigError> {
+    if docs < crate::replica::MIN_CACHED_DOCS {
+        return Err(ConfigError::CacheTooSmall(docs));
+    }
+    Ok(docs)
+}
+
 pub fn check_hub_url(url: String) -> Result<String, ConfigError> {
     let bad = |reason: &str| ConfigError::BadHubUrl {
         url: url.clone(),
@@ -310,7 +321,7 @@ impl NodeConfig {
             hub: args.hub.or(file.hub).map(check_hub_url).transpose()?,
             directory,
             addr_file: args.addr_file,
-            cache_docs: args.cache_docs.or(file.cache_docs).unwrap_or(4096),
+            cache_docs: cache_docs(args.cache_docs.or(file.cache_docs).unwrap_or(4096))?,
             tls,
             periods,
         })
@@ -337,6 +348,17 @@ mod tests {
 
     fn hm(hour: u32, minute: u32) -> NaiveTime {
         NaiveTime::from_hms_opt(hour, minute, 0).unwrap()
+    }
+
+    /// A cache smaller than the replica keeps is refused, saying what the least is, rather
+    /// than raised silently; the least is taken.
+    #[test]
+    fn cache_docs_below_the_least_a_replica_keeps_is_refused() {
+        let error = node_config("cache_docs = 0").unwrap_err();
+        assert!(matches!(error, ConfigError::CacheTooSmall(0)), "{error}");
+        assert!(error.to_string().contains("at least 16"), "{error}");
+        assert_eq!(node_config("cache_docs = 16").unwrap().cache_docs, 16);
+        assert_eq!(node_config("").unwrap().cache_docs, 4096);
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub const MAX_CONCURRENT_TRIPS: usize = 32;
 /// document past this size is an attack or a bug, and must not exhaust a node's memory.
 pub const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
 
+/// The fewest documents a replica keeps in memory: a session's batch and an office's
+/// concurrent writes each hold a few at once, and evicting those would reload them.
+pub const MIN_CACHED_DOCS: usize = 16;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
     #[error(transparent)]
@@ -409,7 +413,7 @@ impl Replica {
             store,
             cache: Mutex::new(Cache::default()),
             summaries: RwLock::new(Summaries::default()),
-            capacity: capacity.max(16),
+            capacity: capacity.max(MIN_CACHED_DOCS),
             clock,
             trips: tokio::sync::Semaphore::new(MAX_CONCURRENT_TRIPS),
             told: Arc::new(Told {
