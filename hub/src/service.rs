@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::Stream;
 use linkage_node::office::Office;
 use linkage_node::org::Directory;
-use linkage_node::service::status_of;
+use linkage_node::service::{bounded, invalid, status_of};
 use linkage_node::sync::session::{self, LogWatch, SessionContext};
 use linkage_node::sync::{MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use linkage_proto::v1 as pb;
@@ -154,7 +154,7 @@ fn check_hello(directory: &Directory, hello: &pb::Hello) -> Result<(), Status> {
         )));
     }
     if hello.node_id.is_empty() || hello.node_id.len() > 128 || hello.store_id.len() > 128 {
-        return Err(Status::invalid_argument(
+        return Err(invalid(
             "node_id must be 1 to 128 bytes and store_id at most 128",
         ));
     }
@@ -176,7 +176,7 @@ impl Sync for HubService {
                 frame: Some(Frame::Hello(hello)),
             }))) => hello,
             Ok(Some(Ok(_))) => {
-                return Err(Status::invalid_argument("a sync session starts with hello"));
+                return Err(invalid("a sync session starts with hello"));
             }
             Ok(Some(Err(status))) => return Err(status),
             Ok(None) => return Err(Status::cancelled("node closed the stream before hello")),
@@ -276,7 +276,7 @@ impl District for HubService {
         }
         let node_id = request.into_inner().node_id;
         if node_id.trim().is_empty() {
-            return Err(Status::invalid_argument(
+            return Err(invalid(
                 "give the id of the node to forget, or a start of it that names one",
             ));
         }
@@ -289,9 +289,12 @@ impl District for HubService {
                 info!(node = %node_id, org = %org, "node forgotten by the operator");
                 Ok(Response::new(pb::ForgetNodeResponse { node_id, org }))
             }
-            Err(e @ ForgetError::Unknown(_)) => Err(Status::not_found(e.to_string())),
-            Err(e @ ForgetError::Ambiguous { .. }) => Err(Status::invalid_argument(e.to_string())),
-            Err(e @ ForgetError::Connected(_)) => Err(Status::failed_precondition(e.to_string())),
+            // The node id the operator typed is echoed back: bounded like every refusal.
+            Err(e @ ForgetError::Unknown(_)) => Err(bounded(Status::not_found(e.to_string()))),
+            Err(e @ ForgetError::Ambiguous { .. }) => Err(invalid(e.to_string())),
+            Err(e @ ForgetError::Connected(_)) => {
+                Err(bounded(Status::failed_precondition(e.to_string())))
+            }
             Err(e @ ForgetError::Store(_)) => Err(Status::internal(e.to_string())),
         }
     }
@@ -381,10 +384,10 @@ impl Feeds for HubService {
         // such, so the department learns to start over rather than to wait.
         // Position 0, the start, is the same in every log.
         if req.resume_token > 0 && !req.log_id.is_empty() && req.log_id != log_id {
-            return Err(Status::out_of_range(format!(
+            return Err(bounded(Status::out_of_range(format!(
                 "token {} is a position in change log {}, but this hub's log is {log_id} (its store was rebuilt or replaced since); resume from 0 to receive every record again",
                 req.resume_token, req.log_id
-            )));
+            ))));
         }
         // A token past the log's end is from another hub or a store restored from an older
         // backup: the records it would skip are never sent, so it is refused, as a node's

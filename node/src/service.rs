@@ -24,7 +24,7 @@ pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// Turns an office error into a gRPC status whose message says what was wrong. Rule
 /// refusals carry the rule ID first ("T-4: ..."), so scripts can match on it.
 pub fn status_of(error: OfficeError) -> Status {
-    match error {
+    bounded(match error {
         OfficeError::Rule(v) if v.is_bad_input() => Status::invalid_argument(v.to_string()),
         OfficeError::Rule(v) => Status::failed_precondition(v.to_string()),
         OfficeError::Invalid(m) => Status::invalid_argument(m),
@@ -42,7 +42,38 @@ pub fn status_of(error: OfficeError) -> Status {
             Status::internal(format!("storage failure: {e}"))
         }
         OfficeError::ShuttingDown => Status::unavailable("the node is shutting down"),
+    })
+}
+
+/// The longest message a refusal carries. Messages echo what the request said (a party, a
+/// unit, an action, a field name), and past about 16,000 characters one no longer fitted the
+/// response's headers: the client saw an HTTP/2 protocol error instead of what was wrong.
+const MAX_MESSAGE_CHARS: usize = 1_000;
+
+/// `status` with its message cut short past [`MAX_MESSAGE_CHARS`]: its start and its end
+/// are kept, since the echoed value usually sits in the middle and what was wrong with it at
+/// either end, and the cut says how much went.
+pub fn bounded(status: Status) -> Status {
+    let message = status.message();
+    let chars = message.chars().count();
+    if chars <= MAX_MESSAGE_CHARS {
+        return status;
     }
+    let (head, tail) = (MAX_MESSAGE_CHARS * 2 / 3, MAX_MESSAGE_CHARS / 3);
+    let start: String = message.chars().take(head).collect();
+    let end: String = message.chars().skip(chars - tail).collect();
+    Status::new(
+        status.code(),
+        format!(
+            "{start}… ({} characters cut short) …{end}",
+            chars - head - tail
+        ),
+    )
+}
+
+/// An `InvalidArgument` refusal, its message [`bounded`].
+pub fn invalid(message: impl Into<String>) -> Status {
+    bounded(Status::invalid_argument(message))
 }
 
 /// A record id as an error shows it: quoted, its control characters escaped and, if long,
@@ -61,9 +92,7 @@ fn shown_id(id: &str) -> String {
 /// answering "not found" would hide that the request left it out.
 fn named_record(id: String) -> Result<String, Status> {
     if id.is_empty() {
-        return Err(Status::invalid_argument(
-            "the request names no record: its id is empty",
-        ));
+        return Err(invalid("the request names no record: its id is empty"));
     }
     Ok(id)
 }
@@ -125,7 +154,7 @@ impl NodeService {
 
 fn parse_kind(kind: &str) -> Result<RecordKind, Status> {
     kind.parse()
-        .map_err(|e: crate::record::UnknownKind| Status::invalid_argument(e.to_string()))
+        .map_err(|e: crate::record::UnknownKind| invalid(e.to_string()))
 }
 
 /// A status filter must name a status, or "incomplete" (a record whose changes have not all
@@ -134,7 +163,7 @@ fn parse_status(status: &str) -> Result<String, Status> {
     if status == INCOMPLETE || status.parse::<crate::record::Status>().is_ok() {
         return Ok(status.to_owned());
     }
-    Err(Status::invalid_argument(format!(
+    Err(invalid(format!(
         "未知状态 unknown status {status:?}; use a status code such as open, awaiting_receipt, \
          shared, closed, conflict or {INCOMPLETE}"
     )))
@@ -225,8 +254,7 @@ impl Records for NodeService {
     ) -> Result<Response<pb::Record>, Status> {
         let req = request.into_inner();
         let kind = parse_kind(&req.kind)?;
-        let body = Body::from_json(kind, &req.body_json)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let body = Body::from_json(kind, &req.body_json).map_err(|e| invalid(e.to_string()))?;
         let act = Act {
             at_ms: req.at_ms,
             unit: non_empty(req.unit),
@@ -280,8 +308,7 @@ impl Records for NodeService {
         request: Request<pb::AppendEventRequest>,
     ) -> Result<Response<pb::Record>, Status> {
         let req = request.into_inner();
-        let action =
-            Action::parse(&req.action).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let action = Action::parse(&req.action).map_err(|e| invalid(e.to_string()))?;
         let act = Act {
             at_ms: req.at_ms,
             unit: non_empty(req.unit),
@@ -341,7 +368,7 @@ impl Records for NodeService {
     ) -> Result<Response<pb::Record>, Status> {
         let req = request.into_inner();
         let patch: serde_json::Value = serde_json::from_str(&req.patch_json)
-            .map_err(|e| Status::invalid_argument(format!("patch is not valid JSON: {e}")))?;
+            .map_err(|e| invalid(format!("patch is not valid JSON: {e}")))?;
         let view = self
             .office
             .edit_body(named_record(req.id)?, patch)

@@ -343,3 +343,57 @@ async fn an_empty_or_malformed_record_id_is_answered_clearly() {
         status.message()
     );
 }
+
+/// A refusal that echoes a very long value (a party, an action, an organisation) is cut short
+/// and still says what was wrong: past about 16,000 characters the whole message no longer
+/// fitted the response and the client saw only an HTTP/2 protocol error.
+#[tokio::test]
+async fn a_refusal_echoing_a_huge_value_is_cut_short_and_still_says_why() {
+    let (haibin, id) = haibin_with_a_transfer().await;
+    let huge = "z".repeat(20_000);
+    let cut_short = |message: &str| {
+        assert!(
+            message.chars().count() < 1_100 && message.contains("cut short"),
+            "{} characters: {}…",
+            message.chars().count(),
+            &message[..200.min(message.len())]
+        );
+    };
+
+    let (party, at) = (huge.clone(), id.clone());
+    let message = haibin
+        .refused_by("directory", |mut c| async move {
+            c.add_parties(pb::AddPartiesRequest {
+                id: at,
+                parties: vec![party],
+                ..Default::default()
+            })
+            .await
+        })
+        .await;
+    cut_short(&message);
+
+    let (action, at) = (huge.clone(), id.clone());
+    let message = haibin
+        .invalid("unknown workflow action", |mut c| async move {
+            c.append_event(event(&at, &action, "2026-09-28 12:00"))
+                .await
+        })
+        .await;
+    cut_short(&message);
+
+    let org = huge.clone();
+    let message = haibin
+        .invalid(
+            "is not in this node's organisation directory",
+            |mut c| async move {
+                c.obligations(pb::ObligationsRequest {
+                    org,
+                    ..Default::default()
+                })
+                .await
+            },
+        )
+        .await;
+    cut_short(&message);
+}
