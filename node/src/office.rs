@@ -317,13 +317,7 @@ impl Office {
         patch: serde_json::Value,
     ) -> Result<(RecordView, Option<Seq>), OfficeError> {
         check_field_sizes(&patch)?;
-        let org = self.org().to_owned();
-        let now = self.replica.now_ms();
-        let changed = self.replica.change_deferred(&id, false, |doc| {
-            let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
-            if !record.envelope.is_party(&org) {
-                return Err(not_a_party(&org, &id));
-            }
+        self.change_as_party(&id, |doc, record, now| {
             let body = record
                 .body
                 .patched(&patch)
@@ -342,10 +336,8 @@ impl Office {
                 .map(|fields| fields.keys().map(String::as_str).collect())
                 .unwrap_or_default();
             doc::edit_body(doc, &body, &fields, now).map_err(ReplicaError::from)?;
-            Ok::<_, OfficeError>(())
-        })?;
-        let seq = changed.seq;
-        Ok((self.view_after(&id, changed)?, seq))
+            Ok(())
+        })
     }
 
     /// Adds organisations to a record's parties; the hub backfills the record to them.
@@ -373,13 +365,7 @@ impl Office {
                 .into());
             }
         }
-        let org = self.org().to_owned();
-        let now = self.replica.now_ms();
-        let changed = self.replica.change_deferred(&id, false, |doc| {
-            let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
-            if !record.envelope.is_party(&org) {
-                return Err(not_a_party(&org, &id));
-            }
+        self.change_as_party(&id, |doc, record, now| {
             let mut parties = record.envelope.parties.clone();
             for party in &new_parties {
                 if !parties.contains(party) {
@@ -390,10 +376,29 @@ impl Office {
             widened.envelope.parties = parties.clone();
             workflow::require_complainant_confined(&self.directory, &widened)?;
             doc::set_parties(doc, &parties, now).map_err(ReplicaError::from)?;
-            Ok::<_, OfficeError>(())
+            Ok(())
+        })
+    }
+
+    /// Changes record `id` with `f` as this office, which must be one of the record's parties:
+    /// `f` gets the document, the record it holds and the time to stamp the change with.
+    /// Returns the changed record's view and the change-log position to wait on.
+    fn change_as_party(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut automerge::Automerge, Record, i64) -> Result<(), OfficeError>,
+    ) -> Result<(RecordView, Option<Seq>), OfficeError> {
+        let org = self.org();
+        let now = self.replica.now_ms();
+        let changed = self.replica.change_deferred(id, false, |doc| {
+            let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
+            if !record.envelope.is_party(org) {
+                return Err(not_a_party(org, id));
+            }
+            f(doc, record, now)
         })?;
         let seq = changed.seq;
-        Ok((self.view_after(&id, changed)?, seq))
+        Ok((self.view_after(id, changed)?, seq))
     }
 
     pub async fn get(&self, id: String) -> Result<RecordView, OfficeError> {

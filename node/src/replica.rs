@@ -654,16 +654,14 @@ impl Replica {
         create_missing: bool,
         f: impl FnOnce(&mut Automerge) -> Result<R, E>,
     ) -> Result<Changed<R>, E> {
-        self.change_with(id, create_missing, Durability::Synced, |doc| {
-            f(doc).map(|result| (result, Known::default()))
-        })
+        self.change_knowing_nothing(id, create_missing, Durability::Synced, f)
     }
 
     /// [`Replica::change`], written but neither synced nor published: the change is durable,
     /// and sessions and feeds hear of it, only once [`Replica::durable`] (or
-    /// [`Replica::make_durable`]) covers it. The caller must tell nobody of it before then. A sync session applies a batch of received
-    /// messages this way, one disk sync for the batch. `f` also says what it [`Known`]s of
-    /// the document it left.
+    /// [`Replica::make_durable`]) covers it. The caller must tell nobody of it before then.
+    /// A sync session applies a batch of received messages this way, one disk sync for the
+    /// batch. `f` also says what it [`Known`]s of the document it left.
     pub fn change_unsynced<R, E: From<ReplicaError>>(
         &self,
         id: &str,
@@ -683,7 +681,18 @@ impl Replica {
         create_missing: bool,
         f: impl FnOnce(&mut Automerge) -> Result<R, E>,
     ) -> Result<Changed<R>, E> {
-        self.change_with(id, create_missing, Durability::Deferred, |doc| {
+        self.change_knowing_nothing(id, create_missing, Durability::Deferred, f)
+    }
+
+    /// A change whose `f` knows nothing of the document it leaves beyond the document itself.
+    fn change_knowing_nothing<R, E: From<ReplicaError>>(
+        &self,
+        id: &str,
+        create_missing: bool,
+        durability: Durability,
+        f: impl FnOnce(&mut Automerge) -> Result<R, E>,
+    ) -> Result<Changed<R>, E> {
+        self.change_with(id, create_missing, durability, |doc| {
             f(doc).map(|result| (result, Known::default()))
         })
     }

@@ -965,6 +965,16 @@ async fn a_store_restored_from_an_older_copy_makes_changes_peers_can_take() {
     );
 }
 
+/// Whether `replica` holds record `id` within `within`, looking every 5 ms.
+async fn holds_within(replica: &Replica, id: &str, within: Duration) -> bool {
+    let held = async {
+        while !replica.contains(id).unwrap() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(within, held).await.is_ok()
+}
+
 /// A peer's changes are answered only once a disk sync covers them, and the session takes in
 /// the peer's next record while that sync runs: a relay hands records on without waiting for
 /// each batch's sync before it reads the next.
@@ -986,26 +996,18 @@ async fn changes_are_answered_once_on_disk_while_the_next_are_taken_in() {
             .unwrap()
     };
     peer.send(&first, offer(&first)).await;
-    let took_first = tokio::time::timeout(Duration::from_secs(10), async {
-        while !node.contains(&first).unwrap() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
-    took_first
-        .await
-        .expect("the session took in the first record");
+    assert!(
+        holds_within(&node, &first, Duration::from_secs(10)).await,
+        "the session took in the first record"
+    );
     peer.send(&second, offer(&second)).await;
 
     // The first record's sync is still running: the second is taken in meanwhile, and
     // nothing about either is said yet.
-    let took_second = tokio::time::timeout(Duration::from_millis(300), async {
-        while !node.contains(&second).unwrap() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
-    took_second
-        .await
-        .expect("the second record was taken in while the first one's sync ran");
+    assert!(
+        holds_within(&node, &second, Duration::from_millis(300)).await,
+        "the second record was taken in while the first one's sync ran"
+    );
     while let Ok(frame) = peer.from_session.try_recv() {
         assert!(
             !matches!(frame.frame, Some(Frame::Doc(_))),
