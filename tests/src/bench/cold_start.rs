@@ -146,11 +146,14 @@ pub async fn run(sizes: &Sizes, root: &Path, progress: &Progress) -> anyhow::Res
         ),
     ]);
     if let Some(full_sync) = full_sync {
-        figures.push(
+        figures.extend(
             one_percent_offline(
-                &source,
-                &source_link,
-                &joiner,
+                &Cast {
+                    source: &source,
+                    link: &source_link,
+                    joiner: &joiner,
+                    hub_pid,
+                },
                 k,
                 full_sync,
                 sizes,
@@ -167,17 +170,15 @@ pub async fn run(sizes: &Sizes, root: &Path, progress: &Progress) -> anyhow::Res
 /// the reconnection (the first byte through the healed link) until the new office holds every
 /// change, beside the full sync's time.
 async fn one_percent_offline(
-    source: &NodeProcess,
-    link: &Proxy,
-    joiner: &NodeProcess,
+    cast: &Cast<'_>,
     k: usize,
     full_sync: Duration,
     sizes: &Sizes,
     progress: &Progress,
-) -> anyhow::Result<Figure> {
+) -> anyhow::Result<Vec<Figure>> {
     let changes = (k / 100).max(1);
     let name = format!("1 % of {k} records changed offline: time until the new office holds them");
-    let mut office = source.records().await?;
+    let mut office = cast.source.records().await?;
     let ids: Vec<String> = office
         .list(pb::ListRecordsRequest {
             limit: (changes * OFFLINE_ROUNDS) as u32,
@@ -190,11 +191,17 @@ async fn one_percent_offline(
         .filter_map(|summary| summary.envelope.map(|e| e.id))
         .collect();
 
+    let pids = RoundPids {
+        hub: cast.hub_pid,
+        source: cast.source.proc.pid().context("source office is running")?,
+        joiner: cast.joiner.proc.pid().context("new office is running")?,
+    };
     let mut rounds = Vec::with_capacity(OFFLINE_ROUNDS);
+    let mut cpu = RoundCpu::default();
     for (round, ids) in ids.chunks(changes).take(OFFLINE_ROUNDS).enumerate() {
-        let Some(took) = offline_round(source, link, joiner, ids, round, sizes, progress).await?
+        let Some((took, used)) = offline_round(cast, &pids, ids, round, sizes, progress).await?
         else {
-            return Ok(Figure::missing(
+            return Ok(vec![Figure::missing(
                 WORKLOAD,
                 name,
                 Unit::Ms,
@@ -202,9 +209,10 @@ async fn one_percent_offline(
                     "round {}: some changes still missing after the timeout",
                     round + 1
                 ),
-            ));
+            )]);
         };
         rounds.push(took);
+        cpu.add(&used);
     }
     let mut sorted = rounds.clone();
     sorted.sort();
@@ -214,26 +222,94 @@ async fn one_percent_offline(
         .map(|took| format!("{:.0}", took.as_secs_f64() * 1000.0))
         .collect::<Vec<_>>()
         .join(", ");
-    Ok(
+    let per_record = |ns: u64| ns as f64 / 1000.0 / (changes * rounds.len()) as f64;
+    Ok(vec![
         Figure::new(WORKLOAD, name, median.as_secs_f64() * 1000.0, Unit::Ms).note(format!(
             "median of {} rounds ({each} ms); {:.1} % of the full sync's time (goal: at most 2 %)",
             rounds.len(),
             100.0 * median.as_secs_f64() / full_sync.as_secs_f64()
         )),
-    )
+        Figure::new(
+            WORKLOAD,
+            "1 % step: CPU per changed record, hub",
+            per_record(cpu.hub),
+            Unit::Micros,
+        )
+        .note(format!(
+            "new office {:.0} µs, source office {:.0} µs; from the reconnection until the new office holds them, all rounds",
+            per_record(cpu.joiner),
+            per_record(cpu.source)
+        )),
+    ])
+}
+
+/// Who plays the 1 % step: the source office and its link to the hub, the new office, and
+/// the hub's process.
+struct Cast<'a> {
+    source: &'a NodeProcess,
+    link: &'a Proxy,
+    joiner: &'a NodeProcess,
+    hub_pid: u32,
+}
+
+/// The processes a round of the 1 % step measures.
+struct RoundPids {
+    hub: u32,
+    source: u32,
+    joiner: u32,
+}
+
+/// CPU the three processes spent in rounds of the 1 % step, in nanoseconds.
+#[derive(Debug, Default)]
+struct RoundCpu {
+    hub: u64,
+    source: u64,
+    joiner: u64,
+}
+
+impl RoundCpu {
+    fn sample(pids: &RoundPids) -> anyhow::Result<Self> {
+        Ok(Self {
+            hub: procstat::cpu_ns(pids.hub)?,
+            source: procstat::cpu_ns(pids.source)?,
+            joiner: procstat::cpu_ns(pids.joiner)?,
+        })
+    }
+
+    /// What each process spent since `self` was sampled.
+    fn since(&self, pids: &RoundPids) -> anyhow::Result<Self> {
+        let now = Self::sample(pids)?;
+        Ok(Self {
+            hub: now.hub.saturating_sub(self.hub),
+            source: now.source.saturating_sub(self.source),
+            joiner: now.joiner.saturating_sub(self.joiner),
+        })
+    }
+
+    fn add(&mut self, other: &Self) {
+        self.hub += other.hub;
+        self.source += other.source;
+        self.joiner += other.joiner;
+    }
 }
 
 /// One round: the source office's link is cut, it changes `ids` and the link heals; the time
-/// from its reconnection until the new office holds every change, `None` on timeout.
+/// from its reconnection until the new office holds every change, and the CPU each process
+/// spent from the heal until then; `None` on timeout.
 async fn offline_round(
-    source: &NodeProcess,
-    link: &Proxy,
-    joiner: &NodeProcess,
+    cast: &Cast<'_>,
+    pids: &RoundPids,
     ids: &[String],
     round: usize,
     sizes: &Sizes,
     progress: &Progress,
-) -> anyhow::Result<Option<Duration>> {
+) -> anyhow::Result<Option<(Duration, RoundCpu)>> {
+    let Cast {
+        source,
+        link,
+        joiner,
+        ..
+    } = cast;
     let mut office = source.records().await?;
     link.cut();
     crate::eventually(
@@ -295,6 +371,7 @@ async fn offline_round(
     });
 
     let before = link.bytes_forwarded();
+    let cpu_before = RoundCpu::sample(pids)?;
     link.heal();
     let healed = Instant::now();
     while link.bytes_forwarded() == before {
@@ -309,13 +386,17 @@ async fn offline_round(
         follower.abort();
         return Ok(None);
     };
+    let used = cpu_before.since(pids)?;
     let took = arrived_at.saturating_duration_since(reconnected);
     progress.say(format!(
-        "round {}: the new office holds the changes {:.0} ms after the source office reconnected",
+        "round {}: the new office holds the changes {:.0} ms after the source office reconnected (CPU: hub {:.1} ms, new office {:.1} ms, source office {:.1} ms)",
         round + 1,
-        took.as_secs_f64() * 1000.0
+        took.as_secs_f64() * 1000.0,
+        used.hub as f64 / 1e6,
+        used.joiner as f64 / 1e6,
+        used.source as f64 / 1e6,
     ));
-    Ok(Some(took))
+    Ok(Some((took, used)))
 }
 
 /// Creates `k` records shared with every organisation in the source office's store.

@@ -74,6 +74,22 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
     })
 }
 
+/// CPU time of every thread of process `pid` so far, in nanoseconds, from each thread's
+/// `/proc/PID/task/TID/schedstat`: precise where `/proc/PID/stat`'s clock ticks (10 ms) are
+/// too coarse for a round of some 50 ms. A thread that ends between the listing and its read
+/// is skipped, and a thread that ended before the listing no longer counts: sample a process
+/// whose threads live as long as the window (tokio's workers do; its blocking pool's idle
+/// threads may go after 10 s).
+pub fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("listing /proc/{pid}/task"))?;
+    Ok(tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .sum())
+}
+
 /// Bytes of every file under `path`, as `du --apparent-size` counts them.
 pub fn folder_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
@@ -109,6 +125,25 @@ mod tests {
         assert!(sample.peak_rss_kib > 0);
         assert!(sample.rss_kib > 0);
         assert!(sample.cpu_s >= 0.0);
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_grows_with_work() {
+        let pid = std::process::id();
+        let before = cpu_ns(pid).unwrap();
+        let started = std::time::Instant::now();
+        let mut spin = 0u64;
+        // Spins until the counter shows 10 ms of CPU, or gives up after 10 s of wall time
+        // (a counter that never moves).
+        while cpu_ns(pid).unwrap() - before < 10_000_000
+            && started.elapsed() < std::time::Duration::from_secs(10)
+        {
+            for _ in 0..10_000 {
+                spin = std::hint::black_box(spin.wrapping_add(1));
+            }
+        }
+        let after = cpu_ns(pid).unwrap();
+        assert!(after - before >= 10_000_000, "{before} → {after} ns");
     }
 
     #[test]
