@@ -6,6 +6,10 @@
 //!   replica over a `RocksStore` in the same folder, from 1 and N concurrent callers; each is
 //!   one synced batch, so the gap to the raw rate is the node's own work.
 //! - Automerge's own cost: applying a record's changes to an empty document, per change.
+//! - The machine's memory: what touching a page costs once it was left alone for a second,
+//!   against touching it while warm. On these virtual machines the first is tens of times the
+//!   second and swings with the hour; whatever runs in bursts after a pause (the 1 % step, the
+//!   scale workload's trickle) pays it for every page it touches.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +34,10 @@ const BODIES_PER_CALLER: usize = 256;
 /// Records whose changes the apply measurement replays, and how many times.
 const APPLY_RECORDS: usize = 200;
 const APPLY_ROUNDS: usize = 5;
+/// Memory the cold-page measurement touches, and how long it leaves it alone.
+const TOUCHED_BYTES: usize = 32 << 20;
+const PAGE_BYTES: usize = 4096;
+const LEFT_ALONE: Duration = Duration::from_secs(1);
 
 pub async fn run(sizes: &Sizes, root: &Path, progress: &Progress) -> anyhow::Result<Vec<Figure>> {
     std::fs::create_dir_all(root)?;
@@ -94,7 +102,49 @@ pub async fn run(sizes: &Sizes, root: &Path, progress: &Progress) -> anyhow::Res
         )
         .note(format!("{APPLY_RECORDS} records of 1 + {updates} changes")),
     );
+
+    let (warm, cold) = tokio::task::spawn_blocking(page_touch_cost).await?;
+    progress.say(format!(
+        "touching a page: {warm:.2} µs warm, {cold:.2} µs after {} s left alone",
+        LEFT_ALONE.as_secs()
+    ));
+    figures.push(
+        Figure::new(
+            WORKLOAD,
+            format!(
+                "touching memory left alone for {} s, per 4 KiB page",
+                LEFT_ALONE.as_secs()
+            ),
+            cold,
+            Unit::Micros,
+        )
+        .note(format!(
+            "{warm:.2} µs while warm; {} MiB",
+            TOUCHED_BYTES >> 20
+        )),
+    );
     Ok(figures)
+}
+
+/// Microseconds per page to read every page of a buffer while warm, and again after it was
+/// left alone for [`LEFT_ALONE`].
+fn page_touch_cost() -> (f64, f64) {
+    let pages = TOUCHED_BYTES / PAGE_BYTES;
+    let buffer = vec![1u8; TOUCHED_BYTES];
+    let touch = || {
+        let started = Instant::now();
+        let sum: u64 = buffer
+            .chunks(PAGE_BYTES)
+            .map(|page| u64::from(std::hint::black_box(page[0])))
+            .sum();
+        std::hint::black_box(sum);
+        started.elapsed().as_secs_f64() * 1e6 / pages as f64
+    };
+    touch();
+    let warm = touch();
+    std::thread::sleep(LEFT_ALONE);
+    let cold = touch();
+    (warm, cold)
 }
 
 /// Synced single-value batches per second from `threads` writers during `window`.
