@@ -9,7 +9,7 @@ use std::sync::Arc;
 use automerge::{Automerge, ChangeMetadata};
 use linkage_node::org::{Directory, OrgKind};
 use linkage_node::record::Record;
-use linkage_node::record::doc::{hydrate_record, org_of_actor};
+use linkage_node::record::doc::{DocError, hydrate_record, org_of_actor};
 use linkage_node::replica::Summary;
 use linkage_node::sync::session::Gate;
 use linkage_node::workflow::{self, RuleViolation};
@@ -37,7 +37,7 @@ impl Gate for HubGate {
     fn admit(
         &self,
         id: &str,
-        before: Option<&Automerge>,
+        before: Option<Result<&Record, &DocError>>,
         after: &Automerge,
         added: &[ChangeMetadata<'_>],
     ) -> Result<Option<Record>, RuleViolation> {
@@ -71,15 +71,14 @@ impl Gate for HubGate {
             }
         }
 
-        let unreadable = |what: &str, e: linkage_node::record::doc::DocError| RuleViolation {
+        let unreadable = |what: &str, e: &DocError| RuleViolation {
             rule: "schema",
             message: format!("{what} of record {id} is not a readable record: {e}"),
         };
         let before = before
-            .map(hydrate_record)
             .transpose()
             .map_err(|e| unreadable("the hub's copy", e))?;
-        let after = hydrate_record(after).map_err(|e| unreadable("the changed copy", e))?;
+        let after = hydrate_record(after).map_err(|e| unreadable("the changed copy", &e))?;
         if after.envelope.id != id {
             return Err(RuleViolation {
                 rule: "schema",
@@ -102,7 +101,7 @@ impl Gate for HubGate {
             &self.directory,
             &self.org,
             &relayed,
-            before.as_ref(),
+            before,
             &after,
         )?;
         if !relayed.is_empty() {

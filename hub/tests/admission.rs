@@ -436,20 +436,22 @@ async fn another_partys_change_passes_only_while_refilling_and_only_from_a_party
 
     let (id, before, after) = case_and_an_act_by(MARKET).await;
     let added = after.get_changes_meta(&before.get_heads());
+    let before = hydrate_record(&before).unwrap();
     let refused = gate(false)
-        .admit(&id, Some(&before), &after, &added)
+        .admit(&id, Some(Ok(&before)), &after, &added)
         .unwrap_err();
     assert_eq!(refused.rule, "actor", "{refused}");
     let admitted = gate(true)
-        .admit(&id, Some(&before), &after, &added)
+        .admit(&id, Some(Ok(&before)), &after, &added)
         .expect("a party's act handed over while refilling")
         .expect("the gate read the record");
     assert!(admitted.events.iter().any(|e| e.org == MARKET));
 
     let (id, before, after) = case_and_an_act_by(DAIHE).await;
     let added = after.get_changes_meta(&before.get_heads());
+    let before = hydrate_record(&before).unwrap();
     let outsider = gate(true)
-        .admit(&id, Some(&before), &after, &added)
+        .admit(&id, Some(Ok(&before)), &after, &added)
         .unwrap_err();
     assert_eq!(outsider.rule, "actor", "{outsider}");
     assert!(

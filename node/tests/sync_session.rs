@@ -1080,7 +1080,7 @@ impl session::Gate for SlowOfferGate {
     fn admit(
         &self,
         _: &str,
-        _: Option<&Automerge>,
+        _: Option<Result<&linkage_node::record::Record, &linkage_node::record::doc::DocError>>,
         _: &Automerge,
         _: &[automerge::ChangeMetadata<'_>],
     ) -> Result<Option<linkage_node::record::Record>, linkage_node::workflow::RuleViolation> {

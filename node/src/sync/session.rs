@@ -23,7 +23,7 @@ use tracing::{debug, info, instrument, warn};
 
 use super::{MAX_FRAME_BYTES, SyncError, deflate, guard};
 use crate::record::Record;
-use crate::record::doc::DocError;
+use crate::record::doc::{self, DocError};
 use crate::replica::{Known, Replica, ReplicaError, Summary};
 use crate::store::{PeerLog, Seq};
 use crate::workflow::RuleViolation;
@@ -55,20 +55,22 @@ pub trait Gate: Send + Sync + std::fmt::Debug + 'static {
     /// May this record be offered to (or its changes be sent to) the peer?
     fn may_offer(&self, summary: &Summary) -> bool;
 
-    /// Admits the changes a peer sent for record `id`: `before` is the local copy (`None` if
-    /// new), `after` the copy with the changes applied, `added` the new changes. Returns the
-    /// record `after` holds if the gate read it, so the replica need not read it again.
+    /// Admits the changes a peer sent for record `id`: `before` is the local copy as it read
+    /// before them (`None` if the record is new here, an error if that copy does not read as
+    /// a record), `after` the document with the changes applied, `added` the new changes.
+    /// Returns the record `after` holds if the gate read it, so the replica need not read it
+    /// again. On a refusal the changed document is dropped, and the replica reloads the
+    /// record from the store on its next use.
     fn admit(
         &self,
         id: &str,
-        before: Option<&Automerge>,
+        before: Option<Result<&Record, &DocError>>,
         after: &Automerge,
         added: &[ChangeMetadata<'_>],
     ) -> Result<Option<Record>, RuleViolation>;
 
     /// Whether [`Gate::admit`] admits every change without looking: then a peer's changes are
-    /// applied to the document directly, without the trial copy and the list of added changes
-    /// made for `admit` (a whole copy of the document per received message).
+    /// applied without reading the record before them and listing the added changes.
     fn admits_everything(&self) -> bool {
         false
     }
@@ -87,7 +89,7 @@ impl Gate for TrustHub {
     fn admit(
         &self,
         _: &str,
-        _: Option<&Automerge>,
+        _: Option<Result<&Record, &DocError>>,
         _: &Automerge,
         _: &[ChangeMetadata<'_>],
     ) -> Result<Option<Record>, RuleViolation> {
@@ -1449,13 +1451,14 @@ fn apply_message(
     deflated: bool,
 ) -> Received {
     // Unsynced: the caller makes the whole batch durable before it answers (`apply_incoming`).
-    let outcome = replica.change_unsynced(id, true, |doc| -> Result<_, ReplicaError> {
+    let outcome = replica.change_unsynced(id, true, |doc| -> Result<_, ApplyError> {
         let before_heads = doc.get_heads();
         let before_exists = !before_heads.is_empty();
+        let carries_changes = !message.changes.is_empty();
         // A record new to this replica arrives whole (see `FirstOffer`): its bytes are stored
         // as they came, if they came plain. Deflated inside, they are smaller than the size
         // the replica's limit measures, so the replica encodes the document itself.
-        let whole = (!before_exists && !message.changes.is_empty() && !deflated).then(|| {
+        let whole = (!before_exists && carries_changes && !deflated).then(|| {
             message
                 .changes
                 .iter()
@@ -1463,51 +1466,40 @@ fn apply_message(
                 .copied()
                 .collect::<Vec<u8>>()
         });
-        let mut trial_state = state.clone();
         // Heads, needs and bloom filters change nothing in the document: only a message
-        // carrying changes needs the trial copy the gate inspects, and only if it inspects.
-        // Should Automerge panic halfway, the replica drops the half-changed document and
-        // reloads it from the store (`lock_slot`).
-        if message.changes.is_empty() || gate.admits_everything() {
-            let carries_changes = !message.changes.is_empty();
-            if let Err(e) = doc.receive_sync_message(&mut trial_state, message) {
-                let failure = format!("sync message does not apply: {e}");
-                // Applied directly, the message may have changed part of the document: fail
-                // the change, so the replica drops that copy and reloads the record from the
-                // store, as discarding the trial copy does.
-                if carries_changes {
-                    return Err(DocError::Load(failure).into());
-                }
-                return Ok((Received::Failed(failure), Known::default()));
-            }
-            let known = Known {
-                record: None,
-                whole,
-            };
-            return Ok((answer(doc, trial_state), known));
-        }
-        let mut trial = doc.fork();
-        if let Err(e) = trial.receive_sync_message(&mut trial_state, message) {
+        // carrying changes is put to the gate, and only if it inspects. The record as it
+        // reads before them is what the gate compares with.
+        let inspect = carries_changes && !gate.admits_everything();
+        let before = (inspect && before_exists).then(|| doc::hydrate_record(doc));
+
+        // The changes are applied in place, not to a trial copy: a copy of the document per
+        // received message was a tenth of the hub's work taking in changes, and most of the
+        // memory it touched. A refusal or a failure drops the changed document instead (an
+        // error out of this closure), and the replica reloads the record from the store,
+        // as it does should Automerge panic halfway (`lock_slot`).
+        let mut state = state;
+        if let Err(e) = doc.receive_sync_message(&mut state, message) {
             let failure = format!("sync message does not apply: {e}");
+            if carries_changes {
+                return Err(DocError::Load(failure).into());
+            }
             return Ok((Received::Failed(failure), Known::default()));
         }
-        // The fork holds all of the document's changes, so those not under its old heads are
-        // the added ones; their metadata is all the gate needs, without decoding each change.
-        let added = trial.get_changes_meta(&before_heads);
-        let mut known = Known::default();
-        if !added.is_empty() {
-            let before = before_exists.then_some(&*doc);
-            match gate.admit(id, before, &trial, &added) {
-                Ok(record) => known = Known { record, whole },
-                Err(violation) => return Ok((Received::Refused(violation), known)),
+        let mut known = Known {
+            record: None,
+            whole,
+        };
+        if inspect {
+            // Those of the document's changes not under its old heads are the added ones;
+            // their metadata is all the gate needs, without decoding each change.
+            let added = doc.get_changes_meta(&before_heads);
+            if !added.is_empty() {
+                known.record = gate
+                    .admit(id, before.as_ref().map(Result::as_ref), doc, &added)
+                    .map_err(ApplyError::Refused)?;
             }
-            // The admitted trial copy already holds the changes: keep it (with this replica's
-            // actor) instead of applying them a second time.
-            drop(added);
-            let actor = doc.get_actor().clone();
-            *doc = trial.with_actor(actor);
         }
-        Ok((answer(doc, trial_state), known))
+        Ok((answer(doc, state), known))
     });
     match outcome {
         Ok(changed) => {
@@ -1520,13 +1512,36 @@ fn apply_message(
             }
             received
         }
+        Err(ApplyError::Refused(violation)) => Received::Refused(violation),
         // Each side's changes fitted; together they pass the limit (two devices of one office
         // editing offline, say). A rule of the district, not a fault of the link.
-        Err(e @ ReplicaError::TooLarge { .. }) => Received::Refused(RuleViolation {
-            rule: "limits",
-            message: e.to_string(),
-        }),
-        Err(e) => Received::Failed(e.to_string()),
+        Err(ApplyError::Replica(e @ ReplicaError::TooLarge { .. })) => {
+            Received::Refused(RuleViolation {
+                rule: "limits",
+                message: e.to_string(),
+            })
+        }
+        Err(ApplyError::Replica(e)) => Received::Failed(e.to_string()),
+    }
+}
+
+/// Why a peer's message left the document it changed to be dropped.
+#[derive(Debug)]
+enum ApplyError {
+    Replica(ReplicaError),
+    /// The gate refused changes already applied to the document in memory.
+    Refused(RuleViolation),
+}
+
+impl From<ReplicaError> for ApplyError {
+    fn from(e: ReplicaError) -> Self {
+        Self::Replica(e)
+    }
+}
+
+impl From<DocError> for ApplyError {
+    fn from(e: DocError) -> Self {
+        Self::Replica(e.into())
     }
 }
 
