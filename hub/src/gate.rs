@@ -97,13 +97,7 @@ impl Gate for HubGate {
                 ),
             });
         }
-        workflow::admit_relayed_change(
-            &self.directory,
-            &self.org,
-            &relayed,
-            before,
-            &after,
-        )?;
+        workflow::admit_relayed_change(&self.directory, &self.org, &relayed, before, &after)?;
         if !relayed.is_empty() {
             info!(record = %id, relayed_by = %self.org, authors = ?relayed, "admitted changes a node handed over for other parties (refilling from the nodes)");
         }
