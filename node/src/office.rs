@@ -317,6 +317,13 @@ impl Office {
         patch: serde_json::Value,
     ) -> Result<(RecordView, Option<Seq>), OfficeError> {
         check_field_sizes(&patch)?;
+        // An empty patch would succeed and change nothing, which reads as an edit that was
+        // lost (found by a break-test).
+        if patch.as_object().is_some_and(serde_json::Map::is_empty) {
+            return Err(OfficeError::Invalid(
+                "the patch names no field to change; give at least one body field, e.g. {\"title\": \"...\"}".into(),
+            ));
+        }
         self.change_as_party(&id, |doc, record, now| {
             let body = record
                 .body

@@ -184,6 +184,8 @@ async fn an_edit_patch_that_is_not_a_json_object_of_known_fields_is_invalid() {
         ("{\"title\": ", "not valid JSON"),
         ("[\"title\"]", "JSON object"),
         ("{\"colour\": \"red\"}", "colour"),
+        ("{}", "names no field"),
+        ("  { }  ", "names no field"),
     ] {
         let id = id.clone();
         haibin
