@@ -460,3 +460,61 @@ async fn another_partys_change_passes_only_while_refilling_and_only_from_a_party
         outsider.message
     );
 }
+
+/// A first offer may carry a change whose dependency is missing: Automerge holds it back,
+/// unapplied, and the gate sees it only once it applies. The hub stores only what applied,
+/// not the offer's bytes as they came: stored, the held-back change made the record
+/// unloadable (`MissingDeps`) once it left the hub's memory, and sat in its store unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_held_back_for_a_missing_dependency_is_not_stored() {
+    use automerge::ReadDoc;
+    use automerge::sync::{ChunkList, Have, MessageVersion};
+
+    let started = start_hub().await;
+    let (url, hub) = (started.url, started.replica);
+    let now = SystemClock.now_ms();
+    let (id, transfer) = haibin_transfer(now);
+    let opening = transfer.get_changes(&[]);
+    let with_h = with_event(
+        &transfer,
+        HAIBIN,
+        WorkflowEvent::new(Action::Updated, now + 1_000, HAIBIN),
+    );
+    let with_x = with_event(
+        &with_h,
+        MARKET,
+        WorkflowEvent::new(Action::Received, now + 2_000, MARKET),
+    );
+    let x = with_x
+        .get_changes(&with_h.get_heads())
+        .pop()
+        .expect("one change on top of h");
+
+    let mut chunks: Vec<Vec<u8>> = opening.iter().map(|c| c.raw_bytes().to_vec()).collect();
+    chunks.push(x.raw_bytes().to_vec());
+    let offer = Message {
+        heads: with_x.get_heads(),
+        need: Vec::new(),
+        have: vec![Have::default()],
+        changes: ChunkList::from(chunks),
+        flags: None,
+        version: MessageVersion::V1,
+    };
+    let mut rogue = Rogue::connect(&url, HAIBIN).await;
+    match rogue.send_raw(&id, offer.encode()).await {
+        Frame::Doc(_) => {}
+        other => panic!("the hub refused the opening change: {other:?}"),
+    }
+
+    let stored = hub
+        .store()
+        .load(&id)
+        .unwrap()
+        .expect("the hub stored the opening change");
+    let reloaded = Automerge::load(&stored.concat()).unwrap();
+    assert_eq!(reloaded.get_heads(), transfer.get_heads());
+    assert!(
+        reloaded.get_missing_deps(&[]).is_empty(),
+        "the held-back change was stored"
+    );
+}

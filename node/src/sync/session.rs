@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::sync::{BloomFilter, Capability, ChunkList, Have, Message, State, SyncDoc};
-use automerge::{Automerge, ChangeMetadata};
+use automerge::{Automerge, ChangeMetadata, ReadDoc};
 use futures::{FutureExt, Stream, StreamExt};
 use linkage_proto::v1::{
     DocSync, MessageEncoding, Progress, Rejected, SyncFrame, sync_frame::Frame,
@@ -1485,6 +1485,11 @@ fn apply_message(
             }
             return Ok((Received::Failed(failure), Known::default()));
         }
+        // Changes whose dependencies have not arrived wait in Automerge's queue, unapplied
+        // and unseen by the gate (it sees them once they apply). Stored as they came, they
+        // sat in the record's bytes meanwhile, and a run of change chunks with one missing
+        // its dependency does not load (`MissingDeps`): store only what applied.
+        let whole = whole.filter(|_| doc.get_missing_deps(&[]).is_empty());
         let mut known = Known {
             record: None,
             whole,
