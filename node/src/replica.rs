@@ -1144,10 +1144,9 @@ mod tests {
         assert_eq!(value(&reader, "doc", "m"), Some(7));
     }
 
-    /// A full cache makes room for a new document by dropping the least recently used one, and
-    /// a dropped document reads back whole from the store.
-    #[test]
-    fn the_least_recently_used_document_leaves_the_cache_first() {
+    /// A replica whose cache (16, the least it keeps) is full: `doc-0` to `doc-15`, each with
+    /// `n` set to its number, written in that order.
+    fn replica_full_of_sixteen() -> Replica {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let replica = replica_on(&store);
         for n in 0..16 {
@@ -1155,6 +1154,14 @@ mod tests {
                 .change(&format!("doc-{n}"), true, |doc| put(doc, "n", n))
                 .unwrap();
         }
+        replica
+    }
+
+    /// A full cache makes room for a new document by dropping the least recently used one, and
+    /// a dropped document reads back whole from the store.
+    #[test]
+    fn the_least_recently_used_document_leaves_the_cache_first() {
+        let replica = replica_full_of_sixteen();
         assert_eq!(value(&replica, "doc-0", "n"), Some(0));
 
         replica
@@ -1181,13 +1188,7 @@ mod tests {
     /// cache whose every document is in use grows past its size rather than refuse.
     #[test]
     fn a_document_in_use_stays_in_the_cache() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let replica = replica_on(&store);
-        for n in 0..16 {
-            replica
-                .change(&format!("doc-{n}"), true, |doc| put(doc, "n", n))
-                .unwrap();
-        }
+        let replica = replica_full_of_sixteen();
         let in_use = replica.slot("doc-0");
         for n in 1..16 {
             assert_eq!(value(&replica, &format!("doc-{n}"), "n"), Some(n));
