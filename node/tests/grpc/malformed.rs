@@ -259,7 +259,7 @@ async fn unknown_record_id_is_not_found_by_every_call() {
             .refused(Code::NotFound, |mut c| async move {
                 c.edit_body(pb::EditBodyRequest {
                     id: missing.into(),
-                    patch_json: "{}".into(),
+                    patch_json: r#"{"title": "noise"}"#.into(),
                 })
                 .await
             })
