@@ -257,8 +257,6 @@ pub fn require_loopback(addr: SocketAddr, tls: Option<&TlsFiles>) -> Result<(), 
     }
 }
 
-/// Checks the hub's address as the sync link will read it, so a typo stops start-up instead of
-/// leaving a node that retries an impossible link forever: an http or https URL with a host.
 /// The `cache-docs` setting, refused below what the replica would keep anyway: a smaller
 /// number was raised silently, so the setting said one thing and the server did another.
 pub fn cache_docs(docs: usize) -> Result<usize, ConfigError> {
@@ -268,6 +266,8 @@ pub fn cache_docs(docs: usize) -> Result<usize, ConfigError> {
     Ok(docs)
 }
 
+/// Checks the hub's address as the sync link will read it, so a typo stops start-up instead of
+/// leaving a node that retries an impossible link forever: an http or https URL with a host.
 pub fn check_hub_url(url: String) -> Result<String, ConfigError> {
     let bad = |reason: &str| ConfigError::BadHubUrl {
         url: url.clone(),

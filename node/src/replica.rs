@@ -218,17 +218,7 @@ fn lock_slot(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
 
 /// The documents in memory, least recently used first out. Unbounded for `lru`: the replica
 /// bounds it itself ([`evict`]), since a slot somebody is using stays.
-struct Cache {
-    slots: LruCache<String, Arc<Mutex<Slot>>>,
-}
-
-impl std::fmt::Debug for Cache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache")
-            .field("slots", &self.slots.len())
-            .finish()
-    }
-}
+type Cache = LruCache<String, Arc<Mutex<Slot>>>;
 
 /// The result of a change: the record's new change-log position, if anything changed.
 #[derive(Debug, Clone, PartialEq)]
@@ -420,9 +410,7 @@ impl Replica {
             org: org.to_owned(),
             actor,
             store,
-            cache: Mutex::new(Cache {
-                slots: LruCache::unbounded(),
-            }),
+            cache: Mutex::new(Cache::unbounded()),
             summaries: RwLock::new(Summaries::default()),
             capacity: capacity.max(MIN_CACHED_DOCS),
             clock,
@@ -492,12 +480,12 @@ impl Replica {
 
     fn slot(&self, id: &str) -> Arc<Mutex<Slot>> {
         let mut cache = self.cache.lock().expect("cache lock is never poisoned");
-        if let Some(slot) = cache.slots.get(id) {
+        if let Some(slot) = cache.get(id) {
             return slot.clone();
         }
         let evicted = evict(&mut cache, self.capacity - 1);
         let slot = Arc::new(Mutex::new(Slot::default()));
-        cache.slots.put(id.to_owned(), slot.clone());
+        cache.put(id.to_owned(), slot.clone());
         drop(cache);
         // Freeing a document touches all of its memory, which may have gone cold: every other
         // caller waits for the cache lock, so it is done after the lock is let go.
@@ -509,7 +497,7 @@ impl Replica {
     #[cfg(test)]
     fn is_cached(&self, id: &str) -> bool {
         let cache = self.cache.lock().expect("cache lock is never poisoned");
-        cache.slots.contains(id)
+        cache.contains(id)
     }
 
     #[cfg(test)]
@@ -517,7 +505,6 @@ impl Replica {
         self.cache
             .lock()
             .expect("cache lock is never poisoned")
-            .slots
             .len()
     }
 
@@ -1071,15 +1058,15 @@ fn reloaded_heads(bytes: &[u8]) -> Vec<ChangeHash> {
 fn evict(cache: &mut Cache, keep: usize) -> Vec<Arc<Mutex<Slot>>> {
     let mut evicted = Vec::new();
     let mut looked = 0;
-    while cache.slots.len() > keep && looked < cache.slots.len() {
+    while cache.len() > keep && looked < cache.len() {
         looked += 1;
-        let Some((id, slot)) = cache.slots.pop_lru() else {
+        let Some((id, slot)) = cache.pop_lru() else {
             break;
         };
         if Arc::strong_count(&slot) == 1 {
             evicted.push(slot);
         } else {
-            cache.slots.put(id, slot);
+            cache.put(id, slot);
         }
     }
     evicted

@@ -152,7 +152,11 @@ pub async fn run(sizes: &Sizes, root: &Path, progress: &Progress) -> anyhow::Res
                     source: &source,
                     link: &source_link,
                     joiner: &joiner,
-                    hub_pid,
+                    pids: RoundPids {
+                        hub: hub_pid,
+                        source: source.proc.pid().context("source office is running")?,
+                        joiner: joiner.proc.pid().context("new office is running")?,
+                    },
                 },
                 k,
                 full_sync,
@@ -191,16 +195,10 @@ async fn one_percent_offline(
         .filter_map(|summary| summary.envelope.map(|e| e.id))
         .collect();
 
-    let pids = RoundPids {
-        hub: cast.hub_pid,
-        source: cast.source.proc.pid().context("source office is running")?,
-        joiner: cast.joiner.proc.pid().context("new office is running")?,
-    };
     let mut rounds = Vec::with_capacity(OFFLINE_ROUNDS);
     let mut cpu = RoundCpu::default();
     for (round, ids) in ids.chunks(changes).take(OFFLINE_ROUNDS).enumerate() {
-        let Some((took, used)) = offline_round(cast, &pids, ids, round, sizes, progress).await?
-        else {
+        let Some((took, used)) = offline_round(cast, ids, round, sizes, progress).await? else {
             return Ok(vec![Figure::missing(
                 WORKLOAD,
                 name,
@@ -244,12 +242,12 @@ async fn one_percent_offline(
 }
 
 /// Who plays the 1 % step: the source office and its link to the hub, the new office, and
-/// the hub's process.
+/// the three processes whose CPU a round measures.
 struct Cast<'a> {
     source: &'a NodeProcess,
     link: &'a Proxy,
     joiner: &'a NodeProcess,
-    hub_pid: u32,
+    pids: RoundPids,
 }
 
 /// The processes a round of the 1 % step measures.
@@ -298,7 +296,6 @@ impl RoundCpu {
 /// spent from the heal until then; `None` on timeout.
 async fn offline_round(
     cast: &Cast<'_>,
-    pids: &RoundPids,
     ids: &[String],
     round: usize,
     sizes: &Sizes,
@@ -308,7 +305,7 @@ async fn offline_round(
         source,
         link,
         joiner,
-        ..
+        pids,
     } = cast;
     let mut office = source.records().await?;
     link.cut();
