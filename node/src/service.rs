@@ -12,7 +12,7 @@ use tracing::warn;
 
 use crate::office::{Act, ListFilter, Office, OfficeError, RecordView};
 use crate::org::{Directory, Lookup};
-use crate::record::{Action, Body, RecordKind};
+use crate::record::{Action, Body, MAX_RECORD_ID_BYTES, RecordKind};
 use crate::replica::{INCOMPLETE, ReplicaError, Summary};
 use crate::sync::client::LinkStatus;
 use crate::sync::session::{REJECTION_PREFIX, RejectionNote};
@@ -88,11 +88,19 @@ fn shown_id(id: &str) -> String {
     format!("{head:?}… ({chars} characters)")
 }
 
-/// The record id a request names, refused if empty: an empty id names no record, and
-/// answering "not found" would hide that the request left it out.
+/// The record id a request names, refused if empty or longer than any record id: the one
+/// names no record and the other none that can exist, and answering "not found" would hide
+/// what was wrong with the request.
 fn named_record(id: String) -> Result<String, Status> {
     if id.is_empty() {
         return Err(invalid("the request names no record: its id is empty"));
+    }
+    if id.len() > MAX_RECORD_ID_BYTES {
+        return Err(invalid(format!(
+            "record id {} is {} bytes, longer than any record id (at most {MAX_RECORD_ID_BYTES} bytes)",
+            shown_id(&id),
+            id.len()
+        )));
     }
     Ok(id)
 }

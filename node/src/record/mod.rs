@@ -39,6 +39,11 @@ pub enum RecordKind {
     Calendar,
 }
 
+/// The longest record id, in bytes, that a node looks up or a sync session takes in. Far past
+/// any id a node makes (a kind prefix and 16 hex digits, [`RecordKind::new_record_id`]); a
+/// longer one names no record, and saying so beats answering "not found" for it.
+pub const MAX_RECORD_ID_BYTES: usize = 256;
+
 impl RecordKind {
     pub const ALL: [RecordKind; 10] = [
         RecordKind::Case,

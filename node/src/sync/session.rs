@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, instrument, warn};
 
 use super::{MAX_FRAME_BYTES, SyncError, deflate, guard};
-use crate::record::Record;
 use crate::record::doc::{self, DocError};
+use crate::record::{MAX_RECORD_ID_BYTES, Record};
 use crate::replica::{Known, Replica, ReplicaError, Summary};
 use crate::store::{PeerLog, Seq};
 use crate::workflow::RuleViolation;
@@ -1380,11 +1380,11 @@ fn wire_bytes(encoding: i32, message: &[u8]) -> Result<Cow<'_, [u8]>, (&'static 
 }
 
 fn check_record_id(id: String) -> Result<String, FrameRefusal> {
-    if id.is_empty() || id.len() > 256 {
+    if id.is_empty() || id.len() > MAX_RECORD_ID_BYTES {
         return Err(FrameRefusal {
             id,
             rule: "protocol",
-            reason: "record id must be 1 to 256 bytes".into(),
+            reason: format!("record id must be 1 to {MAX_RECORD_ID_BYTES} bytes"),
         });
     }
     Ok(id)

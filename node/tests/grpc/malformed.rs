@@ -334,16 +334,73 @@ async fn an_empty_or_malformed_record_id_is_answered_clearly() {
     );
 
     let long = "X".repeat(5_000);
-    let status = haibin
-        .refused(Code::NotFound, |mut c| async move {
+    let message = haibin
+        .invalid("longer than any record id", |mut c| async move {
             c.history(pb::HistoryRequest { id: long }).await
         })
         .await;
     assert!(
-        status.message().len() < 200 && status.message().contains("(5000 characters)"),
-        "{}",
-        status.message()
+        message.len() < 250 && message.contains("(5000 characters) is 5000 bytes"),
+        "{message}"
     );
+}
+
+/// Record ids are at most 256 bytes, on the node's API as in sync sessions: one byte more is
+/// refused as invalid by every call that names a record, naming the limit, while an unknown
+/// id of exactly 256 bytes is still just not found.
+#[tokio::test]
+async fn a_record_id_past_256_bytes_is_refused_by_every_call() {
+    let (haibin, _) = haibin_with_a_transfer().await;
+    let longest = "T".repeat(256);
+    let status = haibin
+        .refused(Code::NotFound, |mut c| async move {
+            c.get(pb::GetRecordRequest { id: longest }).await
+        })
+        .await;
+    assert!(status.message().contains("not found"), "{status:?}");
+
+    // 86 three-byte characters: 258 bytes, though only 86 characters.
+    let too_long = "案".repeat(86);
+    let limit = "at most 256 bytes";
+    let id = too_long.clone();
+    haibin
+        .invalid(limit, |mut c| async move {
+            c.get(pb::GetRecordRequest { id }).await
+        })
+        .await;
+    let id = too_long.clone();
+    haibin
+        .invalid(limit, |mut c| async move {
+            c.history(pb::HistoryRequest { id }).await
+        })
+        .await;
+    let id = too_long.clone();
+    haibin
+        .invalid(limit, |mut c| async move {
+            c.append_event(event(&id, "received", "2026-09-28 12:00"))
+                .await
+        })
+        .await;
+    let id = too_long.clone();
+    haibin
+        .invalid(limit, |mut c| async move {
+            c.edit_body(pb::EditBodyRequest {
+                id,
+                patch_json: r#"{"title": "noise"}"#.into(),
+            })
+            .await
+        })
+        .await;
+    haibin
+        .invalid(limit, |mut c| async move {
+            c.add_parties(pb::AddPartiesRequest {
+                id: too_long,
+                parties: vec![MARKET.into()],
+                ..Default::default()
+            })
+            .await
+        })
+        .await;
 }
 
 /// A refusal that echoes a very long value (a party, an action, an organisation) is cut short
