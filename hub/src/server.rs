@@ -1,5 +1,5 @@
 //! Starts the hub: opens its store, loads the node registry, binds its gRPC services.
-//! `main` and the tests start hubs through [`run`].
+//! `main` and the tests start hubs through [`run`], or [`serve`] over a store of their own.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,7 +61,19 @@ pub async fn run(
     let store = tokio::task::spawn_blocking(move || RocksStore::open(&data_dir))
         .await
         .map_err(|_| HubError::ShuttingDown)??;
-    let store: Arc<dyn Store> = Arc::new(store);
+    serve(config, listener, addr, Arc::new(store), shutdown).await
+}
+
+/// Serves the hub over `store` on `listener` (bound to `addr`) until `shutdown` resolves, or
+/// until a disk sync of `store` fails. [`run`] opens the data folder's store; the tests serve
+/// hubs over in-memory stores whose syncs they can make fail.
+pub async fn serve(
+    config: HubConfig,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    store: Arc<dyn Store>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), HubError> {
     let replica = Arc::new(Replica::open(
         HUB_ORG,
         store,
