@@ -39,7 +39,7 @@ pub enum HubError {
     #[error("the hub is shutting down")]
     ShuttingDown,
     #[error(
-        "the hub stopped: its store failed a disk sync and takes no more writes until it is reopened ({0})"
+        "the hub stopped: a write or disk sync of its store failed, and it takes no more writes until it is reopened ({0})"
     )]
     StoreFailed(String),
 }
@@ -96,7 +96,8 @@ pub async fn serve(
 
     // A graceful shutdown waits for every open stream, and neither a node's sync session nor a
     // following feed ends on its own: both are told to. A failed disk sync stops the hub too
-    // (`Replica::store_failed`): a break-test's hub ran on for minutes refusing every node.
+    // (`Replica::store_failed`), and so does a failed write: a break-test's hub ran on for
+    // minutes refusing every node.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let (shutdown, store_failed) =
         linkage_node::server::or_store_failure(office.replica().clone(), shutdown);

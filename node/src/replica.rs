@@ -718,18 +718,20 @@ impl Replica {
         Ok(())
     }
 
-    /// Resolves with the error once a disk sync has failed. RocksDB then refuses every later
-    /// write until the store is reopened, so a server stops on it (and its supervisor starts it
-    /// again) rather than run on, taking nothing in, as if it were well.
+    /// Resolves with the error once a write or disk sync of the store has failed, whoever
+    /// made it (a record's change, a hub's hello, sync bookkeeping). RocksDB then refuses
+    /// every later write until the store is reopened, so a server stops on it (and its
+    /// supervisor starts it again) rather than run on, taking nothing in, as if it were well.
     pub async fn store_failed(&self) -> String {
-        let mut synced = self.told.synced.subscribe();
-        let failed = synced
-            .wait_for(|synced| synced.failures > 0)
+        let mut failure = self.store.failure().subscribe();
+        let failed = failure
+            .wait_for(Option::is_some)
             .await
-            .map(|synced| synced.error.clone().unwrap_or_default());
+            .map(|failed| failed.clone().unwrap_or_default());
         match failed {
             Ok(error) => error,
-            // The sender lives in this replica, which the caller holds.
+            // The sender lives in the store, which this replica holds, and the caller holds
+            // the replica.
             Err(_) => std::future::pending().await,
         }
     }

@@ -57,7 +57,7 @@ pub enum NodeError {
     #[error("the node is shutting down")]
     ShuttingDown,
     #[error(
-        "the node stopped: its store failed a disk sync and takes no more writes until it is reopened ({0})"
+        "the node stopped: a write or disk sync of its store failed, and it takes no more writes until it is reopened ({0})"
     )]
     StoreFailed(String),
 }
@@ -200,7 +200,8 @@ pub async fn serve_with_tls(
     let (_health_reporter, health, reflection) =
         crate::service::standard_services("linkage.v1.Records").await;
     // A graceful shutdown waits for every open stream; `Watch` streams never end on their own,
-    // so they are told to. A failed disk sync stops the node too (`Replica::store_failed`).
+    // so they are told to. A failed write or disk sync of the store stops the node too
+    // (`Replica::store_failed`).
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let (shutdown, store_failed) = or_store_failure(office.replica().clone(), shutdown);
     let shutdown = async move {
@@ -232,7 +233,7 @@ pub async fn serve_with_tls(
     Ok(())
 }
 
-/// `shutdown`, or else a failed disk sync of `replica`'s store (`Replica::store_failed`):
+/// `shutdown`, or else a failed write or disk sync of `replica`'s store (`Replica::store_failed`):
 /// the future resolves with whichever comes first, and the cell then holds the failure if that
 /// was it, for the server to return as its error once it has stopped.
 pub fn or_store_failure(
@@ -248,7 +249,7 @@ pub fn or_store_failure(
         tokio::select! {
             () = shutdown => {}
             error = replica.store_failed() => {
-                error!(%error, "stopping: the store failed a disk sync");
+                error!(%error, "stopping: a write or disk sync of the store failed");
                 let _ = failed.set(error);
             }
         }

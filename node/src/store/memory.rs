@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::{ChangeEntry, PeerLog, Seq, Store, StoreError, StoredDoc};
+use super::{ChangeEntry, Failure, PeerLog, Seq, Store, StoreError, StoredDoc};
 
 /// An in-memory store. Every method runs under one lock, so appends are atomic and visible
 /// in sequence order without the watermark the RocksDB engine needs.
@@ -16,6 +16,7 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     /// Apart from `inner`, so a slow sync never holds up writes, as a disk's would not.
     syncs: Mutex<Syncs>,
+    failure: Failure,
 }
 
 /// What [`Store::sync`] has done (the synced writes, `append`, `compact`, `put_meta` and
@@ -60,6 +61,7 @@ impl MemoryStore {
             store_id: store_id.into(),
             inner: Mutex::new(Inner::default()),
             syncs: Mutex::new(Syncs::default()),
+            failure: Failure::new(),
         }
     }
 
@@ -101,6 +103,10 @@ impl Store for MemoryStore {
         self.store_id.clone()
     }
 
+    fn failure(&self) -> &Failure {
+        &self.failure
+    }
+
     fn sync(&self) -> Result<(), StoreError> {
         // Covers what was written before it began, as a write-ahead log's sync does.
         let through = self.lock().last_seq;
@@ -112,9 +118,9 @@ impl Store for MemoryStore {
             std::thread::sleep(delay);
         }
         if fail {
-            return Err(StoreError::Engine(
+            return Err(self.failure.record(StoreError::Engine(
                 "sync: the disk failed (a test's)".into(),
-            ));
+            )));
         }
         let mut syncs = self.lock_syncs();
         syncs.completed += 1;

@@ -74,6 +74,43 @@ pub enum StoreError {
     Open { path: String, detail: String },
 }
 
+/// The first write or disk sync of a store that failed, told to whoever waits on it. RocksDB
+/// refuses every later write once one failed, until the store is reopened: a server stops on
+/// it (`Replica::store_failed`) so that its supervisor starts it again, rather than run on,
+/// taking nothing in, as if it were well.
+#[derive(Debug)]
+pub struct Failure(tokio::sync::watch::Sender<Option<String>>);
+
+impl Failure {
+    pub fn new() -> Self {
+        Self(tokio::sync::watch::Sender::new(None))
+    }
+
+    /// Records `error` as the store's failure, unless an earlier one is recorded, and returns
+    /// it for the caller to report.
+    pub fn record(&self, error: StoreError) -> StoreError {
+        let message = error.to_string();
+        self.0.send_if_modified(|failed| {
+            failed.is_none() && {
+                *failed = Some(message);
+                true
+            }
+        });
+        error
+    }
+
+    /// Why the store failed, once it has.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.0.subscribe()
+    }
+}
+
+impl Default for Failure {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The storage contract. Implementations are `Send + Sync` and internally synchronised.
 ///
 /// Durability: `append`, `compact`, `forget_peer` and `put_meta` return only after their write
@@ -88,6 +125,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A random id fixed when the data folder is created; a peer that sees it change knows
     /// this store was recreated and forgets what it believed this store holds.
     fn store_id(&self) -> String;
+
+    /// The store's first failed write or disk sync, once there is one (see [`Failure`]).
+    fn failure(&self) -> &Failure;
 
     /// Durably appends a change chunk for `doc`, replaces the document's summary (a small
     /// index entry used for listing without loading documents) and moves the document to the

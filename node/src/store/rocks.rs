@@ -30,7 +30,7 @@ use rocksdb::{
     ReadOptions, SliceTransform, WriteBatch, WriteOptions,
 };
 
-use super::{ChangeEntry, PeerLog, Seq, Store, StoreError, StoredDoc};
+use super::{ChangeEntry, Failure, PeerLog, Seq, Store, StoreError, StoredDoc};
 
 const CF_SNAPSHOTS: &str = "snapshots";
 const CF_CHUNKS: &str = "chunks";
@@ -86,6 +86,7 @@ pub struct RocksStore {
     store_id: String,
     seqs: SeqTracker,
     wal: Wal,
+    failure: Failure,
 }
 
 /// Whether writes go through RocksDB's write-ahead log. Only [`Wal::Disabled`]'s one caller,
@@ -163,6 +164,7 @@ impl RocksStore {
             store_id: String::new(),
             seqs: SeqTracker::new(0),
             wal,
+            failure: Failure::new(),
         };
         store.store_id = store.init_meta().map_err(|e| open_error(e.to_string()))?;
         let last = store
@@ -322,9 +324,10 @@ impl RocksStore {
             Wal::Enabled => options.set_sync(true),
             Wal::Disabled => options.disable_wal(true),
         }
-        self.db
-            .write_opt(batch, &options)
-            .map_err(|e| StoreError::Engine(format!("{what}: {e}")))
+        self.db.write_opt(batch, &options).map_err(|e| {
+            self.failure
+                .record(StoreError::Engine(format!("{what}: {e}")))
+        })
     }
 
     /// Writes `batch` to the WAL without waiting for the disk: for sync bookkeeping, where
@@ -332,9 +335,10 @@ impl RocksStore {
     fn write_unsynced(&self, batch: WriteBatch, what: &str) -> Result<(), StoreError> {
         let mut options = WriteOptions::default();
         options.disable_wal(self.wal == Wal::Disabled);
-        self.db
-            .write_opt(batch, &options)
-            .map_err(|e| StoreError::Engine(format!("{what}: {e}")))
+        self.db.write_opt(batch, &options).map_err(|e| {
+            self.failure
+                .record(StoreError::Engine(format!("{what}: {e}")))
+        })
     }
 
     /// Takes the next seq and writes the append under it; the seq becomes visible once the
@@ -475,6 +479,10 @@ impl Store for RocksStore {
         self.store_id.clone()
     }
 
+    fn failure(&self) -> &Failure {
+        &self.failure
+    }
+
     fn append(&self, doc: &str, chunk: &[u8], summary: &[u8]) -> Result<Seq, StoreError> {
         // The seq is taken under a short lock and the synced write runs outside it, so
         // concurrent appends reach RocksDB together and share one WAL sync.
@@ -489,9 +497,10 @@ impl Store for RocksStore {
         if self.wal == Wal::Disabled {
             return Ok(());
         }
-        self.db
-            .flush_wal(true)
-            .map_err(|e| StoreError::Engine(format!("sync the write-ahead log: {e}")))
+        self.db.flush_wal(true).map_err(|e| {
+            self.failure
+                .record(StoreError::Engine(format!("sync the write-ahead log: {e}")))
+        })
     }
 
     fn load(&self, doc: &str) -> Result<Option<StoredDoc>, StoreError> {

@@ -51,7 +51,8 @@ macro_rules! conformance {
                 meta_round_trips_and_lists_by_prefix,
                 concurrent_appends_get_unique_contiguous_seqs,
                 changed_since_never_shows_a_gap_while_appends_run,
-                unsynced_appends_are_appends_made_durable_by_sync
+                unsynced_appends_are_appends_made_durable_by_sync,
+                a_store_that_writes_and_syncs_reports_no_failure
             );
         }
     };
@@ -429,6 +430,36 @@ fn changed_since_never_shows_a_gap_while_appends_run(store: &impl Store) {
         assert!(reads > 0);
         assert_eq!(highest, (WRITERS * APPENDS_PER_WRITER) as Seq);
     });
+}
+
+fn a_store_that_writes_and_syncs_reports_no_failure(store: &impl Store) {
+    store.append("doc", b"chunk", b"summary").unwrap();
+    store.put_meta("key", b"value").unwrap();
+    store.sync().unwrap();
+    assert_eq!(*store.failure().subscribe().borrow(), None);
+}
+
+/// A failed disk sync is the store's failure, told to whoever waits on it; a later one does
+/// not replace the first, and the store stays failed once the disk is back, as RocksDB does
+/// until the store is reopened.
+#[test]
+fn a_failed_sync_is_the_stores_failure_and_the_first_one_is_kept() {
+    let store = MemoryStore::new();
+    let failure = store.failure().subscribe();
+    store.set_syncs_fail(true);
+    let error = store.put_meta("key", b"value").unwrap_err();
+    assert_eq!(
+        failure.borrow().as_deref(),
+        Some(error.to_string().as_str())
+    );
+    assert!(error.to_string().contains("the disk failed"), "{error}");
+
+    store.set_syncs_fail(false);
+    store.sync().unwrap();
+    assert_eq!(
+        failure.borrow().as_deref(),
+        Some(error.to_string().as_str())
+    );
 }
 
 #[test]
