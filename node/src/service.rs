@@ -461,7 +461,9 @@ impl Records for NodeService {
             node_id: replica.store().store_id(),
             hub: self.hub.clone().unwrap_or_default(),
             hub_connected: self.link.connected.load(Ordering::Relaxed),
-            last_seq: replica.store().last_seq(),
+            // The published head, not the store's: a write still waiting for its disk sync is
+            // past it, and a watch started here sees that write once it is on disk.
+            last_seq: replica.published(),
             records,
             pending_to_hub,
         }))

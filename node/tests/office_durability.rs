@@ -6,7 +6,8 @@
 //!   state.
 //! - A record's compaction, every 33rd change, shares its write's sync instead of holding the
 //!   caller's thread for one of its own.
-//! - A watch of the change log sees a write only once it is on disk.
+//! - A watch of the change log sees a write only once it is on disk, and a watch from the
+//!   position `NodeInfo` gives sees a write that was waiting for its sync then.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -241,4 +242,62 @@ async fn a_store_closes_when_its_last_user_lets_go_right_after_a_write() {
         let office = Office::new(replica, Arc::new(Directory::beidaihe()));
         create_case(&office, &format!("round {round}")).await;
     }
+}
+
+/// `NodeInfo.last_seq` is the change log's head as watches see it: a write still waiting for
+/// its disk sync is past it, and a watch started from it sees that write once it is on disk.
+/// (It was the store's head, which counts such a write, and a watch from there missed it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_the_node_info_position_sees_a_write_that_was_waiting_for_its_sync() {
+    use linkage_node::server;
+    use linkage_proto::v1 as pb;
+    use linkage_proto::v1::records_client::RecordsClient;
+    use tokio_stream::StreamExt;
+
+    let memory = Arc::new(MemoryStore::new());
+    let office = office_on(&memory);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server::serve(
+        listener,
+        office.clone(),
+        None,
+        std::future::pending(),
+    ));
+    let mut client = RecordsClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+
+    memory.set_sync_delay(Duration::from_secs(2));
+    let created = tokio::spawn(async move { create_case(&office, "waiting for the disk").await });
+    while memory.last_seq() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let info = client
+        .node_info(pb::NodeInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        info.last_seq, 0,
+        "the write waiting for its sync is not yet in the log watches read"
+    );
+
+    let mut changes = client
+        .watch(pb::WatchRequest {
+            after: info.last_seq,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let change = tokio::time::timeout(Duration::from_secs(20), changes.next())
+        .await
+        .expect("the write reaches the watch once it is on disk")
+        .expect("the watch goes on")
+        .unwrap();
+    assert_eq!(change.position, 1);
+    assert_eq!(
+        change.record.unwrap().envelope.unwrap().id,
+        created.await.unwrap()
+    );
 }
