@@ -368,7 +368,7 @@ fn walk(
         if values.len() > 1 {
             found.push(FieldConflict {
                 path: child_path.clone(),
-                values: values.iter().map(|(v, _)| render(v)).collect(),
+                values: values.iter().map(|(v, id)| render(doc, v, id)).collect(),
             });
         }
         if let Some((Value::Object(child_kind), child)) = values.into_iter().next() {
@@ -377,13 +377,78 @@ fn walk(
     }
 }
 
-fn render(value: &Value<'_>) -> String {
+/// How much of a conflicting list or map a conflict shows: enough to tell the values apart,
+/// cut short so that a long list cannot flood the screen it is shown on.
+const SHOWN_OBJECT_CHARS: usize = 300;
+/// How deep a conflicting list or map is shown; records nest two or three levels.
+const SHOWN_OBJECT_DEPTH: usize = 8;
+
+/// One of a conflicted field's values as a person reads it: a string as it is, any other
+/// scalar as Automerge writes it, and a list or map (`materials`, say) as JSON, since
+/// `<list> | <list>` told nobody what the offices had written.
+fn render(doc: &Automerge, value: &Value<'_>, id: &automerge::ObjId) -> String {
     match value {
         Value::Scalar(s) => match s.as_ref() {
             automerge::ScalarValue::Str(s) => s.to_string(),
             other => other.to_string(),
         },
-        Value::Object(kind) => format!("<{kind}>"),
+        Value::Object(_) => {
+            let json = object_json(doc, id, 0).to_string();
+            match json.char_indices().nth(SHOWN_OBJECT_CHARS) {
+                Some((cut, _)) => format!("{}…", &json[..cut]),
+                None => json,
+            }
+        }
+    }
+}
+
+/// A list, map or text object as JSON, each field or item as its winning value reads.
+fn object_json(doc: &Automerge, obj: &automerge::ObjId, depth: usize) -> serde_json::Value {
+    use serde_json::Value as Json;
+    if depth >= SHOWN_OBJECT_DEPTH {
+        return Json::String("…".into());
+    }
+    let value_json = |value: Value<'_>, id: &automerge::ObjId| match value {
+        Value::Object(_) => object_json(doc, id, depth + 1),
+        Value::Scalar(s) => scalar_json(&s),
+    };
+    match doc.object_type(obj) {
+        Ok(ObjType::Map | ObjType::Table) => Json::Object(
+            doc.map_range(obj, ..)
+                .map(|item| {
+                    let id = item.id();
+                    (
+                        item.key.into_owned(),
+                        value_json(item.value.into_value(), &id),
+                    )
+                })
+                .collect(),
+        ),
+        Ok(ObjType::List) => Json::Array(
+            doc.list_range(obj, ..)
+                .map(|item| {
+                    let id = item.id();
+                    value_json(item.value.into_value(), &id)
+                })
+                .collect(),
+        ),
+        Ok(ObjType::Text) => Json::String(doc.text(obj).unwrap_or_default()),
+        Err(_) => Json::Null,
+    }
+}
+
+fn scalar_json(scalar: &automerge::ScalarValue) -> serde_json::Value {
+    use automerge::ScalarValue as S;
+    use serde_json::Value as Json;
+    match scalar {
+        S::Str(s) => Json::String(s.to_string()),
+        S::Int(n) | S::Timestamp(n) => Json::from(*n),
+        S::Uint(n) => Json::from(*n),
+        S::F64(f) => Json::from(*f),
+        S::Counter(c) => Json::from(i64::from(c)),
+        S::Boolean(b) => Json::Bool(*b),
+        S::Null => Json::Null,
+        other => Json::String(other.to_string()),
     }
 }
 
@@ -670,6 +735,50 @@ mod tests {
         let mut values = conflicts[0].values.clone();
         values.sort();
         assert_eq!(values, ["cylinders intact", "cylinders leaking"]);
+    }
+
+    /// Two devices that each replace a list field (a transfer's materials, say) conflict on
+    /// it, and the conflict shows each list's items, not `<list> | <list>`; a long one is cut
+    /// short.
+    #[test]
+    fn a_conflict_over_a_list_shows_each_lists_items() {
+        use automerge::transaction::Transactable;
+        let base = new_document(&notice("130304103"), actor_for("130304103"), 5).unwrap();
+        let write_materials = |doc: &mut Automerge, materials: &[(&str, &str)]| {
+            doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+                let (_, body) = tx.get(automerge::ROOT, "body")?.unwrap();
+                let list = tx.put_object(&body, "materials", ObjType::List)?;
+                for (index, (kind, name)) in materials.iter().enumerate() {
+                    let item = tx.insert_object(&list, index, ObjType::Map)?;
+                    tx.put(&item, "kind", *kind)?;
+                    tx.put(&item, "name", *name)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        };
+        let mut pc = base.fork().with_actor(actor_for("bdh-yjgl"));
+        write_materials(&mut pc, &[("evidence", "photo 1")]);
+        let mut laptop = base.fork().with_actor(actor_for("bdh-yjgl"));
+        let many: Vec<(&str, &str)> = (0..40)
+            .map(|_| ("evidence", "photo of the stall"))
+            .collect();
+        write_materials(&mut laptop, &many);
+        pc.merge(&mut laptop).unwrap();
+
+        let conflicts = conflicts(&pc);
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        assert_eq!(conflicts[0].path, "body.materials");
+        let mut values = conflicts[0].values.clone();
+        values.sort_by_key(String::len);
+        assert_eq!(values[0], r#"[{"kind":"evidence","name":"photo 1"}]"#);
+        assert!(
+            values[1].starts_with(r#"[{"kind":"evidence","name":"photo of the stall"},"#)
+                && values[1].ends_with('…')
+                && values[1].chars().count() == SHOWN_OBJECT_CHARS + 1,
+            "{}",
+            values[1]
+        );
     }
 
     /// Two copies that took two offices' concurrent changes in opposite orders, and a copy
