@@ -507,8 +507,10 @@ pub async fn play(d: &District, say: &mut dyn FnMut(String)) -> anyhow::Result<O
         .find(|n| n.org == DONGSHAN)
         .cloned()
         .unwrap_or_default();
+    // The hub notes contacts on this machine's clock, not on the scenario's hand-set dates:
+    // said as such, so that today's date does not read as a day of the 2026 holiday.
     say(format!(
-        "hub during the holiday: district converged = {}; Dongshan {} since {}",
+        "hub during the holiday: district converged = {}; Dongshan {} (the hub last heard from it at {} by this machine's clock)",
         offline.converged,
         if out.dongshan_while_offline.connected {
             "connected"
