@@ -443,3 +443,83 @@ async fn token_files_the_hub_cannot_check_are_refused_or_read_with_a_warning() -
     );
     Ok(())
 }
+
+/// `linkage feed --follow` goes on across a hub killed with SIGKILL and started again: it
+/// waits for the hub, subscribes again from the last event it printed, and prints the records
+/// made meanwhile. (It ended with "connection lost", and a department's system that did not
+/// restart it missed everything after.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_feed_goes_on_after_the_hub_is_killed_and_restarted() -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let temp = tempfile::Builder::new()
+        .prefix("linkage-follow-")
+        .tempdir()?;
+    let mut hub = HubProcess::start(&temp.path().join("hub"), "127.0.0.1:0")?;
+    let haibin = NodeProcess::start(HAIBIN, &temp.path().join("haibin"), Some(&hub.url()))?;
+    create_cases(&haibin, MARKET, 3).await?;
+    wait_for_three_records(&hub).await?;
+
+    let mut follower = tokio::process::Command::new(bin("linkage")?)
+        .args([
+            "--json",
+            "--hub",
+            &hub.url(),
+            "feed",
+            "--org",
+            MARKET,
+            "--follow",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let (printed_tx, printed) = tokio::sync::watch::channel(Vec::<String>::new());
+    let mut lines = BufReader::new(follower.stdout.take().context("piped stdout")?).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            let id = event["record"]["envelope"]["id"].as_str().unwrap_or(&line);
+            printed_tx.send_modify(|ids| ids.push(id.to_owned()));
+        }
+    });
+    // A record may come more than once (each change of it is an event); records are counted.
+    let distinct = |ids: &[String]| ids.iter().collect::<std::collections::BTreeSet<_>>().len();
+    let printed_count = |count: usize| {
+        let mut printed = printed.clone();
+        async move {
+            let waited = tokio::time::timeout(
+                Duration::from_secs(60),
+                printed.wait_for(|ids| distinct(ids) >= count),
+            )
+            .await
+            .map(|printing| printing.is_ok());
+            let printed = printed.borrow().clone();
+            match waited {
+                Ok(true) => Ok(()),
+                Ok(false) => anyhow::bail!("the follower ended after printing {printed:?}"),
+                Err(_) => anyhow::bail!("in 60 s the follower printed only {printed:?}"),
+            }
+        }
+    };
+    printed_count(3).await?;
+
+    hub.restart()?;
+    create_cases(&haibin, MARKET, 2).await?;
+    printed_count(5).await?;
+
+    ensure!(
+        follower.try_wait()?.is_none(),
+        "the follower is still following"
+    );
+    let ids = printed.borrow().clone();
+    ensure!(distinct(&ids) == 5, "five records: {ids:?}");
+    follower.start_kill()?;
+    let stderr = follower.wait_with_output().await?.stderr;
+    let stderr = String::from_utf8_lossy(&stderr);
+    ensure!(
+        stderr.contains("reconnecting in 1 s, from position"),
+        "the follower says it is reconnecting: {stderr}"
+    );
+    Ok(())
+}

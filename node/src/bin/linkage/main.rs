@@ -940,48 +940,137 @@ async fn feed(
             saved.token
         );
     }
-    let resume = saved.unwrap_or(SavedToken {
+    let mut resume = saved.unwrap_or(SavedToken {
         token,
         log_id: String::new(),
     });
+    // Once following, a hub that stops or a link that breaks is waited for: the feed goes on
+    // from the last event received when the hub is back, as a department's system expects of
+    // a feed it follows. The first subscription's failure is reported at once (a wrong
+    // address, a hub that is not there).
+    let mut subscribed = false;
+    let mut wait = FOLLOW_RETRY_FIRST;
+    loop {
+        let pulled = pull_feed(
+            cli,
+            out,
+            org,
+            kinds,
+            categories,
+            &mut resume,
+            token_file,
+            follow,
+            &mut subscribed,
+        );
+        let lost = match pulled.await {
+            Ok(()) if !follow => return Ok(()),
+            // A followed stream does not end while the hub serves it.
+            Ok(()) => CliError("连接中断 connection lost: the hub ended the feed".into()),
+            Err(Pull::Lost(error)) if follow && subscribed => error,
+            Err(Pull::Lost(error) | Pull::Failed(error)) => return Err(error),
+        };
+        let CliError(message) = lost;
+        eprintln!(
+            "{message}; 重新连接 reconnecting in {} s, from position {}",
+            wait.as_secs(),
+            resume.token
+        );
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(FOLLOW_RETRY_MAX);
+    }
+}
+
+/// How long `feed --follow` waits before its first attempt to reach the hub again, doubled on
+/// each failure up to [`FOLLOW_RETRY_MAX`].
+const FOLLOW_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const FOLLOW_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Why one subscription to the feed ended early.
+enum Pull {
+    /// The hub could not be reached, stopped or the link broke: following, try again.
+    Lost(CliError),
+    /// Anything else (a refused position, a bad request, a file that cannot be written).
+    Failed(CliError),
+}
+
+/// Whether a status means the hub is (for now) out of reach rather than refusing the request.
+fn hub_out_of_reach(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    match status.code() {
+        Code::Unavailable | Code::Cancelled => true,
+        // tonic reports a connection that broke mid-answer as Unknown, naming the transport.
+        Code::Unknown => {
+            status.message().starts_with("h2 protocol error")
+                || status.message().starts_with("transport error")
+        }
+        _ => false,
+    }
+}
+
+/// One subscription to the feed from `resume`, printing its events and moving `resume` (and
+/// the token file) past each; returns once the hub has sent everything (`--follow`: once the
+/// stream ends). `subscribed` is set once the hub has taken a subscription.
+#[allow(clippy::too_many_arguments)] // the feed's flags, where it stands, whether it began
+async fn pull_feed(
+    cli: &Cli,
+    out: &render::Output,
+    org: &str,
+    kinds: &[String],
+    categories: &[u32],
+    resume: &mut SavedToken,
+    token_file: Option<&std::path::Path>,
+    follow: bool,
+    subscribed: &mut bool,
+) -> Result<(), Pull> {
     let request = pb::FeedRequest {
         org: org.to_owned(),
         kinds: kinds.to_vec(),
         categories: categories.to_vec(),
         resume_token: resume.token,
         catch_up_only: !follow,
-        log_id: resume.log_id,
+        log_id: resume.log_id.clone(),
     };
-    let subscribed = FeedsClient::new(connect(cli, &cli.hub, "hub").await?)
+    let channel = connect(cli, &cli.hub, "hub").await.map_err(Pull::Lost)?;
+    let answer = FeedsClient::new(channel)
         .max_decoding_message_size(MAX_ANSWER_BYTES)
         .subscribe(request)
         .await;
-    let mut stream = match (subscribed, token_file) {
-        (Ok(response), _) => response.into_inner(),
+    let mut stream = match (answer, token_file) {
+        (Ok(response), _) => {
+            *subscribed = true;
+            response.into_inner()
+        }
         // The saved position is not one in the hub's log: starting over is the caller's
         // decision (the file wins over --token), so say how.
         (Err(status), Some(path)) if status.code() == tonic::Code::OutOfRange => {
             let CliError(message) = status.into();
-            return Err(CliError(format!(
+            return Err(Pull::Failed(CliError(format!(
                 "{message}; to start over, delete {} or write 0 in it",
                 path.display()
-            )));
+            ))));
         }
-        (Err(status), _) => return Err(status.into()),
+        (Err(status), _) if hub_out_of_reach(&status) => return Err(Pull::Lost(status.into())),
+        (Err(status), _) => return Err(Pull::Failed(status.into())),
     };
-    while let Some(event) = stream.message().await? {
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(event)) => event,
+            Ok(None) => return Ok(()),
+            Err(status) if hub_out_of_reach(&status) => return Err(Pull::Lost(status.into())),
+            Err(status) => return Err(Pull::Failed(status.into())),
+        };
         out.feed_event(&event);
+        resume.token = event.token;
+        resume.log_id = event.log_id.clone();
         if let Some(path) = token_file {
-            let saved = SavedToken {
-                token: event.token,
-                log_id: event.log_id.clone(),
-            };
-            std::fs::write(path, saved.to_string()).map_err(|e| {
-                CliError::file(format!("could not save token to {}: {e}", path.display()))
+            std::fs::write(path, resume.to_string()).map_err(|e| {
+                Pull::Failed(CliError::file(format!(
+                    "could not save token to {}: {e}",
+                    path.display()
+                )))
             })?;
         }
     }
-    Ok(())
 }
 
 /// A feed position as a token file keeps it: the token, then the hub change log it is a
