@@ -633,3 +633,61 @@ fn a_folder_in_use_is_refused_as_in_use() {
         "{message}"
     );
 }
+
+/// A closed store of 50 synced appends of a kilobyte each, still in its write-ahead log (no
+/// flush), and that log's path.
+fn fifty_appends_in_the_log(dir: &TempDir) -> std::path::PathBuf {
+    {
+        let store = RocksStore::open(dir.path()).unwrap();
+        for i in 0..50 {
+            store
+                .append(&format!("doc-{i}"), &[7u8; 1000], b"{}")
+                .unwrap();
+        }
+    }
+    let mut logs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().expect("the appends are in a write-ahead log")
+}
+
+/// A write-ahead log damaged before its end is refused at open, saying the store is damaged
+/// and what to do, instead of opening with every write after the damage gone (RocksDB's
+/// default: a break-test's node came back with 72 of its 78 records and no word of it).
+#[test]
+fn rocks_a_log_damaged_in_the_middle_is_refused_not_cut_short() {
+    let dir = TempDir::new().unwrap();
+    let log = fifty_appends_in_the_log(&dir);
+    let mut bytes = std::fs::read(&log).unwrap();
+    let middle = bytes.len() / 2;
+    for byte in &mut bytes[middle..middle + 64] {
+        *byte ^= 0x55;
+    }
+    std::fs::write(&log, bytes).unwrap();
+
+    let refused = RocksStore::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        refused.contains("the store is damaged") && refused.contains("restore the folder"),
+        "{refused}"
+    );
+}
+
+/// A log whose last record is cut short, as a crash or a power cut leaves a write that was
+/// never acknowledged, still opens with every whole record before it.
+#[test]
+fn rocks_a_log_cut_short_at_its_end_opens_with_the_whole_records() {
+    let dir = TempDir::new().unwrap();
+    let log = fifty_appends_in_the_log(&dir);
+    let length = std::fs::metadata(&log).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+    file.set_len(length - 100).unwrap();
+    drop(file);
+
+    let store = RocksStore::open(dir.path()).unwrap();
+    assert_eq!(store.last_seq(), 49, "the last append was cut short");
+    assert!(store.load("doc-48").unwrap().is_some());
+    assert!(store.load("doc-49").unwrap().is_none());
+}
