@@ -133,6 +133,13 @@ impl RocksStore {
             path: path.display().to_string(),
             detail,
         };
+        // `create_dir_all` on a file says only "File exists".
+        if path.exists() && !path.is_dir() {
+            return Err(open_error(
+                "it is a file, not a folder: give a folder of its own (it is made if missing)"
+                    .into(),
+            ));
+        }
         std::fs::create_dir_all(path).map_err(|e| open_error(e.to_string()))?;
 
         let (db_options, cf_options, chunk_options) =

@@ -462,6 +462,17 @@ fn a_failed_sync_is_the_stores_failure_and_the_first_one_is_kept() {
     );
 }
 
+/// A data folder that is a file is refused as such, and the file is left as it was.
+#[test]
+fn rocks_a_data_folder_that_is_a_file_is_refused_as_one() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "not a store").unwrap();
+    let refused = RocksStore::open(&file).unwrap_err().to_string();
+    assert!(refused.contains("it is a file, not a folder"), "{refused}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a store");
+}
+
 #[test]
 fn memory_stores_get_distinct_ids_unless_chosen() {
     assert_ne!(MemoryStore::new().store_id(), MemoryStore::new().store_id());
