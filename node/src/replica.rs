@@ -1148,28 +1148,7 @@ mod tests {
 
     /// An urgent notice of [`ORG`]'s whose record id is `id`.
     fn notice(id: &str) -> Record {
-        use crate::record::{Action, Body, Envelope, SCHEMA_VERSION, UrgentNoticeBody};
-        Record {
-            envelope: Envelope {
-                id: id.into(),
-                kind: "urgent_notice".into(),
-                owner: ORG.into(),
-                parties: vec![ORG.into(), "bdh-yjgl".into()],
-                created_at_ms: 1_000,
-                schema_version: SCHEMA_VERSION,
-            },
-            body: Body::UrgentNotice(UrgentNoticeBody {
-                sender: ORG.into(),
-                receiver: "bdh-yjgl".into(),
-                hazard: "gas cylinders in a basement".into(),
-                ..Default::default()
-            }),
-            events: vec![crate::record::WorkflowEvent::new(
-                Action::Notified,
-                1_000,
-                ORG,
-            )],
-        }
+        crate::record::sample_notice(id, ORG)
     }
 
     /// Summaries list in record id order whatever order the records were written in. A

@@ -29,6 +29,29 @@ fn office_on(memory: &Arc<MemoryStore>) -> Office {
     Office::new(replica, Arc::new(Directory::beidaihe()))
 }
 
+/// Serves `office` over gRPC on a loopback port of its own, until it stops by itself, with a
+/// client of it.
+async fn serve(
+    office: Office,
+) -> (
+    tokio::task::JoinHandle<Result<(), linkage_node::server::NodeError>>,
+    linkage_proto::v1::records_client::RecordsClient<tonic::transport::Channel>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(linkage_node::server::serve(
+        listener,
+        office,
+        None,
+        std::future::pending(),
+    ));
+    let client =
+        linkage_proto::v1::records_client::RecordsClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+    (served, client)
+}
+
 async fn create_case(office: &Office, title: &str) -> String {
     let body = Body::from_json(RecordKind::Case, &json!({ "title": title }).to_string()).unwrap();
     office
@@ -183,23 +206,11 @@ async fn a_watch_sees_a_write_only_once_it_is_on_disk() {
 /// break-test's node ran on refusing every write while it said it was connected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_disk_sync_stops_the_node_saying_why() {
-    use linkage_node::server::{self, NodeError};
+    use linkage_node::server::NodeError;
     use linkage_proto::v1 as pb;
-    use linkage_proto::v1::records_client::RecordsClient;
 
     let memory = Arc::new(MemoryStore::new());
-    let office = office_on(&memory);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let served = tokio::spawn(server::serve(
-        listener,
-        office,
-        None,
-        std::future::pending(),
-    ));
-    let mut client = RecordsClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let (served, mut client) = serve(office_on(&memory)).await;
     memory.set_syncs_fail(true);
 
     let refused = client
@@ -249,24 +260,12 @@ async fn a_store_closes_when_its_last_user_lets_go_right_after_a_write() {
 /// (It was the store's head, which counts such a write, and a watch from there missed it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_from_the_node_info_position_sees_a_write_that_was_waiting_for_its_sync() {
-    use linkage_node::server;
     use linkage_proto::v1 as pb;
-    use linkage_proto::v1::records_client::RecordsClient;
     use tokio_stream::StreamExt;
 
     let memory = Arc::new(MemoryStore::new());
     let office = office_on(&memory);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(
-        listener,
-        office.clone(),
-        None,
-        std::future::pending(),
-    ));
-    let mut client = RecordsClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let (_served, mut client) = serve(office.clone()).await;
 
     memory.set_sync_delay(Duration::from_secs(2));
     let created = tokio::spawn(async move { create_case(&office, "waiting for the disk").await });

@@ -521,26 +521,10 @@ pub fn history(doc: &Automerge) -> Vec<HistoryEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Action, Liaison, LiaisonDirectoryBody, SCHEMA_VERSION, UrgentNoticeBody};
+    use crate::record::{Action, Liaison, LiaisonDirectoryBody, SCHEMA_VERSION};
 
     fn notice(owner: &str) -> Record {
-        Record {
-            envelope: Envelope {
-                id: RecordKind::UrgentNotice.new_record_id(),
-                kind: "urgent_notice".into(),
-                owner: owner.into(),
-                parties: vec![owner.into(), "bdh-yjgl".into()],
-                created_at_ms: 1_000,
-                schema_version: SCHEMA_VERSION,
-            },
-            body: Body::UrgentNotice(UrgentNoticeBody {
-                sender: owner.into(),
-                receiver: "bdh-yjgl".into(),
-                hazard: "gas cylinders in a basement".into(),
-                ..Default::default()
-            }),
-            events: vec![WorkflowEvent::new(Action::Notified, 1_000, owner)],
-        }
+        crate::record::sample_notice(&RecordKind::UrgentNotice.new_record_id(), owner)
     }
 
     /// The record as autosurgeon reads it straight from the document, field by field.

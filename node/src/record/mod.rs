@@ -537,6 +537,29 @@ pub fn dedup_parties(parties: &mut Vec<String>) {
     parties.retain(|_| keep.next().unwrap_or(false));
 }
 
+/// An urgent notice `id` from `owner` to the Emergency Management Bureau (`bdh-yjgl`), gas
+/// cylinders in a basement: the record the module tests of documents and replicas build on.
+#[cfg(test)]
+pub(crate) fn sample_notice(id: &str, owner: &str) -> Record {
+    Record {
+        envelope: Envelope {
+            id: id.into(),
+            kind: "urgent_notice".into(),
+            owner: owner.into(),
+            parties: vec![owner.into(), "bdh-yjgl".into()],
+            created_at_ms: 1_000,
+            schema_version: SCHEMA_VERSION,
+        },
+        body: Body::UrgentNotice(UrgentNoticeBody {
+            sender: owner.into(),
+            receiver: "bdh-yjgl".into(),
+            hazard: "gas cylinders in a basement".into(),
+            ..Default::default()
+        }),
+        events: vec![WorkflowEvent::new(Action::Notified, 1_000, owner)],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
