@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::calendar::{Calendar, YearCalendar, plausible_instant};
 use crate::org::{Directory, Lookup, OrgKind};
 use crate::record::{
-    Action, Body, MaterialKind, MeetingKind, Record, RecordKind, Status, WorkflowEvent,
+    Action, Body, MAX_RECORD_ID_BYTES, MaterialKind, MeetingKind, Record, RecordKind, Status,
+    WorkflowEvent,
 };
 
 /// The most an information item's sharing may be extended (S-2).
@@ -169,6 +170,18 @@ pub fn validate_create(
         require_org(dir, party, "party")?;
     }
     require_party(record, acting_org, "the owner")?;
+    // A reference no record id could match would dangle for good: say so now.
+    for (field, id) in record.body.references() {
+        if id.len() > MAX_RECORD_ID_BYTES {
+            return refuse(
+                RULE_SCHEMA,
+                format!(
+                    "{field} is {} bytes, longer than any record id (at most {MAX_RECORD_ID_BYTES} bytes)",
+                    id.len()
+                ),
+            );
+        }
+    }
     // 0 stands for "not recorded" in a body; whether a field may be left so is its rule's
     // business below (T-1, S-2). The events are checked too, so that an edited body is
     // checked as a record its owner could have created, events and all.

@@ -339,6 +339,17 @@ impl Body {
         }
     }
 
+    /// The body's references to other records by id, with their field names, as given.
+    pub fn references(&self) -> Vec<(&'static str, &str)> {
+        let (field, id) = match self {
+            Body::SharedInfo(b) => ("related_record", &b.related_record),
+            Body::Assistance(b) => ("related_record", &b.related_record),
+            Body::Dispute(b) => ("origin_record", &b.origin_record),
+            _ => return Vec::new(),
+        };
+        id.as_deref().map(|id| (field, id)).into_iter().collect()
+    }
+
     /// A one-line title for tables.
     pub fn title(&self) -> String {
         match self {
@@ -652,6 +663,32 @@ mod tests {
             named.sort_unstable();
             assert_eq!(named, fields, "{kind}");
             assert!(body.instants().iter().all(|(_, ms)| *ms == 7), "{kind}");
+        }
+    }
+
+    #[test]
+    fn references_name_every_record_field_of_every_kind() {
+        for kind in RecordKind::ALL {
+            let mut json = Body::from_json(kind, "{}").unwrap().to_json_value();
+            let mut fields: Vec<String> = Vec::new();
+            if let serde_json::Value::Object(body) = &mut json {
+                for (name, value) in body.iter_mut() {
+                    if name.ends_with("_record") {
+                        *value = serde_json::json!(format!("{name}-id"));
+                        fields.push(name.clone());
+                    }
+                }
+            }
+            let body = Body::from_json(kind, &json.to_string()).unwrap();
+            let named: Vec<String> = body
+                .references()
+                .iter()
+                .map(|(name, id)| {
+                    assert_eq!(*id, format!("{name}-id"), "{kind}");
+                    name.to_string()
+                })
+                .collect();
+            assert_eq!(named, fields, "{kind}");
         }
     }
 }

@@ -456,3 +456,35 @@ async fn a_refusal_echoing_a_huge_value_is_cut_short_and_still_says_why() {
         .await;
     cut_short(&message);
 }
+
+/// A body's reference to another record (`related_record`) past 256 bytes, longer than any
+/// record id, is refused as invalid, naming the field and the limit, on create and on edit;
+/// the record created with a reference of 256 bytes keeps its body.
+#[tokio::test]
+async fn a_reference_longer_than_any_record_id_is_invalid() {
+    let (haibin, _) = haibin_with_a_transfer().await;
+    let with_reference = |reference: String| {
+        let mut body = shared_info_body(3);
+        body["related_record"] = json!(reference);
+        create("shared_info", body, "2026-10-09 08:00")
+    };
+    let request = with_reference("R".repeat(257));
+    haibin
+        .invalid(
+            "related_record is 257 bytes, longer than any record id (at most 256 bytes)",
+            |mut c| async move { c.create(request).await },
+        )
+        .await;
+
+    let info = haibin.create(with_reference("R".repeat(256))).await;
+    let id = info.envelope.unwrap().id;
+    haibin
+        .invalid("related_record is 300 bytes", |mut c| async move {
+            c.edit_body(pb::EditBodyRequest {
+                id,
+                patch_json: json!({ "related_record": "R".repeat(300) }).to_string(),
+            })
+            .await
+        })
+        .await;
+}
