@@ -951,6 +951,7 @@ async fn feed(
     let mut subscribed = false;
     let mut wait = FOLLOW_RETRY_FIRST;
     loop {
+        let mut took = false;
         let pulled = pull_feed(
             cli,
             out,
@@ -960,9 +961,15 @@ async fn feed(
             &mut resume,
             token_file,
             follow,
-            &mut subscribed,
+            &mut took,
         );
-        let lost = match pulled.await {
+        let pulled = pulled.await;
+        // A hub that took the subscription was back: the next wait starts short again.
+        if took {
+            subscribed = true;
+            wait = FOLLOW_RETRY_FIRST;
+        }
+        let lost = match pulled {
             Ok(()) if !follow => return Ok(()),
             // A followed stream does not end while the hub serves it.
             Ok(()) => CliError("连接中断 connection lost: the hub ended the feed".into()),
