@@ -141,6 +141,14 @@ impl RocksStore {
             ));
         }
         std::fs::create_dir_all(path).map_err(|e| open_error(e.to_string()))?;
+        // Without `CURRENT` RocksDB takes the folder for a new store: it writes a `CURRENT`
+        // and a manifest, refuses the open over the old log it then finds, and the next open
+        // succeeds on an empty store and deletes that log with every write it held.
+        if !path.join("CURRENT").exists() && holds_store_data(path) {
+            return Err(open_error(format!(
+                "{DAMAGED}: its CURRENT file is missing, though the folder holds a store's log or table files; nothing was changed in it"
+            )));
+        }
 
         let (db_options, cf_options, chunk_options) =
             options().map_err(|e| open_error(e.to_string()))?;
@@ -161,9 +169,7 @@ impl RocksStore {
                     "the folder is in use (another node or hub has it open): {detail}"
                 ))
             } else if detail.starts_with("Corruption") {
-                open_error(format!(
-                    "the store is damaged (a disk fault, or its files changed while it was stopped), and opening it anyway would lose what the damaged part holds: restore the folder from a copy, or start on an empty folder and let the hub send back what it holds ({detail})"
-                ))
+                open_error(format!("{DAMAGED} ({detail})"))
             } else {
                 open_error(detail)
             }
@@ -865,6 +871,24 @@ fn options() -> Result<(Options, Options, Options), rocksdb::Error> {
     // still dropped quietly.
     db.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
     Ok((db, cf, chunks))
+}
+
+/// What a refused open of a damaged store says, whatever the damage.
+const DAMAGED: &str = "the store is damaged (a disk fault, or its files changed while it was stopped), and opening it anyway would lose what the damaged part holds: restore the folder from a copy, or start on an empty folder (a node then gets back from the hub what it holds; a hub refills from the nodes, started with --refill-from-nodes)";
+
+/// Whether `folder` holds a store's write-ahead log or table files (`*.log`, `*.sst`; RocksDB's
+/// own text log is `LOG`).
+fn holds_store_data(folder: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let path = entry.path();
+        path.is_file()
+            && path
+                .extension()
+                .is_some_and(|extension| extension == "log" || extension == "sst")
+    })
 }
 
 /// The document part of a chunk key (`doc ‖ 0x00`): RocksDB's prefix for the `chunks` blooms.

@@ -686,6 +686,35 @@ fn rocks_a_log_damaged_in_the_middle_is_refused_not_cut_short() {
     );
 }
 
+/// A store whose `CURRENT` file is gone is refused and left as it was, however often it is
+/// opened: RocksDB took such a folder for a new store, wrote a `CURRENT` and a manifest into
+/// it, and the second open deleted the old log with every write in it.
+#[test]
+fn rocks_a_store_without_its_current_file_is_refused_and_left_alone() {
+    let dir = TempDir::new().unwrap();
+    fifty_appends_in_the_log(&dir);
+    std::fs::remove_file(dir.path().join("CURRENT")).unwrap();
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with("LOG"))
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files();
+
+    for _ in 0..2 {
+        let refused = RocksStore::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            refused.contains("the store is damaged") && refused.contains("CURRENT file is missing"),
+            "{refused}"
+        );
+        assert_eq!(files(), before, "the refused open changed nothing");
+    }
+}
+
 /// A log whose last record is cut short, as a crash or a power cut leaves a write that was
 /// never acknowledged, still opens with every whole record before it.
 #[test]
