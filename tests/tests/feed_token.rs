@@ -528,3 +528,69 @@ async fn a_followed_feed_goes_on_after_the_hub_is_killed_and_restarted() -> anyh
     );
     Ok(())
 }
+
+/// A followed feed whose link goes silent without closing (half-open: the far end gone without
+/// a FIN or a reset) notices within its keepalive, about 15 s, and subscribes again through a
+/// new connection. (The CLI had no keepalive and waited for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_feed_notices_a_link_gone_silent_and_subscribes_again() -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let temp = tempfile::Builder::new()
+        .prefix("linkage-silent-")
+        .tempdir()?;
+    let hub = HubProcess::start(&temp.path().join("hub"), "127.0.0.1:0")?;
+    let haibin = NodeProcess::start(HAIBIN, &temp.path().join("haibin"), Some(&hub.url()))?;
+    create_cases(&haibin, MARKET, 2).await?;
+    wait_for_records(&hub, 2).await?;
+    let link = linkage_tests::proxy::Proxy::start(hub.addr.parse()?).await?;
+
+    let mut follower = tokio::process::Command::new(bin("linkage")?)
+        .args([
+            "--json",
+            "--hub",
+            &link.url(),
+            "feed",
+            "--org",
+            MARKET,
+            "--follow",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    // Records are counted, not lines: each change of a record is an event of its own.
+    let (printed_tx, mut printed) =
+        tokio::sync::watch::channel(std::collections::BTreeSet::<String>::new());
+    let mut lines = BufReader::new(follower.stdout.take().context("piped stdout")?).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            let id = event["record"]["envelope"]["id"].as_str().unwrap_or(&line);
+            printed_tx.send_modify(|ids| {
+                ids.insert(id.to_owned());
+            });
+        }
+    });
+    let mut printed_at_least = async |count: usize| {
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            printed.wait_for(|ids| ids.len() >= count),
+        )
+        .await
+        .map(|waited| waited.is_ok())
+    };
+    ensure!(
+        printed_at_least(2).await == Ok(true),
+        "the first two records"
+    );
+
+    link.half_open();
+    create_cases(&haibin, MARKET, 1).await?;
+    ensure!(
+        printed_at_least(3).await == Ok(true),
+        "the record made after the link went silent arrives through a new connection"
+    );
+    follower.start_kill()?;
+    Ok(())
+}

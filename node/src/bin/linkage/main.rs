@@ -511,8 +511,14 @@ async fn connect(cli: &Cli, url: &str, what: &str) -> CliResult<Channel> {
             .tls_config(config)
             .map_err(|e| CliError::tls(format!("for {url}: {e}")))?;
     }
+    // HTTP/2 pings on idle connections too: a link that goes silent without closing (a frozen
+    // middlebox, a cable pulled far away) otherwise leaves `feed --follow` or `watch` waiting
+    // for good, where a broken one is noticed at once.
     endpoint
         .connect_timeout(std::time::Duration::from_secs(5))
+        .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+        .keep_alive_timeout(std::time::Duration::from_secs(5))
+        .keep_alive_while_idle(true)
         .connect()
         .await
         .map_err(|e| CliError(format!("无法连接 cannot reach the {what} at {url}: {e}")))
