@@ -444,14 +444,78 @@ async fn token_files_the_hub_cannot_check_are_refused_or_read_with_a_warning() -
     Ok(())
 }
 
+/// `linkage --json --hub URL feed --org MARKET --follow`, the real CLI, with the records it
+/// has printed so far.
+struct Follower {
+    process: tokio::process::Child,
+    /// The id of each record printed, in order; a record comes again with each change.
+    printed: tokio::sync::watch::Receiver<Vec<String>>,
+}
+
+impl Follower {
+    fn start(hub_url: &str) -> anyhow::Result<Self> {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+
+        let mut process = tokio::process::Command::new(bin("linkage")?)
+            .args([
+                "--json", "--hub", hub_url, "feed", "--org", MARKET, "--follow",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let (printed_tx, printed) = tokio::sync::watch::channel(Vec::new());
+        let mut lines = BufReader::new(process.stdout.take().context("piped stdout")?).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                let id = event["record"]["envelope"]["id"].as_str().unwrap_or(&line);
+                printed_tx.send_modify(|ids| ids.push(id.to_owned()));
+            }
+        });
+        Ok(Self { process, printed })
+    }
+
+    /// How many records it has printed, each counted once.
+    fn records(ids: &[String]) -> usize {
+        ids.iter().collect::<std::collections::BTreeSet<_>>().len()
+    }
+
+    /// Waits up to 60 s until it has printed `count` records.
+    async fn printed(&self, count: usize) -> anyhow::Result<()> {
+        let mut printed = self.printed.clone();
+        let waited = tokio::time::timeout(
+            Duration::from_secs(60),
+            printed.wait_for(|ids| Self::records(ids) >= count),
+        )
+        .await
+        .map(|printing| printing.is_ok());
+        let printed = printed.borrow().clone();
+        match waited {
+            Ok(true) => Ok(()),
+            Ok(false) => anyhow::bail!("the follower ended after printing {printed:?}"),
+            Err(_) => anyhow::bail!("in 60 s the follower printed only {printed:?}"),
+        }
+    }
+
+    /// Ends it (it is still following, or says why not) and returns what it said on stderr.
+    async fn stop(mut self) -> anyhow::Result<String> {
+        ensure!(
+            self.process.try_wait()?.is_none(),
+            "the follower is still following"
+        );
+        self.process.start_kill()?;
+        let stderr = self.process.wait_with_output().await?.stderr;
+        Ok(String::from_utf8_lossy(&stderr).into_owned())
+    }
+}
+
 /// `linkage feed --follow` goes on across a hub killed with SIGKILL and started again, twice:
 /// it waits for the hub, subscribes again from the last event it printed, and prints the
-/// records made meanwhile. (It ended with "connection lost", and a department's system that did not
-/// restart it missed everything after.)
+/// records made meanwhile. (It ended with "connection lost", and a department's system that
+/// did not restart it missed everything after.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_followed_feed_goes_on_after_the_hub_is_killed_and_restarted() -> anyhow::Result<()> {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-
     let temp = tempfile::Builder::new()
         .prefix("linkage-follow-")
         .tempdir()?;
@@ -460,68 +524,20 @@ async fn a_followed_feed_goes_on_after_the_hub_is_killed_and_restarted() -> anyh
     create_cases(&haibin, MARKET, 3).await?;
     wait_for_three_records(&hub).await?;
 
-    let mut follower = tokio::process::Command::new(bin("linkage")?)
-        .args([
-            "--json",
-            "--hub",
-            &hub.url(),
-            "feed",
-            "--org",
-            MARKET,
-            "--follow",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let (printed_tx, printed) = tokio::sync::watch::channel(Vec::<String>::new());
-    let mut lines = BufReader::new(follower.stdout.take().context("piped stdout")?).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            let id = event["record"]["envelope"]["id"].as_str().unwrap_or(&line);
-            printed_tx.send_modify(|ids| ids.push(id.to_owned()));
-        }
-    });
-    // A record may come more than once (each change of it is an event); records are counted.
-    let distinct = |ids: &[String]| ids.iter().collect::<std::collections::BTreeSet<_>>().len();
-    let printed_count = |count: usize| {
-        let mut printed = printed.clone();
-        async move {
-            let waited = tokio::time::timeout(
-                Duration::from_secs(60),
-                printed.wait_for(|ids| distinct(ids) >= count),
-            )
-            .await
-            .map(|printing| printing.is_ok());
-            let printed = printed.borrow().clone();
-            match waited {
-                Ok(true) => Ok(()),
-                Ok(false) => anyhow::bail!("the follower ended after printing {printed:?}"),
-                Err(_) => anyhow::bail!("in 60 s the follower printed only {printed:?}"),
-            }
-        }
-    };
-    printed_count(3).await?;
-
+    let follower = Follower::start(&hub.url())?;
+    follower.printed(3).await?;
     hub.restart()?;
     create_cases(&haibin, MARKET, 2).await?;
-    printed_count(5).await?;
+    follower.printed(5).await?;
     // Once more: a hub that came back resets the wait, so this outage too is first retried
     // after a second.
     hub.restart()?;
     create_cases(&haibin, MARKET, 1).await?;
-    printed_count(6).await?;
+    follower.printed(6).await?;
 
-    ensure!(
-        follower.try_wait()?.is_none(),
-        "the follower is still following"
-    );
-    let ids = printed.borrow().clone();
-    ensure!(distinct(&ids) == 6, "six records: {ids:?}");
-    follower.start_kill()?;
-    let stderr = follower.wait_with_output().await?.stderr;
-    let stderr = String::from_utf8_lossy(&stderr);
+    let ids = follower.printed.borrow().clone();
+    ensure!(Follower::records(&ids) == 6, "six records: {ids:?}");
+    let stderr = follower.stop().await?;
     ensure!(
         stderr.matches("reconnecting in 1 s, from position").count() >= 2,
         "the follower says it is reconnecting, after a second each time: {stderr}"
@@ -534,8 +550,6 @@ async fn a_followed_feed_goes_on_after_the_hub_is_killed_and_restarted() -> anyh
 /// new connection. (The CLI had no keepalive and waited for good.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_followed_feed_notices_a_link_gone_silent_and_subscribes_again() -> anyhow::Result<()> {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-
     let temp = tempfile::Builder::new()
         .prefix("linkage-silent-")
         .tempdir()?;
@@ -545,52 +559,14 @@ async fn a_followed_feed_notices_a_link_gone_silent_and_subscribes_again() -> an
     wait_for_records(&hub, 2).await?;
     let link = linkage_tests::proxy::Proxy::start(hub.addr.parse()?).await?;
 
-    let mut follower = tokio::process::Command::new(bin("linkage")?)
-        .args([
-            "--json",
-            "--hub",
-            &link.url(),
-            "feed",
-            "--org",
-            MARKET,
-            "--follow",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    // Records are counted, not lines: each change of a record is an event of its own.
-    let (printed_tx, mut printed) =
-        tokio::sync::watch::channel(std::collections::BTreeSet::<String>::new());
-    let mut lines = BufReader::new(follower.stdout.take().context("piped stdout")?).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            let id = event["record"]["envelope"]["id"].as_str().unwrap_or(&line);
-            printed_tx.send_modify(|ids| {
-                ids.insert(id.to_owned());
-            });
-        }
-    });
-    let mut printed_at_least = async |count: usize| {
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            printed.wait_for(|ids| ids.len() >= count),
-        )
-        .await
-        .map(|waited| waited.is_ok())
-    };
-    ensure!(
-        printed_at_least(2).await == Ok(true),
-        "the first two records"
-    );
-
+    let follower = Follower::start(&link.url())?;
+    follower.printed(2).await?;
     link.half_open();
     create_cases(&haibin, MARKET, 1).await?;
-    ensure!(
-        printed_at_least(3).await == Ok(true),
-        "the record made after the link went silent arrives through a new connection"
-    );
-    follower.start_kill()?;
+    follower
+        .printed(3)
+        .await
+        .context("the record made after the link went silent arrives through a new connection")?;
+    follower.stop().await?;
     Ok(())
 }
