@@ -65,7 +65,7 @@ pub async fn run(
 }
 
 /// Serves the hub over `store` on `listener` (bound to `addr`) until `shutdown` resolves, or
-/// until a disk sync of `store` fails. [`run`] opens the data folder's store; the tests serve
+/// until a write or disk sync of `store` fails. [`run`] opens the data folder's store; the tests serve
 /// hubs over in-memory stores whose syncs they can make fail.
 pub async fn serve(
     config: HubConfig,

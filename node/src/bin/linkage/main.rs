@@ -311,13 +311,17 @@ struct ActArgs {
 #[derive(Debug)]
 struct CliError(String);
 
+/// Whether `status` is tonic's report of a connection that broke mid-answer: `Unknown`,
+/// naming the transport.
+fn connection_broke(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unknown
+        && (status.message().starts_with("h2 protocol error")
+            || status.message().starts_with("transport error"))
+}
+
 impl From<tonic::Status> for CliError {
     fn from(status: tonic::Status) -> Self {
-        // tonic reports a connection that broke mid-answer as Unknown, naming the transport.
-        let broken = status.code() == tonic::Code::Unknown
-            && (status.message().starts_with("h2 protocol error")
-                || status.message().starts_with("transport error"));
-        let kind = if broken {
+        let kind = if connection_broke(&status) {
             "连接中断 connection lost"
         } else {
             failure_kind(status.code())
@@ -1009,15 +1013,7 @@ enum Pull {
 /// Whether a status means the hub is (for now) out of reach rather than refusing the request.
 fn hub_out_of_reach(status: &tonic::Status) -> bool {
     use tonic::Code;
-    match status.code() {
-        Code::Unavailable | Code::Cancelled => true,
-        // tonic reports a connection that broke mid-answer as Unknown, naming the transport.
-        Code::Unknown => {
-            status.message().starts_with("h2 protocol error")
-                || status.message().starts_with("transport error")
-        }
-        _ => false,
-    }
+    matches!(status.code(), Code::Unavailable | Code::Cancelled) || connection_broke(status)
 }
 
 /// One subscription to the feed from `resume`, printing its events and moving `resume` (and
