@@ -235,6 +235,7 @@ impl Sync for HubService {
             }),
             figures,
             log_watch: self.feed_log.clone().map(|log| log as Arc<dyn LogWatch>),
+            offer_summaries: true,
         };
         // On shutdown the node's side of the stream ends as if it had hung up: the session writes
         // what the node confirmed and closes its answer stream, which lets the server stop.

@@ -328,6 +328,7 @@ impl LiveSession {
             gate: Arc::new(TrustHub),
             figures: Default::default(),
             log_watch: None,
+            offer_summaries: false,
         };
         let task = rt.spawn(session::run(ctx, ReceiverStream::new(inbound), outbound));
         LiveSession {
@@ -351,6 +352,7 @@ impl LiveSession {
                 message,
                 heads: Vec::new(),
                 encoding,
+                offered: None,
             })),
         };
         let marker = format!("marker-{}", "m".repeat(300));
@@ -490,6 +492,7 @@ fn still_syncs(live: &LiveSession) {
         gate: Arc::new(TrustHub),
         figures: Default::default(),
         log_watch: None,
+        offer_summaries: false,
     };
     let wrap = |rx| ReceiverStream::new(rx).map(Ok::<_, tonic::Status>);
     live.rt.spawn(session::run(

@@ -22,7 +22,7 @@ use linkage_node::replica::{Replica, ReplicaError, SystemClock};
 use linkage_node::store::{MemoryStore, PeerLog, Store};
 use linkage_node::sync::session::{self, SessionContext, TrustHub};
 use linkage_proto::v1::sync_frame::Frame;
-use linkage_proto::v1::{DocSync, SyncFrame};
+use linkage_proto::v1::{DocSync, OfferedRecord, SyncFrame};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -113,6 +113,7 @@ fn start_watched_session(
         gate: Arc::new(TrustHub),
         figures: Default::default(),
         log_watch,
+        offer_summaries: false,
     };
     let figures = ctx.figures.clone();
     let inbound = ReceiverStream::new(inbound).map(Ok::<_, tonic::Status>);
@@ -183,8 +184,8 @@ impl Peer {
     }
 
     /// Waits for the session's ack of `id` (a record frame without a message), which it sends
-    /// once it has applied a reply that leaves nothing to send.
-    async fn wait_ack(&mut self, id: &str) {
+    /// once it has applied a reply that leaves nothing to send; returns the heads it reports.
+    async fn wait_ack(&mut self, id: &str) -> Vec<Vec<u8>> {
         let wait = async {
             loop {
                 let frame = self.from_session.recv().await.expect("session is running");
@@ -192,13 +193,30 @@ impl Peer {
                     && doc.record_id == id
                     && doc.message.is_empty()
                 {
-                    return;
+                    return doc.heads;
                 }
             }
         };
         tokio::time::timeout(Duration::from_secs(10), wait)
             .await
-            .expect("the session acked the peer's reply within 10 s");
+            .expect("the session acked the peer's reply within 10 s")
+    }
+
+    /// Waits for the session's refusal of `id`; returns its rule.
+    async fn wait_rejected(&mut self, id: &str) -> String {
+        let wait = async {
+            loop {
+                let frame = self.from_session.recv().await.expect("session is running");
+                if let Some(Frame::Rejected(rejected)) = frame.frame
+                    && rejected.record_id == id
+                {
+                    return rejected.rule;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("the session refused the record within 10 s")
     }
 
     /// Takes record `id` whole from the session's first offer into an empty copy, answers, and
@@ -215,11 +233,17 @@ impl Peer {
     }
 
     async fn send(&self, id: &str, message: Message) {
+        self.send_offered(id, message, None).await;
+    }
+
+    /// Sends `message` for `id` carrying `offered`, as a hub's first offer does.
+    async fn send_offered(&self, id: &str, message: Message, offered: Option<OfferedRecord>) {
         let frame = SyncFrame {
             frame: Some(Frame::Doc(DocSync {
                 record_id: id.to_owned(),
                 message: message.encode(),
                 heads: Vec::new(),
+                offered,
                 ..Default::default()
             })),
         };
@@ -582,6 +606,99 @@ async fn a_peer_that_saw_the_log_reach_further_tells_the_log_watch() {
 /// A record new to a replica arrives whole. Its summary says whether its fields hold
 /// concurrent values: the field walk is skipped only for a document made by one chain of
 /// edits, which cannot hold any.
+/// A record's first offer as a hub makes it: the whole document saved plain, at `heads`.
+fn whole_at(doc: &Automerge, heads: Vec<automerge::ChangeHash>) -> Message {
+    Message {
+        heads,
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: doc.save_nocompress().into(),
+        flags: None,
+        version: MessageVersion::V2,
+    }
+}
+
+/// An office takes a record its hub offers whole, with the hub's summary, as it came: stored
+/// under that summary (here with a title the document does not have, so that the test can
+/// tell), acknowledged by the document's heads, and read whole from the store when used. An
+/// offer whose heads are not its document's, or whose document is damaged, goes through
+/// Automerge as any other message: summarised from the document, or refused.
+#[tokio::test]
+async fn a_record_offered_whole_with_the_hubs_summary_is_stored_as_it_came() {
+    let origin = replica(HAIBIN);
+    let offered = |id: &str| {
+        let summary = origin.summary(id).unwrap().unwrap();
+        OfferedRecord {
+            kind: summary.kind.clone(),
+            owner: summary.owner.clone(),
+            parties: summary.parties.clone(),
+            status: summary.status.clone(),
+            title: "as the hub summarised it".into(),
+            created_at_ms: summary.created_at_ms,
+            conflicted: false,
+            category: 0,
+        }
+    };
+    let document = |id: &str| origin.read(id, Automerge::clone).unwrap().unwrap();
+    let receiver = replica(MARKET);
+    let mut peer = start_session(&receiver);
+
+    let adopted = create_case(&origin, "as the document says").await;
+    let doc = document(&adopted);
+    let heads = doc.get_heads();
+    peer.send_offered(
+        &adopted,
+        whole_at(&doc, heads.clone()),
+        Some(offered(&adopted)),
+    )
+    .await;
+    let acked = peer.wait_ack(&adopted).await;
+    assert_eq!(
+        acked,
+        heads
+            .iter()
+            .map(|h| h.as_ref().to_vec())
+            .collect::<Vec<_>>()
+    );
+    let summary = receiver.summary(&adopted).unwrap().unwrap();
+    assert_eq!(summary.title, "as the hub summarised it");
+    assert_eq!(
+        summary.heads,
+        heads.iter().map(ToString::to_string).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        receiver.record(&adopted).unwrap(),
+        origin.record(&adopted).unwrap()
+    );
+
+    let other_heads = create_case(&origin, "offered at other heads").await;
+    let doc = document(&other_heads);
+    peer.send_offered(
+        &other_heads,
+        whole_at(&doc, Vec::new()),
+        Some(offered(&other_heads)),
+    )
+    .await;
+    assert!(holds_within(&receiver, &other_heads, Duration::from_secs(10)).await);
+    let summary = receiver.summary(&other_heads).unwrap().unwrap();
+    assert_eq!(
+        summary.title, "offered at other heads",
+        "summarised from the document"
+    );
+
+    let damaged = create_case(&origin, "damaged on the way").await;
+    let doc = document(&damaged);
+    let mut message = whole_at(&doc, doc.get_heads());
+    let mut bytes = doc.save_nocompress();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    message.changes = bytes.into();
+    peer.send_offered(&damaged, message, Some(offered(&damaged)))
+        .await;
+    assert_eq!(peer.wait_rejected(&damaged).await, "protocol");
+    assert!(receiver.summary(&damaged).unwrap().is_none());
+}
+
 #[tokio::test]
 async fn a_record_arriving_whole_is_listed_conflicted_only_if_its_fields_are() {
     let [(plain_id, plain), (forked_id, forked)] = clean_and_conflicted(&replica(HAIBIN)).await;
@@ -1112,6 +1229,7 @@ async fn a_peer_with_nothing_in_hand_gets_a_small_first_batch_of_offers() {
         gate: gate.clone(),
         figures: Default::default(),
         log_watch: None,
+        offer_summaries: false,
     };
     let inbound = ReceiverStream::new(inbound).map(Ok::<_, tonic::Status>);
     let session = tokio::spawn(session::run(ctx, inbound, outbound));

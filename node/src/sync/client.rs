@@ -144,6 +144,7 @@ async fn connect_once(
         gate: Arc::new(TrustHub),
         figures: status.figures.clone(),
         log_watch: None,
+        offer_summaries: false,
     };
     session::run(ctx, inbound, outbound).await
 }

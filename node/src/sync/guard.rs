@@ -13,7 +13,9 @@
 
 use std::io::Read;
 
+use automerge::ChangeHash;
 use automerge::sync::Message;
+use sha2::{Digest, Sha256};
 
 /// Inflated bytes one message may carry: the largest document a replica holds.
 pub const MAX_INFLATED_BYTES: usize = crate::replica::MAX_DOCUMENT_BYTES;
@@ -251,6 +253,47 @@ fn check_document(chunk: usize, data: &[u8], budget: &mut Budget) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// The heads a blob declares if it is exactly one document chunk whose checksum holds: what
+/// an office stores a hub's first offer under without loading it (`sync::session`). `None` for
+/// anything else (changes, several chunks, a wrong checksum), which is then applied through
+/// Automerge as usual. Automerge's own load checks the same checksum, and that the operations
+/// make these heads; the second check is left to the document's first load, the bytes having
+/// passed the hub's load and gate (see ARCHITECTURE.md, "Sync").
+pub fn whole_document_heads(blob: &[u8]) -> Option<Vec<ChangeHash>> {
+    let mut input = Input::new(blob);
+    if input.take(4).ok()? != MAGIC {
+        return None;
+    }
+    let checksum = input.take(4).ok()?;
+    let hashed = input.bytes;
+    if input.take(1).ok()?[0] != CHUNK_DOCUMENT {
+        return None;
+    }
+    let len = input.uleb().ok()?;
+    let data = input.take_len(len).ok()?;
+    if !input.is_empty() {
+        return None;
+    }
+    let digest = Sha256::digest(hashed);
+    if digest[..4] != *checksum {
+        return None;
+    }
+
+    let mut header = Input::new(data);
+    let actors = header.uleb().ok()?;
+    for _ in 0..actors {
+        actor(&mut header).ok()?;
+    }
+    let heads = header.uleb().ok()?;
+    let hashes = header
+        .take_len(heads.checked_mul(HASH_BYTES as u64)?)
+        .ok()?;
+    hashes
+        .chunks_exact(HASH_BYTES)
+        .map(|hash| ChangeHash::try_from(hash).ok())
+        .collect()
 }
 
 fn limit(what: &'static str, value: u64, limit: u64) -> Result<(), GuardError> {
@@ -528,5 +571,75 @@ mod tests {
             })
         ));
         assert_eq!(check_bloom(0, &[1, 10, 7, 0, 0]), Ok(()));
+    }
+
+    /// A document of two concurrent changes, so it has two heads.
+    fn document_of_two_heads() -> automerge::Automerge {
+        use automerge::transaction::Transactable;
+        let mut doc = automerge::Automerge::new();
+        doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+            tx.put(automerge::ROOT, "title", "first")
+        })
+        .unwrap();
+        let mut other = doc.fork();
+        for (copy, value) in [(&mut doc, "by one office"), (&mut other, "by another")] {
+            copy.transact::<_, _, automerge::AutomergeError>(|tx| {
+                tx.put(automerge::ROOT, "title", value)
+            })
+            .unwrap();
+        }
+        doc.merge(&mut other).unwrap();
+        doc
+    }
+
+    #[test]
+    fn a_saved_document_declares_its_heads() {
+        let doc = document_of_two_heads();
+        let mut heads = doc.get_heads();
+        heads.sort();
+        assert_eq!(heads.len(), 2);
+        for saved in [doc.save_nocompress(), doc.save()] {
+            let mut declared = whole_document_heads(&saved).expect("one document chunk");
+            declared.sort();
+            assert_eq!(declared, heads);
+        }
+    }
+
+    #[test]
+    fn only_one_document_chunk_with_its_checksum_declares_heads() {
+        let doc = document_of_two_heads();
+        let saved = doc.save_nocompress();
+
+        let mut damaged = saved.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert_eq!(
+            whole_document_heads(&damaged),
+            None,
+            "checksum no longer holds"
+        );
+        let mut wrong_sum = saved.clone();
+        wrong_sum[4] ^= 1;
+        assert_eq!(
+            whole_document_heads(&wrong_sum),
+            None,
+            "checksum itself changed"
+        );
+
+        let mut two = saved.clone();
+        two.extend(doc.get_changes(&[]).last().unwrap().raw_bytes());
+        assert_eq!(
+            whole_document_heads(&two),
+            None,
+            "a change after the document"
+        );
+        let change = doc.get_changes(&[])[0].raw_bytes().to_vec();
+        assert_eq!(whole_document_heads(&change), None, "a change chunk");
+        assert_eq!(
+            whole_document_heads(&saved[..saved.len() - 1]),
+            None,
+            "cut short"
+        );
+        assert_eq!(whole_document_heads(&[]), None);
     }
 }

@@ -15,7 +15,7 @@ use automerge::sync::{BloomFilter, Capability, ChunkList, Have, Message, State, 
 use automerge::{Automerge, ChangeMetadata, ReadDoc};
 use futures::{FutureExt, Stream, StreamExt};
 use linkage_proto::v1::{
-    DocSync, MessageEncoding, Progress, Rejected, SyncFrame, sync_frame::Frame,
+    DocSync, MessageEncoding, OfferedRecord, Progress, Rejected, SyncFrame, sync_frame::Frame,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -155,6 +155,11 @@ pub struct SessionContext {
     /// the peer's changes, so that an office whose changes a restored copy lacks recognises
     /// the copy, instead of only if a periodic report came before the loss.
     pub log_watch: Option<Arc<dyn LogWatch>>,
+    /// Whether a record's first offer (the whole document) carries this side's summary of
+    /// it, so that a peer trusting this side with every change (an office, its hub) stores
+    /// the document as it came instead of loading it ([`Replica::adopt`]). The hub sets it;
+    /// an office's offers go through the hub's gate, which reads every record anyway.
+    pub offer_summaries: bool,
 }
 
 /// Who else holds positions in this side's change log: told when a peer has seen the log reach
@@ -501,6 +506,7 @@ impl Session {
         let mut states = std::mem::take(&mut self.states);
         let gate = self.ctx.gate.clone();
         let peer = self.ctx.peer_key.clone();
+        let offer_summaries = self.ctx.offer_summaries;
         let (states, prepared) = trip(&self.ctx.replica, short, move |r| {
             let batch = pick(r)?;
             let mut prepared = Vec::with_capacity(batch.len());
@@ -510,7 +516,8 @@ impl Session {
                     Some(state) => (Some(state), false),
                     None => (persisted_state(r, &peer, &id)?.map(resumed), true),
                 };
-                let (outcome, state) = prepare_offer(r, gate.as_ref(), &id, state)?;
+                let (outcome, state) =
+                    prepare_offer(r, gate.as_ref(), &id, state, offer_summaries)?;
                 match outcome {
                     // The peer already holds all of it: remember that for the next session and
                     // for the hub's heads comparison, here rather than in another trip (unless
@@ -580,6 +587,7 @@ impl Session {
                     message: message.bytes,
                     heads: Vec::new(),
                     encoding: message.encoding.into(),
+                    offered: message.offered,
                 }))
                 .await
             }
@@ -787,12 +795,14 @@ impl Session {
                         message: reply.encode(),
                         heads: Vec::new(),
                         encoding: MessageEncoding::Plain.into(),
+                        offered: None,
                     },
                     None => DocSync {
                         record_id: id,
                         message: Vec::new(),
                         heads,
                         encoding: MessageEncoding::Plain.into(),
+                        offered: None,
                     },
                 };
                 self.send(Frame::Doc(frame)).await
@@ -1177,6 +1187,9 @@ pub fn told_nothing() -> State {
 struct Outgoing {
     bytes: Vec<u8>,
     encoding: MessageEncoding,
+    /// This side's summary of the record, on a first offer to a peer that trusts this side
+    /// (see [`SessionContext::offer_summaries`]).
+    offered: Option<OfferedRecord>,
 }
 
 impl Outgoing {
@@ -1184,6 +1197,7 @@ impl Outgoing {
         Outgoing {
             bytes: message.encode(),
             encoding: MessageEncoding::Plain,
+            offered: None,
         }
     }
 }
@@ -1209,6 +1223,9 @@ impl Outgoing {
 struct FirstOffer {
     message: Option<Outgoing>,
     state: State,
+    /// The heads of the document the message carries saved plain; `None` if Automerge made
+    /// the message (its columns deflated), which a peer cannot store as it came.
+    plain_heads: Option<Vec<automerge::ChangeHash>>,
 }
 
 impl FirstOffer {
@@ -1216,7 +1233,11 @@ impl FirstOffer {
     fn made_by_automerge(doc: &Automerge) -> Self {
         let mut state = told_nothing();
         let message = doc.generate_sync_message(&mut state).map(Outgoing::plain);
-        FirstOffer { message, state }
+        FirstOffer {
+            message,
+            state,
+            plain_heads: None,
+        }
     }
 
     fn of(doc: &Automerge) -> Self {
@@ -1235,6 +1256,7 @@ impl FirstOffer {
             return FirstOffer {
                 message: None,
                 state,
+                plain_heads: None,
             };
         };
         message.changes = ChunkList::from(doc.save_nocompress());
@@ -1254,9 +1276,40 @@ impl FirstOffer {
             message: Some(Outgoing {
                 bytes: deflate::deflate(&plain),
                 encoding: MessageEncoding::Deflate,
+                offered: None,
             }),
             state,
+            plain_heads: Some(doc.get_heads()),
         }
+    }
+
+    /// The message, carrying `summary` if that is the record as this offer carries it.
+    fn message_with(&self, summary: &Summary) -> Option<Outgoing> {
+        let mut message = self.message.clone()?;
+        let same_heads = self.plain_heads.as_ref().is_some_and(|heads| {
+            heads.len() == summary.heads.len()
+                && heads
+                    .iter()
+                    .zip(&summary.heads)
+                    .all(|(h, s)| h.to_string() == *s)
+        });
+        if same_heads {
+            message.offered = Some(offered_record(summary));
+        }
+        Some(message)
+    }
+}
+
+fn offered_record(summary: &Summary) -> OfferedRecord {
+    OfferedRecord {
+        kind: summary.kind.clone(),
+        owner: summary.owner.clone(),
+        parties: summary.parties.clone(),
+        status: summary.status.clone(),
+        title: summary.title.clone(),
+        created_at_ms: summary.created_at_ms,
+        conflicted: summary.conflicted,
+        category: summary.category,
     }
 }
 
@@ -1269,6 +1322,7 @@ fn prepare_offer(
     gate: &dyn Gate,
     id: &str,
     state: Option<State>,
+    offer_summary: bool,
 ) -> Result<(Option<(Option<Outgoing>, bool)>, State), SyncError> {
     let Some(summary) = replica.summary(id)? else {
         return Ok((None, state.unwrap_or_default()));
@@ -1279,10 +1333,29 @@ fn prepare_offer(
     let Some(mut state) = state else {
         return Ok(match replica.read_memo(id, FirstOffer::of)? {
             // A peer told nothing yet never holds all of it.
-            Some(first) => (Some((first.message.clone(), false)), first.state.clone()),
+            Some(first) => {
+                let message = if offer_summary {
+                    first.message_with(&summary)
+                } else {
+                    first.message.clone()
+                };
+                (Some((message, false)), first.state.clone())
+            }
             None => (None, State::new()),
         });
     };
+    // The peer holds all the stored record has, by the summary's heads: nothing to send, and
+    // nothing loaded. Most records an office's change log shows after a reconnection are the
+    // ones the hub just sent, stored without loading them (`adopt`); reading each to find that
+    // out loaded them all. A change made since has its own log entry, offered in its turn.
+    if let Some(theirs) = state.their_heads.as_deref()
+        && summary.heads.iter().all(|ours| {
+            ours.parse::<automerge::ChangeHash>()
+                .is_ok_and(|ours| theirs.contains(&ours))
+        })
+    {
+        return Ok((Some((None, true)), state));
+    }
     let outcome = replica.read(id, |doc| {
         let heads = doc.get_heads();
         // The peer holds all we have (it said so, or confirmed it in an earlier session):
@@ -1313,6 +1386,8 @@ struct Incoming {
     message: Message,
     /// Some of its chunks came deflated (see [`guard::Checked`]).
     deflated: bool,
+    /// The peer's summary of the record, on a first offer (see [`adopt`]).
+    offered: Option<OfferedRecord>,
 }
 
 /// Why a frame was refused before it reached the store.
@@ -1326,6 +1401,7 @@ struct FrameRefusal {
 /// guard's limits.
 fn check_doc(frame: DocSync) -> Result<Incoming, FrameRefusal> {
     let id = check_record_id(frame.record_id)?;
+    let offered = frame.offered;
     let refuse = |id: String, rule, reason| FrameRefusal { id, rule, reason };
     if frame.message.len() > MAX_FRAME_BYTES {
         let reason = format!(
@@ -1353,6 +1429,7 @@ fn check_doc(frame: DocSync) -> Result<Incoming, FrameRefusal> {
             id,
             message,
             deflated: checked.deflated,
+            offered,
         }),
         Err(e) => Err(refuse(id, "limits", e.to_string())),
     }
@@ -1406,12 +1483,7 @@ enum Received {
 /// Applies one sync message to record `id`: on a fork first, so the gate sees the result before
 /// the replica keeps it, then durably.
 fn receive(replica: &Replica, gate: &dyn Gate, state: State, incoming: Incoming) -> Received {
-    let Incoming {
-        id,
-        message,
-        deflated,
-    } = incoming;
-    let id = id.as_str();
+    let id = incoming.id.as_str();
     let existing = match replica.summary(id) {
         Ok(summary) => summary,
         Err(e) => return Received::Failed(e.to_string()),
@@ -1426,11 +1498,25 @@ fn receive(replica: &Replica, gate: &dyn Gate, state: State, incoming: Incoming)
         });
     }
 
+    if existing.is_none()
+        && gate.admits_everything()
+        && let Some(received) = adopt(replica, id, &incoming)
+    {
+        return received;
+    }
+
     // The guard keeps known bad messages away from Automerge; an unknown Automerge panic on a
     // peer's bytes is caught here, so it refuses that record instead of ending the session
     // (the replica reloads the record from the store on its next use).
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        apply_message(replica, id, gate, state, message, deflated)
+        apply_message(
+            replica,
+            id,
+            gate,
+            state,
+            incoming.message,
+            incoming.deflated,
+        )
     }));
     match outcome {
         Ok(received) => received,
@@ -1439,6 +1525,56 @@ fn receive(replica: &Replica, gate: &dyn Gate, state: State, incoming: Incoming)
             Received::Failed("the sync message made Automerge fail; refused".into())
         }
     }
+}
+
+/// Stores record `id`, new to this side, as the trusted peer sent it ([`Replica::adopt`]): if
+/// the offer carries the peer's summary and its only chunk is a document saved plain whose
+/// checksum holds and whose heads are the message's. The answer is an acknowledgement of those
+/// heads. `None` if any of that is not so, or the record arrived meanwhile: the message is
+/// then applied through Automerge as any other.
+fn adopt(replica: &Replica, id: &str, incoming: &Incoming) -> Option<Received> {
+    let offered = incoming.offered.as_ref()?;
+    let mut chunks = incoming.message.changes.iter();
+    let (Some(whole), None, false) = (chunks.next(), chunks.next(), incoming.deflated) else {
+        return None;
+    };
+    let mut heads = guard::whole_document_heads(whole)?;
+    heads.sort();
+    let mut declared = incoming.message.heads.clone();
+    declared.sort();
+    if heads.is_empty() || heads != declared {
+        return None;
+    }
+
+    let summary = Summary {
+        id: id.to_owned(),
+        kind: offered.kind.clone(),
+        owner: offered.owner.clone(),
+        parties: offered.parties.clone(),
+        status: offered.status.clone(),
+        title: offered.title.clone(),
+        created_at_ms: offered.created_at_ms,
+        updated_at_ms: replica.now_ms(),
+        conflicted: offered.conflicted,
+        category: offered.category,
+        heads: heads.iter().map(ToString::to_string).collect(),
+    };
+    let seq = match replica.adopt(id, whole, summary) {
+        Ok(Some(seq)) => seq,
+        Ok(None) => return None,
+        Err(e) => return Some(Received::Failed(e.to_string())),
+    };
+    debug!(record = %id, "stored a record offered whole, unloaded");
+    let mut state = State::new();
+    state.shared_heads = heads.clone();
+    state.their_heads = Some(heads.clone());
+    Some(Received::Applied {
+        state: Box::new(state),
+        reply: None,
+        confirmed: true,
+        heads: heads.iter().map(|h| h.as_ref().to_vec()).collect(),
+        logged: Some(seq),
+    })
 }
 
 /// Applies a peer's `message` for record `id`; `deflated` as the guard found it.

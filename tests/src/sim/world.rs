@@ -640,6 +640,7 @@ impl Sim {
             gate: Arc::new(TrustHub),
             figures: node_figures.clone(),
             log_watch: None,
+            offer_summaries: false,
         };
         let hub_ctx = SessionContext {
             replica: hub,
@@ -652,6 +653,7 @@ impl Sim {
             }),
             figures: hub_figures.clone(),
             log_watch: None,
+            offer_summaries: true,
         };
         let node_task = self.spawn_session(node_ctx, node_in, node_out);
         let hub_task = self.spawn_session(hub_ctx, hub_in, hub_out);
