@@ -1561,7 +1561,9 @@ fn adopt(replica: &Replica, id: &str, incoming: &Incoming) -> Option<Received> {
     };
     let seq = match replica.adopt(id, whole, summary) {
         Ok(Some(seq)) => seq,
-        Ok(None) => return None,
+        // Held by now, or past the size limit: Automerge's path refuses the latter under the
+        // `limits` rule, as it does any change that takes a record past it.
+        Ok(None) | Err(ReplicaError::TooLarge { .. }) => return None,
         Err(e) => return Some(Received::Failed(e.to_string())),
     };
     debug!(record = %id, "stored a record offered whole, unloaded");
