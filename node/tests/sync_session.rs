@@ -133,90 +133,91 @@ impl Peer {
         Message::decode(&session::message_bytes(&frame).unwrap()).unwrap()
     }
 
-    /// The next frame carrying a sync message for `id`, as it came (encoding and all).
-    async fn next_frame(&mut self, id: &str) -> DocSync {
+    /// The first frame from the session that `pick` makes something of, skipping the others;
+    /// fails naming `what` if none comes `within`.
+    async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        within: Duration,
+        mut pick: impl FnMut(Frame) -> Option<T>,
+    ) -> T {
         let wait = async {
             loop {
                 let frame = self.from_session.recv().await.expect("session is running");
-                if let Some(Frame::Doc(doc)) = frame.frame
-                    && doc.record_id == id
-                    && !doc.message.is_empty()
-                {
-                    return doc;
+                if let Some(found) = frame.frame.and_then(&mut pick) {
+                    return found;
                 }
             }
         };
-        tokio::time::timeout(Duration::from_secs(30), wait)
+        tokio::time::timeout(within, wait)
             .await
-            .expect("the session offered the record within 30 s")
+            .unwrap_or_else(|_| panic!("{what} within {within:?}"))
+    }
+
+    /// The next frame carrying a sync message for `id`, as it came (encoding and all).
+    async fn next_frame(&mut self, id: &str) -> DocSync {
+        self.wait_for(
+            "the session offered the record",
+            Duration::from_secs(30),
+            |frame| match frame {
+                Frame::Doc(doc) if doc.record_id == id && !doc.message.is_empty() => Some(doc),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// The id of the next record the session offers, whichever it is.
     async fn next_any_record(&mut self) -> String {
-        let wait = async {
-            loop {
-                let frame = self.from_session.recv().await.expect("session is running");
-                if let Some(Frame::Doc(doc)) = frame.frame
-                    && !doc.message.is_empty()
-                {
-                    return doc.record_id;
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), wait)
-            .await
-            .expect("the session offered a record within 30 s")
+        self.wait_for(
+            "the session offered a record",
+            Duration::from_secs(30),
+            |frame| match frame {
+                Frame::Doc(doc) if !doc.message.is_empty() => Some(doc.record_id),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// The record id of the next record frame (a message or an ack), whichever it is.
     async fn next_any_record_frame(&mut self) -> String {
-        let wait = async {
-            loop {
-                let frame = self.from_session.recv().await.expect("session is running");
-                if let Some(Frame::Doc(doc)) = frame.frame {
-                    return doc.record_id;
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), wait)
-            .await
-            .expect("the session sent a record frame within 30 s")
+        self.wait_for(
+            "the session sent a record frame",
+            Duration::from_secs(30),
+            |frame| match frame {
+                Frame::Doc(doc) => Some(doc.record_id),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// Waits for the session's ack of `id` (a record frame without a message), which it sends
     /// once it has applied a reply that leaves nothing to send; returns the heads it reports.
     async fn wait_ack(&mut self, id: &str) -> Vec<Vec<u8>> {
-        let wait = async {
-            loop {
-                let frame = self.from_session.recv().await.expect("session is running");
-                if let Some(Frame::Doc(doc)) = frame.frame
-                    && doc.record_id == id
-                    && doc.message.is_empty()
-                {
-                    return doc.heads;
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), wait)
-            .await
-            .expect("the session acked the peer's reply within 10 s")
+        self.wait_for(
+            "the session acked the peer's reply",
+            Duration::from_secs(10),
+            |frame| match frame {
+                Frame::Doc(doc) if doc.record_id == id && doc.message.is_empty() => Some(doc.heads),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// Waits for the session's refusal of `id`; returns its rule.
     async fn wait_rejected(&mut self, id: &str) -> String {
-        let wait = async {
-            loop {
-                let frame = self.from_session.recv().await.expect("session is running");
-                if let Some(Frame::Rejected(rejected)) = frame.frame
-                    && rejected.record_id == id
-                {
-                    return rejected.rule;
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), wait)
-            .await
-            .expect("the session refused the record within 10 s")
+        self.wait_for(
+            "the session refused the record",
+            Duration::from_secs(10),
+            |frame| match frame {
+                Frame::Rejected(rejected) if rejected.record_id == id => Some(rejected.rule),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// Takes record `id` whole from the session's first offer into an empty copy, answers, and
@@ -917,16 +918,16 @@ async fn changes_that_fit_apart_but_not_together_are_refused_under_the_limits_ru
 
     let mut peer = start_session(&office);
     peer.send(&id, message).await;
-    let rejected = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let frame = peer.from_session.recv().await.expect("session is running");
-            if let Some(Frame::Rejected(rejected)) = frame.frame {
-                return rejected;
-            }
-        }
-    })
-    .await
-    .expect("the change is refused within 10 s");
+    let rejected = peer
+        .wait_for(
+            "the change is refused",
+            Duration::from_secs(10),
+            |frame| match frame {
+                Frame::Rejected(rejected) => Some(rejected),
+                _ => None,
+            },
+        )
+        .await;
     assert_eq!(rejected.record_id, id);
     assert_eq!(rejected.rule, "limits", "{}", rejected.reason);
     assert!(
