@@ -681,7 +681,6 @@ impl Replica {
         self.remember(id, summary);
         // The slot stays empty: `load_into` reads the document, its size and its chunk count
         // from the store when the record is next used.
-        drop(slot);
         Ok(Some(seq))
     }
 

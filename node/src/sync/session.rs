@@ -1223,9 +1223,10 @@ impl Outgoing {
 struct FirstOffer {
     message: Option<Outgoing>,
     state: State,
-    /// The heads of the document the message carries saved plain; `None` if Automerge made
-    /// the message (its columns deflated), which a peer cannot store as it came.
-    plain_heads: Option<Vec<automerge::ChangeHash>>,
+    /// The heads of the document the message carries saved plain, as a summary lists them;
+    /// `None` if Automerge made the message (its columns deflated), which a peer cannot store
+    /// as it came.
+    plain_heads: Option<Vec<String>>,
 }
 
 impl FirstOffer {
@@ -1279,27 +1280,21 @@ impl FirstOffer {
                 offered: None,
             }),
             state,
-            plain_heads: Some(doc.get_heads()),
+            plain_heads: Some(doc.get_heads().iter().map(ToString::to_string).collect()),
         }
     }
 
     /// The message, carrying `summary` if that is the record as this offer carries it.
     fn message_with(&self, summary: &Summary) -> Option<Outgoing> {
         let mut message = self.message.clone()?;
-        let same_heads = self.plain_heads.as_ref().is_some_and(|heads| {
-            heads.len() == summary.heads.len()
-                && heads
-                    .iter()
-                    .zip(&summary.heads)
-                    .all(|(h, s)| h.to_string() == *s)
-        });
-        if same_heads {
+        if self.plain_heads.as_ref() == Some(&summary.heads) {
             message.offered = Some(offered_record(summary));
         }
         Some(message)
     }
 }
 
+/// The summary a peer keeps of a record, as a first offer carries it.
 fn offered_record(summary: &Summary) -> OfferedRecord {
     OfferedRecord {
         kind: summary.kind.clone(),
@@ -1310,6 +1305,29 @@ fn offered_record(summary: &Summary) -> OfferedRecord {
         created_at_ms: summary.created_at_ms,
         conflicted: summary.conflicted,
         category: summary.category,
+    }
+}
+
+/// The summary of record `id` at `heads` as a peer's first offer carries it
+/// ([`offered_record`]), updated here at `now_ms`.
+fn offered_summary(
+    id: &str,
+    offered: &OfferedRecord,
+    heads: &[automerge::ChangeHash],
+    now_ms: i64,
+) -> Summary {
+    Summary {
+        id: id.to_owned(),
+        kind: offered.kind.clone(),
+        owner: offered.owner.clone(),
+        parties: offered.parties.clone(),
+        status: offered.status.clone(),
+        title: offered.title.clone(),
+        created_at_ms: offered.created_at_ms,
+        updated_at_ms: now_ms,
+        conflicted: offered.conflicted,
+        category: offered.category,
+        heads: heads.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -1546,19 +1564,7 @@ fn adopt(replica: &Replica, id: &str, incoming: &Incoming) -> Option<Received> {
         return None;
     }
 
-    let summary = Summary {
-        id: id.to_owned(),
-        kind: offered.kind.clone(),
-        owner: offered.owner.clone(),
-        parties: offered.parties.clone(),
-        status: offered.status.clone(),
-        title: offered.title.clone(),
-        created_at_ms: offered.created_at_ms,
-        updated_at_ms: replica.now_ms(),
-        conflicted: offered.conflicted,
-        category: offered.category,
-        heads: heads.iter().map(ToString::to_string).collect(),
-    };
+    let summary = offered_summary(id, offered, &heads, replica.now_ms());
     let seq = match replica.adopt(id, whole, summary) {
         Ok(Some(seq)) => seq,
         // Held by now, or past the size limit: Automerge's path refuses the latter under the
