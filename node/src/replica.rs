@@ -684,6 +684,50 @@ impl Replica {
         Ok(Some(seq))
     }
 
+    /// Appends `changes` (change chunks, plain) that the trusted peer sent for record `id`,
+    /// which this replica holds at `heads` and has not loaded, under the `summary` the peer
+    /// keeps of the record with them, without loading it. The caller has checked that every
+    /// change follows from `heads` or an earlier one of them, and that they make the heads
+    /// `summary` lists. Written but not synced, as [`Replica::change_unsynced`].
+    ///
+    /// `None` if the record is loaded (applying the changes to it costs little), no longer at
+    /// `heads`, or would need compacting or measuring against the size limit; the caller then
+    /// applies the changes as any other message, which does both.
+    ///
+    /// An office loaded each record the hub changed to apply the change and summarise it:
+    /// most of its CPU taking in a reconnecting office's updates, for records it had taken in
+    /// unloaded ([`Replica::adopt`]) and might not read before their next change.
+    pub fn adopt_changes(
+        &self,
+        id: &str,
+        heads: &[String],
+        changes: &[u8],
+        summary: Summary,
+    ) -> Result<Option<Seq>, ReplicaError> {
+        let slot = self.slot(id);
+        let mut slot = lock_slot(&slot);
+        if slot.doc.is_some() || self.summary(id)?.is_none_or(|held| held.heads != heads) {
+            return Ok(None);
+        }
+        // The store says how many chunks the record has and how many bytes: both are known
+        // only once a record is loaded, and a read of its few keys is cheap beside a load.
+        let Some(stored) = self.store.load(id)? else {
+            return Ok(None);
+        };
+        if stored.chunks.len() >= COMPACT_AFTER_CHUNKS
+            || stored.len() + changes.len() > MAX_DOCUMENT_BYTES
+        {
+            return Ok(None);
+        }
+
+        let seq = self
+            .store
+            .append_unsynced(id, changes, &encode_summary(&summary))?;
+        self.remember(id, summary);
+        slot.memo = None;
+        Ok(Some(seq))
+    }
+
     /// Applies `f` to the document `id` (an empty document if `create_missing` and the replica
     /// does not hold it) and makes whatever it changed durable. If `f` fails, or the store
     /// does, the document is dropped from memory and reloaded from the store next time, so a
@@ -1243,6 +1287,89 @@ mod tests {
             "loaded once read"
         );
         assert_eq!(replica.adopt("UN-1", &whole, summary).unwrap(), None);
+    }
+
+    /// Changes adopted to a record not loaded are appended with the summary given, and load
+    /// with the document when it is next read. They are declined for a record in memory, one
+    /// no longer at the heads they follow from, and one with as many chunks as a change
+    /// compacts at.
+    #[test]
+    fn changes_adopted_to_a_record_not_loaded_load_with_it_when_read() {
+        let origin = replica_on(&(Arc::new(MemoryStore::new()) as Arc<dyn Store>));
+        origin.create(&notice("UN-1")).unwrap();
+        let whole = origin
+            .read("UN-1", Automerge::save_nocompress)
+            .unwrap()
+            .unwrap();
+        let first = Summary::clone(&origin.summary("UN-1").unwrap().unwrap());
+        let edit = |n: i64| {
+            let before = origin.read("UN-1", Automerge::get_heads).unwrap().unwrap();
+            origin
+                .change("UN-1", false, |doc| put(doc, "n", n))
+                .unwrap();
+            let changes = origin
+                .read("UN-1", |doc| {
+                    let changes = doc.get_changes(&before);
+                    changes
+                        .iter()
+                        .flat_map(|c| c.raw_bytes().to_vec())
+                        .collect::<Vec<u8>>()
+                })
+                .unwrap()
+                .unwrap();
+            let summary = Summary::clone(&origin.summary("UN-1").unwrap().unwrap());
+            (changes, summary)
+        };
+
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let replica = replica_on(&store);
+        replica.adopt("UN-1", &whole, first.clone()).unwrap();
+        let (changes, second) = edit(1);
+        assert_eq!(
+            replica
+                .adopt_changes("UN-1", &second.heads, &changes, second.clone())
+                .unwrap(),
+            None,
+            "not at the heads the changes follow from"
+        );
+        let seq = replica
+            .adopt_changes("UN-1", &first.heads, &changes, second.clone())
+            .unwrap();
+        assert!(seq.is_some(), "appended");
+        assert!(lock_slot(&replica.slot("UN-1")).doc.is_none(), "not loaded");
+        assert_eq!(*replica.summary("UN-1").unwrap().unwrap(), second);
+        assert_eq!(store.load("UN-1").unwrap().unwrap().chunks.len(), 2);
+
+        // Chunks pile up only to where a change would compact them.
+        let mut held = second;
+        for n in 2..COMPACT_AFTER_CHUNKS as i64 {
+            let (changes, next) = edit(n);
+            let appended = replica.adopt_changes("UN-1", &held.heads, &changes, next.clone());
+            assert!(appended.unwrap().is_some(), "chunk {n} appended");
+            held = next;
+        }
+        let (changes, next) = edit(99);
+        assert_eq!(
+            replica
+                .adopt_changes("UN-1", &held.heads, &changes, next.clone())
+                .unwrap(),
+            None,
+            "left to a change that compacts"
+        );
+
+        assert_eq!(
+            value(&replica, "UN-1", "n"),
+            Some(COMPACT_AFTER_CHUNKS as i64 - 1),
+            "every appended change loads"
+        );
+        assert_eq!(replica.record("UN-1").unwrap().id(), "UN-1");
+        assert_eq!(
+            replica
+                .adopt_changes("UN-1", &held.heads, &changes, next)
+                .unwrap(),
+            None,
+            "in memory"
+        );
     }
 
     /// A replica whose cache (16, the least it keeps) is full: `doc-0` to `doc-15`, each with

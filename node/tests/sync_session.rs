@@ -18,7 +18,7 @@ use futures::StreamExt;
 use linkage_node::office::{Act, Office};
 use linkage_node::org::Directory;
 use linkage_node::record::{Body, RecordKind, doc};
-use linkage_node::replica::{Replica, ReplicaError, SystemClock};
+use linkage_node::replica::{Replica, ReplicaError, Summary, SystemClock};
 use linkage_node::store::{MemoryStore, PeerLog, Store};
 use linkage_node::sync::session::{self, SessionContext, TrustHub};
 use linkage_proto::v1::sync_frame::Frame;
@@ -604,9 +604,6 @@ async fn a_peer_that_saw_the_log_reach_further_tells_the_log_watch() {
     );
 }
 
-/// A record new to a replica arrives whole. Its summary says whether its fields hold
-/// concurrent values: the field walk is skipped only for a document made by one chain of
-/// edits, which cannot hold any.
 /// A record's first offer as a hub makes it: the whole document saved plain, at `heads`.
 fn whole_at(doc: &Automerge, heads: Vec<automerge::ChangeHash>) -> Message {
     Message {
@@ -700,6 +697,149 @@ async fn a_record_offered_whole_with_the_hubs_summary_is_stored_as_it_came() {
     assert!(receiver.summary(&damaged).unwrap().is_none());
 }
 
+/// The changes of `doc` since `heads`, as a hub offers them to a peer that confirmed `heads`:
+/// one plain change chunk each, declaring the document's heads.
+fn changes_since(doc: &Automerge, heads: &[automerge::ChangeHash]) -> Message {
+    Message {
+        heads: doc.get_heads(),
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: doc
+            .get_changes(heads)
+            .iter()
+            .map(|change| change.raw_bytes().to_vec())
+            .collect::<Vec<_>>()
+            .into(),
+        flags: None,
+        version: MessageVersion::V1,
+    }
+}
+
+/// An office appends the changes its hub offers, with the hub's summary, to a record it holds
+/// and has not loaded, as they came: listed under that summary (a title the document does not
+/// have, so that the test can tell), acknowledged by the new heads, and read whole when used.
+/// Changes that do not follow from the record's heads (concurrent with a change it holds), or
+/// offered to a record in memory, go through Automerge: summarised from the document.
+#[tokio::test]
+async fn changes_offered_with_the_hubs_summary_to_a_record_not_loaded_are_appended() {
+    let origin = replica(HAIBIN);
+    let receiver = replica(MARKET);
+    let mut peer = start_session(&receiver);
+    let summarised = |id: &str, title: &str| {
+        let summary = origin.summary(id).unwrap().unwrap();
+        OfferedRecord {
+            kind: summary.kind.clone(),
+            owner: summary.owner.clone(),
+            parties: summary.parties.clone(),
+            status: summary.status.clone(),
+            title: title.into(),
+            created_at_ms: summary.created_at_ms,
+            conflicted: false,
+            category: 0,
+        }
+    };
+    let hashes = |heads: Vec<automerge::ChangeHash>| {
+        heads
+            .iter()
+            .map(|h| h.as_ref().to_vec())
+            .collect::<Vec<_>>()
+    };
+    let listed = |heads: Vec<automerge::ChangeHash>| {
+        heads.iter().map(ToString::to_string).collect::<Vec<_>>()
+    };
+
+    // Two records taken in whole and left unloaded, as an office takes the district's.
+    let mut base = Vec::new();
+    for title in ["edited in a line", "edited at once"] {
+        let id = create_case(&origin, title).await;
+        let doc = origin.read(&id, Automerge::clone).unwrap().unwrap();
+        peer.send_offered(
+            &id,
+            whole_at(&doc, doc.get_heads()),
+            Some(summarised(&id, title)),
+        )
+        .await;
+        peer.wait_ack(&id).await;
+        base.push((id, doc));
+    }
+
+    // Two changes in a line, the second on the first: appended.
+    let (line, doc) = &base[0];
+    let once = put_body_field(doc, HAIBIN, "title", "edited once");
+    let twice = put_body_field(&once, HAIBIN, "title", "edited twice");
+    peer.send_offered(
+        line,
+        changes_since(&twice, &doc.get_heads()),
+        Some(summarised(line, "as the hub summarised the edits")),
+    )
+    .await;
+    assert_eq!(peer.wait_ack(line).await, hashes(twice.get_heads()));
+    let summary = receiver.summary(line).unwrap().unwrap();
+    assert_eq!(summary.title, "as the hub summarised the edits");
+    assert_eq!(summary.heads, listed(twice.get_heads()));
+    assert_eq!(
+        receiver.record(line).unwrap(),
+        doc::hydrate_record(&twice).unwrap(),
+        "the appended changes load with the document"
+    );
+
+    // Now in memory: applied by Automerge, summarised from the document.
+    let thrice = put_body_field(&twice, HAIBIN, "title", "edited thrice");
+    peer.send_offered(
+        line,
+        changes_since(&thrice, &twice.get_heads()),
+        Some(summarised(line, "not read: the record is in memory")),
+    )
+    .await;
+    let summary = summary_at(&receiver, line, listed(thrice.get_heads())).await;
+    assert_eq!(summary.title, "edited thrice");
+
+    // A change concurrent with one the office holds depends on a change that is no longer a
+    // head there: applied by Automerge.
+    let (forked, doc) = &base[1];
+    let ours = put_body_field(doc, HAIBIN, "title", "by the township");
+    peer.send_offered(
+        forked,
+        changes_since(&ours, &doc.get_heads()),
+        Some(summarised(forked, "the township's edit, summarised")),
+    )
+    .await;
+    peer.wait_ack(forked).await;
+    let mut both = put_body_field(doc, MARKET, "title", "by the bureau");
+    both.merge(&mut ours.clone()).unwrap();
+    peer.send_offered(
+        forked,
+        changes_since(&both, &ours.get_heads()),
+        Some(summarised(forked, "not read: the change is concurrent")),
+    )
+    .await;
+    let summary = summary_at(&receiver, forked, listed(both.get_heads())).await;
+    assert!(
+        summary.conflicted,
+        "summarised from the document: {summary:?}"
+    );
+    assert_eq!(
+        receiver.record(forked).unwrap(),
+        doc::hydrate_record(&both).unwrap()
+    );
+}
+
+/// Record `id`'s summary once it lists `heads`; fails if that takes 10 s.
+async fn summary_at(replica: &Replica, id: &str, heads: Vec<String>) -> Arc<Summary> {
+    for _ in 0..500 {
+        if let Some(summary) = replica.summary(id).unwrap()
+            && summary.heads == heads
+        {
+            return summary;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{id} did not reach {heads:?} within 10 s");
+}
+
+/// A record new to a replica arrives whole. Its summary says whether its fields hold
+/// concurrent values: the field walk is skipped only for a document made by one chain of
+/// edits, which cannot hold any.
 #[tokio::test]
 async fn a_record_arriving_whole_is_listed_conflicted_only_if_its_fields_are() {
     let [(plain_id, plain), (forked_id, forked)] = clean_and_conflicted(&replica(HAIBIN)).await;

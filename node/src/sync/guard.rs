@@ -263,34 +263,84 @@ fn check_document(chunk: usize, data: &[u8], budget: &mut Budget) -> Result<(), 
 /// passed the hub's load and gate (see ARCHITECTURE.md, "Sync").
 pub fn whole_document_heads(blob: &[u8]) -> Option<Vec<ChangeHash>> {
     let mut input = Input::new(blob);
-    if input.take(4).ok()? != MAGIC {
-        return None;
-    }
-    let checksum = input.take(4).ok()?;
-    let hashed = input.bytes;
-    if input.take(1).ok()?[0] != CHUNK_DOCUMENT {
-        return None;
-    }
-    let len = input.uleb().ok()?;
-    let data = input.take_len(len).ok()?;
-    if !input.is_empty() {
-        return None;
-    }
-    let digest = Sha256::digest(hashed);
-    if digest[..4] != *checksum {
+    let chunk = next_chunk(&mut input)?;
+    if chunk.kind != CHUNK_DOCUMENT || !input.is_empty() || chunk.digest[..4] != *chunk.checksum {
         return None;
     }
 
-    let mut header = Input::new(data);
+    let mut header = Input::new(chunk.data);
     let actors = header.uleb().ok()?;
     for _ in 0..actors {
         actor(&mut header).ok()?;
     }
     let heads = header.uleb().ok()?;
-    let hashes = header
-        .take_len(heads.checked_mul(HASH_BYTES as u64)?)
-        .ok()?;
-    hashes
+    hashes(&mut header, heads)
+}
+
+/// One change as its chunk declares it: its hash (the SHA-256 of the chunk, which is what
+/// Automerge calls the change) and the changes it depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeLink {
+    pub hash: ChangeHash,
+    pub deps: Vec<ChangeHash>,
+}
+
+/// The changes `blobs` carry, in order, if every chunk in them is a plain change chunk whose
+/// checksum holds: what an office appends a hub's changes to a record by without loading it
+/// (`sync::session`), once it has checked that they follow from what it holds. `None` for
+/// anything else (a document, a compressed change, a wrong checksum), which is then applied
+/// through Automerge as usual.
+pub fn change_links<'a>(blobs: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec<ChangeLink>> {
+    let mut links = Vec::new();
+    for blob in blobs {
+        let mut input = Input::new(blob);
+        while !input.is_empty() {
+            let chunk = next_chunk(&mut input)?;
+            if chunk.kind != CHUNK_CHANGE || chunk.digest[..4] != *chunk.checksum {
+                return None;
+            }
+            let mut header = Input::new(chunk.data);
+            let deps = header.uleb().ok()?;
+            links.push(ChangeLink {
+                hash: ChangeHash::try_from(chunk.digest.as_slice()).ok()?,
+                deps: hashes(&mut header, deps)?,
+            });
+        }
+    }
+    Some(links)
+}
+
+/// A chunk's framing: its type, the checksum it declares, its contents, and the SHA-256 of its
+/// type, length and contents (a change's hash; its first four bytes are the checksum).
+struct Chunk<'a> {
+    kind: u8,
+    checksum: &'a [u8],
+    data: &'a [u8],
+    digest: sha2::digest::Output<Sha256>,
+}
+
+fn next_chunk<'a>(input: &mut Input<'a>) -> Option<Chunk<'a>> {
+    if input.take(4).ok()? != MAGIC {
+        return None;
+    }
+    let checksum = input.take(4).ok()?;
+    let hashed = input.bytes;
+    let kind = input.take(1).ok()?[0];
+    let len = input.uleb().ok()?;
+    let data = input.take_len(len).ok()?;
+    let digest = Sha256::digest(&hashed[..hashed.len() - input.bytes.len()]);
+    Some(Chunk {
+        kind,
+        checksum,
+        data,
+        digest,
+    })
+}
+
+/// `count` change hashes read from `input`.
+fn hashes(input: &mut Input<'_>, count: u64) -> Option<Vec<ChangeHash>> {
+    let bytes = input.take_len(count.checked_mul(HASH_BYTES as u64)?).ok()?;
+    bytes
         .chunks_exact(HASH_BYTES)
         .map(|hash| ChangeHash::try_from(hash).ok())
         .collect()
@@ -641,5 +691,75 @@ mod tests {
             "cut short"
         );
         assert_eq!(whole_document_heads(&[]), None);
+    }
+
+    /// Every change's hash and dependencies, as Automerge computes them, whether the changes
+    /// come one per blob (a V1 message) or several in one.
+    #[test]
+    fn change_chunks_declare_their_hashes_and_dependencies() {
+        let doc = document_of_two_heads();
+        let changes = doc.get_changes(&[]);
+        let expected: Vec<ChangeLink> = changes
+            .iter()
+            .map(|change| ChangeLink {
+                hash: change.hash(),
+                deps: change.deps().to_vec(),
+            })
+            .collect();
+        assert_eq!(expected.len(), 3, "a first change and two on it");
+
+        let one_per_blob: Vec<&[u8]> = changes.iter().map(|c| c.raw_bytes()).collect();
+        assert_eq!(
+            change_links(one_per_blob.iter().copied()),
+            Some(expected.clone())
+        );
+        let together: Vec<u8> = one_per_blob.concat();
+        assert_eq!(change_links([together.as_slice()]), Some(expected));
+    }
+
+    #[test]
+    fn only_plain_change_chunks_with_their_checksums_declare_links() {
+        let doc = document_of_two_heads();
+        let change = doc.get_changes(&[])[1].raw_bytes().to_vec();
+
+        let mut damaged = change.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert_eq!(
+            change_links([damaged.as_slice()]),
+            None,
+            "checksum no longer holds"
+        );
+        assert_eq!(
+            change_links([doc.save_nocompress().as_slice()]),
+            None,
+            "a document"
+        );
+        let mut then_document = change.clone();
+        then_document.extend(doc.save_nocompress());
+        assert_eq!(
+            change_links([then_document.as_slice()]),
+            None,
+            "a document after a change"
+        );
+        assert_eq!(
+            change_links([&change[..change.len() - 1]]),
+            None,
+            "cut short"
+        );
+
+        // A change past Automerge's threshold is sent compressed (chunk type 2): its hash is
+        // of the inflated bytes, which this does not inflate to find.
+        use automerge::transaction::Transactable;
+        let mut long = automerge::Automerge::new();
+        long.transact::<_, _, automerge::AutomergeError>(|tx| {
+            tx.put(automerge::ROOT, "text", "x".repeat(4096))
+        })
+        .unwrap();
+        let mut compressed = long.get_changes(&[]).remove(0);
+        let bytes = compressed.bytes().to_vec();
+        assert_eq!(bytes[8], CHUNK_COMPRESSED_CHANGE, "Automerge compressed it");
+        assert_eq!(change_links([bytes.as_slice()]), None);
+        assert_eq!(change_links(std::iter::empty()), Some(Vec::new()));
     }
 }

@@ -7,7 +7,7 @@
 //! was generated but never delivered is offered again on the next session.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,10 +155,11 @@ pub struct SessionContext {
     /// the peer's changes, so that an office whose changes a restored copy lacks recognises
     /// the copy, instead of only if a periodic report came before the loss.
     pub log_watch: Option<Arc<dyn LogWatch>>,
-    /// Whether a record's first offer (the whole document) carries this side's summary of
-    /// it, so that a peer trusting this side with every change (an office, its hub) stores
-    /// the document as it came instead of loading it ([`Replica::adopt`]). The hub sets it;
-    /// an office's offers go through the hub's gate, which reads every record anyway.
+    /// Whether a record's offers carry this side's summary of it, so that a peer trusting
+    /// this side with every change (an office, its hub) stores a whole document as it came
+    /// ([`Replica::adopt`]), or appends changes to a record it has not loaded
+    /// ([`Replica::adopt_changes`]), instead of loading the record. The hub sets it; an
+    /// office's offers go through the hub's gate, which reads every record anyway.
     pub offer_summaries: bool,
 }
 
@@ -215,7 +216,7 @@ struct Session {
     /// Whether this session has forgotten what it kept of the peer (its log went back).
     forgot_peer: bool,
     /// Records with a rejection note: changes of ours the peer refused and still lacks.
-    refused: std::collections::HashSet<String>,
+    refused: HashSet<String>,
     /// Frames held until the change log is on disk through `hold_through` (0: none held).
     /// Answering a peer's changes tells it this side holds them, so an answer waits for the
     /// disk; and every frame after it waits too, so the peer hears everything in order.
@@ -1294,7 +1295,7 @@ impl FirstOffer {
     }
 }
 
-/// The summary a peer keeps of a record, as a first offer carries it.
+/// The summary a peer keeps of a record, as an offer carries it.
 fn offered_record(summary: &Summary) -> OfferedRecord {
     OfferedRecord {
         kind: summary.kind.clone(),
@@ -1308,7 +1309,17 @@ fn offered_record(summary: &Summary) -> OfferedRecord {
     }
 }
 
-/// The summary of record `id` at `heads` as a peer's first offer carries it
+/// Whether `summary` is of the record at `heads`.
+fn lists_heads(summary: &Summary, heads: &[automerge::ChangeHash]) -> bool {
+    summary.heads.len() == heads.len()
+        && summary.heads.iter().zip(heads).all(|(listed, head)| {
+            listed
+                .parse::<automerge::ChangeHash>()
+                .is_ok_and(|listed| listed == *head)
+        })
+}
+
+/// The summary of record `id` at `heads` as a peer's offer carries it
 /// ([`offered_record`]), updated here at `now_ms`.
 fn offered_summary(
     id: &str,
@@ -1381,7 +1392,16 @@ fn prepare_offer(
         if covers(state.their_heads.as_deref(), &heads) {
             return (None, true);
         }
-        let message = doc.generate_sync_message(&mut state).map(Outgoing::plain);
+        let message = doc.generate_sync_message(&mut state).map(|message| {
+            let mut outgoing = Outgoing::plain(message);
+            // With the summary, a peer that trusts this side appends the changes to the
+            // record without loading it (`adopt_changes`), if the summary is the record as
+            // the message leaves it: a change stored since the summary was read is not.
+            if offer_summary && lists_heads(&summary, &heads) {
+                outgoing.offered = Some(offered_record(&summary));
+            }
+            outgoing
+        });
         (message, covers(state.their_heads.as_deref(), &heads))
     })?;
     // The changes a peer lacks can outweigh the document they make (many small changes, each
@@ -1516,11 +1536,14 @@ fn receive(replica: &Replica, gate: &dyn Gate, state: State, incoming: Incoming)
         });
     }
 
-    if existing.is_none()
-        && gate.admits_everything()
-        && let Some(received) = adopt(replica, id, &incoming)
-    {
-        return received;
+    if gate.admits_everything() {
+        let adopted = match &existing {
+            None => adopt(replica, id, &incoming),
+            Some(held) => adopt_changes(replica, held, &incoming),
+        };
+        if let Some(received) = adopted {
+            return received;
+        }
     }
 
     // The guard keeps known bad messages away from Automerge; an unknown Automerge panic on a
@@ -1573,16 +1596,74 @@ fn adopt(replica: &Replica, id: &str, incoming: &Incoming) -> Option<Received> {
         Err(e) => return Some(Received::Failed(e.to_string())),
     };
     debug!(record = %id, "stored a record offered whole, unloaded");
+    Some(acknowledged(heads, seq))
+}
+
+/// Appends the trusted peer's changes to a record this side holds as `held` says, without
+/// loading it ([`Replica::adopt_changes`]): if the offer carries the peer's summary, every
+/// chunk is a plain change whose checksum holds, each change depends only on `held`'s heads or
+/// on changes before it in the message, and together they make the heads the message declares.
+/// The answer is an acknowledgement of those heads. `None` if any of that is not so, or the
+/// record changed or was loaded meanwhile: the message is then applied through Automerge.
+fn adopt_changes(replica: &Replica, held: &Summary, incoming: &Incoming) -> Option<Received> {
+    let offered = incoming.offered.as_ref()?;
+    if incoming.deflated || incoming.message.changes.is_empty() {
+        return None;
+    }
+    let links = guard::change_links(incoming.message.changes.iter())?;
+    let mut heads = held
+        .heads
+        .iter()
+        .map(|head| head.parse::<automerge::ChangeHash>().ok())
+        .collect::<Option<Vec<_>>>()?;
+    // A change that depends only on the heads, or on changes new to the record, is new to the
+    // record itself: nothing stored follows a head. A change that depends on nothing is a
+    // record's first, which this side may hold already; and one depending on an older change
+    // may be held too. Either is left to Automerge, which knows the whole history.
+    let mut known: HashSet<automerge::ChangeHash> = heads.iter().copied().collect();
+    for link in &links {
+        if link.deps.is_empty()
+            || known.contains(&link.hash)
+            || !link.deps.iter().all(|dep| known.contains(dep))
+        {
+            return None;
+        }
+        heads.retain(|head| !link.deps.contains(head));
+        heads.push(link.hash);
+        known.insert(link.hash);
+    }
+    heads.sort();
+    let mut declared = incoming.message.heads.clone();
+    declared.sort();
+    if heads != declared {
+        return None;
+    }
+
+    let id = incoming.id.as_str();
+    let changes: Vec<u8> = incoming.message.changes.iter().flatten().copied().collect();
+    let summary = offered_summary(id, offered, &heads, replica.now_ms());
+    let seq = match replica.adopt_changes(id, &held.heads, &changes, summary) {
+        Ok(Some(seq)) => seq,
+        Ok(None) => return None,
+        Err(e) => return Some(Received::Failed(e.to_string())),
+    };
+    debug!(record = %id, changes = links.len(), "appended changes to a record not loaded");
+    Some(acknowledged(heads, seq))
+}
+
+/// The answer to a message stored without Automerge ([`adopt`], [`adopt_changes`]): an
+/// acknowledgement that this side now holds `heads`, the peer's, and the state that leaves.
+fn acknowledged(heads: Vec<automerge::ChangeHash>, seq: Seq) -> Received {
     let mut state = State::new();
     state.shared_heads = heads.clone();
     state.their_heads = Some(heads.clone());
-    Some(Received::Applied {
+    Received::Applied {
         state: Box::new(state),
         reply: None,
         confirmed: true,
         heads: heads.iter().map(|h| h.as_ref().to_vec()).collect(),
         logged: Some(seq),
-    })
+    }
 }
 
 /// Applies a peer's `message` for record `id`; `deflated` as the guard found it.
