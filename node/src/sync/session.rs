@@ -1393,11 +1393,12 @@ fn prepare_offer(
             return (None, true);
         }
         let message = doc.generate_sync_message(&mut state).map(|message| {
+            let carries_changes = !message.changes.is_empty();
             let mut outgoing = Outgoing::plain(message);
             // With the summary, a peer that trusts this side appends the changes to the
             // record without loading it (`adopt_changes`), if the summary is the record as
             // the message leaves it: a change stored since the summary was read is not.
-            if offer_summary && lists_heads(&summary, &heads) {
+            if offer_summary && carries_changes && lists_heads(&summary, &heads) {
                 outgoing.offered = Some(offered_record(&summary));
             }
             outgoing
