@@ -1407,3 +1407,91 @@ async fn a_peer_with_nothing_in_hand_gets_a_small_first_batch_of_offers() {
         "the first offer went out only once all {RECORDS} records were prepared"
     );
 }
+
+/// A gate that admits every change, noting the threads it was asked on.
+#[derive(Debug, Default)]
+struct ThreadNotingGate {
+    threads: std::sync::Mutex<std::collections::HashSet<std::thread::ThreadId>>,
+}
+
+impl session::Gate for ThreadNotingGate {
+    fn may_offer(&self, _: &linkage_node::replica::Summary) -> bool {
+        true
+    }
+
+    fn admit(
+        &self,
+        _: &str,
+        _: Option<Result<&linkage_node::record::Record, &linkage_node::record::doc::DocError>>,
+        _: &Automerge,
+        _: &[automerge::ChangeMetadata<'_>],
+    ) -> Result<Option<linkage_node::record::Record>, linkage_node::workflow::RuleViolation> {
+        self.threads
+            .lock()
+            .unwrap()
+            .insert(std::thread::current().id());
+        Ok(None)
+    }
+}
+
+/// A burst of a peer's changes that arrives together is taken in on two threads, and every
+/// record of it is stored, checked by the gate and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_changes_is_taken_in_on_two_threads_and_every_record_answered() {
+    const RECORDS: usize = 40;
+    let origin = replica(MARKET);
+    let mut ids = Vec::new();
+    for i in 0..RECORDS {
+        ids.push(create_case(&origin, &format!("case {i}")).await);
+    }
+    let node = replica(HAIBIN);
+    let gate = Arc::new(ThreadNotingGate::default());
+    let (to_session, inbound) = mpsc::channel::<SyncFrame>(RECORDS);
+    let (outbound, mut from_session) = mpsc::channel(RECORDS * 4);
+    // Every frame is queued before the session starts, so it reads them as one batch.
+    for id in &ids {
+        let doc = origin.read(id, Automerge::clone).unwrap().unwrap();
+        let message = whole_at(&doc, doc.get_heads());
+        let frame = SyncFrame {
+            frame: Some(Frame::Doc(DocSync {
+                record_id: id.clone(),
+                message: message.encode(),
+                ..Default::default()
+            })),
+        };
+        to_session.send(frame).await.unwrap();
+    }
+    let ctx = SessionContext {
+        replica: node.clone(),
+        peer_key: PEER.into(),
+        peer_org: MARKET.into(),
+        gate: gate.clone(),
+        figures: Default::default(),
+        log_watch: None,
+        offer_summaries: false,
+    };
+    let inbound = ReceiverStream::new(inbound).map(Ok::<_, tonic::Status>);
+    let session = tokio::spawn(session::run(ctx, inbound, outbound));
+
+    let mut answered = std::collections::HashSet::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while answered.len() < RECORDS {
+            let frame = from_session.recv().await.expect("session is running");
+            if let Some(Frame::Doc(doc)) = frame.frame {
+                answered.insert(doc.record_id);
+            }
+        }
+    })
+    .await
+    .expect("every record answered within 30 s");
+    session.abort();
+
+    for id in &ids {
+        assert_eq!(node.record(id).unwrap(), origin.record(id).unwrap());
+    }
+    assert_eq!(
+        gate.threads.lock().unwrap().len(),
+        2,
+        "the gate was asked on two threads"
+    );
+}

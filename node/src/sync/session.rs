@@ -28,6 +28,9 @@ use crate::replica::{Known, Replica, ReplicaError, Summary};
 use crate::store::{PeerLog, Seq};
 use crate::workflow::RuleViolation;
 
+/// Received messages carrying changes from which a batch is taken in on two threads.
+const TWO_THREAD_CHANGES: usize = 16;
+
 /// How many records may be offered and unconfirmed at once. Enough to keep a slow link busy,
 /// few enough that a reconnect re-offers little.
 const WINDOW: usize = 256;
@@ -721,26 +724,54 @@ impl Session {
         let gate = self.ctx.gate.clone();
         let peer = self.ctx.peer_key.clone();
         let sync_in_trip = simulated();
+        let carrying = inputs
+            .iter()
+            .filter(|(incoming, _)| !incoming.message.changes.is_empty())
+            .count();
+        // The simulation keeps to one thread, where its seeds order every step.
+        let on_two_threads = carrying >= TWO_THREAD_CHANGES && !sync_in_trip;
         let outcomes = trip(&self.ctx.replica, short, move |r| {
-            let mut outcomes = Vec::with_capacity(inputs.len());
-            let mut confirmed_states = Vec::new();
-            for (incoming, state) in inputs {
-                let id = incoming.id.clone();
-                let state = match state {
-                    Some(state) => state,
-                    None => persisted_state(r, &peer, &id)?.unwrap_or_default(),
-                };
-                let received = receive(r, gate.as_ref(), state, incoming);
-                if let Received::Applied {
-                    state,
-                    confirmed: true,
-                    ..
-                } = &received
-                {
-                    confirmed_states.push((id.clone(), state.encode()));
+            let receive_all = |inputs: Vec<(Incoming, Option<State>)>| {
+                let mut outcomes = Vec::with_capacity(inputs.len());
+                let mut confirmed_states = Vec::new();
+                for (incoming, state) in inputs {
+                    let id = incoming.id.clone();
+                    let state = match state {
+                        Some(state) => state,
+                        None => persisted_state(r, &peer, &id)?.unwrap_or_default(),
+                    };
+                    let received = receive(r, gate.as_ref(), state, incoming);
+                    if let Received::Applied {
+                        state,
+                        confirmed: true,
+                        ..
+                    } = &received
+                    {
+                        confirmed_states.push((id.clone(), state.encode()));
+                    }
+                    outcomes.push((id, received));
                 }
-                outcomes.push((id, received));
-            }
+                Ok::<_, SyncError>((outcomes, confirmed_states))
+            };
+            // The records of a batch are distinct, each behind its own lock: half of a large
+            // batch goes to a second thread, so a burst of changes from one office is taken
+            // in on both cores.
+            let (outcomes, confirmed_states) = if on_two_threads {
+                let mut inputs = inputs;
+                let second = inputs.split_off(inputs.len() / 2);
+                std::thread::scope(|scope| {
+                    let other = scope.spawn(|| receive_all(second));
+                    let (mut outcomes, mut confirmed) = receive_all(inputs)?;
+                    let (more, more_confirmed) = other
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                    outcomes.extend(more);
+                    confirmed.extend(more_confirmed);
+                    Ok::<_, SyncError>((outcomes, confirmed))
+                })?
+            } else {
+                receive_all(inputs)?
+            };
             r.store().put_peer_states(&peer, &confirmed_states)?;
             let logged = outcomes
                 .iter()
