@@ -1258,10 +1258,9 @@ mod tests {
         assert_eq!(replica.record_count().unwrap(), 4);
     }
 
-    /// A record adopted whole is stored with the summary given, not loaded; it loads from the
-    /// store when first read, and a second adoption of it is declined.
-    #[test]
-    fn an_adopted_record_is_stored_unloaded_and_loads_when_read() {
+    /// A replica holding notice `UN-1`, with the notice saved plain and its summary: what a
+    /// hub offers an office whole.
+    fn origin_of_one_notice() -> (Replica, Vec<u8>, Summary) {
         let origin = replica_on(&(Arc::new(MemoryStore::new()) as Arc<dyn Store>));
         origin.create(&notice("UN-1")).unwrap();
         let whole = origin
@@ -1269,6 +1268,14 @@ mod tests {
             .unwrap()
             .unwrap();
         let summary = Summary::clone(&origin.summary("UN-1").unwrap().unwrap());
+        (origin, whole, summary)
+    }
+
+    /// A record adopted whole is stored with the summary given, not loaded; it loads from the
+    /// store when first read, and a second adoption of it is declined.
+    #[test]
+    fn an_adopted_record_is_stored_unloaded_and_loads_when_read() {
+        let (origin, whole, summary) = origin_of_one_notice();
 
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let replica = replica_on(&store);
@@ -1295,13 +1302,7 @@ mod tests {
     /// compacts at.
     #[test]
     fn changes_adopted_to_a_record_not_loaded_load_with_it_when_read() {
-        let origin = replica_on(&(Arc::new(MemoryStore::new()) as Arc<dyn Store>));
-        origin.create(&notice("UN-1")).unwrap();
-        let whole = origin
-            .read("UN-1", Automerge::save_nocompress)
-            .unwrap()
-            .unwrap();
-        let first = Summary::clone(&origin.summary("UN-1").unwrap().unwrap());
+        let (origin, whole, first) = origin_of_one_notice();
         let edit = |n: i64| {
             let before = origin.read("UN-1", Automerge::get_heads).unwrap().unwrap();
             origin

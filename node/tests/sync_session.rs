@@ -86,6 +86,19 @@ fn merge_into(replica: &Replica, id: &str, doc: &Automerge) {
         .unwrap();
 }
 
+/// What a session of `replica` passing `gate` needs, with this test as its peer.
+fn context(replica: &Arc<Replica>, gate: Arc<dyn session::Gate>) -> SessionContext {
+    SessionContext {
+        replica: replica.clone(),
+        peer_key: PEER.into(),
+        peer_org: MARKET.into(),
+        gate,
+        figures: Default::default(),
+        log_watch: None,
+        offer_summaries: false,
+    }
+}
+
 /// A session of `replica` with this test as its peer.
 struct Peer {
     to_session: mpsc::Sender<SyncFrame>,
@@ -107,13 +120,8 @@ fn start_watched_session(
     let (to_session, inbound) = mpsc::channel(64);
     let (outbound, from_session) = mpsc::channel(64);
     let ctx = SessionContext {
-        replica: replica.clone(),
-        peer_key: PEER.into(),
-        peer_org: MARKET.into(),
-        gate: Arc::new(TrustHub),
-        figures: Default::default(),
         log_watch,
-        offer_summaries: false,
+        ..context(replica, Arc::new(TrustHub))
     };
     let figures = ctx.figures.clone();
     let inbound = ReceiverStream::new(inbound).map(Ok::<_, tonic::Status>);
@@ -1363,15 +1371,7 @@ async fn a_peer_with_nothing_in_hand_gets_a_small_first_batch_of_offers() {
     let gate = Arc::new(SlowOfferGate::default());
     let (_to_session, inbound) = mpsc::channel::<SyncFrame>(1);
     let (outbound, mut from_session) = mpsc::channel(RECORDS * 2);
-    let ctx = SessionContext {
-        replica: node.clone(),
-        peer_key: PEER.into(),
-        peer_org: MARKET.into(),
-        gate: gate.clone(),
-        figures: Default::default(),
-        log_watch: None,
-        offer_summaries: false,
-    };
+    let ctx = context(&node, gate.clone());
     let inbound = ReceiverStream::new(inbound).map(Ok::<_, tonic::Status>);
     let session = tokio::spawn(session::run(ctx, inbound, outbound));
 
@@ -1461,15 +1461,7 @@ async fn a_burst_of_changes_is_taken_in_on_two_threads_and_every_record_answered
         };
         to_session.send(frame).await.unwrap();
     }
-    let ctx = SessionContext {
-        replica: node.clone(),
-        peer_key: PEER.into(),
-        peer_org: MARKET.into(),
-        gate: gate.clone(),
-        figures: Default::default(),
-        log_watch: None,
-        offer_summaries: false,
-    };
+    let ctx = context(&node, gate.clone());
     let inbound = ReceiverStream::new(inbound).map(Ok::<_, tonic::Status>);
     let session = tokio::spawn(session::run(ctx, inbound, outbound));
 

@@ -99,3 +99,56 @@ fn a_data_folder_that_is_a_file_is_refused_before_any_workload() {
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept");
 }
+
+/// A size of zero is refused by name before anything starts: `--records 0` and
+/// `--scale-clients 0` panicked dividing by it, and `--offices 0` and `--cold-records 0` waited
+/// out their timeouts (60 and 240 s) to report nothing.
+#[test]
+fn a_size_of_zero_is_refused_before_any_workload() {
+    for (flag, value) in [
+        ("--offices", "0"),
+        ("--records", "0"),
+        ("--cold-records", "0"),
+        ("--scale-clients", "200,0"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_linkage-bench"))
+            .args(["--quick", "--no-peers", flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(flag) && stderr.contains("must be at least 1"),
+            "{flag} {value}: {stderr}"
+        );
+    }
+}
+
+/// A `--results` file whose folder does not exist is refused before the run, naming it: it
+/// used to fail with a bare OS error after the whole run, losing its figures.
+#[test]
+fn a_results_file_in_a_missing_folder_is_refused_before_any_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("missing").join("out.md");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_linkage-bench"))
+        .args([
+            "--quick",
+            "--no-peers",
+            "--workloads",
+            "limits",
+            "--results",
+        ])
+        .arg(&results)
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("does not exist")
+            && stderr.contains(&results.display().to_string())
+            && !stderr.contains("linkage-bench ("),
+        "{stderr}"
+    );
+}

@@ -274,11 +274,22 @@ struct GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if self.armed {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &format!("-{}", self.pgid)])
-                .stderr(Stdio::null())
-                .status();
+            kill_group(self.pgid);
         }
+    }
+}
+
+/// Sends SIGKILL to process group `pgid`, by the system call: procps-ng's `kill` reads
+/// `kill -KILL -<pgid>` as `kill(-1)`, every process the user may signal, which ended the
+/// whole machine's sessions when a peer timed out. Groups 0 and 1 (this process's own group,
+/// init's) are never signalled.
+fn kill_group(pgid: u32) {
+    let group = i32::try_from(pgid)
+        .ok()
+        .filter(|&group| group > 1)
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(group) = group {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
     }
 }
 
@@ -393,6 +404,59 @@ pub fn parse_samod(v: &Value) -> PeerOutcome {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Whether process `pid` has exited, waiting up to 10 s for it.
+    fn exits(child: &mut std::process::Child) -> bool {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// An armed guard ends its runner's process group, children and all, and nothing outside
+    /// it; a disarmed one ends nothing.
+    #[test]
+    fn a_group_guard_ends_its_group_and_nothing_else() {
+        use std::os::unix::process::CommandExt;
+        let spawn = |own_group: bool| {
+            let mut command = std::process::Command::new("sleep");
+            command.arg("30");
+            if own_group {
+                command.process_group(0);
+            }
+            command.spawn().unwrap()
+        };
+        let mut runner = spawn(true);
+        let mut bystander = spawn(false);
+        let mut spared = spawn(true);
+
+        drop(GroupGuard {
+            pgid: spared.id(),
+            armed: false,
+        });
+        drop(GroupGuard {
+            pgid: runner.id(),
+            armed: true,
+        });
+        assert!(exits(&mut runner), "the runner's group was ended");
+        assert!(
+            bystander.try_wait().unwrap().is_none(),
+            "a process outside it runs on"
+        );
+        assert!(
+            spared.try_wait().unwrap().is_none(),
+            "a disarmed guard ends nothing"
+        );
+
+        for mut other in [bystander, spared] {
+            other.kill().unwrap();
+            other.wait().unwrap();
+        }
+    }
 
     #[test]
     fn automerge_repo_result_gives_every_figure() {

@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Parser;
 use linkage_tests::bench::{self, Plan, Progress, Sizes, Workload};
 
@@ -31,20 +32,21 @@ struct Args {
     /// Workloads to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     workloads: Vec<Workload>,
-    /// N: offices in the district workload.
-    #[arg(long)]
+    /// N: offices in the district workload, at least 1 [default: 10].
+    #[arg(long, value_parser = at_least_one)]
     offices: Option<usize>,
-    /// D: records each office creates.
-    #[arg(long)]
+    /// D: records each office creates, at least 1 [default: 50].
+    #[arg(long, value_parser = at_least_one)]
     records: Option<usize>,
-    /// U: two-field updates of each record.
+    /// U: two-field updates of each record [default: 5].
     #[arg(long)]
     updates: Option<usize>,
-    /// K: records the hub holds when a new office joins.
-    #[arg(long)]
+    /// K: records the hub holds when a new office joins, at least 1 [default: 10000].
+    #[arg(long, value_parser = at_least_one)]
     cold_records: Option<usize>,
-    /// Simulated offices per scale tier, e.g. 200,500,2000.
-    #[arg(long, value_delimiter = ',')]
+    /// Simulated offices per scale tier, comma-separated, each at least 1 [default:
+    /// 200,500,2000].
+    #[arg(long, value_delimiter = ',', value_parser = at_least_one)]
     scale_clients: Vec<usize>,
     /// Do not run the peers.
     #[arg(long)]
@@ -61,6 +63,16 @@ struct Args {
     /// Also write the table as Markdown, with the command, core count and date, to this file.
     #[arg(long)]
     results: Option<PathBuf>,
+}
+
+/// A size of a workload: a run with no offices, records or clients measures nothing, and
+/// some workloads divide by it.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl Args {
@@ -102,6 +114,11 @@ async fn main() -> anyhow::Result<()> {
     // cleared: whatever is there is somebody's.
     if let Some(dir) = &args.dir {
         check_data_dir(dir)?;
+    }
+    // Checked before the run, not after its minutes: a results file that cannot be written
+    // would lose them.
+    if let Some(path) = &args.results {
+        check_results_path(path)?;
     }
     let sizes = args.sizes();
     let plan = Plan {
@@ -166,7 +183,8 @@ async fn main() -> anyhow::Result<()> {
             secs = elapsed.as_secs_f64(),
             table = report.markdown(),
         );
-        std::fs::write(path, text)?;
+        std::fs::write(path, text)
+            .with_context(|| format!("writing the results to {}", path.display()))?;
         progress.say(format!("results written to {}", path.display()));
     }
     if args.dir.is_some() {
@@ -192,6 +210,26 @@ fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         entries.count() == 0,
         "--dir {} is not empty (an earlier run's data?); name a new or empty folder",
         dir.display()
+    );
+    Ok(())
+}
+
+/// Refuses a `--results` path whose folder does not exist, or that names a folder.
+fn check_results_path(path: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !path.is_dir(),
+        "--results {} is a folder; name a file to write the table to",
+        path.display()
+    );
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    anyhow::ensure!(
+        parent.is_dir(),
+        "--results {}: the folder {} does not exist",
+        path.display(),
+        parent.display()
     );
     Ok(())
 }
