@@ -13,14 +13,16 @@ use std::time::Duration;
 
 use automerge::sync::{Message, MessageVersion, State, SyncDoc};
 use automerge::transaction::Transactable;
-use automerge::{Automerge, ReadDoc};
+use automerge::{Automerge, ChangeMetadata, ReadDoc};
 use futures::StreamExt;
 use linkage_node::office::{Act, Office};
 use linkage_node::org::Directory;
-use linkage_node::record::{Body, RecordKind, doc};
+use linkage_node::record::doc::{self, DocError};
+use linkage_node::record::{Body, Record, RecordKind};
 use linkage_node::replica::{Replica, ReplicaError, Summary, SystemClock};
 use linkage_node::store::{MemoryStore, PeerLog, Store};
 use linkage_node::sync::session::{self, SessionContext, TrustHub};
+use linkage_node::workflow::RuleViolation;
 use linkage_proto::v1::sync_frame::Frame;
 use linkage_proto::v1::{DocSync, OfferedRecord, SyncFrame};
 use tokio::sync::mpsc;
@@ -1337,7 +1339,7 @@ struct SlowOfferGate {
 }
 
 impl session::Gate for SlowOfferGate {
-    fn may_offer(&self, _: &linkage_node::replica::Summary) -> bool {
+    fn may_offer(&self, _: &Summary) -> bool {
         std::thread::sleep(Duration::from_millis(3));
         self.asked.fetch_add(1, Ordering::SeqCst);
         true
@@ -1346,10 +1348,10 @@ impl session::Gate for SlowOfferGate {
     fn admit(
         &self,
         _: &str,
-        _: Option<Result<&linkage_node::record::Record, &linkage_node::record::doc::DocError>>,
+        _: Option<Result<&Record, &DocError>>,
         _: &Automerge,
-        _: &[automerge::ChangeMetadata<'_>],
-    ) -> Result<Option<linkage_node::record::Record>, linkage_node::workflow::RuleViolation> {
+        _: &[ChangeMetadata<'_>],
+    ) -> Result<Option<Record>, RuleViolation> {
         Ok(None)
     }
 
@@ -1415,17 +1417,17 @@ struct ThreadNotingGate {
 }
 
 impl session::Gate for ThreadNotingGate {
-    fn may_offer(&self, _: &linkage_node::replica::Summary) -> bool {
+    fn may_offer(&self, _: &Summary) -> bool {
         true
     }
 
     fn admit(
         &self,
         _: &str,
-        _: Option<Result<&linkage_node::record::Record, &linkage_node::record::doc::DocError>>,
+        _: Option<Result<&Record, &DocError>>,
         _: &Automerge,
-        _: &[automerge::ChangeMetadata<'_>],
-    ) -> Result<Option<linkage_node::record::Record>, linkage_node::workflow::RuleViolation> {
+        _: &[ChangeMetadata<'_>],
+    ) -> Result<Option<Record>, RuleViolation> {
         self.threads
             .lock()
             .unwrap()
