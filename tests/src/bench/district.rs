@@ -18,6 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -151,7 +152,7 @@ pub async fn run(sizes: &Sizes, root: &Path, progress: &Progress) -> anyhow::Res
     let mut figures = Vec::new();
 
     let started = Instant::now();
-    let expected = create_offline(&district, sizes).await?;
+    let expected = create_offline(&district, sizes, progress).await?;
     let create_ms = ms(started.elapsed());
     progress.say(format!(
         "{} records made offline in {:.2} s",
@@ -206,10 +207,16 @@ fn ms(elapsed: Duration) -> f64 {
     elapsed.as_secs_f64() * 1000.0
 }
 
-/// Every office creates its records and updates them, all offices at once; returns every
-/// record's final heads.
-async fn create_offline(district: &District, sizes: &Sizes) -> anyhow::Result<Expected> {
+/// Every office creates its records and updates them, all offices at once, saying how many
+/// writes are done as it goes; returns every record's final heads.
+async fn create_offline(
+    district: &District,
+    sizes: &Sizes,
+    progress: &Progress,
+) -> anyhow::Result<Expected> {
     let now = chrono::Utc::now().timestamp_millis();
+    let written = Arc::new(AtomicUsize::new(0));
+    let total = sizes.offices * sizes.records * (1 + sizes.updates);
     let tasks: Vec<_> = district
         .offices
         .iter()
@@ -218,6 +225,7 @@ async fn create_offline(district: &District, sizes: &Sizes) -> anyhow::Result<Ex
             let mut client = office.records.clone();
             let parties = district.parties.clone();
             let (records, updates) = (sizes.records, sizes.updates);
+            let written = written.clone();
             tokio::spawn(async move {
                 let mut text = TextSource::new(i as u64 + 1);
                 let mut made = Vec::with_capacity(records);
@@ -233,6 +241,7 @@ async fn create_offline(district: &District, sizes: &Sizes) -> anyhow::Result<Ex
                         .into_inner();
                     let id = record.envelope.context("record has an envelope")?.id;
                     made.push((id, record.heads));
+                    written.fetch_add(1, Ordering::Relaxed);
                 }
                 for _ in 0..updates {
                     for (id, heads) in &mut made {
@@ -244,15 +253,28 @@ async fn create_offline(district: &District, sizes: &Sizes) -> anyhow::Result<Ex
                             .await?
                             .into_inner();
                         *heads = record.heads;
+                        written.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 anyhow::Ok(made)
             })
         })
         .collect();
+    let all = futures::future::try_join_all(tasks);
+    tokio::pin!(all);
+    let mut status = tokio::time::interval(STATUS_EVERY);
+    let made = loop {
+        tokio::select! {
+            made = &mut all => break made?,
+            _ = status.tick() => progress.status(format!(
+                "offline writes: {} of {total}",
+                written.load(Ordering::Relaxed)
+            )),
+        }
+    };
     let mut expected = Expected::new();
-    for task in tasks {
-        for (id, heads) in task.await?? {
+    for office in made {
+        for (id, heads) in office? {
             expected.insert(id, sorted(heads));
         }
     }
