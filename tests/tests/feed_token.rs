@@ -511,8 +511,8 @@ impl Follower {
 }
 
 /// `linkage feed --follow` goes on across a hub killed with SIGKILL and started again, twice:
-/// it waits for the hub, subscribes again from the last event it printed, and prints the
-/// records made meanwhile. (It ended with "connection lost", and a department's system that
+/// it waits for the hub, subscribes again from the last event it printed (saying so), and
+/// prints the records made meanwhile. (It ended with "connection lost", and a department's system that
 /// did not restart it missed everything after.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_followed_feed_goes_on_after_the_hub_is_killed_and_restarted() -> anyhow::Result<()> {
@@ -541,6 +541,13 @@ async fn a_followed_feed_goes_on_after_the_hub_is_killed_and_restarted() -> anyh
     ensure!(
         stderr.matches("reconnecting in 1 s, from position").count() >= 2,
         "the follower says it is reconnecting, after a second each time: {stderr}"
+    );
+    ensure!(
+        stderr
+            .matches("reconnected: the feed goes on from position")
+            .count()
+            == 2,
+        "the follower says when it is back, once per outage: {stderr}"
     );
     Ok(())
 }

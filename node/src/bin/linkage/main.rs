@@ -960,6 +960,7 @@ async fn feed(
     // address, a hub that is not there).
     let mut subscribed = false;
     let mut wait = FOLLOW_RETRY_FIRST;
+    let mut retrying = false;
     loop {
         let mut took = false;
         let pulled = pull_feed(
@@ -970,7 +971,7 @@ async fn feed(
             categories,
             &mut resume,
             token_file,
-            follow,
+            (follow, retrying),
             &mut took,
         );
         let pulled = pulled.await;
@@ -994,6 +995,7 @@ async fn feed(
         );
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(FOLLOW_RETRY_MAX);
+        retrying = true;
     }
 }
 
@@ -1018,7 +1020,8 @@ fn hub_out_of_reach(status: &tonic::Status) -> bool {
 
 /// One subscription to the feed from `resume`, printing its events and moving `resume` (and
 /// the token file) past each; returns once the hub has sent everything (`--follow`: once the
-/// stream ends). `subscribed` is set once the hub has taken a subscription.
+/// stream ends). `subscribed` is set once the hub has taken a subscription; one taken after a
+/// lost link (`retrying`) is said on stderr, where the loss was.
 #[allow(clippy::too_many_arguments)] // the feed's flags, where it stands, whether it began
 async fn pull_feed(
     cli: &Cli,
@@ -1028,7 +1031,7 @@ async fn pull_feed(
     categories: &[u32],
     resume: &mut SavedToken,
     token_file: Option<&std::path::Path>,
-    follow: bool,
+    (follow, retrying): (bool, bool),
     subscribed: &mut bool,
 ) -> Result<(), Pull> {
     let request = pb::FeedRequest {
@@ -1047,6 +1050,12 @@ async fn pull_feed(
     let mut stream = match (answer, token_file) {
         (Ok(response), _) => {
             *subscribed = true;
+            if retrying {
+                eprintln!(
+                    "已重新连接 reconnected: the feed goes on from position {}",
+                    resume.token
+                );
+            }
             response.into_inner()
         }
         // The saved position is not one in the hub's log: starting over is the caller's
