@@ -1031,6 +1031,20 @@ fn an_address_without_its_scheme_is_named() {
     }
 }
 
+/// An address whose port is no port (past 65535, or 0) is named as the fault too.
+#[test]
+fn an_address_whose_port_is_out_of_range_is_named() {
+    for port in ["99999", "0"] {
+        let address = format!("http://127.0.0.1:{port}");
+        let stderr = failed(&run(&["--node", &address, "list"], None));
+        assert!(stderr.contains("地址有误 bad address"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("names port {port}; a port is 1 to 65535")),
+            "{stderr}"
+        );
+    }
+}
+
 /// What a day is, said in Chinese and English as staff read it (the status was a Rust name).
 #[test]
 fn calendar_day_names_the_kind_of_day_in_chinese_and_english() {

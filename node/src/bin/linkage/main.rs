@@ -503,6 +503,20 @@ async fn connect(cli: &Cli, url: &str, what: &str) -> CliResult<Channel> {
     }
     let mut endpoint = Channel::from_shared(url.to_owned())
         .map_err(|e| CliError(format!("地址有误 bad address: {what} address {url:?}: {e}")))?;
+    // A port past 65535, or 0, parses as an address and fails later as a bare transport error.
+    // (`Uri::port` is `None` for a port that is not a u16, so the authority is read as text;
+    // an IPv6 host's colons are inside its brackets.)
+    let port = endpoint.uri().authority().and_then(|authority| {
+        let (_, port) = authority.as_str().rsplit_once(':')?;
+        (!port.contains(']')).then(|| port.to_owned())
+    });
+    if let Some(port) = port
+        && !port.parse::<u16>().is_ok_and(|port| port > 0)
+    {
+        return Err(CliError(format!(
+            "地址有误 bad address: the {what} address {url:?} names port {port}; a port is 1 to 65535"
+        )));
+    }
     let tls = TlsFiles::from_parts(
         cli.tls_ca.clone(),
         cli.tls_cert.clone(),
