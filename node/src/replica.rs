@@ -1325,18 +1325,19 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let replica = replica_on(&store);
         replica.adopt("UN-1", &whole, first.clone()).unwrap();
+        let append = |from: &Summary, changes: &[u8], to: &Summary| {
+            replica
+                .adopt_changes("UN-1", &from.heads, changes, to.clone())
+                .unwrap()
+        };
+
         let (changes, second) = edit(1);
         assert_eq!(
-            replica
-                .adopt_changes("UN-1", &second.heads, &changes, second.clone())
-                .unwrap(),
+            append(&second, &changes, &second),
             None,
             "not at the heads the changes follow from"
         );
-        let seq = replica
-            .adopt_changes("UN-1", &first.heads, &changes, second.clone())
-            .unwrap();
-        assert!(seq.is_some(), "appended");
+        assert!(append(&first, &changes, &second).is_some(), "appended");
         assert!(lock_slot(&replica.slot("UN-1")).doc.is_none(), "not loaded");
         assert_eq!(*replica.summary("UN-1").unwrap().unwrap(), second);
         assert_eq!(store.load("UN-1").unwrap().unwrap().chunks.len(), 2);
@@ -1345,15 +1346,15 @@ mod tests {
         let mut held = second;
         for n in 2..COMPACT_AFTER_CHUNKS as i64 {
             let (changes, next) = edit(n);
-            let appended = replica.adopt_changes("UN-1", &held.heads, &changes, next.clone());
-            assert!(appended.unwrap().is_some(), "chunk {n} appended");
+            assert!(
+                append(&held, &changes, &next).is_some(),
+                "chunk {n} appended"
+            );
             held = next;
         }
         let (changes, next) = edit(99);
         assert_eq!(
-            replica
-                .adopt_changes("UN-1", &held.heads, &changes, next.clone())
-                .unwrap(),
+            append(&held, &changes, &next),
             None,
             "left to a change that compacts"
         );
@@ -1364,13 +1365,7 @@ mod tests {
             "every appended change loads"
         );
         assert_eq!(replica.record("UN-1").unwrap().id(), "UN-1");
-        assert_eq!(
-            replica
-                .adopt_changes("UN-1", &held.heads, &changes, next)
-                .unwrap(),
-            None,
-            "in memory"
-        );
+        assert_eq!(append(&held, &changes, &next), None, "in memory");
     }
 
     /// A replica whose cache (16, the least it keeps) is full: `doc-0` to `doc-15`, each with

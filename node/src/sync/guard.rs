@@ -263,8 +263,8 @@ fn check_document(chunk: usize, data: &[u8], budget: &mut Budget) -> Result<(), 
 /// passed the hub's load and gate (see ARCHITECTURE.md, "Sync").
 pub fn whole_document_heads(blob: &[u8]) -> Option<Vec<ChangeHash>> {
     let mut input = Input::new(blob);
-    let chunk = next_chunk(&mut input)?;
-    if chunk.kind != CHUNK_DOCUMENT || !input.is_empty() || chunk.digest[..4] != *chunk.checksum {
+    let chunk = next_sound_chunk(&mut input)?;
+    if chunk.kind != CHUNK_DOCUMENT || !input.is_empty() {
         return None;
     }
 
@@ -295,8 +295,8 @@ pub fn change_links<'a>(blobs: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec
     for blob in blobs {
         let mut input = Input::new(blob);
         while !input.is_empty() {
-            let chunk = next_chunk(&mut input)?;
-            if chunk.kind != CHUNK_CHANGE || chunk.digest[..4] != *chunk.checksum {
+            let chunk = next_sound_chunk(&mut input)?;
+            if chunk.kind != CHUNK_CHANGE {
                 return None;
             }
             let mut header = Input::new(chunk.data);
@@ -310,16 +310,16 @@ pub fn change_links<'a>(blobs: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec
     Some(links)
 }
 
-/// A chunk's framing: its type, the checksum it declares, its contents, and the SHA-256 of its
-/// type, length and contents (a change's hash; its first four bytes are the checksum).
+/// A chunk whose checksum holds: its type, its contents, and the SHA-256 of its type, length
+/// and contents (a change's hash; its first four bytes are the checksum).
 struct Chunk<'a> {
     kind: u8,
-    checksum: &'a [u8],
     data: &'a [u8],
     digest: sha2::digest::Output<Sha256>,
 }
 
-fn next_chunk<'a>(input: &mut Input<'a>) -> Option<Chunk<'a>> {
+/// The next chunk of `input`, `None` if it is cut short or its checksum does not hold.
+fn next_sound_chunk<'a>(input: &mut Input<'a>) -> Option<Chunk<'a>> {
     if input.take(4).ok()? != MAGIC {
         return None;
     }
@@ -329,12 +329,7 @@ fn next_chunk<'a>(input: &mut Input<'a>) -> Option<Chunk<'a>> {
     let len = input.uleb().ok()?;
     let data = input.take_len(len).ok()?;
     let digest = Sha256::digest(&hashed[..hashed.len() - input.bytes.len()]);
-    Some(Chunk {
-        kind,
-        checksum,
-        data,
-        digest,
-    })
+    (digest[..4] == *checksum).then_some(Chunk { kind, data, digest })
 }
 
 /// `count` change hashes read from `input`.

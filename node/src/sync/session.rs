@@ -1219,8 +1219,8 @@ pub fn told_nothing() -> State {
 struct Outgoing {
     bytes: Vec<u8>,
     encoding: MessageEncoding,
-    /// This side's summary of the record, on a first offer to a peer that trusts this side
-    /// (see [`SessionContext::offer_summaries`]).
+    /// This side's summary of the record, on an offer of changes or of the whole document to a
+    /// peer that trusts this side (see [`SessionContext::offer_summaries`]).
     offered: Option<OfferedRecord>,
 }
 
@@ -1340,14 +1340,10 @@ fn offered_record(summary: &Summary) -> OfferedRecord {
     }
 }
 
-/// Whether `summary` is of the record at `heads`.
-fn lists_heads(summary: &Summary, heads: &[automerge::ChangeHash]) -> bool {
-    summary.heads.len() == heads.len()
-        && summary.heads.iter().zip(heads).all(|(listed, head)| {
-            listed
-                .parse::<automerge::ChangeHash>()
-                .is_ok_and(|listed| listed == *head)
-        })
+/// The heads `summary` lists, as change hashes; `None` if one does not parse (a summary the
+/// store mangled), which no comparison then matches.
+fn summary_heads(summary: &Summary) -> Option<Vec<automerge::ChangeHash>> {
+    summary.heads.iter().map(|head| head.parse().ok()).collect()
 }
 
 /// The summary of record `id` at `heads` as a peer's offer carries it
@@ -1408,11 +1404,9 @@ fn prepare_offer(
     // nothing loaded. Most records an office's change log shows after a reconnection are the
     // ones the hub just sent, stored without loading them (`adopt`); reading each to find that
     // out loaded them all. A change made since has its own log entry, offered in its turn.
-    if let Some(theirs) = state.their_heads.as_deref()
-        && summary.heads.iter().all(|ours| {
-            ours.parse::<automerge::ChangeHash>()
-                .is_ok_and(|ours| theirs.contains(&ours))
-        })
+    let listed = summary_heads(&summary);
+    if let Some(listed) = &listed
+        && covers(state.their_heads.as_deref(), listed)
     {
         return Ok((Some((None, true)), state));
     }
@@ -1429,7 +1423,7 @@ fn prepare_offer(
             // With the summary, a peer that trusts this side appends the changes to the
             // record without loading it (`adopt_changes`), if the summary is the record as
             // the message leaves it: a change stored since the summary was read is not.
-            if offer_summary && carries_changes && lists_heads(&summary, &heads) {
+            if offer_summary && carries_changes && listed.as_ref() == Some(&heads) {
                 outgoing.offered = Some(offered_record(&summary));
             }
             outgoing
@@ -1456,7 +1450,8 @@ struct Incoming {
     message: Message,
     /// Some of its chunks came deflated (see [`guard::Checked`]).
     deflated: bool,
-    /// The peer's summary of the record, on a first offer (see [`adopt`]).
+    /// The peer's summary of the record at the message's heads, if it sent one (see [`adopt`],
+    /// [`adopt_changes`]).
     offered: Option<OfferedRecord>,
 }
 
@@ -1643,11 +1638,7 @@ fn adopt_changes(replica: &Replica, held: &Summary, incoming: &Incoming) -> Opti
         return None;
     }
     let links = guard::change_links(incoming.message.changes.iter())?;
-    let mut heads = held
-        .heads
-        .iter()
-        .map(|head| head.parse::<automerge::ChangeHash>().ok())
-        .collect::<Option<Vec<_>>>()?;
+    let mut heads = summary_heads(held)?;
     // A change that depends only on the heads, or on changes new to the record, is new to the
     // record itself: nothing stored follows a head. A change that depends on nothing is a
     // record's first, which this side may hold already; and one depending on an older change
