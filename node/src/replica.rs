@@ -625,32 +625,32 @@ impl Replica {
     ) -> Result<(Seq, Vec<ChangeHash>), ReplicaError> {
         let id = record.id().to_owned();
         let slot = self.slot(&id);
-        let mut slot = lock_slot(&slot);
+        let slot = lock_slot(&slot);
         if slot.doc.is_some() || self.summary(&id)?.is_some() {
             return Err(ReplicaError::AlreadyExists(id));
         }
         let now = self.now_ms();
-        let doc = doc::new_document(record, self.actor.clone(), now)?;
+        // The record's first change, without its document: building the document was half
+        // of a create's CPU, and a record is often not read again before it is synced.
+        let change = doc::first_change(record, self.actor.clone(), now)?;
         // Stored uncompressed: a record is a kilobyte or two, RocksDB compresses its files
         // anyway, and a deflate per create (its state allocated and zeroed each time) was a
         // tenth of a node's CPU under a burst of writes. Compaction later saves compressed.
-        let bytes = doc.save_nocompress();
+        let bytes = change.raw_bytes();
         self.check_size(&id, bytes.len())?;
-        // Summarised from the record in hand: the document was just made from it, and one
-        // office's transaction holds no concurrent values.
-        debug_assert_eq!(doc::hydrate_record(&doc).as_ref().ok(), Some(record));
-        let heads = doc.get_heads();
+        // Summarised from the record in hand: the change was just made from it, and one
+        // office's change holds no concurrent values.
+        debug_assert_eq!(doc::record_of_change(&change).ok().as_ref(), Some(record));
+        let heads = vec![change.hash()];
         let summary = Summary::of_record(record, &heads, now, false);
         let summary_bytes = encode_summary(&summary);
         let seq = match durability {
-            Durability::Synced => self.store.append(&id, &bytes, &summary_bytes),
-            Durability::Deferred => self.store.append_unsynced(&id, &bytes, &summary_bytes),
+            Durability::Synced => self.store.append(&id, bytes, &summary_bytes),
+            Durability::Deferred => self.store.append_unsynced(&id, bytes, &summary_bytes),
         }?;
         self.remember(&id, summary);
-        slot.doc = Some(doc);
-        slot.chunks_since_snapshot = 1;
-        slot.stored_bytes = bytes.len();
-        slot.field_conflicted = Some(false);
+        // The slot stays empty: `load_into` builds the document from the stored change when
+        // the record is next used.
         Ok((seq, heads))
     }
 

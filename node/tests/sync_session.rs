@@ -1122,9 +1122,11 @@ async fn a_record_arriving_deflated_is_stored_plain() {
     .await
     .expect("the record is taken in within 10 s");
 
+    // Changes stored plain take about what the document saved plain takes (the encodings
+    // differ by a few bytes), ten times what came.
     let stored = hub.store().load(&id).unwrap().unwrap().len();
     assert!(
-        stored >= plain,
+        stored * 10 >= plain * 9,
         "{stored} bytes stored for a document of {plain} bytes plain"
     );
     assert_eq!(

@@ -8,8 +8,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use automerge::transaction::CommitOptions;
-use automerge::{ActorId, Automerge, ChangeHash, ObjType, ReadDoc, Value};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ObjType, ReadDoc, Value};
 use serde::Serialize;
+
+mod first_change;
 
 use super::one_pass::OnePass;
 use super::{Body, Envelope, Record, RecordKind, WorkflowEvent, for_kind};
@@ -59,13 +61,40 @@ fn reconcile_err(e: impl std::fmt::Display) -> DocError {
 /// A new document holding `record`, its first change made by `actor` at wall time `now_ms`.
 pub fn new_document(record: &Record, actor: ActorId, now_ms: i64) -> Result<Automerge, DocError> {
     let mut doc = Automerge::new().with_actor(actor);
-    let message = format!("create {} {}", record.kind(), record.id());
+    let message = create_message(record);
     doc.transact_with(
         |_| commit(message, now_ms),
         |tx| autosurgeon::reconcile(tx, Layout(record)).map_err(reconcile_err),
     )
     .map_err(|f| f.error)?;
     Ok(doc)
+}
+
+/// A new record's first change, by `actor` at `now_ms`: recorded straight from the record
+/// where its layout allows ([`first_change`]), else made through a transaction on a new
+/// document. The document loaded from it reads back as `record`.
+pub fn first_change(record: &Record, actor: ActorId, now_ms: i64) -> Result<Change, DocError> {
+    match first_change::encode(&Layout(record), &actor, now_ms, create_message(record)) {
+        Ok(change) => Ok(change),
+        Err(unsupported) => {
+            tracing::debug!(record = %record.id(), %unsupported, "first change made through a transaction");
+            let doc = new_document(record, actor, now_ms)?;
+            doc.get_last_local_change()
+                .ok_or_else(|| DocError::Reconcile("a new document without a change".to_owned()))
+        }
+    }
+}
+
+/// The record a first change makes: what a document loaded from it reads as.
+pub fn record_of_change(change: &Change) -> Result<Record, DocError> {
+    let mut doc = Automerge::new();
+    doc.apply_changes([change.clone()])
+        .map_err(|e| DocError::Load(e.to_string()))?;
+    hydrate_record(&doc)
+}
+
+fn create_message(record: &Record) -> String {
+    format!("create {} {}", record.kind(), record.id())
 }
 
 /// A record as its document's root (see the module's layout), reconciled in one piece.

@@ -1,0 +1,592 @@
+//! A new record's first change, encoded from the record without building its document.
+//!
+//! Making a record's document through an Automerge transaction (autosurgeon reconciling into
+//! an empty document, Automerge splicing every op into its op columns, committing, saving)
+//! was half of an office's CPU per create, and the disk sync waits on that CPU. A new
+//! document's first change is only a list of ops without predecessors. [`OpRecorder`] is an
+//! autosurgeon `Reconciler` that writes down the ops the record's own `Reconcile` impls ask
+//! for, and Automerge's encoder (`ExpandedChange` into `Change`) makes the change of them: a
+//! tenth of the cost. The document is built from the change when the record is next used.
+//!
+//! Only what a fresh document can be given is recorded: maps, lists built by appending, and
+//! scalars. Anything else (text, counters, changing what is there) is refused as
+//! [`Unsupported`], and the caller makes the change through a transaction instead.
+
+use std::borrow::Cow;
+use std::num::NonZeroU64;
+
+use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
+use automerge::{ActorId, Change, ExpandedChange, ObjType, ScalarValue};
+use autosurgeon::Reconcile;
+use autosurgeon::reconcile::{
+    CounterReconciler, LoadKey, MapReconciler, Reconciler, SeqReconciler, StaleHeads,
+    TextReconciler,
+};
+
+/// What the recorder cannot write into a fresh document, or a stale-heads error autosurgeon's
+/// traits require the error type to hold (a fresh document has no heads to be stale against).
+#[derive(Debug, thiserror::Error)]
+pub enum Unsupported {
+    #[error("a record's first change cannot be recorded directly: {0}")]
+    Shape(&'static str),
+    #[error(transparent)]
+    StaleHeads(#[from] StaleHeads),
+}
+
+/// The first change (seq 1, no dependencies) of a document whose root is `root`, made by
+/// `actor` at `at_ms` with `message`.
+pub fn encode<R: Reconcile>(
+    root: &R,
+    actor: &ActorId,
+    at_ms: i64,
+    message: String,
+) -> Result<Change, Unsupported> {
+    let mut ops = Ops {
+        actor: actor.clone(),
+        ops: Vec::new(),
+    };
+    root.reconcile(OpRecorder {
+        ops: &mut ops,
+        at: At::Root,
+    })?;
+
+    let expanded = ExpandedChange {
+        operations: ops.ops,
+        actor_id: actor.clone(),
+        hash: None,
+        seq: 1,
+        start_op: NonZeroU64::MIN,
+        time: at_ms,
+        message: Some(message),
+        deps: Vec::new(),
+        extra_bytes: Vec::new(),
+        author: None,
+    };
+    Ok(Change::from(expanded))
+}
+
+/// The ops recorded so far. A change numbers its ops from its start op (1 here) in order, so
+/// an op's id is its position.
+struct Ops {
+    actor: ActorId,
+    ops: Vec<Op>,
+}
+
+impl Ops {
+    fn push(&mut self, obj: ObjectId, key: Key, insert: bool, action: OpType) -> OpId {
+        self.ops.push(Op {
+            action,
+            obj,
+            key,
+            pred: SortedVec::new(),
+            insert,
+        });
+        self.id_of(self.ops.len() - 1)
+    }
+
+    /// The id of the op at `index`.
+    fn id_of(&self, index: usize) -> OpId {
+        OpId(index as u64 + 1, self.actor.clone())
+    }
+}
+
+/// Where the value being reconciled goes.
+enum At {
+    /// The document's root, which is a map already.
+    Root,
+    /// A property of a map.
+    Prop(ObjectId, String),
+    /// A new element of a list, after `after`.
+    Append { list: ObjectId, after: ElementId },
+    /// Nowhere: the value is set.
+    Set,
+}
+
+/// Records the one op that sets the value at its place (`At`). A value set twice, which a
+/// fresh document cannot show, is refused.
+struct OpRecorder<'a> {
+    ops: &'a mut Ops,
+    at: At,
+}
+
+impl OpRecorder<'_> {
+    fn set(&mut self, action: OpType) -> Result<ObjectId, Unsupported> {
+        let (obj, key, insert) = match std::mem::replace(&mut self.at, At::Set) {
+            At::Root => return Err(Unsupported::Shape("a document root that is not a map")),
+            At::Set => return Err(Unsupported::Shape("a value set twice")),
+            At::Prop(obj, prop) => (obj, Key::Map(prop.into()), false),
+            At::Append { list, after } => (list, Key::Seq(after), true),
+        };
+        Ok(ObjectId::Id(self.ops.push(obj, key, insert, action)))
+    }
+
+    fn scalar(&mut self, value: ScalarValue) -> Result<(), Unsupported> {
+        self.set(OpType::Put(value)).map(drop)
+    }
+}
+
+impl Reconciler for OpRecorder<'_> {
+    type Error = Unsupported;
+    type Map<'b>
+        = MapRecorder<'b>
+    where
+        Self: 'b;
+    type Seq<'b>
+        = ListRecorder<'b>
+    where
+        Self: 'b;
+    type Text<'b>
+        = Refused
+    where
+        Self: 'b;
+    type Counter<'b>
+        = Refused
+    where
+        Self: 'b;
+
+    fn none(&mut self) -> Result<(), Unsupported> {
+        self.scalar(ScalarValue::Null)
+    }
+
+    fn bytes<B: AsRef<[u8]>>(&mut self, value: B) -> Result<(), Unsupported> {
+        self.scalar(ScalarValue::Bytes(value.as_ref().to_vec()))
+    }
+
+    fn timestamp(&mut self, value: i64) -> Result<(), Unsupported> {
+        self.scalar(ScalarValue::Timestamp(value))
+    }
+
+    fn boolean(&mut self, value: bool) -> Result<(), Unsupported> {
+        self.scalar(ScalarValue::Boolean(value))
+    }
+
+    fn str<S: AsRef<str>>(&mut self, value: S) -> Result<(), Unsupported> {
+        self.scalar(ScalarValue::Str(value.as_ref().into()))
+    }
+
+    fn u64(&mut self, value: u64) -> Result<(), Unsupported> {
+        self.scalar(ScalarValue::Uint(value))
+    }
+
+    fn i64(&mut self, value: i64) -> Result<(), Unsupported> {
+        self.scalar(ScalarValue::Int(value))
+    }
+
+    fn f64(&mut self, value: f64) -> Result<(), Unsupported> {
+        self.scalar(ScalarValue::F64(value))
+    }
+
+    fn map(&mut self) -> Result<MapRecorder<'_>, Unsupported> {
+        let obj = if matches!(self.at, At::Root) {
+            self.at = At::Set;
+            ObjectId::Root
+        } else {
+            self.set(OpType::Make(ObjType::Map))?
+        };
+        Ok(MapRecorder {
+            ops: &mut *self.ops,
+            obj,
+        })
+    }
+
+    fn seq(&mut self) -> Result<ListRecorder<'_>, Unsupported> {
+        let list = self.set(OpType::Make(ObjType::List))?;
+        Ok(ListRecorder {
+            ops: &mut *self.ops,
+            list,
+            last: ElementId::Head,
+            len: 0,
+        })
+    }
+
+    fn text(&mut self) -> Result<Refused, Unsupported> {
+        Err(Unsupported::Shape("text objects"))
+    }
+
+    fn counter(&mut self) -> Result<Refused, Unsupported> {
+        Err(Unsupported::Shape("counters"))
+    }
+
+    fn heads(&self) -> &[automerge::ChangeHash] {
+        &[]
+    }
+}
+
+/// A map made in this change: empty until its properties are put.
+struct MapRecorder<'a> {
+    ops: &'a mut Ops,
+    obj: ObjectId,
+}
+
+impl MapReconciler for MapRecorder<'_> {
+    type Error = Unsupported;
+    type EntriesIter<'b>
+        = std::iter::Empty<(Cow<'b, str>, automerge::ValueRef<'b>)>
+    where
+        Self: 'b;
+
+    fn entries(&self) -> Self::EntriesIter<'_> {
+        std::iter::empty()
+    }
+
+    fn entry<P: AsRef<str>>(&self, _prop: P) -> Option<automerge::Value<'_>> {
+        None
+    }
+
+    fn put<R: Reconcile, P: AsRef<str>>(&mut self, prop: P, value: R) -> Result<(), Unsupported> {
+        value.reconcile(OpRecorder {
+            ops: &mut *self.ops,
+            at: At::Prop(self.obj.clone(), prop.as_ref().to_owned()),
+        })
+    }
+
+    fn delete<P: AsRef<str>>(&mut self, _prop: P) -> Result<(), Unsupported> {
+        Err(Unsupported::Shape("deleting a property"))
+    }
+
+    fn hydrate_entry_key<'b, R: Reconcile, P: AsRef<str>>(
+        &self,
+        _prop: P,
+    ) -> Result<LoadKey<R::Key<'b>>, Unsupported> {
+        Ok(LoadKey::KeyNotFound)
+    }
+}
+
+/// A list made in this change, to which elements are appended.
+struct ListRecorder<'a> {
+    ops: &'a mut Ops,
+    list: ObjectId,
+    /// The element the next one goes after.
+    last: ElementId,
+    len: usize,
+}
+
+impl SeqReconciler for ListRecorder<'_> {
+    type Error = Unsupported;
+    type ItemIter<'b>
+        = std::iter::Empty<automerge::ValueRef<'b>>
+    where
+        Self: 'b;
+
+    fn items(&self) -> Self::ItemIter<'_> {
+        std::iter::empty()
+    }
+
+    fn get(&self, _index: usize) -> Result<Option<automerge::Value<'_>>, Unsupported> {
+        Ok(None)
+    }
+
+    fn hydrate_item_key<'b, R: Reconcile>(
+        &self,
+        _index: usize,
+    ) -> Result<LoadKey<R::Key<'b>>, Unsupported> {
+        Ok(LoadKey::KeyNotFound)
+    }
+
+    fn insert<R: Reconcile>(&mut self, index: usize, value: R) -> Result<(), Unsupported> {
+        if index != self.len {
+            return Err(Unsupported::Shape("inserting inside a list"));
+        }
+        let before = self.ops.ops.len();
+        value.reconcile(OpRecorder {
+            ops: &mut *self.ops,
+            at: At::Append {
+                list: self.list.clone(),
+                after: self.last.clone(),
+            },
+        })?;
+        if self.ops.ops.len() == before {
+            return Err(Unsupported::Shape("a list element without a value"));
+        }
+        // The element is the op that set the value: the first one recorded for it.
+        self.last = ElementId::Id(self.ops.id_of(before));
+        self.len += 1;
+        Ok(())
+    }
+
+    fn set<R: Reconcile>(&mut self, _index: usize, _value: R) -> Result<(), Unsupported> {
+        Err(Unsupported::Shape("setting a list element"))
+    }
+
+    fn delete(&mut self, _index: usize) -> Result<(), Unsupported> {
+        Err(Unsupported::Shape("deleting a list element"))
+    }
+
+    fn len(&self) -> Result<usize, Unsupported> {
+        Ok(self.len)
+    }
+}
+
+/// What [`OpRecorder`] hands out for text and counters: never, as both are refused first.
+struct Refused;
+
+impl TextReconciler for Refused {
+    type Error = Unsupported;
+
+    fn splice<S: AsRef<str>>(&mut self, _: usize, _: isize, _: S) -> Result<(), Unsupported> {
+        Err(Unsupported::Shape("text objects"))
+    }
+
+    fn heads(&self) -> &[automerge::ChangeHash] {
+        &[]
+    }
+
+    fn update<S: AsRef<str>>(&mut self, _: S) -> Result<(), Unsupported> {
+        Err(Unsupported::Shape("text objects"))
+    }
+}
+
+impl CounterReconciler for Refused {
+    type Error = Unsupported;
+
+    fn increment(&mut self, _: i64) -> Result<(), Unsupported> {
+        Err(Unsupported::Shape("counters"))
+    }
+
+    fn set(&mut self, _: i64) -> Result<(), Unsupported> {
+        Err(Unsupported::Shape("counters"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::{Automerge, ReadDoc};
+    use serde_json::json;
+
+    use super::super::{Layout, create_message, new_document, record_of_change};
+    use super::*;
+    use crate::record::{
+        Action, Body, Envelope, Record, RecordKind, SCHEMA_VERSION, WorkflowEvent,
+    };
+
+    /// A body of every kind with every field set, lists of two and nested maps included.
+    fn full_bodies() -> Vec<Body> {
+        let bodies = [
+            (
+                RecordKind::Case,
+                json!({"title": "占道经营", "matter": "m", "place": "p",
+                "offender": "o", "found_at_ms": -3, "facts": "f", "decision": "罚款"}),
+            ),
+            (
+                RecordKind::Transfer,
+                json!({"sender": "s", "receiver": "r", "title": "t",
+                "matter": "m", "place": "p", "facts": "f", "urgent": true, "ongoing": false,
+                "discovered_at_ms": 1_700_000_000_000_i64, "non_jurisdiction_at_ms": 5,
+                "materials": [{"kind": "evidence", "name": "照片"},
+                              {"kind": "transfer_letter", "name": "函"}]}),
+            ),
+            (
+                RecordKind::Complaint,
+                json!({"received_by": "a", "handler": "h", "channel": "12345",
+                "subject": "s", "place": "p", "received_at_ms": 7, "written_material": true,
+                "complainant": {"name": "王", "phone": "123"}}),
+            ),
+            (
+                RecordKind::SharedInfo,
+                json!({"category": 3, "title": "t", "content": "c",
+                "formed_at_ms": 9, "related_record": "case-1"}),
+            ),
+            (
+                RecordKind::UrgentNotice,
+                json!({"sender": "s", "receiver": "r", "hazard": "h",
+                "place": "p", "found_at_ms": 1, "assessment": "a", "measures": "m"}),
+            ),
+            (
+                RecordKind::Consultation,
+                json!({"convener": "c", "topic": "t",
+                "meeting_kind": "ad_hoc", "scheduled_at_ms": 2, "minutes": "纪要"}),
+            ),
+            (
+                RecordKind::Assistance,
+                json!({"requester": "r", "provider": "p",
+                "assistance_kind": "on_site", "matter": "m", "requested_at_ms": 3,
+                "related_record": "x"}),
+            ),
+            (
+                RecordKind::Dispute,
+                json!({"applicant": "a", "respondent": "r", "subject": "s",
+                "grounds": "g", "origin_record": "o"}),
+            ),
+            (
+                RecordKind::LiaisonDirectory,
+                json!({"org": "o", "liaisons": [
+                {"name": "n1", "role": "r1", "phone": "p1"},
+                {"name": "n2", "role": "r2", "phone": "p2"}]}),
+            ),
+            (
+                RecordKind::Calendar,
+                json!({"year": 2027, "off_days": ["2027-01-01", "2027-01-02"],
+                "make_up_days": ["2027-02-07"], "source": "国务院办公厅"}),
+            ),
+        ];
+        bodies
+            .into_iter()
+            .map(|(kind, json)| Body::from_json(kind, &json.to_string()).expect("a valid body"))
+            .collect()
+    }
+
+    /// Every body kind twice: with every field set, and as it is by default (options unset,
+    /// lists empty).
+    fn records() -> Vec<Record> {
+        let defaults = full_bodies()
+            .into_iter()
+            .map(|body| Body::from_json(body.kind(), "{}").expect("a default body"));
+        full_bodies()
+            .into_iter()
+            .chain(defaults)
+            .map(|body| {
+                let kind = body.kind();
+                let mut acted = WorkflowEvent::new(Action::Opened, 11, "130304100");
+                acted.unit = Some("执法队".into());
+                acted.reason = Some("r".into());
+                acted.extension_wd = Some(5);
+                acted.attachments = vec!["a.pdf".into(), "b.pdf".into()];
+                Record {
+                    envelope: Envelope {
+                        id: kind.new_record_id(),
+                        kind: kind.as_str().to_owned(),
+                        owner: "130304100".into(),
+                        parties: vec!["130304100".into(), "bdh-scjg".into()],
+                        created_at_ms: 10,
+                        schema_version: SCHEMA_VERSION,
+                    },
+                    events: vec![acted, WorkflowEvent::new(Action::Received, 12, "bdh-scjg")],
+                    body,
+                }
+            })
+            .collect()
+    }
+
+    /// The recorded change makes the document a transaction makes, op for op in effect: the
+    /// same values of the same types at the same places (Automerge's own reading of both),
+    /// and the record reads back whole.
+    #[test]
+    fn every_kind_is_recorded_as_the_transaction_writes_it() {
+        let actor = ActorId::random();
+        for record in records() {
+            let change = encode(&Layout(&record), &actor, 42, create_message(&record))
+                .unwrap_or_else(|e| panic!("{}: {e}", record.kind()));
+            let recorded = {
+                let mut doc = Automerge::new();
+                doc.apply_changes([change.clone()])
+                    .expect("the change applies");
+                doc
+            };
+            let transacted = new_document(&record, actor.clone(), 42).unwrap();
+
+            assert_eq!(
+                recorded.hydrate(None),
+                transacted.hydrate(None),
+                "{}",
+                record.kind()
+            );
+            assert_eq!(record_of_change(&change).unwrap(), record);
+            let made = transacted.get_last_local_change().unwrap();
+            assert_eq!(
+                (
+                    change.seq(),
+                    change.start_op(),
+                    change.timestamp(),
+                    change.message()
+                ),
+                (
+                    made.seq(),
+                    made.start_op(),
+                    made.timestamp(),
+                    made.message()
+                ),
+            );
+            assert_eq!(change.len(), made.len(), "{}: as many ops", record.kind());
+            assert!(change.deps().is_empty());
+        }
+    }
+
+    /// A document made from a recorded change goes on as any other: a transaction edits it,
+    /// and a second replica merging both reads the edit.
+    #[test]
+    fn a_recorded_document_takes_later_changes() {
+        let record = records().remove(0);
+        let actor = ActorId::random();
+        let change = encode(&Layout(&record), &actor, 1, create_message(&record)).unwrap();
+        let mut doc = Automerge::new().with_actor(actor);
+        doc.apply_changes([change.clone()]).unwrap();
+
+        let mut edited = record.clone();
+        let Body::Case(case) = &mut edited.body else {
+            panic!("the first record is a case")
+        };
+        case.decision = Some("不予处罚".into());
+        doc.transact::<_, _, autosurgeon::ReconcileError>(|tx| {
+            autosurgeon::reconcile(tx, Layout(&edited))
+        })
+        .unwrap();
+
+        let mut other = Automerge::new();
+        other.apply_changes(doc.get_changes(&[])).unwrap();
+        assert_eq!(super::super::hydrate_record(&other).unwrap(), edited);
+        assert_eq!(other.get_changes(&[]).len(), 2);
+        assert!(other.get_change_by_hash(&change.hash()).is_some());
+    }
+
+    /// What a fresh document cannot be given by appending is refused, naming it, so that the
+    /// caller makes the change through a transaction.
+    #[test]
+    fn text_counters_and_edits_of_what_is_there_are_refused() {
+        let actor = ActorId::random();
+        let refused = |what: &str| {
+            let error = encode(&Refusing(what.to_owned()), &actor, 1, String::new()).unwrap_err();
+            error.to_string()
+        };
+        assert!(refused("text").contains("text objects"));
+        assert!(refused("counter").contains("counters"));
+        assert!(refused("insert").contains("inserting inside a list"));
+        assert!(refused("delete").contains("deleting a property"));
+        assert!(refused("twice").contains("a value set twice"));
+        assert!(refused("root").contains("a document root that is not a map"));
+    }
+
+    /// A root that asks the recorder for one thing a fresh document cannot be given.
+    struct Refusing(String);
+
+    impl Reconcile for Refusing {
+        type Key<'k> = autosurgeon::reconcile::NoKey;
+
+        fn reconcile<R: Reconciler>(&self, mut reconciler: R) -> Result<(), R::Error> {
+            if self.0 == "root" {
+                return reconciler.str("not a map");
+            }
+            let mut root = reconciler.map()?;
+            match self.0.as_str() {
+                "text" => root.put("t", autosurgeon::Text::with_value("x")),
+                "counter" => root.put("c", autosurgeon::Counter::with_value(1)),
+                "insert" => root.put("l", InsertAtZeroTwice),
+                "delete" => root.delete("gone"),
+                "twice" => root.put("v", SetTwice),
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    struct InsertAtZeroTwice;
+
+    impl Reconcile for InsertAtZeroTwice {
+        type Key<'k> = autosurgeon::reconcile::NoKey;
+
+        fn reconcile<R: Reconciler>(&self, mut reconciler: R) -> Result<(), R::Error> {
+            let mut list = reconciler.seq()?;
+            list.insert(0, "a")?;
+            list.insert(0, "b")
+        }
+    }
+
+    struct SetTwice;
+
+    impl Reconcile for SetTwice {
+        type Key<'k> = autosurgeon::reconcile::NoKey;
+
+        fn reconcile<R: Reconciler>(&self, mut reconciler: R) -> Result<(), R::Error> {
+            reconciler.str("a")?;
+            reconciler.str("b")
+        }
+    }
+}
