@@ -186,6 +186,7 @@ impl Reconciler for OpRecorder<'_> {
         Ok(MapRecorder {
             ops: &mut *self.ops,
             obj,
+            put: Vec::new(),
         })
     }
 
@@ -212,10 +213,13 @@ impl Reconciler for OpRecorder<'_> {
     }
 }
 
-/// A map made in this change: empty until its properties are put.
+/// A map made in this change: empty until its properties are put. A property put twice is
+/// refused: without the first op as its predecessor, the second would stand beside it as a
+/// concurrent value.
 struct MapRecorder<'a> {
     ops: &'a mut Ops,
     obj: ObjectId,
+    put: Vec<String>,
 }
 
 impl MapReconciler for MapRecorder<'_> {
@@ -234,9 +238,14 @@ impl MapReconciler for MapRecorder<'_> {
     }
 
     fn put<R: Reconcile, P: AsRef<str>>(&mut self, prop: P, value: R) -> Result<(), Unsupported> {
+        let prop = prop.as_ref();
+        if self.put.iter().any(|put| put == prop) {
+            return Err(Unsupported::Shape("a property put twice"));
+        }
+        self.put.push(prop.to_owned());
         value.reconcile(OpRecorder {
             ops: &mut *self.ops,
-            at: At::Prop(self.obj.clone(), prop.as_ref().to_owned()),
+            at: At::Prop(self.obj.clone(), prop.to_owned()),
         })
     }
 
@@ -542,6 +551,7 @@ mod tests {
         assert!(refused("insert").contains("inserting inside a list"));
         assert!(refused("delete").contains("deleting a property"));
         assert!(refused("twice").contains("a value set twice"));
+        assert!(refused("put twice").contains("a property put twice"));
         assert!(refused("root").contains("a document root that is not a map"));
     }
 
@@ -562,6 +572,7 @@ mod tests {
                 "insert" => root.put("l", InsertAtZeroTwice),
                 "delete" => root.delete("gone"),
                 "twice" => root.put("v", SetTwice),
+                "put twice" => root.put("p", 1_u64).and_then(|()| root.put("p", 2_u64)),
                 _ => unreachable!(),
             }
         }
