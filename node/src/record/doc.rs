@@ -74,15 +74,13 @@ pub fn new_document(record: &Record, actor: ActorId, now_ms: i64) -> Result<Auto
 /// where its layout allows ([`first_change`]), else made through a transaction on a new
 /// document. The document loaded from it reads back as `record`.
 pub fn first_change(record: &Record, actor: ActorId, now_ms: i64) -> Result<Change, DocError> {
-    match first_change::encode(&Layout(record), &actor, now_ms, create_message(record)) {
-        Ok(change) => Ok(change),
-        Err(unsupported) => {
-            tracing::debug!(record = %record.id(), %unsupported, "first change made through a transaction");
-            let doc = new_document(record, actor, now_ms)?;
-            doc.get_last_local_change()
-                .ok_or_else(|| DocError::Reconcile("a new document without a change".to_owned()))
-        }
-    }
+    first_change::encode_or_transact(
+        &Layout(record),
+        &actor,
+        now_ms,
+        create_message(record),
+        || new_document(record, actor.clone(), now_ms),
+    )
 }
 
 /// The record a first change makes: what a document loaded from it reads as.

@@ -16,12 +16,14 @@ use std::borrow::Cow;
 use std::num::NonZeroU64;
 
 use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
-use automerge::{ActorId, Change, ExpandedChange, ObjType, ScalarValue};
+use automerge::{ActorId, Automerge, Change, ExpandedChange, ObjType, ScalarValue};
 use autosurgeon::Reconcile;
 use autosurgeon::reconcile::{
     CounterReconciler, LoadKey, MapReconciler, Reconciler, SeqReconciler, StaleHeads,
     TextReconciler,
 };
+
+use super::DocError;
 
 /// What the recorder cannot write into a fresh document, or a stale-heads error autosurgeon's
 /// traits require the error type to hold (a fresh document has no heads to be stale against).
@@ -63,6 +65,26 @@ pub fn encode<R: Reconcile>(
         author: None,
     };
     Ok(Change::from(expanded))
+}
+
+/// `root`'s first change as [`encode`] records it or, where the recorder cannot, the change
+/// of the document `transact` makes (a transaction on a new document).
+pub fn encode_or_transact<R: Reconcile>(
+    root: &R,
+    actor: &ActorId,
+    at_ms: i64,
+    message: String,
+    transact: impl FnOnce() -> Result<Automerge, DocError>,
+) -> Result<Change, DocError> {
+    match encode(root, actor, at_ms, message.clone()) {
+        Ok(change) => Ok(change),
+        Err(unsupported) => {
+            tracing::debug!(%message, %unsupported, "first change made through a transaction");
+            transact()?
+                .get_last_local_change()
+                .ok_or_else(|| DocError::Reconcile("a new document without a change".to_owned()))
+        }
+    }
 }
 
 /// The ops recorded so far. A change numbers its ops from its start op (1 here) in order, so
@@ -359,7 +381,7 @@ impl CounterReconciler for Refused {
 
 #[cfg(test)]
 mod tests {
-    use automerge::{Automerge, ReadDoc};
+    use automerge::ReadDoc;
     use serde_json::json;
 
     use super::super::{Layout, create_message, new_document, record_of_change};
@@ -553,6 +575,39 @@ mod tests {
         assert!(refused("twice").contains("a value set twice"));
         assert!(refused("put twice").contains("a property put twice"));
         assert!(refused("root").contains("a document root that is not a map"));
+    }
+
+    /// A root the recorder refuses is made through the transaction it is given, and a root it
+    /// takes never calls that transaction.
+    #[test]
+    fn what_the_recorder_refuses_is_made_through_a_transaction() {
+        use automerge::transaction::Transactable;
+        let actor = ActorId::random();
+        let transacted = || {
+            let mut doc = Automerge::new().with_actor(actor.clone());
+            doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+                tx.put_object(automerge::ROOT, "t", ObjType::Text).map(drop)
+            })
+            .unwrap();
+            Ok(doc)
+        };
+        let expected = transacted().unwrap().get_last_local_change().unwrap();
+        let change = encode_or_transact(
+            &Refusing("text".to_owned()),
+            &actor,
+            1,
+            String::new(),
+            transacted,
+        )
+        .unwrap();
+        assert_eq!(change.decode().operations, expected.decode().operations);
+
+        let record = records().remove(0);
+        let recorded = encode_or_transact(&Layout(&record), &actor, 1, String::new(), || {
+            panic!("a record is recorded, not transacted")
+        })
+        .unwrap();
+        assert_eq!(record_of_change(&recorded).unwrap(), record);
     }
 
     /// A root that asks the recorder for one thing a fresh document cannot be given.
