@@ -11,7 +11,7 @@ use automerge::transaction::CommitOptions;
 use automerge::{ActorId, Automerge, Change, ChangeHash, ObjType, ReadDoc, Value};
 use serde::Serialize;
 
-mod first_change;
+mod recorder;
 
 use super::one_pass::OnePass;
 use super::{Body, Envelope, Record, RecordKind, WorkflowEvent, for_kind};
@@ -71,10 +71,10 @@ pub fn new_document(record: &Record, actor: ActorId, now_ms: i64) -> Result<Auto
 }
 
 /// A new record's first change, by `actor` at `now_ms`: recorded straight from the record
-/// where its layout allows ([`first_change`]), else made through a transaction on a new
+/// where its layout allows ([`recorder`]), else made through a transaction on a new
 /// document. The document loaded from it reads back as `record`.
 pub fn first_change(record: &Record, actor: ActorId, now_ms: i64) -> Result<Change, DocError> {
-    first_change::encode_or_transact(
+    recorder::encode_or_transact(
         &Layout(record),
         &actor,
         now_ms,
@@ -115,11 +115,6 @@ impl autosurgeon::Reconcile for Layout<'_> {
         root.put("events", &record.events)?;
         Ok(())
     }
-}
-
-fn reconcile_body<T: autosurgeon::Doc>(tx: &mut T, body: &Body) -> Result<(), DocError> {
-    super::each_body!(body, b => autosurgeon::reconcile_prop(tx, automerge::ROOT, "body", b))
-        .map_err(reconcile_err)
 }
 
 /// Reads the whole record out of a document.
@@ -225,19 +220,15 @@ pub fn append_event(
 /// Reconciling the whole body would put every field again, and Automerge's put of an
 /// unchanged value, harmless on a plain field, settles a field that holds concurrent values
 /// with Automerge's winner: editing one field would silently settle a conflict on another.
-/// Each field keeps autosurgeon's encoding, copied from the body reconciled into a scratch
-/// document. A field holding an object (a list) is replaced whole.
+/// Each field keeps autosurgeon's encoding, as the recorder writes it down for a fresh
+/// document (`recorder::record`). A field holding an object (a list) is replaced whole.
 pub fn edit_body(
     doc: &mut Automerge,
     body: &Body,
     fields: &[&str],
     now_ms: i64,
 ) -> Result<(), DocError> {
-    let mut scratch = Automerge::new();
-    scratch
-        .transact(|tx| reconcile_body(tx, body))
-        .map_err(|f| f.error)?;
-    let source = body_object(&scratch)?;
+    let recorded = super::each_body!(body, b => recorder::record(b)).map_err(reconcile_err)?;
     doc.transact_with(
         |_| commit("edit body".to_owned(), now_ms),
         |tx| -> Result<(), DocError> {
@@ -246,89 +237,19 @@ pub fn edit_body(
                 _ => return Err(DocError::Reconcile("the document has no body".into())),
             };
             for field in fields {
-                let value = scratch
-                    .get(&source, *field)
+                if !recorded
+                    .put_into(field, tx, &target)
                     .map_err(reconcile_err)?
-                    .ok_or_else(|| {
-                        DocError::Reconcile(format!("{field} is not a field of this body"))
-                    })?;
-                put_copy(&scratch, value, tx, &target, field)?;
+                {
+                    return Err(DocError::Reconcile(format!(
+                        "{field} is not a field of this body"
+                    )));
+                }
             }
             Ok(())
         },
     )
     .map_err(|f| f.error)?;
-    Ok(())
-}
-
-fn body_object(doc: &Automerge) -> Result<automerge::ObjId, DocError> {
-    match doc.get(automerge::ROOT, "body").map_err(reconcile_err)? {
-        Some((Value::Object(ObjType::Map), id)) => Ok(id),
-        _ => Err(DocError::Reconcile(
-            "the body did not reconcile to a map".into(),
-        )),
-    }
-}
-
-/// Puts a copy of `value` (read from `source`) at `key` of the map `target`.
-fn put_copy(
-    source: &Automerge,
-    (value, id): (Value<'_>, automerge::ObjId),
-    tx: &mut automerge::transaction::Transaction<'_>,
-    target: &automerge::ObjId,
-    key: &str,
-) -> Result<(), DocError> {
-    use automerge::transaction::Transactable;
-    match value {
-        Value::Scalar(scalar) => tx.put(target, key, scalar.into_owned()),
-        Value::Object(kind) => {
-            let child = tx.put_object(target, key, kind).map_err(reconcile_err)?;
-            return fill_copy(source, &id, kind, tx, &child);
-        }
-    }
-    .map_err(reconcile_err)
-}
-
-/// Copies the contents of the object `from` in `source` into the new, empty object `into`.
-fn fill_copy(
-    source: &Automerge,
-    from: &automerge::ObjId,
-    kind: ObjType,
-    tx: &mut automerge::transaction::Transaction<'_>,
-    into: &automerge::ObjId,
-) -> Result<(), DocError> {
-    use automerge::transaction::Transactable;
-    match kind {
-        ObjType::Map | ObjType::Table => {
-            for key in source.keys(from) {
-                if let Some(value) = source.get(from, key.as_str()).map_err(reconcile_err)? {
-                    put_copy(source, value, tx, into, &key)?;
-                }
-            }
-        }
-        ObjType::List => {
-            for index in 0..source.length(from) {
-                let Some((value, id)) = source.get(from, index).map_err(reconcile_err)? else {
-                    continue;
-                };
-                match value {
-                    Value::Scalar(scalar) => tx
-                        .insert(into, index, scalar.into_owned())
-                        .map_err(reconcile_err)?,
-                    Value::Object(child_kind) => {
-                        let child = tx
-                            .insert_object(into, index, child_kind)
-                            .map_err(reconcile_err)?;
-                        fill_copy(source, &id, child_kind, tx, &child)?;
-                    }
-                }
-            }
-        }
-        ObjType::Text => {
-            let text = source.text(from).map_err(reconcile_err)?;
-            tx.splice_text(into, 0, 0, &text).map_err(reconcile_err)?;
-        }
-    }
     Ok(())
 }
 

@@ -1,22 +1,27 @@
-//! A new record's first change, encoded from the record without building its document.
+//! Records the ops autosurgeon writes into a fresh document: a new record's first change,
+//! encoded without building its document, and the body fields an edit writes.
 //!
 //! Making a record's document through an Automerge transaction (autosurgeon reconciling into
 //! an empty document, Automerge splicing every op into its op columns, committing, saving)
 //! was half of an office's CPU per create, and the disk sync waits on that CPU. A new
 //! document's first change is only a list of ops without predecessors. [`OpRecorder`] is an
 //! autosurgeon `Reconciler` that writes down the ops the record's own `Reconcile` impls ask
-//! for, and Automerge's encoder (`ExpandedChange` into `Change`) makes the change of them: a
-//! tenth of the cost. The document is built from the change when the record is next used.
+//! for, and Automerge's encoder (`ExpandedChange` into `Change`) makes the change of them
+//! ([`encode`]): a tenth of the cost. The document is built from the change when the record
+//! is next used. An edit writes only the fields it names, each as autosurgeon encodes it:
+//! [`Recorded`] holds a body's ops and writes one property's into a transaction, where a
+//! scratch document reconciled for the purpose cost a fifth of an edit.
 //!
 //! Only what a fresh document can be given is recorded: maps, lists built by appending, and
 //! scalars. Anything else (text, counters, changing what is there) is refused as
-//! [`Unsupported`], and the caller makes the change through a transaction instead.
+//! [`Unsupported`]; a create is then made through a transaction instead.
 
 use std::borrow::Cow;
 use std::num::NonZeroU64;
 
 use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId, OpType, SortedVec};
-use automerge::{ActorId, Automerge, Change, ExpandedChange, ObjType, ScalarValue};
+use automerge::transaction::Transactable;
+use automerge::{ActorId, Automerge, AutomergeError, Change, ExpandedChange, ObjType, ScalarValue};
 use autosurgeon::Reconcile;
 use autosurgeon::reconcile::{
     CounterReconciler, LoadKey, MapReconciler, Reconciler, SeqReconciler, StaleHeads,
@@ -85,6 +90,94 @@ pub fn encode_or_transact<R: Reconcile>(
                 .ok_or_else(|| DocError::Reconcile("a new document without a change".to_owned()))
         }
     }
+}
+
+/// A map's ops as autosurgeon writes them into a fresh document, to be written property by
+/// property into a transaction ([`Recorded::put_into`]).
+pub struct Recorded(Ops);
+
+/// Records `root`, which reconciles to a map.
+pub fn record<R: Reconcile>(root: &R) -> Result<Recorded, Unsupported> {
+    // Only the ops' places relative to each other matter: the transaction gives them its own.
+    let mut ops = Ops {
+        actor: ActorId::from(&[0_u8][..]),
+        ops: Vec::new(),
+    };
+    root.reconcile(OpRecorder {
+        ops: &mut ops,
+        at: At::Root,
+    })?;
+    Ok(Recorded(ops))
+}
+
+impl Recorded {
+    /// Writes the recorded map's property `prop` (a scalar, or an object and all it holds)
+    /// at `prop` of the map `target`; `false` if the map has no such property.
+    pub fn put_into(
+        &self,
+        prop: &str,
+        tx: &mut impl Transactable,
+        target: &automerge::ObjId,
+    ) -> Result<bool, AutomergeError> {
+        let Recorded(ops) = self;
+        let found = ops.ops.iter().position(|op| {
+            op.obj == ObjectId::Root && matches!(&op.key, Key::Map(key) if key == prop)
+        });
+        let Some(index) = found else {
+            return Ok(false);
+        };
+        self.write(index, tx, Place::Prop(target, prop))?;
+        Ok(true)
+    }
+
+    /// Writes the op at `index` at `place`, and, if it makes an object, the ops inside it.
+    fn write(
+        &self,
+        index: usize,
+        tx: &mut impl Transactable,
+        place: Place<'_>,
+    ) -> Result<(), AutomergeError> {
+        let Recorded(ops) = self;
+        let kind = match &ops.ops[index].action {
+            OpType::Put(value) => {
+                return match place {
+                    Place::Prop(obj, key) => tx.put(obj, key, value.clone()),
+                    Place::Insert(obj, at) => tx.insert(obj, at, value.clone()),
+                };
+            }
+            OpType::Make(kind) => *kind,
+            // The recorder writes only puts and makes.
+            _ => unreachable!("a recorded op is a put or a make"),
+        };
+        let object = match place {
+            Place::Prop(obj, key) => tx.put_object(obj, key, kind)?,
+            Place::Insert(obj, at) => tx.insert_object(obj, at, kind)?,
+        };
+
+        // What the object holds was recorded after it, in order: properties by name, list
+        // elements one after another.
+        let id = ObjectId::Id(ops.id_of(index));
+        let mut elements = 0;
+        for (inner, op) in ops.ops.iter().enumerate().skip(index + 1) {
+            if op.obj != id {
+                continue;
+            }
+            match &op.key {
+                Key::Map(key) => self.write(inner, tx, Place::Prop(&object, key))?,
+                Key::Seq(_) => {
+                    self.write(inner, tx, Place::Insert(&object, elements))?;
+                    elements += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where [`Recorded::write`] writes a value.
+enum Place<'a> {
+    Prop(&'a automerge::ObjId, &'a str),
+    Insert(&'a automerge::ObjId, usize),
 }
 
 /// The ops recorded so far. A change numbers its ops from its start op (1 here) in order, so
@@ -575,6 +668,34 @@ mod tests {
         assert!(refused("twice").contains("a value set twice"));
         assert!(refused("put twice").contains("a property put twice"));
         assert!(refused("root").contains("a document root that is not a map"));
+    }
+
+    /// An edit naming every field of a body writes each as a new document holds it: the
+    /// record edited from its default body to a full one is, value for value and type for
+    /// type, the record created full.
+    #[test]
+    fn an_edit_writes_each_field_as_a_new_document_holds_it() {
+        let actor = ActorId::random();
+        let defaults = records().split_off(full_bodies().len());
+        for (default, full) in defaults.into_iter().zip(full_bodies()) {
+            let mut doc = new_document(&default, actor.clone(), 1).unwrap();
+            let json = full.to_json_value();
+            let fields: Vec<&str> = json
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            super::super::edit_body(&mut doc, &full, &fields, 2).unwrap();
+
+            let created = Record {
+                body: full.clone(),
+                ..default.clone()
+            };
+            let fresh = new_document(&created, actor.clone(), 1).unwrap();
+            assert_eq!(doc.hydrate(None), fresh.hydrate(None), "{}", full.kind());
+            assert_eq!(super::super::hydrate_record(&doc).unwrap(), created);
+        }
     }
 
     /// A root the recorder refuses is made through the transaction it is given, and a root it
