@@ -166,9 +166,6 @@ pub fn validate_create(
             ),
         );
     }
-    for party in &envelope.parties {
-        require_org(dir, party, "party")?;
-    }
     require_party(record, acting_org, "the owner")?;
     // A reference no record id could match would dangle for good: say so now.
     for (field, id) in record.body.references() {
@@ -315,6 +312,12 @@ pub fn validate_create(
                 );
             }
             require_org(dir, &n.receiver, "receiver")?;
+            if n.receiver == n.sender {
+                return refuse(
+                    "J-3",
+                    "an urgent notice goes to the department whose jurisdiction is concerned, not to its sender",
+                );
+            }
             require_party(record, &n.receiver, "the receiver")?;
         }
         Body::Consultation(c) => {
@@ -372,6 +375,12 @@ pub fn validate_create(
                 );
             }
             require_org(dir, &d.respondent, "respondent")?;
+            if d.respondent == d.applicant {
+                return refuse(
+                    "D-1",
+                    "a dispute is between two parties: the respondent is the applicant itself",
+                );
+            }
             require_party(record, &d.respondent, "the other party")?;
         }
         Body::LiaisonDirectory(l) => {
@@ -429,6 +438,11 @@ pub fn validate_create(
             }
         }
         Body::Case(_) => {}
+    }
+    // After the body's own checks, which name the field (sender, respondent, ...) that put an
+    // unknown organisation among the parties.
+    for party in &envelope.parties {
+        require_org(dir, party, "party")?;
     }
     Ok(())
 }

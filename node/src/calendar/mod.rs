@@ -61,6 +61,8 @@ pub enum CalendarError {
     MakeUpOnWeekday { date: NaiveDate, weekday: Weekday },
     #[error("{date} is listed both as a day off and as a make-up working day")]
     OffAndMakeUp { date: NaiveDate },
+    #[error("{date} is listed twice")]
+    ListedTwice { date: NaiveDate },
     #[error("the holiday file lists {year} more than once")]
     DuplicateYear { year: i32 },
     #[error("the holiday file is malformed: {detail}")]

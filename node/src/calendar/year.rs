@@ -123,6 +123,13 @@ impl YearCalendar {
                 weekday: date.weekday(),
             });
         }
+        // A date listed twice is a slip in the notice's transcription, not a second holiday.
+        for dates in [&off, &make_up] {
+            let mut seen = BTreeSet::new();
+            if let Some(&date) = dates.iter().find(|d| !seen.insert(**d)) {
+                return Err(CalendarError::ListedTwice { date });
+            }
+        }
         let off_days: BTreeSet<_> = off.into_iter().collect();
         if let Some(&date) = make_up.iter().find(|d| off_days.contains(d)) {
             return Err(CalendarError::OffAndMakeUp { date });

@@ -307,13 +307,29 @@ impl Body {
         let serde_json::Value::Object(fields) = patch else {
             return Err(BodyError::NotAnObject(patch.to_string()));
         };
-        let mut value = self.to_json_value();
-        if let serde_json::Value::Object(current) = &mut value {
-            for (k, v) in fields {
-                current.insert(k.clone(), v.clone());
+        let kind = self.kind();
+        let with = |patch: &mut dyn Iterator<Item = (&String, &serde_json::Value)>| {
+            let mut value = self.to_json_value();
+            if let serde_json::Value::Object(current) = &mut value {
+                for (k, v) in patch {
+                    current.insert(k.clone(), v.clone());
+                }
             }
-        }
-        Body::from_json(self.kind(), &value.to_string())
+            for_kind!(kind, T, ctor => serde_json::from_value::<T>(value).map(ctor))
+        };
+        with(&mut fields.iter()).map_err(|whole| {
+            // The field at fault, named: a position in the merged body says nothing to whoever
+            // wrote the patch.
+            let detail = fields
+                .iter()
+                .find_map(|field| {
+                    with(&mut std::iter::once(field))
+                        .err()
+                        .map(|e| format!("{}: {e}", field.0))
+                })
+                .unwrap_or_else(|| whole.to_string());
+            BodyError::Json { kind, detail }
+        })
     }
 
     /// Every instant the body states, by field name (`discovered_at_ms`, ...). An unset

@@ -116,6 +116,23 @@ async fn an_edit_over_64_kib_is_invalid() {
         .await;
 }
 
+/// A patch whose value does not fit its field is refused naming that field, not a position in
+/// the body the patch was merged into, which its sender never wrote.
+#[tokio::test]
+async fn a_patch_of_the_wrong_type_names_its_field() {
+    let (haibin, id) = haibin_with_a_transfer().await;
+    let message = haibin
+        .invalid("title", |mut c| async move {
+            c.edit_body(pb::EditBodyRequest {
+                id,
+                patch_json: json!({ "place": "海滨镇", "title": null }).to_string(),
+            })
+            .await
+        })
+        .await;
+    assert!(!message.contains("column"), "{message}");
+}
+
 #[tokio::test]
 async fn a_request_over_the_4_mib_message_limit_is_refused_before_decoding() {
     let (haibin, _) = haibin_with_a_transfer().await;

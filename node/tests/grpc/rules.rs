@@ -691,12 +691,23 @@ async fn j3_an_urgent_notice_is_sent_by_this_nodes_organisation() {
             ),
         )
         .await;
-    niutouya
+    let message = niutouya
         .create_refused_by(
             "directory",
             create(
                 "urgent_notice",
                 urgent_notice_body(NIUTOUYA, URBAN_SQUAD),
+                "2026-09-29 09:00",
+            ),
+        )
+        .await;
+    assert!(message.contains("receiver"), "{message}");
+    niutouya
+        .create_refused_by(
+            "J-3",
+            create(
+                "urgent_notice",
+                urgent_notice_body(NIUTOUYA, NIUTOUYA),
                 "2026-09-29 09:00",
             ),
         )
@@ -1012,6 +1023,28 @@ async fn d1_a_dispute_is_opened_in_this_nodes_name_against_an_organisation() {
             ),
         )
         .await;
+    dongshan
+        .create_refused_by(
+            "D-1",
+            create(
+                "dispute",
+                dispute_body(DONGSHAN, DONGSHAN),
+                "2026-10-12 09:00",
+            ),
+        )
+        .await;
+    // The field that named an unknown organisation is named, not the parties it implied.
+    let message = dongshan
+        .create_refused_by(
+            "directory",
+            create(
+                "dispute",
+                dispute_body(DONGSHAN, "nobody"),
+                "2026-10-12 09:00",
+            ),
+        )
+        .await;
+    assert!(message.contains("respondent"), "{message}");
 }
 
 #[tokio::test]
@@ -1183,6 +1216,12 @@ async fn calendar_is_published_only_by_the_justice_bureau() {
         .create_refused_by("calendar", create("calendar", misdated, "2026-12-01 09:00"))
         .await;
     assert!(message.contains("2027-02-30"), "{message}");
+    let mut doubled = calendar_body(2027);
+    doubled["off_days"] = json!(["2027-01-01", "2027-01-01"]);
+    let message = justice
+        .create_refused_by("calendar", create("calendar", doubled, "2026-12-01 09:00"))
+        .await;
+    assert!(message.contains("2027-01-01 is listed twice"), "{message}");
     let published = justice
         .create(create("calendar", calendar_body(2027), "2026-12-01 09:00"))
         .await;
