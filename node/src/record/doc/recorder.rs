@@ -34,7 +34,7 @@ use super::DocError;
 /// traits require the error type to hold (a fresh document has no heads to be stale against).
 #[derive(Debug, thiserror::Error)]
 pub enum Unsupported {
-    #[error("a record's first change cannot be recorded directly: {0}")]
+    #[error("the recorder cannot write {0} into a fresh document")]
     Shape(&'static str),
     #[error(transparent)]
     StaleHeads(#[from] StaleHeads),
@@ -48,17 +48,9 @@ pub fn encode<R: Reconcile>(
     at_ms: i64,
     message: String,
 ) -> Result<Change, Unsupported> {
-    let mut ops = Ops {
-        actor: actor.clone(),
-        ops: Vec::new(),
-    };
-    root.reconcile(OpRecorder {
-        ops: &mut ops,
-        at: At::Root,
-    })?;
-
+    let Recorded(ops) = record_by(root, actor)?;
     let expanded = ExpandedChange {
-        operations: ops.ops,
+        operations: ops.recorded,
         actor_id: actor.clone(),
         hash: None,
         seq: 1,
@@ -99,9 +91,14 @@ pub struct Recorded(Ops);
 /// Records `root`, which reconciles to a map.
 pub fn record<R: Reconcile>(root: &R) -> Result<Recorded, Unsupported> {
     // Only the ops' places relative to each other matter: the transaction gives them its own.
+    record_by(root, &ActorId::from(&[0_u8][..]))
+}
+
+/// Records `root`'s ops as `actor` makes them.
+fn record_by<R: Reconcile>(root: &R, actor: &ActorId) -> Result<Recorded, Unsupported> {
     let mut ops = Ops {
-        actor: ActorId::from(&[0_u8][..]),
-        ops: Vec::new(),
+        actor: actor.clone(),
+        recorded: Vec::new(),
     };
     root.reconcile(OpRecorder {
         ops: &mut ops,
@@ -120,7 +117,7 @@ impl Recorded {
         target: &automerge::ObjId,
     ) -> Result<bool, AutomergeError> {
         let Recorded(ops) = self;
-        let found = ops.ops.iter().position(|op| {
+        let found = ops.recorded.iter().position(|op| {
             op.obj == ObjectId::Root && matches!(&op.key, Key::Map(key) if key == prop)
         });
         let Some(index) = found else {
@@ -138,7 +135,7 @@ impl Recorded {
         place: Place<'_>,
     ) -> Result<(), AutomergeError> {
         let Recorded(ops) = self;
-        let kind = match &ops.ops[index].action {
+        let kind = match &ops.recorded[index].action {
             OpType::Put(value) => {
                 return match place {
                     Place::Prop(obj, key) => tx.put(obj, key, value.clone()),
@@ -158,7 +155,7 @@ impl Recorded {
         // elements one after another.
         let id = ObjectId::Id(ops.id_of(index));
         let mut elements = 0;
-        for (inner, op) in ops.ops.iter().enumerate().skip(index + 1) {
+        for (inner, op) in ops.recorded.iter().enumerate().skip(index + 1) {
             if op.obj != id {
                 continue;
             }
@@ -184,19 +181,19 @@ enum Place<'a> {
 /// an op's id is its position.
 struct Ops {
     actor: ActorId,
-    ops: Vec<Op>,
+    recorded: Vec<Op>,
 }
 
 impl Ops {
     fn push(&mut self, obj: ObjectId, key: Key, insert: bool, action: OpType) -> OpId {
-        self.ops.push(Op {
+        self.recorded.push(Op {
             action,
             obj,
             key,
             pred: SortedVec::new(),
             insert,
         });
-        self.id_of(self.ops.len() - 1)
+        self.id_of(self.recorded.len() - 1)
     }
 
     /// The id of the op at `index`.
@@ -411,7 +408,7 @@ impl SeqReconciler for ListRecorder<'_> {
         if index != self.len {
             return Err(Unsupported::Shape("inserting inside a list"));
         }
-        let before = self.ops.ops.len();
+        let before = self.ops.recorded.len();
         value.reconcile(OpRecorder {
             ops: &mut *self.ops,
             at: At::Append {
@@ -419,7 +416,7 @@ impl SeqReconciler for ListRecorder<'_> {
                 after: self.last.clone(),
             },
         })?;
-        if self.ops.ops.len() == before {
+        if self.ops.recorded.len() == before {
             return Err(Unsupported::Shape("a list element without a value"));
         }
         // The element is the op that set the value: the first one recorded for it.
