@@ -22,7 +22,7 @@ use crate::record::doc::{self, FieldConflict, HistoryEntry};
 use crate::record::{
     Action, Body, Derived, DisputeBody, Envelope, Record, RecordKind, SCHEMA_VERSION, WorkflowEvent,
 };
-use crate::replica::{Changed, Replica, ReplicaError, Summary};
+use crate::replica::{Changed, Known, Replica, ReplicaError, Summary};
 use crate::store::Seq;
 use crate::workflow::{self, RuleViolation};
 
@@ -343,7 +343,9 @@ impl Office {
                 .map(|fields| fields.keys().map(String::as_str).collect())
                 .unwrap_or_default();
             doc::edit_body(doc, &body, &fields, now).map_err(ReplicaError::from)?;
-            Ok(())
+            // The record the edit leaves: each named field now holds only the value written
+            // (the put supersedes every value it held), and nothing else changed.
+            Ok(Some(edited))
         })
     }
 
@@ -383,26 +385,35 @@ impl Office {
             widened.envelope.parties = parties.clone();
             workflow::require_complainant_confined(&self.directory, &widened)?;
             doc::set_parties(doc, &parties, now).map_err(ReplicaError::from)?;
-            Ok(())
+            Ok(Some(widened))
         })
     }
 
     /// Changes record `id` with `f` as this office, which must be one of the record's parties:
-    /// `f` gets the document, the record it holds and the time to stamp the change with.
-    /// Returns the changed record's view and the change-log position to wait on.
+    /// `f` gets the document, the record it holds and the time to stamp the change with, and
+    /// may say what the record reads after it (so that the replica need not hydrate it again
+    /// for its summary; debug builds check it does). Returns the changed record's view and
+    /// the change-log position to wait on.
     fn change_as_party(
         &self,
         id: &str,
-        f: impl FnOnce(&mut automerge::Automerge, Record, i64) -> Result<(), OfficeError>,
+        f: impl FnOnce(&mut automerge::Automerge, Record, i64) -> Result<Option<Record>, OfficeError>,
     ) -> Result<(RecordView, Option<Seq>), OfficeError> {
         let org = self.org();
         let now = self.replica.now_ms();
-        let changed = self.replica.change_deferred(id, false, |doc| {
+        let changed = self.replica.change_unsynced(id, false, |doc| {
             let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
             if !record.envelope.is_party(org) {
                 return Err(not_a_party(org, id));
             }
-            f(doc, record, now)
+            let after = f(doc, record, now)?;
+            Ok((
+                (),
+                Known {
+                    record: after,
+                    whole: None,
+                },
+            ))
         })?;
         let seq = changed.seq;
         Ok((self.view_after(id, changed)?, seq))
