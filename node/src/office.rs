@@ -238,7 +238,7 @@ impl Office {
             _ => None,
         };
 
-        let changed = self.replica.change_deferred(id, false, |doc| {
+        let changed = self.replica.change_unsynced(id, false, |doc| {
             let record = doc::hydrate_record(doc).map_err(ReplicaError::from)?;
             workflow::validate_event(&directory, &org, &record, &event)?;
             if let Some(calendar) = &calendar {
@@ -247,7 +247,11 @@ impl Office {
                     &record, &event, &directory, calendar, &periods, policies,
                 )?;
             }
-            doc::append_event(doc, &event, now).map_err(ReplicaError::from)?;
+            doc::append_to_events(doc, &record.events, &event, now).map_err(ReplicaError::from)?;
+            // The record the change leaves: the event at the end of the list, and the
+            // parties it brings in (debug builds check it against the document).
+            let mut after = record.clone();
+            after.events.push(event.clone());
 
             let mut parties = record.envelope.parties.clone();
             let before = parties.len();
@@ -258,8 +262,13 @@ impl Office {
             }
             if parties.len() > before {
                 doc::set_parties(doc, &parties, now).map_err(ReplicaError::from)?;
+                after.envelope.parties = parties;
             }
-            Ok::<_, OfficeError>(record)
+            let known = Known {
+                record: Some(after),
+                whole: None,
+            };
+            Ok::<_, OfficeError>((record, known))
         })?;
         info!(record = %id, action = %action, "event appended");
 

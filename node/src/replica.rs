@@ -4,8 +4,9 @@
 //! A change saves the change chunk, the record summary and the change-log entry in one batch,
 //! and the new change-log position is published to sync sessions and feeds only once a disk
 //! sync covers it. [`Replica::change`] syncs the batch itself. An office's writes
-//! ([`Replica::create_deferred`], [`Replica::change_deferred`]) and a sync session's batch of
-//! received messages ([`Replica::change_unsynced`]) are written unsynced and wait on
+//! ([`Replica::create_deferred`], and [`Replica::change_unsynced`], saying the record they
+//! leave) and a sync session's batch of received messages ([`Replica::change_unsynced`]) are
+//! written unsynced and wait on
 //! [`Replica::durable`], where concurrent writers share one sync task; the deterministic
 //! simulation syncs its batches in place ([`Replica::make_durable`]).
 
@@ -745,7 +746,8 @@ impl Replica {
     /// and sessions and feeds hear of it, only once [`Replica::durable`] (or
     /// [`Replica::make_durable`]) covers it. The caller must tell nobody of it before then.
     /// A sync session applies a batch of received messages this way, one disk sync for the
-    /// batch. `f` also says what it [`Known`]s of the document it left.
+    /// batch, and an office its own changes, concurrent ones sharing one disk sync without a
+    /// thread each waiting on it. `f` also says what it [`Known`]s of the document it left.
     pub fn change_unsynced<R, E: From<ReplicaError>>(
         &self,
         id: &str,
@@ -755,10 +757,9 @@ impl Replica {
         self.change_with(id, create_missing, Durability::Deferred, f)
     }
 
-    /// [`Replica::change`], written but not synced: durable, and told to sessions and feeds,
-    /// once [`Replica::durable`] returns for the returned position ([`Changed::seq`]). An
-    /// office's own writes go this way, so that concurrent ones share one disk sync without
-    /// a thread each waiting on it.
+    /// [`Replica::change_unsynced`] for a change that knows nothing of the document it leaves:
+    /// durable, and told to sessions and feeds, once [`Replica::durable`] returns for the
+    /// returned position ([`Changed::seq`]).
     pub fn change_deferred<R, E: From<ReplicaError>>(
         &self,
         id: &str,

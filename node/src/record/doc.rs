@@ -71,7 +71,7 @@ pub fn new_document(record: &Record, actor: ActorId, now_ms: i64) -> Result<Auto
 }
 
 /// A new record's first change, by `actor` at `now_ms`: recorded straight from the record
-/// where its layout allows ([`recorder`]), else made through a transaction on a new
+/// where its layout allows (the `recorder` module), else made through a transaction on a new
 /// document. The document loaded from it reads back as `record`.
 pub fn first_change(record: &Record, actor: ActorId, now_ms: i64) -> Result<Change, DocError> {
     recorder::encode_or_transact(
@@ -195,13 +195,25 @@ pub fn append_event(
     event: &WorkflowEvent,
     now_ms: i64,
 ) -> Result<(), DocError> {
-    let mut events: Vec<WorkflowEvent> =
+    let held: Vec<WorkflowEvent> =
         autosurgeon::hydrate_prop(&OnePass::new(doc), automerge::ROOT, "events").map_err(|e| {
             DocError::Hydrate {
                 what: "events".into(),
                 detail: e.to_string(),
             }
         })?;
+    append_to_events(doc, &held, event, now_ms)
+}
+
+/// [`append_event`] to a document whose events, as it reads, are `held` (the caller hydrated
+/// the record already).
+pub fn append_to_events(
+    doc: &mut Automerge,
+    held: &[WorkflowEvent],
+    event: &WorkflowEvent,
+    now_ms: i64,
+) -> Result<(), DocError> {
+    let mut events = held.to_vec();
     events.push(event.clone());
     let message = format!("event {}", event.action);
     doc.transact_with(
