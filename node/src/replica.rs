@@ -757,18 +757,6 @@ impl Replica {
         self.change_with(id, create_missing, Durability::Deferred, f)
     }
 
-    /// [`Replica::change_unsynced`] for a change that knows nothing of the document it leaves:
-    /// durable, and told to sessions and feeds, once [`Replica::durable`] returns for the
-    /// returned position ([`Changed::seq`]).
-    pub fn change_deferred<R, E: From<ReplicaError>>(
-        &self,
-        id: &str,
-        create_missing: bool,
-        f: impl FnOnce(&mut Automerge) -> Result<R, E>,
-    ) -> Result<Changed<R>, E> {
-        self.change_knowing_nothing(id, create_missing, Durability::Deferred, f)
-    }
-
     /// A change whose `f` knows nothing of the document it leaves beyond the document itself.
     fn change_knowing_nothing<R, E: From<ReplicaError>>(
         &self,
@@ -1190,6 +1178,11 @@ mod tests {
             .map_err(|e| ReplicaError::NotFound(format!("{e:?}")))
     }
 
+    /// A change's outcome, knowing nothing more of the document it left.
+    fn known_nothing<R>(outcome: Result<R, ReplicaError>) -> Result<(R, Known), ReplicaError> {
+        outcome.map(|result| (result, Known::default()))
+    }
+
     fn value(replica: &Replica, id: &str, key: &str) -> Option<i64> {
         replica
             .read(id, |doc| {
@@ -1461,8 +1454,9 @@ mod tests {
             .map(|i| {
                 let (replica, memory) = (replica.clone(), memory.clone());
                 tokio::spawn(async move {
-                    let changed = replica
-                        .change_deferred(&format!("doc-{i}"), true, |doc| put(doc, "n", i))?;
+                    let changed = replica.change_unsynced(&format!("doc-{i}"), true, |doc| {
+                        known_nothing(put(doc, "n", i))
+                    })?;
                     let seq = changed.seq.expect("a new document is a change");
                     replica.durable(seq).await?;
                     let (_, through) = memory.syncs();
@@ -1494,7 +1488,7 @@ mod tests {
         let (syncs_before, _) = memory.syncs();
 
         let seq = replica
-            .change_deferred("doc", true, |doc| put(doc, "n", 1))
+            .change_unsynced("doc", true, |doc| known_nothing(put(doc, "n", 1)))
             .unwrap()
             .seq
             .unwrap();
@@ -1525,7 +1519,7 @@ mod tests {
         memory.set_syncs_fail(true);
 
         let seq = replica
-            .change_deferred("doc", true, |doc| put(doc, "n", 1))
+            .change_unsynced("doc", true, |doc| known_nothing(put(doc, "n", 1)))
             .unwrap()
             .seq
             .unwrap();
