@@ -48,7 +48,7 @@ pub fn encode<R: Reconcile>(
     at_ms: i64,
     message: String,
 ) -> Result<Change, Unsupported> {
-    let Recorded(ops) = record_by(root, actor)?;
+    let ops = record_by(root, actor)?;
     let expanded = ExpandedChange {
         operations: ops.recorded,
         actor_id: actor.clone(),
@@ -86,16 +86,31 @@ pub fn encode_or_transact<R: Reconcile>(
 
 /// A map's ops as autosurgeon writes them into a fresh document, to be written property by
 /// property into a transaction ([`Recorded::put_into`]).
-pub struct Recorded(Ops);
+pub struct Recorded {
+    ops: Ops,
+    /// For each op that makes an object, the ops recorded inside that object, in order, found
+    /// in one pass over the ops (the root's properties are looked up by name): looking for
+    /// each object's contents among all the ops made a list of a thousand maps (a liaison
+    /// directory) four million comparisons.
+    inside: Vec<Vec<usize>>,
+}
 
 /// Records `root`, which reconciles to a map.
 pub fn record<R: Reconcile>(root: &R) -> Result<Recorded, Unsupported> {
     // Only the ops' places relative to each other matter: the transaction gives them its own.
-    record_by(root, &ActorId::from(&[0_u8][..]))
+    let ops = record_by(root, &ActorId::from(&[0_u8][..]))?;
+    let mut inside = vec![Vec::new(); ops.recorded.len()];
+    for (index, op) in ops.recorded.iter().enumerate() {
+        if let ObjectId::Id(OpId(counter, _)) = &op.obj {
+            // An op's id is its position plus one (`Ops::id_of`).
+            inside[*counter as usize - 1].push(index);
+        }
+    }
+    Ok(Recorded { ops, inside })
 }
 
 /// Records `root`'s ops as `actor` makes them.
-fn record_by<R: Reconcile>(root: &R, actor: &ActorId) -> Result<Recorded, Unsupported> {
+fn record_by<R: Reconcile>(root: &R, actor: &ActorId) -> Result<Ops, Unsupported> {
     let mut ops = Ops {
         actor: actor.clone(),
         recorded: Vec::new(),
@@ -104,7 +119,7 @@ fn record_by<R: Reconcile>(root: &R, actor: &ActorId) -> Result<Recorded, Unsupp
         ops: &mut ops,
         at: At::Root,
     })?;
-    Ok(Recorded(ops))
+    Ok(ops)
 }
 
 impl Recorded {
@@ -116,8 +131,7 @@ impl Recorded {
         tx: &mut impl Transactable,
         target: &automerge::ObjId,
     ) -> Result<bool, AutomergeError> {
-        let Recorded(ops) = self;
-        let found = ops.recorded.iter().position(|op| {
+        let found = self.ops.recorded.iter().position(|op| {
             op.obj == ObjectId::Root && matches!(&op.key, Key::Map(key) if key == prop)
         });
         let Some(index) = found else {
@@ -134,8 +148,7 @@ impl Recorded {
         tx: &mut impl Transactable,
         place: Place<'_>,
     ) -> Result<(), AutomergeError> {
-        let Recorded(ops) = self;
-        let kind = match &ops.recorded[index].action {
+        let kind = match &self.ops.recorded[index].action {
             OpType::Put(value) => {
                 return match place {
                     Place::Prop(obj, key) => tx.put(obj, key, value.clone()),
@@ -151,15 +164,11 @@ impl Recorded {
             Place::Insert(obj, at) => tx.insert_object(obj, at, kind)?,
         };
 
-        // What the object holds was recorded after it, in order: properties by name, list
-        // elements one after another.
-        let id = ObjectId::Id(ops.id_of(index));
+        // What the object holds, in the order recorded: properties by name, list elements one
+        // after another.
         let mut elements = 0;
-        for (inner, op) in ops.recorded.iter().enumerate().skip(index + 1) {
-            if op.obj != id {
-                continue;
-            }
-            match &op.key {
+        for &inner in &self.inside[index] {
+            match &self.ops.recorded[inner].key {
                 Key::Map(key) => self.write(inner, tx, Place::Prop(&object, key))?,
                 Key::Seq(_) => {
                     self.write(inner, tx, Place::Insert(&object, elements))?;
