@@ -11,7 +11,7 @@ use linkage_node::org::{Directory, OrgKind};
 use linkage_node::record::Record;
 use linkage_node::record::doc::{DocError, hydrate_record, org_of_actor};
 use linkage_node::replica::Summary;
-use linkage_node::sync::session::Gate;
+use linkage_node::sync::session::{Before, Gate};
 use linkage_node::workflow::{self, RuleViolation};
 use tracing::info;
 
@@ -37,7 +37,7 @@ impl Gate for HubGate {
     fn admit(
         &self,
         id: &str,
-        before: Option<Result<&Record, &DocError>>,
+        before: Before<'_>,
         after: &Automerge,
         added: &[ChangeMetadata<'_>],
     ) -> Result<Option<Record>, RuleViolation> {
@@ -75,9 +75,6 @@ impl Gate for HubGate {
             rule: "schema",
             message: format!("{what} of record {id} is not a readable record: {e}"),
         };
-        let before = before
-            .transpose()
-            .map_err(|e| unreadable("the hub's copy", e))?;
         let after = hydrate_record(after).map_err(|e| unreadable("the changed copy", &e))?;
         if after.envelope.id != id {
             return Err(RuleViolation {
@@ -97,7 +94,17 @@ impl Gate for HubGate {
                 ),
             });
         }
-        workflow::admit_relayed_change(&self.directory, &self.org, &relayed, before, &after)?;
+        let (directory, org) = (&self.directory, self.org.as_str());
+        match before {
+            Before::Nothing => {
+                workflow::admit_relayed_change(directory, org, &relayed, None, &after)?
+            }
+            Before::Read(read) => {
+                let before = read.map_err(|e| unreadable("the hub's copy", e))?;
+                workflow::admit_relayed_change(directory, org, &relayed, Some(before), &after)?
+            }
+            Before::BodyFieldsPut => workflow::admit_body_fields_put(directory, org, &after)?,
+        }
         if !relayed.is_empty() {
             info!(record = %id, relayed_by = %self.org, authors = ?relayed, "admitted changes a node handed over for other parties (refilling from the nodes)");
         }

@@ -31,6 +31,8 @@ use common::{open_session, replica, start_hub};
 
 /// The rogue's claimed organisation: Haibin Town.
 const HAIBIN: &str = "130304100";
+/// Haibin Town's enforcement team: a unit of the town, which may not send a transfer itself.
+const HAIBIN_TEAM: &str = "130304100-zhzfd";
 /// The Market Supervision Bureau, receiver of Haibin's transfer.
 const MARKET: &str = "bdh-scjg";
 /// Daihe Town and the Ecology Branch share a case Haibin is no party to.
@@ -127,6 +129,32 @@ impl Rogue {
                     }
                 }
                 other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// The hub's answer to a message that brought `heads` of `record_id`: a refusal, or a
+    /// frame saying it holds them. Frames left over from earlier exchanges are skipped.
+    async fn answer_to(&mut self, record_id: &str, heads: &[ChangeHash]) -> Answer {
+        let deadline = tokio::time::Instant::now() + ANSWER;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the hub did not answer for {record_id} in {ANSWER:?}"
+            );
+            let theirs = match self.next_about(record_id).await {
+                Frame::Rejected(rejected) => return Answer::Rejected(rejected),
+                Frame::Doc(d) if d.message.is_empty() => d.heads,
+                Frame::Doc(d) => {
+                    let bytes = linkage_node::sync::session::message_bytes(&d)
+                        .expect("the hub sent a frame that inflates");
+                    let message = Message::decode(&bytes).expect("the hub sent a bad message");
+                    message.heads.iter().map(|h| h.as_ref().to_vec()).collect()
+                }
+                other => panic!("unexpected frame {other:?}"),
+            };
+            if heads.iter().all(|h| theirs.contains(&h.as_ref().to_vec())) {
+                return Answer::Holds;
             }
         }
     }
@@ -432,17 +460,17 @@ fn gate(refill: bool) -> linkage_hub::gate::HubGate {
 /// author who is a party to the record.
 #[tokio::test]
 async fn another_partys_change_passes_only_while_refilling_and_only_from_a_party() {
-    use linkage_node::sync::session::Gate;
+    use linkage_node::sync::session::{Before, Gate};
 
     let (id, before, after) = case_and_an_act_by(MARKET).await;
     let added = after.get_changes_meta(&before.get_heads());
     let before = hydrate_record(&before).unwrap();
     let refused = gate(false)
-        .admit(&id, Some(Ok(&before)), &after, &added)
+        .admit(&id, Before::Read(Ok(&before)), &after, &added)
         .unwrap_err();
     assert_eq!(refused.rule, "actor", "{refused}");
     let admitted = gate(true)
-        .admit(&id, Some(Ok(&before)), &after, &added)
+        .admit(&id, Before::Read(Ok(&before)), &after, &added)
         .expect("a party's act handed over while refilling")
         .expect("the gate read the record");
     assert!(admitted.events.iter().any(|e| e.org == MARKET));
@@ -451,7 +479,7 @@ async fn another_partys_change_passes_only_while_refilling_and_only_from_a_party
     let added = after.get_changes_meta(&before.get_heads());
     let before = hydrate_record(&before).unwrap();
     let outsider = gate(true)
-        .admit(&id, Some(Ok(&before)), &after, &added)
+        .admit(&id, Before::Read(Ok(&before)), &after, &added)
         .unwrap_err();
     assert_eq!(outsider.rule, "actor", "{outsider}");
     assert!(
@@ -517,4 +545,107 @@ async fn a_change_held_back_for_a_missing_dependency_is_not_stored() {
         reloaded.get_missing_deps(&[]).is_empty(),
         "the held-back change was stored"
     );
+}
+
+/// A node's edit of a record's body fields is checked without the hub reading the record
+/// before it whole: a field set to what the record's owner could not have created is refused
+/// by its rule and leaves the hub's copy as it was; a valid edit is admitted, and what the hub
+/// stores of it loads into the record the node holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_field_edits_are_checked_and_stored_as_they_came() {
+    use automerge::transaction::Transactable;
+    use automerge::{ROOT, ReadDoc};
+
+    let started = start_hub().await;
+    let (url, hub) = (started.url, started.replica);
+    let mut rogue = Rogue::connect(&url, HAIBIN).await;
+    let (id, mut transfer) = haibin_transfer(SystemClock.now_ms());
+    assert!(matches!(
+        rogue.push(&id, &mut transfer).await,
+        Answer::Holds
+    ));
+    let before = hub_copy(&hub, &id);
+    let put = |field: &str, value: &str| -> Automerge {
+        let mut doc = transfer.fork().with_actor(actor_for(HAIBIN));
+        let mut tx = doc.transaction();
+        let (_, body) = tx.get(ROOT, "body").unwrap().unwrap();
+        tx.put(&body, field, value).unwrap();
+        tx.commit();
+        doc
+    };
+
+    // As a node that synced the record before sends its edits: the changes alone, each in
+    // its own chunk, not the document.
+    let resumed = |edited: &Automerge| -> Message {
+        let mut state = State::new();
+        state.shared_heads = transfer.get_heads();
+        state.their_heads = Some(transfer.get_heads());
+        state.their_have = Some(vec![automerge::sync::Have {
+            last_sync: transfer.get_heads(),
+            bloom: Default::default(),
+        }]);
+        state.their_need = Some(Vec::new());
+        let message = edited.generate_sync_message(&mut state).unwrap();
+        assert!(
+            linkage_node::sync::guard::plain_changes(message.changes.iter())
+                .is_some_and(|changes| !changes.is_empty()),
+            "the edits go as plain changes"
+        );
+        message
+    };
+
+    let forged = put("sender", HAIBIN_TEAM);
+    rogue.send(&id, resumed(&forged).encode()).await;
+    let r = rejected(
+        rogue.answer_to(&id, &forged.get_heads()).await,
+        "a unit as a transfer's sender",
+    );
+    assert_eq!(r.rule, "T-4", "{r:?}");
+    assert_eq!(hub_copy(&hub, &id), before);
+
+    // A body edit whose next change, an act, arrived first and waits for it: the hub checks
+    // the act too, against the record as it stood before both. The sender may not accept
+    // its own transfer (T-5); it may note an update.
+    let retitled = put("title", "expired milk on sale");
+    let act_after_edit = |action: Action| {
+        let acted = with_event(
+            &retitled,
+            HAIBIN,
+            WorkflowEvent::new(action, SystemClock.now_ms(), HAIBIN),
+        );
+        let mut act_alone = resumed(&acted);
+        let act = acted.save_after(&retitled.get_heads());
+        act_alone.changes = automerge::sync::ChunkList::from(vec![act]);
+        (
+            act_alone.encode(),
+            resumed(&retitled).encode(),
+            acted.get_heads(),
+        )
+    };
+    let (act, edit, heads) = act_after_edit(Action::Accepted);
+    rogue.send(&id, act).await;
+    rogue.send(&id, edit).await;
+    let r = rejected(
+        rogue.answer_to(&id, &heads).await,
+        "the sender accepting its own transfer",
+    );
+    assert_eq!(r.rule, "T-5", "{r:?}");
+    assert_eq!(hub_copy(&hub, &id), before);
+
+    let (act, edit, heads) = act_after_edit(Action::Updated);
+    rogue.send(&id, act).await;
+    rogue.send(&id, edit).await;
+    assert!(matches!(rogue.answer_to(&id, &heads).await, Answer::Holds));
+    let Body::Transfer(held) = hub.record(&id).unwrap().body else {
+        panic!("the hub holds a transfer");
+    };
+    assert_eq!(held.title, "expired milk on sale");
+    let stored = hub.store().load(&id).unwrap().unwrap();
+    let reloaded = Automerge::load(&stored.concat()).unwrap();
+    assert_eq!(
+        Some(reloaded.get_heads()),
+        hub.read(&id, |doc| doc.get_heads()).unwrap()
+    );
+    assert_eq!(held.title, "expired milk on sale");
+    assert_eq!(hydrate_record(&reloaded).unwrap(), hub.record(&id).unwrap());
 }

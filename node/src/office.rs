@@ -266,7 +266,7 @@ impl Office {
             }
             let known = Known {
                 record: Some(after),
-                whole: None,
+                ..Known::default()
             };
             Ok::<_, OfficeError>((record, known))
         })?;
@@ -420,7 +420,7 @@ impl Office {
                 (),
                 Known {
                     record: after,
-                    whole: None,
+                    ..Known::default()
                 },
             ))
         })?;

@@ -246,6 +246,10 @@ pub struct Known {
     /// when the document was empty before the change (a record received whole, whose
     /// document bytes are stored as they came instead of re-encoded).
     pub whole: Option<Vec<u8>>,
+    /// The changes the closure added to a document that was not empty, and nothing else, as
+    /// plain change chunks: stored as they are instead of encoded again from the document
+    /// (changes received as they came).
+    pub added: Option<Vec<u8>>,
 }
 
 /// The decoded summaries of every record, kept beside the stored JSON: sync asks for a
@@ -907,10 +911,14 @@ impl Replica {
             });
         }
 
-        let chunk = match known.whole {
-            Some(whole) if before.is_empty() => {
+        let chunk = match (known.whole, known.added) {
+            (Some(whole), _) if before.is_empty() => {
                 debug_assert_eq!(reloaded_heads(&whole), heads);
                 whole
+            }
+            (_, Some(added)) if !before.is_empty() => {
+                debug_assert_eq!(heads_with(doc, &before, &added), heads);
+                added
             }
             _ => doc.save_after(&before),
         };
@@ -1114,6 +1122,18 @@ fn raise(position: &mut Seq, to: Seq) -> bool {
         *position = to;
     }
     moved
+}
+
+/// The heads `doc` had at `before` with the changes `added` loaded into it (for debug
+/// assertions).
+fn heads_with(doc: &Automerge, before: &[ChangeHash], added: &[u8]) -> Vec<ChangeHash> {
+    let mut earlier = doc
+        .fork_at(before)
+        .expect("the heads are the document's own");
+    earlier
+        .load_incremental(added)
+        .expect("the added changes load");
+    earlier.get_heads()
 }
 
 /// The heads of the document `bytes` load into, as the replica loads a stored chunk (for

@@ -953,21 +953,47 @@ pub fn admit_relayed_change(
             format!("parties are only ever added; {org} removed {dropped}"),
         );
     }
+    let edited = (after.body != before.body).then(|| Record {
+        events: before.events.clone(),
+        ..after.clone()
+    });
+    admit_parties_and_body(dir, after, edited.as_ref())?;
+    admit_events(dir, &acting, before, after)
+}
+
+/// [`admit_relayed_change`] for changes that did nothing but put values into fields of the
+/// body of a record `org` holds: its envelope and events read as they did before them, so
+/// `after` stands for the record before them too but for its body, which is checked as
+/// edited. A put of the value a field already held has the body checked again, which the
+/// comparison with the whole record before skips; the body passed when it last changed,
+/// under the same rules, so the verdict is the same
+/// (`a_change_to_body_fields_gets_the_verdict_of_the_whole_record`).
+pub fn admit_body_fields_put(
+    dir: &Directory,
+    org: &str,
+    after: &Record,
+) -> Result<(), RuleViolation> {
+    require_party(after, org, "the changing organisation")?;
+    admit_parties_and_body(dir, after, Some(after))
+}
+
+/// The checks every change to a record held before passes, whatever else it does: every party
+/// is an organisation of the district, a complaint stays with its complainant, and `edited`,
+/// if the body changed, is a record its owner could have created (the changed body, with the
+/// events the record had before).
+fn admit_parties_and_body(
+    dir: &Directory,
+    after: &Record,
+    edited: Option<&Record>,
+) -> Result<(), RuleViolation> {
     for party in &after.envelope.parties {
         require_org(dir, party, "party")?;
     }
     require_complainant_confined(dir, after)?;
-    if after.body != before.body {
-        validate_create(
-            dir,
-            &after.envelope.owner,
-            &Record {
-                events: before.events.clone(),
-                ..after.clone()
-            },
-        )?;
+    if let Some(edited) = edited {
+        validate_create(dir, &after.envelope.owner, edited)?;
     }
-    admit_events(dir, &acting, before, after)
+    Ok(())
 }
 
 /// Checks the events `after` adds to `before`, each as an act of `acting(event's org)`.

@@ -17,11 +17,11 @@ use automerge::{Automerge, ChangeMetadata, ReadDoc};
 use futures::StreamExt;
 use linkage_node::office::{Act, Office};
 use linkage_node::org::Directory;
-use linkage_node::record::doc::{self, DocError};
+use linkage_node::record::doc;
 use linkage_node::record::{Body, Record, RecordKind};
 use linkage_node::replica::{Replica, ReplicaError, Summary, SystemClock};
 use linkage_node::store::{MemoryStore, PeerLog, Store};
-use linkage_node::sync::session::{self, SessionContext, TrustHub};
+use linkage_node::sync::session::{self, Before, SessionContext, TrustHub};
 use linkage_node::workflow::RuleViolation;
 use linkage_proto::v1::sync_frame::Frame;
 use linkage_proto::v1::{DocSync, OfferedRecord, SyncFrame};
@@ -1350,7 +1350,7 @@ impl session::Gate for SlowOfferGate {
     fn admit(
         &self,
         _: &str,
-        _: Option<Result<&Record, &DocError>>,
+        _: Before<'_>,
         _: &Automerge,
         _: &[ChangeMetadata<'_>],
     ) -> Result<Option<Record>, RuleViolation> {
@@ -1426,7 +1426,7 @@ impl session::Gate for ThreadNotingGate {
     fn admit(
         &self,
         _: &str,
-        _: Option<Result<&Record, &DocError>>,
+        _: Before<'_>,
         _: &Automerge,
         _: &[ChangeMetadata<'_>],
     ) -> Result<Option<Record>, RuleViolation> {

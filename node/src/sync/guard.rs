@@ -13,8 +13,8 @@
 
 use std::io::Read;
 
-use automerge::ChangeHash;
 use automerge::sync::Message;
+use automerge::{Change, ChangeHash};
 use sha2::{Digest, Sha256};
 
 /// Inflated bytes one message may carry: the largest document a replica holds.
@@ -308,6 +308,27 @@ pub fn change_links<'a>(blobs: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec
         }
     }
     Some(links)
+}
+
+/// The changes `blobs` carry, parsed, if every chunk in them is a plain change chunk whose
+/// checksum holds; `None` for anything else. What the hub reads a node's changes by before it
+/// applies them, to see whether the record before them need be read at all
+/// ([`crate::record::doc::body_field_puts`]).
+pub fn plain_changes<'a>(blobs: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec<Change>> {
+    let mut changes = Vec::new();
+    for blob in blobs {
+        let mut input = Input::new(blob);
+        while !input.is_empty() {
+            let start = input.bytes;
+            let chunk = next_sound_chunk(&mut input)?;
+            if chunk.kind != CHUNK_CHANGE {
+                return None;
+            }
+            let whole = &start[..start.len() - input.bytes.len()];
+            changes.push(Change::from_bytes(whole.to_vec()).ok()?);
+        }
+    }
+    Some(changes)
 }
 
 /// A chunk whose checksum holds: its type, its contents, and the SHA-256 of its type, length

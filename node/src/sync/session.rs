@@ -58,16 +58,15 @@ pub trait Gate: Send + Sync + std::fmt::Debug + 'static {
     /// May this record be offered to (or its changes be sent to) the peer?
     fn may_offer(&self, summary: &Summary) -> bool;
 
-    /// Admits the changes a peer sent for record `id`: `before` is the local copy as it read
-    /// before them (`None` if the record is new here, an error if that copy does not read as
-    /// a record), `after` the document with the changes applied, `added` the new changes.
-    /// Returns the record `after` holds if the gate read it, so the replica need not read it
-    /// again. On a refusal the changed document is dropped, and the replica reloads the
-    /// record from the store on its next use.
+    /// Admits the changes a peer sent for record `id`: `before` is what is known of the local
+    /// copy as it read before them, `after` the document with the changes applied, `added`
+    /// the new changes. Returns the record `after` holds if the gate read it, so the replica
+    /// need not read it again. On a refusal the changed document is dropped, and the replica
+    /// reloads the record from the store on its next use.
     fn admit(
         &self,
         id: &str,
-        before: Option<Result<&Record, &DocError>>,
+        before: Before<'_>,
         after: &Automerge,
         added: &[ChangeMetadata<'_>],
     ) -> Result<Option<Record>, RuleViolation>;
@@ -77,6 +76,19 @@ pub trait Gate: Send + Sync + std::fmt::Debug + 'static {
     fn admits_everything(&self) -> bool {
         false
     }
+}
+
+/// What a [`Gate`] is told of a record as it read before a peer's changes.
+#[derive(Debug, Clone, Copy)]
+pub enum Before<'a> {
+    /// The record is new to this replica.
+    Nothing,
+    /// The local copy as it read, or why it does not read as a record.
+    Read(Result<&'a Record, &'a DocError>),
+    /// The changes did nothing but put scalar values into fields of the body of a record that
+    /// read well before them ([`doc::body_field_puts`]): it read as it reads after them but
+    /// for those fields.
+    BodyFieldsPut,
 }
 
 /// The node's gate: the hub is entitled to everything, and the node takes what the hub sends
@@ -92,7 +104,7 @@ impl Gate for TrustHub {
     fn admit(
         &self,
         _: &str,
-        _: Option<Result<&Record, &DocError>>,
+        _: Before<'_>,
         _: &Automerge,
         _: &[ChangeMetadata<'_>],
     ) -> Result<Option<Record>, RuleViolation> {
@@ -730,6 +742,7 @@ impl Session {
             .count();
         // The simulation keeps to one thread, where its seeds order every step.
         let on_two_threads = carrying >= TWO_THREAD_CHANGES && !sync_in_trip;
+        let trip_started = std::time::Instant::now();
         let outcomes = trip(&self.ctx.replica, short, move |r| {
             let receive_all = |inputs: Vec<(Incoming, Option<State>)>| {
                 let mut outcomes = Vec::with_capacity(inputs.len());
@@ -788,6 +801,13 @@ impl Session {
         })
         .await?;
         let (outcomes, logged) = outcomes;
+        debug!(
+            records = outcomes.len(),
+            carrying,
+            on_two_threads,
+            took_us = trip_started.elapsed().as_micros() as u64,
+            "took in a batch of sync messages"
+        );
         // The batch's changes were written unsynced. Its answers, and every frame after them,
         // wait for a disk sync that covers them (`Session::held`), which the replica's sync
         // task makes while this session takes in the next batch.
@@ -1545,8 +1565,8 @@ enum Received {
     Failed(String),
 }
 
-/// Applies one sync message to record `id`: on a fork first, so the gate sees the result before
-/// the replica keeps it, then durably.
+/// Applies one sync message to record `id`, if the gate admits what it changes, and writes it
+/// (unsynced: the caller makes the batch durable).
 fn receive(replica: &Replica, gate: &dyn Gate, state: State, incoming: Incoming) -> Received {
     let id = incoming.id.as_str();
     let existing = match replica.summary(id) {
@@ -1576,6 +1596,9 @@ fn receive(replica: &Replica, gate: &dyn Gate, state: State, incoming: Incoming)
     // The guard keeps known bad messages away from Automerge; an unknown Automerge panic on a
     // peer's bytes is caught here, so it refuses that record instead of ending the session
     // (the replica reloads the record from the store on its next use).
+    let held_readable = existing
+        .as_ref()
+        .is_some_and(|held| held.status != crate::replica::INCOMPLETE);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         apply_message(
             replica,
@@ -1583,7 +1606,10 @@ fn receive(replica: &Replica, gate: &dyn Gate, state: State, incoming: Incoming)
             gate,
             state,
             incoming.message,
-            incoming.deflated,
+            Arrived {
+                deflated: incoming.deflated,
+                held_readable,
+            },
         )
     }));
     match outcome {
@@ -1689,15 +1715,28 @@ fn acknowledged(heads: Vec<automerge::ChangeHash>, seq: Seq) -> Received {
     }
 }
 
-/// Applies a peer's `message` for record `id`; `deflated` as the guard found it.
+/// How a peer's message for a record arrived, beside the message itself.
+#[derive(Debug, Clone, Copy)]
+struct Arrived {
+    /// Some of its chunks came deflated, as the guard found them.
+    deflated: bool,
+    /// This replica holds the record, and its summary says it read as a record when stored.
+    held_readable: bool,
+}
+
+/// Applies a peer's `message` for record `id`.
 fn apply_message(
     replica: &Replica,
     id: &str,
     gate: &dyn Gate,
     state: State,
     message: Message,
-    deflated: bool,
+    arrived: Arrived,
 ) -> Received {
+    let Arrived {
+        deflated,
+        held_readable,
+    } = arrived;
     // Unsynced: the caller makes the whole batch durable before it answers (`apply_incoming`).
     let outcome = replica.change_unsynced(id, true, |doc| -> Result<_, ApplyError> {
         let before_heads = doc.get_heads();
@@ -1716,9 +1755,25 @@ fn apply_message(
         });
         // Heads, needs and bloom filters change nothing in the document: only a message
         // carrying changes is put to the gate, and only if it inspects. The record as it
-        // reads before them is what the gate compares with.
+        // reads before them is what the gate compares with, unless the changes only put
+        // values into its body's fields: its envelope and events then read as they did, and
+        // the record before them need not be read (`doc::body_field_puts`).
         let inspect = carries_changes && !gate.admits_everything();
-        let before = (inspect && before_exists).then(|| doc::hydrate_record(doc));
+        let puts = (inspect && before_exists && held_readable)
+            .then(|| guard::plain_changes(message.changes.iter()))
+            .flatten()
+            .and_then(|changes| doc::body_field_puts(doc, &changes));
+        let before = (inspect && before_exists && puts.is_none()).then(|| doc::hydrate_record(doc));
+        // Such changes, plain, are stored as they came, instead of encoded again from the
+        // document, if they are what the document takes in.
+        let plain_changes = (puts.is_some() && !deflated).then(|| {
+            message
+                .changes
+                .iter()
+                .flatten()
+                .copied()
+                .collect::<Vec<u8>>()
+        });
 
         // The changes are applied in place, not to a trial copy: a copy of the document per
         // received message was a tenth of the hub's work taking in changes, and most of the
@@ -1741,15 +1796,36 @@ fn apply_message(
         let mut known = Known {
             record: None,
             whole,
+            added: None,
         };
         if inspect {
             // Those of the document's changes not under its old heads are the added ones;
             // their metadata is all the gate needs, without decoding each change.
             let added = doc.get_changes_meta(&before_heads);
             if !added.is_empty() {
+                let read_late;
+                let before = match (&before, &puts) {
+                    (Some(read), _) => Before::Read(read.as_ref()),
+                    (None, Some(puts)) if puts.cover(&added) => Before::BodyFieldsPut,
+                    // The message also let in changes held back for a dependency it brought:
+                    // the record is read as it stood before them all.
+                    (None, Some(_)) => {
+                        read_late = doc
+                            .fork_at(&before_heads)
+                            .map_err(|e| DocError::Load(e.to_string()))
+                            .and_then(|earlier| doc::hydrate_record(&earlier));
+                        Before::Read(read_late.as_ref())
+                    }
+                    (None, None) => Before::Nothing,
+                };
                 known.record = gate
-                    .admit(id, before.as_ref().map(Result::as_ref), doc, &added)
+                    .admit(id, before, doc, &added)
                     .map_err(ApplyError::Refused)?;
+                if let Some(puts) = &puts
+                    && puts.are(&added)
+                {
+                    known.added = plain_changes;
+                }
             }
         }
         Ok((answer(doc, state), known))

@@ -4,7 +4,9 @@
 
 use linkage_node::org::Directory;
 use linkage_node::record::{Action, Body, Record, WorkflowEvent};
-use linkage_node::workflow::{RuleViolation, admit_change, admit_relayed_change};
+use linkage_node::workflow::{
+    RuleViolation, admit_body_fields_put, admit_change, admit_relayed_change,
+};
 
 use crate::support::*;
 
@@ -384,4 +386,89 @@ async fn c5_admission_refuses_a_party_that_does_not_handle_a_named_complainant()
     let mut widened = anonymous.clone();
     widened.envelope.parties.push(HAIBIN.into());
     admit_change(&dir, MARKET, None, &widened).expect("an anonymous complaint may be shared");
+}
+
+/// The hub checks changes that only put values into a record's body fields without the record
+/// before them (`workflow::admit_body_fields_put`): for every organisation and every such edit,
+/// valid or not, its verdict is the one the comparison with the whole record gives.
+#[tokio::test]
+async fn a_change_to_body_fields_gets_the_verdict_of_the_whole_record() {
+    let dir = Directory::beidaihe();
+    let transfer = sent_transfer().await;
+    let edit = |record: &Record, f: &dyn Fn(&mut linkage_node::record::TransferBody)| {
+        let mut after = record.clone();
+        if let Body::Transfer(t) = &mut after.body {
+            f(t);
+        }
+        after
+    };
+    let edits: Vec<(&str, Record)> = vec![
+        ("nothing changed", transfer.clone()),
+        (
+            "a new title",
+            edit(&transfer, &|t| t.title = "expired milk".into()),
+        ),
+        ("urgent", edit(&transfer, &|t| t.urgent = true)),
+        (
+            "a unit as sender (T-4)",
+            edit(&transfer, &|t| t.sender = HAIBIN_TEAM.into()),
+        ),
+        (
+            "an outsider as receiver",
+            edit(&transfer, &|t| t.receiver = DAIHE.into()),
+        ),
+        ("no facts", edit(&transfer, &|t| t.facts.clear())),
+        (
+            "discovered in the future",
+            edit(&transfer, &|t| t.discovered_at_ms = i64::MAX / 2),
+        ),
+    ];
+    let verdict = |result: Result<(), RuleViolation>| result.map_err(|v| v.rule);
+    let mut refusals = 0;
+    for org in [HAIBIN, MARKET, DAIHE, HAIBIN_TEAM] {
+        for (what, after) in &edits {
+            let whole = verdict(admit_change(&dir, org, Some(&transfer), after));
+            let puts = verdict(admit_body_fields_put(&dir, org, after));
+            assert_eq!(puts, whole, "{org}, {what}");
+            refusals += usize::from(whole.is_err());
+        }
+    }
+    // Both outcomes are exercised: the parties' valid edits pass, the rest are refused, a
+    // body its owner could not have created among them.
+    assert!(refusals > 0 && refusals < 4 * edits.len(), "{refusals}");
+    assert_eq!(
+        verdict(admit_body_fields_put(&dir, HAIBIN, &edits[1].1)),
+        Ok(())
+    );
+    assert_eq!(
+        verdict(admit_body_fields_put(&dir, HAIBIN, &edits[3].1)),
+        Err("T-4")
+    );
+
+    let market = TestNode::start(MARKET).await;
+    let created = market
+        .create(create(
+            "complaint",
+            complaint_body(MARKET, DAIHE),
+            "2026-09-28 15:00",
+        ))
+        .await;
+    let complaint = market
+        .office
+        .replica()
+        .record(&created.envelope.unwrap().id)
+        .expect("the node holds what it created");
+    let mut rehandled = complaint.clone();
+    if let Body::Complaint(c) = &mut rehandled.body {
+        c.handler = HAIBIN.into();
+    }
+    for org in [MARKET, DAIHE, HAIBIN] {
+        for after in [&complaint, &rehandled] {
+            assert_eq!(
+                verdict(admit_body_fields_put(&dir, org, after)),
+                verdict(admit_change(&dir, org, Some(&complaint), after)),
+                "{org}"
+            );
+        }
+    }
 }
