@@ -26,7 +26,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rocksdb::{
     BlockBasedOptions, BottommostLevelCompaction, Cache, ColumnFamily, ColumnFamilyDescriptor,
-    CompactOptions, DB, DBCompressionType, Direction, FlushOptions, IteratorMode, Options,
+    CompactOptions, DB, DBCompressionType, Direction, Env, FlushOptions, IteratorMode, Options,
     ReadOptions, SliceTransform, WriteBatch, WriteOptions,
 };
 
@@ -864,6 +864,14 @@ fn options() -> Result<(Options, Options, Options), rocksdb::Error> {
     // before it listens on a busy two-core office machine. The crate has no setter for this
     // option; its options-string parser does.
     let mut db = db.get_options_from_string("avoid_flush_during_recovery=true")?;
+    // Compactions run at the lowest CPU priority: on an office PC or a small hub, a compaction
+    // after a burst of writes (a new office's first sync lays down thousands of records)
+    // took a quarter of the node's CPU while it answered the next sync. They still run
+    // whenever a core is free, and RocksDB slows writes if they fall behind. Flushes keep
+    // their priority. The environment is the process's default one, shared by its stores.
+    let mut env = Env::new()?;
+    env.lower_thread_pool_cpu_priority();
+    db.set_env(&env);
     // A write-ahead log damaged before its end is refused at open. RocksDB's default replays
     // it up to the damage and opens without a word, every acknowledged write after it gone (a
     // break-test's node came back with 72 of its 78 records). A record cut short at the very
