@@ -649,3 +649,88 @@ async fn body_field_edits_are_checked_and_stored_as_they_came() {
     assert_eq!(held.title, "expired milk on sale");
     assert_eq!(hydrate_record(&reloaded).unwrap(), hub.record(&id).unwrap());
 }
+
+/// A change whose op ids collide with ops the record already has (a forged `start_op`):
+/// Automerge applies it and the record reads, but the change cannot be encoded again, so a
+/// hub that kept it could serve the record to no one. Refused, whether it edits a record the
+/// hub holds or comes with a new one, and the hub's copy and its other records stay as they
+/// were (found by a break-test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_op_ids_collide_is_refused() {
+    use automerge::transaction::Transactable;
+    use automerge::{ROOT, ReadDoc};
+
+    let started = start_hub().await;
+    let (url, hub) = (started.url, started.replica);
+    let mut rogue = Rogue::connect(&url, HAIBIN).await;
+    let (id, mut transfer) = haibin_transfer(SystemClock.now_ms());
+    assert!(matches!(
+        rogue.push(&id, &mut transfer).await,
+        Answer::Holds
+    ));
+    let before = hub_copy(&hub, &id);
+
+    // The title put again by the creator's own actor, its first op renumbered to 1.
+    let colliding = |doc: &Automerge| -> automerge::Change {
+        let creator = doc.get_changes(&[])[0].actor_id().clone();
+        let mut put = doc.fork().with_actor(creator);
+        let mut tx = put.transaction();
+        let (_, body) = tx.get(ROOT, "body").unwrap().unwrap();
+        tx.put(&body, "title", "collided").unwrap();
+        tx.commit();
+        let mut expanded = put.get_changes(&doc.get_heads()).pop().unwrap().decode();
+        expanded.start_op = std::num::NonZeroU64::new(1).unwrap();
+        expanded.hash = None;
+        automerge::Change::from(expanded)
+    };
+    // A message about `doc` as a node sends it to a hub holding `doc` (or, new, nothing of
+    // it), carrying `chunks` as its changes.
+    let message = |doc: &Automerge, held: bool, chunks: Vec<Vec<u8>>| {
+        let mut state = linkage_node::sync::session::told_nothing();
+        if held {
+            state.shared_heads = doc.get_heads();
+            state.their_heads = Some(doc.get_heads());
+            state.their_have = Some(vec![automerge::sync::Have {
+                last_sync: doc.get_heads(),
+                bloom: Default::default(),
+            }]);
+        }
+        state.their_need = Some(Vec::new());
+        let mut message = doc.generate_sync_message(&mut state).unwrap();
+        message.changes = automerge::sync::ChunkList::from(chunks);
+        message.encode()
+    };
+
+    let forged = colliding(&transfer);
+    rogue
+        .send(
+            &id,
+            message(&transfer, true, vec![forged.raw_bytes().to_vec()]),
+        )
+        .await;
+    let r = rejected(
+        rogue.answer_to(&id, &[forged.hash()]).await,
+        "a change whose op ids collide",
+    );
+    assert_eq!(r.rule, "protocol", "{r:?}");
+    assert_eq!(hub_copy(&hub, &id), before);
+    let encodable = hub.read(&id, |doc| doc.get_changes(&[]).len()).unwrap();
+    assert_eq!(encodable, Some(1));
+
+    // A new record sent as its changes, the second one colliding with the first.
+    let (new_id, fresh) = haibin_transfer(SystemClock.now_ms());
+    let forged = colliding(&fresh);
+    let first = fresh.get_changes(&[])[0].raw_bytes().to_vec();
+    rogue
+        .send(
+            &new_id,
+            message(&fresh, false, vec![first, forged.raw_bytes().to_vec()]),
+        )
+        .await;
+    let r = rejected(
+        rogue.answer_to(&new_id, &[forged.hash()]).await,
+        "a new record whose second change collides with its first",
+    );
+    assert_eq!(r.rule, "protocol", "{r:?}");
+    assert!(!hub.contains(&new_id).unwrap());
+}

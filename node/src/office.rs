@@ -266,7 +266,7 @@ impl Office {
             }
             let known = Known {
                 record: Some(after),
-                ..Known::default()
+                whole: None,
             };
             Ok::<_, OfficeError>((record, known))
         })?;
@@ -420,7 +420,7 @@ impl Office {
                 (),
                 Known {
                     record: after,
-                    ..Known::default()
+                    whole: None,
                 },
             ))
         })?;

@@ -1003,6 +1003,19 @@ fn admit_events(
     before: &Record,
     after: &Record,
 ) -> Result<(), RuleViolation> {
+    // Events are told apart by id: one appended under an id the record already has would not
+    // count as new, and so would go unchecked (a break-test had one office record another's
+    // acceptance this way).
+    let mut ids = std::collections::HashSet::new();
+    if let Some(again) = after.events.iter().find(|e| !ids.insert(e.id.as_str())) {
+        return refuse(
+            "workflow",
+            format!(
+                "event id {} is used twice ({}); every act is recorded under an id of its own",
+                again.id, again.action
+            ),
+        );
+    }
     for old in &before.events {
         match after.events.iter().find(|e| e.id == old.id) {
             Some(same) if same == old => {}

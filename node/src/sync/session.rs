@@ -1743,16 +1743,23 @@ fn apply_message(
         let before_exists = !before_heads.is_empty();
         let carries_changes = !message.changes.is_empty();
         // A record new to this replica arrives whole (see `FirstOffer`): its bytes are stored
-        // as they came, if they came plain. Deflated inside, they are smaller than the size
-        // the replica's limit measures, so the replica encodes the document itself.
-        let whole = (!before_exists && carries_changes && !deflated).then(|| {
-            message
-                .changes
-                .iter()
-                .flatten()
-                .copied()
-                .collect::<Vec<u8>>()
-        });
+        // as they came, if they came plain, as one document. Deflated inside, they are
+        // smaller than the size the replica's limit measures, so the replica encodes the
+        // document itself; and so it does a record sent as its changes. Automerge applies a
+        // change whose op ids collide with an earlier one's and reads it back, but cannot
+        // encode it again (it panics): stored as it came, it would make a record no one could
+        // be sent (found by a break-test). A document's load rebuilds its changes, which
+        // refuses such ops.
+        let whole = (!before_exists && carries_changes && !deflated)
+            .then(|| {
+                message
+                    .changes
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .collect::<Vec<u8>>()
+            })
+            .filter(|bytes| guard::whole_document_heads(bytes).is_some());
         // Heads, needs and bloom filters change nothing in the document: only a message
         // carrying changes is put to the gate, and only if it inspects. The record as it
         // reads before them is what the gate compares with, unless the changes only put
@@ -1764,16 +1771,6 @@ fn apply_message(
             .flatten()
             .and_then(|changes| doc::body_field_puts(doc, &changes));
         let before = (inspect && before_exists && puts.is_none()).then(|| doc::hydrate_record(doc));
-        // Such changes, plain, are stored as they came, instead of encoded again from the
-        // document, if they are what the document takes in.
-        let plain_changes = (puts.is_some() && !deflated).then(|| {
-            message
-                .changes
-                .iter()
-                .flatten()
-                .copied()
-                .collect::<Vec<u8>>()
-        });
 
         // The changes are applied in place, not to a trial copy: a copy of the document per
         // received message was a tenth of the hub's work taking in changes, and most of the
@@ -1796,7 +1793,6 @@ fn apply_message(
         let mut known = Known {
             record: None,
             whole,
-            added: None,
         };
         if inspect {
             // Those of the document's changes not under its old heads are the added ones;
@@ -1821,11 +1817,6 @@ fn apply_message(
                 known.record = gate
                     .admit(id, before, doc, &added)
                     .map_err(ApplyError::Refused)?;
-                if let Some(puts) = &puts
-                    && puts.are(&added)
-                {
-                    known.added = plain_changes;
-                }
             }
         }
         Ok((answer(doc, state), known))

@@ -472,3 +472,23 @@ async fn a_change_to_body_fields_gets_the_verdict_of_the_whole_record() {
         }
     }
 }
+
+/// An act appended under the id of an act the record already has would not count as new, so
+/// it would go unchecked: Haibin recording the bureau's acceptance of its own transfer under
+/// the id of its sending. Refused, as is the same act under an id of its own.
+#[tokio::test]
+async fn admission_refuses_an_event_reusing_another_events_id() {
+    let dir = Directory::beidaihe();
+    let before = sent_transfer().await;
+    let mut reused = WorkflowEvent::new(Action::Accepted, bj("2026-10-08 09:30"), MARKET);
+    reused.id = before.events[0].id.clone();
+    let mut after = before.clone();
+    after.events.push(reused);
+    let message = refused(
+        admit_change(&dir, HAIBIN, Some(&before), &after),
+        "workflow",
+    );
+    assert!(message.contains("twice"), "{message}");
+    let own_id = with_event(&before, Action::Accepted, "2026-10-08 09:30", MARKET);
+    refused(admit_change(&dir, HAIBIN, Some(&before), &own_id), "party");
+}
