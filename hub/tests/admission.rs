@@ -547,23 +547,49 @@ async fn a_change_held_back_for_a_missing_dependency_is_not_stored() {
     );
 }
 
-/// A node's edit of a record's body fields is checked without the hub reading the record
-/// before it whole: a field set to what the record's owner could not have created is refused
-/// by its rule and leaves the hub's copy as it was; a valid edit is admitted, and what the hub
-/// stores of it loads into the record the node holds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn body_field_edits_are_checked_and_stored_as_they_came() {
-    use automerge::transaction::Transactable;
-    use automerge::{ROOT, ReadDoc};
+/// A sync state as a node keeps it for a peer it synced a record with at `heads` (none: the
+/// peer holds nothing of it), and that has heard from the peer since: the node's next message
+/// carries the changes since `heads` alone.
+fn synced_at(heads: &[ChangeHash]) -> State {
+    let mut state = if heads.is_empty() {
+        linkage_node::sync::session::told_nothing()
+    } else {
+        let mut state = State::new();
+        state.shared_heads = heads.to_vec();
+        state.their_heads = Some(heads.to_vec());
+        state.their_have = Some(vec![automerge::sync::Have {
+            last_sync: heads.to_vec(),
+            bloom: Default::default(),
+        }]);
+        state
+    };
+    state.their_need = Some(Vec::new());
+    state
+}
 
+/// An in-process hub, a rogue session as Haibin, and Haibin's transfer (its id and document),
+/// which the hub holds.
+async fn hub_holding_a_transfer() -> (Arc<Replica>, Rogue, String, Automerge) {
     let started = start_hub().await;
-    let (url, hub) = (started.url, started.replica);
-    let mut rogue = Rogue::connect(&url, HAIBIN).await;
+    let mut rogue = Rogue::connect(&started.url, HAIBIN).await;
     let (id, mut transfer) = haibin_transfer(SystemClock.now_ms());
     assert!(matches!(
         rogue.push(&id, &mut transfer).await,
         Answer::Holds
     ));
+    (started.replica, rogue, id, transfer)
+}
+
+/// A node's edit of a record's body fields is checked without the hub reading the record
+/// before it whole: a field set to what the record's owner could not have created is refused
+/// by its rule and leaves the hub's copy as it was; a valid edit is admitted, and what the hub
+/// stores of it loads into the record the node holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_field_edits_are_checked_without_the_record_before_them() {
+    use automerge::transaction::Transactable;
+    use automerge::{ROOT, ReadDoc};
+
+    let (hub, mut rogue, id, transfer) = hub_holding_a_transfer().await;
     let before = hub_copy(&hub, &id);
     let put = |field: &str, value: &str| -> Automerge {
         let mut doc = transfer.fork().with_actor(actor_for(HAIBIN));
@@ -577,15 +603,9 @@ async fn body_field_edits_are_checked_and_stored_as_they_came() {
     // As a node that synced the record before sends its edits: the changes alone, each in
     // its own chunk, not the document.
     let resumed = |edited: &Automerge| -> Message {
-        let mut state = State::new();
-        state.shared_heads = transfer.get_heads();
-        state.their_heads = Some(transfer.get_heads());
-        state.their_have = Some(vec![automerge::sync::Have {
-            last_sync: transfer.get_heads(),
-            bloom: Default::default(),
-        }]);
-        state.their_need = Some(Vec::new());
-        let message = edited.generate_sync_message(&mut state).unwrap();
+        let message = edited
+            .generate_sync_message(&mut synced_at(&transfer.get_heads()))
+            .unwrap();
         assert!(
             linkage_node::sync::guard::plain_changes(message.changes.iter())
                 .is_some_and(|changes| !changes.is_empty()),
@@ -660,14 +680,7 @@ async fn a_change_whose_op_ids_collide_is_refused() {
     use automerge::transaction::Transactable;
     use automerge::{ROOT, ReadDoc};
 
-    let started = start_hub().await;
-    let (url, hub) = (started.url, started.replica);
-    let mut rogue = Rogue::connect(&url, HAIBIN).await;
-    let (id, mut transfer) = haibin_transfer(SystemClock.now_ms());
-    assert!(matches!(
-        rogue.push(&id, &mut transfer).await,
-        Answer::Holds
-    ));
+    let (hub, mut rogue, id, transfer) = hub_holding_a_transfer().await;
     let before = hub_copy(&hub, &id);
 
     // The title put again by the creator's own actor, its first op renumbered to 1.
@@ -686,17 +699,8 @@ async fn a_change_whose_op_ids_collide_is_refused() {
     // A message about `doc` as a node sends it to a hub holding `doc` (or, new, nothing of
     // it), carrying `chunks` as its changes.
     let message = |doc: &Automerge, held: bool, chunks: Vec<Vec<u8>>| {
-        let mut state = linkage_node::sync::session::told_nothing();
-        if held {
-            state.shared_heads = doc.get_heads();
-            state.their_heads = Some(doc.get_heads());
-            state.their_have = Some(vec![automerge::sync::Have {
-                last_sync: doc.get_heads(),
-                bloom: Default::default(),
-            }]);
-        }
-        state.their_need = Some(Vec::new());
-        let mut message = doc.generate_sync_message(&mut state).unwrap();
+        let heads = if held { doc.get_heads() } else { Vec::new() };
+        let mut message = doc.generate_sync_message(&mut synced_at(&heads)).unwrap();
         message.changes = automerge::sync::ChunkList::from(chunks);
         message.encode()
     };

@@ -10,21 +10,27 @@ use linkage_node::workflow::{
 
 use crate::support::*;
 
-/// Event 1's transfer as Haibin's node stored it.
-async fn sent_transfer() -> Record {
-    let haibin = TestNode::start(HAIBIN).await;
-    let created = haibin
-        .create(create(
-            "transfer",
-            transfer_body(HAIBIN, MARKET),
-            "2026-09-28 11:05",
-        ))
-        .await;
-    haibin
-        .office
+/// A record `org`'s node created through its gRPC service, as the node stored it.
+async fn created_by(org: &str, kind: &str, body: serde_json::Value, at: &str) -> Record {
+    let node = TestNode::start(org).await;
+    let created = node.create(create(kind, body, at)).await;
+    node.office
         .replica()
         .record(&created.envelope.unwrap().id)
         .expect("the node holds what it created")
+}
+
+/// Event 1's transfer as Haibin's node stored it.
+async fn sent_transfer() -> Record {
+    let body = transfer_body(HAIBIN, MARKET);
+    created_by(HAIBIN, "transfer", body, "2026-09-28 11:05").await
+}
+
+/// A complaint the Market Supervision Bureau received, naming its complainant, handled by
+/// Daihe Town, as the bureau's node stored it.
+async fn received_complaint() -> Record {
+    let body = complaint_body(MARKET, DAIHE);
+    created_by(MARKET, "complaint", body, "2026-09-28 15:00").await
 }
 
 fn with_event(record: &Record, action: Action, at: &str, org: &str) -> Record {
@@ -359,19 +365,7 @@ async fn a3_admission_takes_concurrent_extensions_beyond_the_sum() {
 #[tokio::test]
 async fn c5_admission_refuses_a_party_that_does_not_handle_a_named_complainant() {
     let dir = Directory::beidaihe();
-    let market = TestNode::start(MARKET).await;
-    let created = market
-        .create(create(
-            "complaint",
-            complaint_body(MARKET, DAIHE),
-            "2026-09-28 15:00",
-        ))
-        .await;
-    let before = market
-        .office
-        .replica()
-        .record(&created.envelope.unwrap().id)
-        .expect("the node holds what it created");
+    let before = received_complaint().await;
 
     let mut widened = before.clone();
     widened.envelope.parties.push(HAIBIN.into());
@@ -445,19 +439,7 @@ async fn a_change_to_body_fields_gets_the_verdict_of_the_whole_record() {
         Err("T-4")
     );
 
-    let market = TestNode::start(MARKET).await;
-    let created = market
-        .create(create(
-            "complaint",
-            complaint_body(MARKET, DAIHE),
-            "2026-09-28 15:00",
-        ))
-        .await;
-    let complaint = market
-        .office
-        .replica()
-        .record(&created.envelope.unwrap().id)
-        .expect("the node holds what it created");
+    let complaint = received_complaint().await;
     let mut rehandled = complaint.clone();
     if let Body::Complaint(c) = &mut rehandled.body {
         c.handler = HAIBIN.into();
