@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use automerge::{Automerge, ChangeMetadata};
+use automerge::{Automerge, ChangeMetadata, ReadDoc};
 use linkage_node::org::{Directory, OrgKind};
 use linkage_node::record::Record;
-use linkage_node::record::doc::{DocError, hydrate_record, org_of_actor};
+use linkage_node::record::doc::{DocError, hydrate_record, org_of_actor, root_key_written};
 use linkage_node::replica::Summary;
 use linkage_node::sync::session::{Before, Gate};
 use linkage_node::workflow::{self, RuleViolation};
@@ -75,7 +75,8 @@ impl Gate for HubGate {
             rule: "schema",
             message: format!("{what} of record {id} is not a readable record: {e}"),
         };
-        let after = hydrate_record(after).map_err(|e| unreadable("the changed copy", &e))?;
+        let document = after;
+        let after = hydrate_record(document).map_err(|e| unreadable("the changed copy", &e))?;
         if after.envelope.id != id {
             return Err(RuleViolation {
                 rule: "schema",
@@ -101,6 +102,7 @@ impl Gate for HubGate {
             }
             Before::Read(read) => {
                 let before = read.map_err(|e| unreadable("the hub's copy", e))?;
+                refuse_root_writes(id, document, added)?;
                 workflow::admit_relayed_change(directory, org, &relayed, Some(before), &after)?
             }
             Before::BodyFieldsPut => workflow::admit_body_fields_put(directory, org, &after)?,
@@ -110,6 +112,33 @@ impl Gate for HubGate {
         }
         Ok(Some(after))
     }
+}
+
+/// Refuses changes to a record the hub holds that write at the document's root
+/// ([`root_key_written`]): comparing the record before and after them would not see a second
+/// body that loses to the first. Changes that only put values into body fields
+/// (`Before::BodyFieldsPut`) write nothing there and are not looked at again.
+fn refuse_root_writes(
+    id: &str,
+    after: &Automerge,
+    added: &[ChangeMetadata<'_>],
+) -> Result<(), RuleViolation> {
+    for meta in added {
+        let Some(key) = after
+            .get_change_by_hash(&meta.hash)
+            .and_then(|change| root_key_written(&change))
+        else {
+            continue;
+        };
+        return Err(RuleViolation {
+            rule: "schema",
+            message: format!(
+                "change {} to {id} writes {key:?} at the record's root; a record's envelope, body and events are laid out when it is created",
+                meta.hash
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Whether `org` may read a record's feed entry: its parties, and the District People's

@@ -738,3 +738,60 @@ async fn a_change_whose_op_ids_collide_is_refused() {
     assert_eq!(r.rule, "protocol", "{r:?}");
     assert!(!hub.contains(&new_id).unwrap());
 }
+
+/// A change to a record the hub holds may not write at the document's root: a second body
+/// put there concurrently with the first may lose to it, read as nothing and be checked by
+/// nothing (found by a break-test). Refused by the `schema` rule, and the hub's copy stays as
+/// it was; the record's later acts still pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_writing_at_the_records_root_is_refused() {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ROOT};
+
+    let (hub, mut rogue, id, transfer) = hub_holding_a_transfer().await;
+    let before = hub_copy(&hub, &id);
+    let rewrite = |write: &dyn Fn(&mut automerge::transaction::Transaction<'_>)| {
+        let mut doc = transfer.fork().with_actor(actor_for(HAIBIN));
+        let mut tx = doc.transaction();
+        write(&mut tx);
+        tx.commit();
+        doc
+    };
+    let second_body = rewrite(&|tx| {
+        let body = tx.put_object(ROOT, "body", ObjType::Map).unwrap();
+        tx.put(&body, "sender", HAIBIN_TEAM).unwrap();
+    });
+    let stray_key = rewrite(&|tx| {
+        tx.put(ROOT, "note", "kept beside the record").unwrap();
+    });
+    // The second body here is the later write, so it wins and reads as the record's (a body
+    // without its fields); a key beside the envelope, body and events reads as nothing, and
+    // only the new rule sees it.
+    for (what, doc, reason) in [
+        ("a second body", &second_body, "not a readable record"),
+        ("a stray key", &stray_key, "at the record's root"),
+    ] {
+        let message = doc
+            .generate_sync_message(&mut synced_at(&transfer.get_heads()))
+            .unwrap();
+        rogue.send(&id, message.encode()).await;
+        let r = rejected(rogue.answer_to(&id, &doc.get_heads()).await, what);
+        assert_eq!(r.rule, "schema", "{what}: {r:?}");
+        assert!(r.reason.contains(reason), "{what}: {}", r.reason);
+        assert_eq!(hub_copy(&hub, &id), before, "{what}");
+    }
+
+    let noted = with_event(
+        &transfer,
+        HAIBIN,
+        WorkflowEvent::new(Action::Updated, SystemClock.now_ms(), HAIBIN),
+    );
+    let message = noted
+        .generate_sync_message(&mut synced_at(&transfer.get_heads()))
+        .unwrap();
+    rogue.send(&id, message.encode()).await;
+    assert!(matches!(
+        rogue.answer_to(&id, &noted.get_heads()).await,
+        Answer::Holds
+    ));
+}
