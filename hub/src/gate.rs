@@ -98,6 +98,7 @@ impl Gate for HubGate {
         let (directory, org) = (&self.directory, self.org.as_str());
         match before {
             Before::Nothing => {
+                refuse_odd_root(id, document)?;
                 workflow::admit_relayed_change(directory, org, &relayed, None, &after)?
             }
             Before::Read(read) => {
@@ -137,6 +138,39 @@ fn refuse_root_writes(
                 meta.hash
             ),
         });
+    }
+    Ok(())
+}
+
+/// The keys a record's document holds at its root, in Automerge's order.
+const ROOT_LAYOUT: [&str; 3] = ["body", "envelope", "events"];
+
+/// Refuses a record new to the hub whose document's root is not laid out as a record's:
+/// exactly an envelope, a body and events, each one value. A second body laid out beside the
+/// first by a concurrent change loses to it and reads as nothing, so comparing records would
+/// never check it, nor the edits later made inside it; and once the hub holds the record, no
+/// change may write at its root ([`refuse_root_writes`]) to clear it (found by a break-test).
+fn refuse_odd_root(id: &str, document: &Automerge) -> Result<(), RuleViolation> {
+    let odd = |what: String| RuleViolation {
+        rule: "schema",
+        message: format!(
+            "record {id} {what}; a record's root holds its envelope, body and events, each once"
+        ),
+    };
+    if let Some(stray) = document
+        .keys(automerge::ROOT)
+        .find(|key| !ROOT_LAYOUT.contains(&key.as_str()))
+    {
+        return Err(odd(format!("holds {stray:?} at its root")));
+    }
+    for key in ROOT_LAYOUT {
+        let values = document
+            .get_all(automerge::ROOT, key)
+            .map_err(|e| odd(format!("cannot be read at {key:?}: {e}")))?
+            .len();
+        if values != 1 {
+            return Err(odd(format!("holds {values} values at {key:?}")));
+        }
     }
     Ok(())
 }

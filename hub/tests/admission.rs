@@ -795,3 +795,57 @@ async fn a_change_writing_at_the_records_root_is_refused() {
         Answer::Holds
     ));
 }
+
+/// A record's first message may not lay out a second body beside the first either: merged
+/// from a concurrent change of another of the office's devices, it loses to the transfer's,
+/// reads as nothing, and edits inside it would be checked by nothing (found by a
+/// break-test). Refused by the `schema` rule, and the hub does not take the record; so is a
+/// stray key at a new record's root. An honest transfer still passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_record_laid_out_otherwise_than_a_records_root_is_refused() {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ROOT, ReadDoc};
+
+    let started = start_hub().await;
+    let mut rogue = Rogue::connect(&started.url, HAIBIN).await;
+    let (id, transfer) = haibin_transfer(SystemClock.now_ms());
+    let mut two_bodies = loop {
+        let mut shadow = Automerge::new().with_actor(actor_for(HAIBIN));
+        shadow
+            .transact::<_, _, automerge::AutomergeError>(|tx| {
+                let body = tx.put_object(ROOT, "body", ObjType::Map)?;
+                tx.put(&body, "sender", HAIBIN_TEAM)
+            })
+            .unwrap();
+        let mut merged = transfer.fork();
+        merged.merge(&mut shadow).unwrap();
+        // The transfer's own body must win for the record to read; the other is hidden.
+        if hydrate_record(&merged).is_ok() {
+            break merged;
+        }
+    };
+    assert_eq!(two_bodies.get_all(ROOT, "body").unwrap().len(), 2);
+    let r = rejected(
+        rogue.push(&id, &mut two_bodies).await,
+        "a new record with two bodies at its root",
+    );
+    assert_eq!(r.rule, "schema", "{r:?}");
+    assert!(r.reason.contains("2 values"), "{}", r.reason);
+    assert!(!started.replica.contains(&id).unwrap());
+
+    let (id, transfer) = haibin_transfer(SystemClock.now_ms());
+    let mut stray = transfer.fork().with_actor(actor_for(HAIBIN));
+    stray
+        .transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "note", "beside it"))
+        .unwrap();
+    let r = rejected(
+        rogue.push(&id, &mut stray).await,
+        "a new record with a stray key",
+    );
+    assert_eq!(r.rule, "schema", "{r:?}");
+    assert!(r.reason.contains("note"), "{}", r.reason);
+    assert!(!started.replica.contains(&id).unwrap());
+
+    let (id, mut honest) = haibin_transfer(SystemClock.now_ms());
+    assert!(matches!(rogue.push(&id, &mut honest).await, Answer::Holds));
+}
