@@ -825,26 +825,22 @@ async fn a_new_record_laid_out_otherwise_than_a_records_root_is_refused() {
         }
     };
     assert_eq!(two_bodies.get_all(ROOT, "body").unwrap().len(), 2);
-    let r = rejected(
-        rogue.push(&id, &mut two_bodies).await,
-        "a new record with two bodies at its root",
-    );
-    assert_eq!(r.rule, "schema", "{r:?}");
-    assert!(r.reason.contains("2 values"), "{}", r.reason);
-    assert!(!started.replica.contains(&id).unwrap());
 
-    let (id, transfer) = haibin_transfer(SystemClock.now_ms());
+    let (stray_id, transfer) = haibin_transfer(SystemClock.now_ms());
     let mut stray = transfer.fork().with_actor(actor_for(HAIBIN));
     stray
         .transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "note", "beside it"))
         .unwrap();
-    let r = rejected(
-        rogue.push(&id, &mut stray).await,
-        "a new record with a stray key",
-    );
-    assert_eq!(r.rule, "schema", "{r:?}");
-    assert!(r.reason.contains("note"), "{}", r.reason);
-    assert!(!started.replica.contains(&id).unwrap());
+
+    for (what, id, doc, reason) in [
+        ("two bodies at its root", &id, &mut two_bodies, "2 values"),
+        ("a stray key at its root", &stray_id, &mut stray, "note"),
+    ] {
+        let r = rejected(rogue.push(id, doc).await, what);
+        assert_eq!(r.rule, "schema", "{what}: {r:?}");
+        assert!(r.reason.contains(reason), "{what}: {}", r.reason);
+        assert!(!started.replica.contains(id).unwrap(), "{what}");
+    }
 
     let (id, mut honest) = haibin_transfer(SystemClock.now_ms());
     assert!(matches!(rogue.push(&id, &mut honest).await, Answer::Holds));
