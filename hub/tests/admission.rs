@@ -739,10 +739,11 @@ async fn a_change_whose_op_ids_collide_is_refused() {
     assert!(!hub.contains(&new_id).unwrap());
 }
 
-/// A change to a record the hub holds may not write at the document's root: a second body
-/// put there concurrently with the first may lose to it, read as nothing and be checked by
-/// nothing (found by a break-test). Refused by the `schema` rule, and the hub's copy stays as
-/// it was; the record's later acts still pass.
+/// A change to a record the hub holds may not leave its document's root laid out otherwise
+/// than a record's: a second body put there concurrently with the first may lose to it, read
+/// as nothing and be checked by nothing, and a stray key reads as nothing too (found by a
+/// break-test). Refused by the `schema` rule, and the hub's copy stays as it was; the
+/// record's later acts still pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_writing_at_the_records_root_is_refused() {
     use automerge::transaction::Transactable;
@@ -769,7 +770,7 @@ async fn a_change_writing_at_the_records_root_is_refused() {
     // only the new rule sees it.
     for (what, doc, reason) in [
         ("a second body", &second_body, "not a readable record"),
-        ("a stray key", &stray_key, "at the record's root"),
+        ("a stray key", &stray_key, "holds \"note\" at its root"),
     ] {
         let message = doc
             .generate_sync_message(&mut synced_at(&transfer.get_heads()))

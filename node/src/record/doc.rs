@@ -193,24 +193,6 @@ impl BodyFieldPuts {
     }
 }
 
-/// The key `change` writes at the document's root, if it writes any: only a record's first
-/// change lays out its envelope, body and events there. A later one that does could add a
-/// second body beside the first, concurrent with it: the one Automerge picks reads as the
-/// record and is checked, the other is checked by nothing and still shows among conflicts.
-pub fn root_key_written(change: &Change) -> Option<String> {
-    use automerge::legacy::{Key, ObjectId};
-
-    change
-        .decode()
-        .operations
-        .into_iter()
-        .find(|op| op.obj == ObjectId::Root)
-        .map(|op| match op.key {
-            Key::Map(key) => key.to_string(),
-            Key::Seq(element) => format!("{element:?}"),
-        })
-}
-
 pub fn hydrate_envelope(doc: &Automerge) -> Result<Envelope, DocError> {
     hydrate_envelope_from(&OnePass::new(doc))
 }
