@@ -41,6 +41,11 @@ pub struct HubArgs {
     /// Documents kept in memory at once (default 2048, at least 16; about 50 KiB each).
     #[arg(long, env = "LINKAGE_HUB_CACHE_DOCS")]
     pub cache_docs: Option<usize>,
+    /// Records whose frontier is kept in memory (default 16384, 0 for none; a few KiB each):
+    /// an office's edit of such a record's body fields is checked and stored without loading
+    /// the record.
+    #[arg(long, env = "LINKAGE_HUB_CACHE_FRONTIERS")]
+    pub cache_frontiers: Option<usize>,
     /// This hub's store was lost and starts empty: admit the changes a node hands over for a
     /// record's other parties (its copy may be the only one left), each checked as its
     /// author's act. Off by default: a node may otherwise send only its own organisation's
@@ -58,6 +63,7 @@ struct HubFile {
     listen: Option<SocketAddr>,
     orgs_file: Option<PathBuf>,
     cache_docs: Option<usize>,
+    cache_frontiers: Option<usize>,
     #[serde(default)]
     refill_from_nodes: bool,
     tls_ca: Option<PathBuf>,
@@ -74,6 +80,8 @@ pub struct HubConfig {
     pub directory: Directory,
     pub addr_file: Option<PathBuf>,
     pub cache_docs: usize,
+    /// Records whose frontier the replica keeps (`Replica::keep_frontiers`).
+    pub cache_frontiers: usize,
     /// Mutual TLS; with it the hub takes each node's organisation from its certificate.
     pub tls: Option<TlsFiles>,
     /// How periods become due times in the district's obligations, from `[periods]`.
@@ -112,6 +120,12 @@ impl HubConfig {
             // records it holds, and a record's offers to every party come together, so they
             // find it loaded (benchmark: 16,384 took the hub to 560 MiB at 10,000 records).
             cache_docs: cache_docs(args.cache_docs.or(file.cache_docs).unwrap_or(2_048))?,
+            // Every record of a city's year fits (10,000 frontiers of the benchmark's records
+            // took about 40 MiB), so an office reconnecting after a day finds its records' there.
+            cache_frontiers: args
+                .cache_frontiers
+                .or(file.cache_frontiers)
+                .unwrap_or(16_384),
             tls,
             periods,
             refill_from_nodes: args.refill_from_nodes || file.refill_from_nodes,

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use automerge::{Automerge, ChangeMetadata, ReadDoc};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ChangeMetadata, ReadDoc};
 use linkage_node::org::{Directory, OrgKind};
 use linkage_node::record::Record;
 use linkage_node::record::doc::{DocError, hydrate_record, org_of_actor};
@@ -43,31 +43,10 @@ impl Gate for HubGate {
     ) -> Result<Option<Record>, RuleViolation> {
         let mut relayed: Vec<String> = Vec::new();
         for change in added {
-            match org_of_actor(&change.actor) {
-                Some(org) if org == self.org => {}
-                Some(org) if self.refill && self.directory.org(&org).is_some() => {
-                    if !relayed.contains(&org) {
-                        relayed.push(org);
-                    }
-                }
-                Some(org) => {
-                    return Err(RuleViolation {
-                        rule: RULE_ACTOR,
-                        message: format!(
-                            "change {} to {id} is signed by an actor of {org}, but this session belongs to {}; an office writes only as itself",
-                            change.hash, self.org
-                        ),
-                    });
-                }
-                None => {
-                    return Err(RuleViolation {
-                        rule: RULE_ACTOR,
-                        message: format!(
-                            "change {} to {id} has an actor id not bound to any organisation",
-                            change.hash
-                        ),
-                    });
-                }
+            if let Some(org) = self.author_of(id, &change.hash, &change.actor)?
+                && !relayed.contains(&org)
+            {
+                relayed.push(org);
             }
         }
 
@@ -112,6 +91,59 @@ impl Gate for HubGate {
             info!(record = %id, relayed_by = %self.org, authors = ?relayed, "admitted changes a node handed over for other parties (refilling from the nodes)");
         }
         Ok(Some(after))
+    }
+
+    fn admit_taken(
+        &self,
+        id: &str,
+        changes: &[Change],
+        after: &Record,
+    ) -> Option<Result<(), RuleViolation>> {
+        // Refilling, a node may hand over other parties' changes, which `admit` checks
+        // against the record's parties with the document at hand.
+        if self.refill {
+            return None;
+        }
+        // The envelope is the one the record had before: no put of a body field reaches it.
+        Some(
+            changes
+                .iter()
+                .try_for_each(|change| {
+                    self.author_of(id, &change.hash(), change.actor_id())?;
+                    Ok(())
+                })
+                .and_then(|()| workflow::admit_body_fields_put(&self.directory, &self.org, after)),
+        )
+    }
+}
+
+impl HubGate {
+    /// Checks that change `hash` to record `id` is signed by an actor of the session's
+    /// organisation, or, refilling, of another organisation of the district, which it returns
+    /// (the change is then handed over for that party).
+    fn author_of(
+        &self,
+        id: &str,
+        hash: &ChangeHash,
+        actor: &ActorId,
+    ) -> Result<Option<String>, RuleViolation> {
+        match org_of_actor(actor) {
+            Some(org) if org == self.org => Ok(None),
+            Some(org) if self.refill && self.directory.org(&org).is_some() => Ok(Some(org)),
+            Some(org) => Err(RuleViolation {
+                rule: RULE_ACTOR,
+                message: format!(
+                    "change {hash} to {id} is signed by an actor of {org}, but this session belongs to {}; an office writes only as itself",
+                    self.org
+                ),
+            }),
+            None => Err(RuleViolation {
+                rule: RULE_ACTOR,
+                message: format!(
+                    "change {hash} to {id} has an actor id not bound to any organisation"
+                ),
+            }),
+        }
     }
 }
 

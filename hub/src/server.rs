@@ -74,12 +74,10 @@ pub async fn serve(
     store: Arc<dyn Store>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), HubError> {
-    let replica = Arc::new(Replica::open(
-        HUB_ORG,
-        store,
-        Arc::new(SystemClock),
-        config.cache_docs,
-    )?);
+    let replica = Arc::new(
+        Replica::open(HUB_ORG, store, Arc::new(SystemClock), config.cache_docs)?
+            .keep_frontiers(config.cache_frontiers),
+    );
     let registry = {
         let replica = replica.clone();
         tokio::task::spawn_blocking(move || Registry::load(replica))

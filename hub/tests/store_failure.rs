@@ -37,6 +37,7 @@ async fn serve_hub(memory: &Arc<MemoryStore>) -> (JoinHandle<Result<(), HubError
         directory: Directory::beidaihe(),
         addr_file: None,
         cache_docs: 1024,
+        cache_frontiers: 1024,
         tls: None,
         periods: PeriodPolicies::default(),
         refill_from_nodes: false,

@@ -19,6 +19,7 @@ use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::record::doc::frontier::Frontier;
 use crate::record::doc::{self, DocError};
 use crate::record::{Record, RecordKind};
 use crate::store::{ChangeEntry, Seq, Store, StoreError};
@@ -113,7 +114,7 @@ impl Summary {
 impl Summary {
     /// The summary of `record` at `heads`; `field_conflicted` says whether some field of its
     /// document holds concurrent values (see [`field_conflicted`]).
-    fn of_record(
+    pub fn of_record(
         record: &Record,
         heads: &[ChangeHash],
         now_ms: i64,
@@ -275,6 +276,9 @@ pub struct Replica {
     clock: Arc<dyn Clock>,
     /// Permits for store trips; see [`MAX_CONCURRENT_TRIPS`].
     trips: tokio::sync::Semaphore,
+    /// The frontiers of records changed lately, if this replica keeps them (the hub's does;
+    /// see [`Replica::keep_frontiers`]).
+    frontiers: Option<Mutex<LruCache<String, Arc<Frontier>>>>,
     /// What has been published and synced, shared with the sync task.
     told: Arc<Told>,
 }
@@ -419,6 +423,7 @@ impl Replica {
             capacity: capacity.max(MIN_CACHED_DOCS),
             clock,
             trips: tokio::sync::Semaphore::new(MAX_CONCURRENT_TRIPS),
+            frontiers: None,
             told: Arc::new(Told {
                 changes: watch::channel(opened_at).0,
                 synced: watch::channel(Synced {
@@ -429,6 +434,50 @@ impl Replica {
                 queue: Mutex::new(SyncQueue::default()),
             }),
         })
+    }
+
+    /// Keeps the frontiers of the `capacity` records changed last (none if 0), so that a
+    /// peer's change putting strings into a record's body fields can be taken without
+    /// loading the record ([`Replica::take_body_edit`]). A frontier is a few kilobytes, a
+    /// loaded document some fifty; the hub keeps them, since it takes every office's edits.
+    pub fn keep_frontiers(mut self, capacity: usize) -> Self {
+        self.frontiers = std::num::NonZeroUsize::new(capacity)
+            .map(|capacity| Mutex::new(LruCache::new(capacity)));
+        self
+    }
+
+    /// The frontier of record `id` at the heads its summary lists, if kept.
+    pub fn frontier(&self, id: &str, heads: &[String]) -> Option<Arc<Frontier>> {
+        let frontier = self.lock_frontiers()?.get(id).cloned()?;
+        let mut listed: Vec<ChangeHash> = heads
+            .iter()
+            .map(|h| h.parse().ok())
+            .collect::<Option<_>>()?;
+        listed.sort_unstable();
+        (frontier.heads() == listed.as_slice()).then_some(frontier)
+    }
+
+    fn lock_frontiers(&self) -> Option<MutexGuard<'_, LruCache<String, Arc<Frontier>>>> {
+        // Each critical section leaves the cache whole; a poisoned lock guards valid data.
+        self.frontiers.as_ref().map(|cache| {
+            cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
+    }
+
+    /// Keeps `frontier` as record `id`'s, or forgets the record's if `None`.
+    fn set_frontier(&self, id: &str, frontier: Option<Frontier>) {
+        if let Some(mut frontiers) = self.lock_frontiers() {
+            match frontier {
+                Some(frontier) => {
+                    frontiers.put(id.to_owned(), Arc::new(frontier));
+                }
+                None => {
+                    frontiers.pop(id);
+                }
+            }
+        }
     }
 
     pub fn org(&self) -> &str {
@@ -705,6 +754,34 @@ impl Replica {
         changes: &[u8],
         summary: Summary,
     ) -> Result<Option<Seq>, ReplicaError> {
+        self.append_unloaded(id, heads, changes, summary, None)
+    }
+
+    /// Appends `changes` (change chunks, plain, as a peer sent them) to record `id`, held at
+    /// `heads` and not loaded, where `taken` is the record's frontier after them
+    /// ([`Frontier::take`] of the frontier at `heads`, which decided they are changes
+    /// Automerge would apply exactly so), under `summary`, made from `taken`'s record. Written
+    /// but not synced, as [`Replica::change_unsynced`]. `None` in the cases
+    /// [`Replica::adopt_changes`] gives it, for the same reasons.
+    pub fn take_body_edit(
+        &self,
+        id: &str,
+        heads: &[String],
+        changes: &[u8],
+        summary: Summary,
+        taken: Frontier,
+    ) -> Result<Option<Seq>, ReplicaError> {
+        self.append_unloaded(id, heads, changes, summary, Some(taken))
+    }
+
+    fn append_unloaded(
+        &self,
+        id: &str,
+        heads: &[String],
+        changes: &[u8],
+        summary: Summary,
+        taken: Option<Frontier>,
+    ) -> Result<Option<Seq>, ReplicaError> {
         let slot = self.slot(id);
         let mut slot = lock_slot(&slot);
         if slot.doc.is_some() || self.summary(id)?.is_none_or(|held| held.heads != heads) {
@@ -720,13 +797,35 @@ impl Replica {
         {
             return Ok(None);
         }
+        if let Some(taken) = &taken {
+            debug_assert_taken_as_automerge_applies(&stored, changes, taken);
+        }
 
         let seq = self
             .store
             .append_unsynced(id, changes, &encode_summary(&summary))?;
         self.remember(id, summary);
+        // A change appended unloaded leaves the record's frontier unknown, unless it is the
+        // one taken.
+        self.set_frontier(id, taken);
         slot.memo = None;
         Ok(Some(seq))
+    }
+
+    /// The last chunk stored for record `id` if the record is not loaded and has chunks after
+    /// its snapshot: the change a peer's session offers on from the store when that one change
+    /// is all the peer lacks (`sync::session`), without loading the record for it. The caller
+    /// checks what the chunk holds.
+    pub fn tail_chunk(&self, id: &str) -> Result<Option<Vec<u8>>, ReplicaError> {
+        let slot = self.slot(id);
+        let slot = lock_slot(&slot);
+        if slot.doc.is_some() {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .load(id)?
+            .and_then(|mut stored| stored.chunks.pop()))
     }
 
     /// Applies `f` to the document `id` (an empty document if `create_missing` and the replica
@@ -947,6 +1046,13 @@ impl Replica {
         }
         .map_err(ReplicaError::from)?;
         self.remember(id, summary);
+        if self.frontiers.is_some() {
+            let frontier = record
+                .as_ref()
+                .filter(|_| !field_conflicted)
+                .and_then(|record| Frontier::of(doc, record));
+            self.set_frontier(id, frontier);
+        }
         slot.field_conflicted = Some(field_conflicted);
         slot.chunks_since_snapshot += 1;
         slot.stored_bytes += chunk.len();
@@ -1128,6 +1234,26 @@ fn reloaded_heads(bytes: &[u8]) -> Vec<ChangeHash> {
     doc.load_incremental(bytes)
         .expect("bytes a change was loaded from load again");
     doc.get_heads()
+}
+
+/// In debug builds, that `changes` appended to `stored` load as Automerge's apply would leave
+/// the record, `taken` being what [`Frontier::take`] said of them; and that the document they
+/// make saves and loads again (a change encoded otherwise than Automerge encodes it would
+/// not: see [`Frontier::take`]).
+fn debug_assert_taken_as_automerge_applies(
+    stored: &crate::store::StoredDoc,
+    changes: &[u8],
+    taken: &Frontier,
+) {
+    if cfg!(debug_assertions) {
+        let mut bytes = stored.concat();
+        bytes.extend_from_slice(changes);
+        let doc = Automerge::load(&bytes).expect("a taken change loads");
+        let record = doc::hydrate_record(&doc).expect("a taken change hydrates");
+        assert_eq!(Frontier::of(&doc, &record).as_ref(), Some(taken));
+        let again = Automerge::load(&doc.save_nocompress()).expect("a taken change saves");
+        assert_eq!(again.get_heads(), doc.get_heads());
+    }
 }
 
 /// Takes the least recently used slots that nobody is using right now out of the cache until

@@ -34,9 +34,19 @@ pub struct InProcessHub {
     pub registry: Arc<Registry>,
 }
 
+/// The hub's replica over a fresh in-memory store, keeping frontiers as `linkage-hub` does.
+pub fn hub_replica() -> Arc<Replica> {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    Arc::new(
+        Replica::open("district-hub", store, Arc::new(SystemClock), 1024)
+            .unwrap()
+            .keep_frontiers(1024),
+    )
+}
+
 /// Serves a hub's `Sync` and `District` services with the Beidaihe directory.
 pub async fn start_hub() -> InProcessHub {
-    let replica = replica("district-hub");
+    let replica = hub_replica();
     let registry = Arc::new(Registry::load(replica.clone()).unwrap());
     let office = Office::new(replica.clone(), Arc::new(Directory::beidaihe()));
     let service = HubService::new(office, registry.clone());

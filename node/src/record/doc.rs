@@ -11,6 +11,7 @@ use automerge::transaction::CommitOptions;
 use automerge::{ActorId, Automerge, Change, ChangeHash, ObjType, ReadDoc, Value};
 use serde::Serialize;
 
+pub mod frontier;
 mod recorder;
 
 use super::one_pass::OnePass;

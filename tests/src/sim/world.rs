@@ -770,8 +770,13 @@ impl Sim {
     fn restart_hub(&mut self) {
         let store: Arc<dyn Store> = self.hub.store.clone();
         let actor = self.hub.actors.next();
-        let replica =
-            Arc::new(Replica::open_as(HUB_ORG, actor, store, self.clock.clone(), 1024).unwrap());
+        // As `linkage-hub` runs, but with few frontiers kept, so that some edits find theirs
+        // evicted and go through Automerge.
+        let replica = Arc::new(
+            Replica::open_as(HUB_ORG, actor, store, self.clock.clone(), 1024)
+                .unwrap()
+                .keep_frontiers(8),
+        );
         self.hub.registry = Some(Arc::new(Registry::load(replica.clone()).unwrap()));
         self.hub.replica = Some(replica);
         self.trace("restart-hub");
