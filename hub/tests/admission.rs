@@ -27,7 +27,7 @@ use tonic::Streaming;
 
 mod common;
 
-use common::{open_session, replica, start_hub};
+use common::{open_session, replica, start_hub, start_hub_keeping};
 
 /// The rogue's claimed organisation: Haibin Town.
 const HAIBIN: &str = "130304100";
@@ -668,6 +668,132 @@ async fn body_field_edits_are_checked_without_the_record_before_them() {
     );
     assert_eq!(held.title, "expired milk on sale");
     assert_eq!(hydrate_record(&reloaded).unwrap(), hub.record(&id).unwrap());
+}
+
+/// The hub's record as stored, read without loading it: its summary and stored bytes.
+fn stored_copy(hub: &Replica, id: &str) -> (Option<Summary>, Vec<u8>) {
+    (
+        hub.summary(id).unwrap().map(|s| Summary::clone(&s)),
+        hub.store().load(id).unwrap().unwrap().concat(),
+    )
+}
+
+/// A node's edit of body strings of a record the hub no longer holds in memory is checked and
+/// stored without loading the record (`Frontier::take`): a forgery is refused by the rule the
+/// whole record's check gives and leaves the stored copy as it was; a valid edit is admitted,
+/// what is stored loads into the record the node holds, and the hub still has not loaded it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_of_a_record_not_in_memory_is_taken_without_loading_it() {
+    use automerge::transaction::Transactable;
+    use automerge::{ROOT, ReadDoc};
+
+    // The hub keeps the fewest documents a replica does: the transfer leaves its memory as
+    // Haibin sends more records.
+    let started = start_hub_keeping(16).await;
+    let hub = started.replica.clone();
+    let mut rogue = Rogue::connect(&started.url, HAIBIN).await;
+    let (id, mut transfer) = haibin_transfer(SystemClock.now_ms());
+    assert!(matches!(
+        rogue.push(&id, &mut transfer).await,
+        Answer::Holds
+    ));
+    for _ in 0..16 {
+        let (other, mut doc) = haibin_transfer(SystemClock.now_ms());
+        assert!(matches!(rogue.push(&other, &mut doc).await, Answer::Holds));
+    }
+    assert!(!hub.is_loaded(&id), "the transfer left the hub's memory");
+    let before = stored_copy(&hub, &id);
+
+    let edit = |field: &str, value: &str| -> (Automerge, Vec<u8>) {
+        let mut doc = transfer.fork().with_actor(actor_for(HAIBIN));
+        let mut tx = doc.transaction();
+        let (_, body) = tx.get(ROOT, "body").unwrap().unwrap();
+        tx.put(&body, field, value).unwrap();
+        tx.commit();
+        let message = doc
+            .generate_sync_message(&mut synced_at(&transfer.get_heads()))
+            .unwrap();
+        (doc, message.encode())
+    };
+
+    let (forged, message) = edit("sender", HAIBIN_TEAM);
+    rogue.send(&id, message).await;
+    let r = rejected(
+        rogue.answer_to(&id, &forged.get_heads()).await,
+        "a unit as a transfer's sender",
+    );
+    assert_eq!(r.rule, "T-4", "{r:?}");
+    assert_eq!(stored_copy(&hub, &id), before);
+    assert!(!hub.is_loaded(&id), "judged without loading the record");
+
+    let (retitled, message) = edit("title", "expired milk on sale");
+    rogue.send(&id, message).await;
+    assert!(matches!(
+        rogue.answer_to(&id, &retitled.get_heads()).await,
+        Answer::Holds
+    ));
+    assert!(!hub.is_loaded(&id), "taken without loading the record");
+    let (summary, stored) = stored_copy(&hub, &id);
+    let reloaded = Automerge::load(&stored).unwrap();
+    assert_eq!(reloaded.get_heads(), retitled.get_heads());
+    let held = hydrate_record(&reloaded).unwrap();
+    assert_eq!(held, hydrate_record(&retitled).unwrap());
+    assert_eq!(summary.unwrap().title, "expired milk on sale");
+}
+
+/// The gate's verdict on body-string edits taken without the document (`admit_taken`) is the
+/// one it gives with the document (`admit`, told the changes only put body fields), for the
+/// edits the T-rules refuse and allow, from the session's own organisation and another's.
+#[tokio::test]
+async fn the_gate_judges_a_taken_edit_as_it_judges_the_document() {
+    use automerge::transaction::Transactable;
+    use automerge::{ROOT, ReadDoc};
+    use linkage_node::record::doc::frontier::Frontier;
+    use linkage_node::sync::session::{Before, Gate};
+
+    let (id, transfer) = haibin_transfer(SystemClock.now_ms());
+    let held = hydrate_record(&transfer).unwrap();
+    let frontier = Frontier::of(&transfer, &held).unwrap();
+    let edits = [
+        ("title", "expired milk on sale"),
+        ("title", ""),
+        ("sender", HAIBIN_TEAM),
+        ("sender", MARKET),
+        ("receiver", HAIBIN),
+        ("receiver", "nowhere"),
+        ("facts", ""),
+        ("place", "Haibin Road 3"),
+    ];
+    let mut refused = 0;
+    for signer in [HAIBIN, MARKET] {
+        for (field, value) in edits {
+            let mut doc = transfer.fork().with_actor(actor_for(signer));
+            let mut tx = doc.transaction();
+            let (_, body) = tx.get(ROOT, "body").unwrap().unwrap();
+            tx.put(&body, field, value).unwrap();
+            tx.commit();
+            let changes = doc.get_changes(&transfer.get_heads());
+            let added = doc.get_changes_meta(&transfer.get_heads());
+            let taken = frontier.take(&changes).expect("a put of a body string");
+
+            let whole = gate(false)
+                .admit(&id, Before::BodyFieldsPut, &doc, &added)
+                .map(|_| ());
+            let unloaded = gate(false)
+                .admit_taken(&id, &changes, taken.record())
+                .expect("the hub's gate judges taken edits");
+            assert_eq!(unloaded, whole, "{signer} sets {field} to {value:?}");
+            refused += usize::from(whole.is_err());
+        }
+    }
+    assert!(
+        refused > 8,
+        "the T-rules and the actor rule refuse some of them"
+    );
+
+    // Refilling, other parties' changes are judged with the document only.
+    let changes = transfer.get_changes(&[]);
+    assert!(gate(true).admit_taken(&id, &changes, &held).is_none());
 }
 
 /// A change whose op ids collide with ops the record already has (a forged `start_op`):

@@ -546,6 +546,18 @@ impl Replica {
         slot
     }
 
+    /// Whether record `id`'s document is in memory now, without making it more recently used
+    /// (for tests and diagnostics: whether a change was taken without loading the record).
+    pub fn is_loaded(&self, id: &str) -> bool {
+        let slot = self
+            .cache
+            .lock()
+            .expect("cache lock is never poisoned")
+            .peek(id)
+            .cloned();
+        slot.is_some_and(|slot| lock_slot(&slot).doc.is_some())
+    }
+
     /// Whether record `id` has a slot in the cache, without making it more recently used.
     #[cfg(test)]
     fn is_cached(&self, id: &str) -> bool {

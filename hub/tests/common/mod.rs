@@ -34,11 +34,12 @@ pub struct InProcessHub {
     pub registry: Arc<Registry>,
 }
 
-/// The hub's replica over a fresh in-memory store, keeping frontiers as `linkage-hub` does.
-pub fn hub_replica() -> Arc<Replica> {
+/// The hub's replica over a fresh in-memory store, keeping `docs` documents in memory and
+/// frontiers as `linkage-hub` does.
+pub fn hub_replica(docs: usize) -> Arc<Replica> {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     Arc::new(
-        Replica::open("district-hub", store, Arc::new(SystemClock), 1024)
+        Replica::open("district-hub", store, Arc::new(SystemClock), docs)
             .unwrap()
             .keep_frontiers(1024),
     )
@@ -46,7 +47,12 @@ pub fn hub_replica() -> Arc<Replica> {
 
 /// Serves a hub's `Sync` and `District` services with the Beidaihe directory.
 pub async fn start_hub() -> InProcessHub {
-    let replica = hub_replica();
+    start_hub_keeping(1024).await
+}
+
+/// [`start_hub`], keeping `docs` documents in memory.
+pub async fn start_hub_keeping(docs: usize) -> InProcessHub {
+    let replica = hub_replica(docs);
     let registry = Arc::new(Registry::load(replica.clone()).unwrap());
     let office = Office::new(replica.clone(), Arc::new(Directory::beidaihe()));
     let service = HubService::new(office, registry.clone());

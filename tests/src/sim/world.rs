@@ -770,12 +770,13 @@ impl Sim {
     fn restart_hub(&mut self) {
         let store: Arc<dyn Store> = self.hub.store.clone();
         let actor = self.hub.actors.next();
-        // As `linkage-hub` runs, but with few frontiers kept, so that some edits find theirs
-        // evicted and go through Automerge.
+        // As `linkage-hub` runs, with fewer documents and frontiers kept than a seed makes
+        // records, so that edits meet records loaded and not, with and without a frontier,
+        // and take both the Automerge path and the unloaded one (`Frontier::take`).
         let replica = Arc::new(
-            Replica::open_as(HUB_ORG, actor, store, self.clock.clone(), 1024)
+            Replica::open_as(HUB_ORG, actor, store, self.clock.clone(), 16)
                 .unwrap()
-                .keep_frontiers(8),
+                .keep_frontiers(24),
         );
         self.hub.registry = Some(Arc::new(Registry::load(replica.clone()).unwrap()));
         self.hub.replica = Some(replica);
