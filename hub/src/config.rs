@@ -175,6 +175,19 @@ end_of_day = "17:30"
     }
 
     #[test]
+    fn frontiers_are_kept_for_a_citys_records_unless_turned_off() {
+        assert_eq!(hub_config("").unwrap().cache_frontiers, 16_384);
+        assert_eq!(
+            hub_config("cache_frontiers = 0").unwrap().cache_frontiers,
+            0
+        );
+        assert_eq!(
+            hub_config("cache_frontiers = 50").unwrap().cache_frontiers,
+            50
+        );
+    }
+
+    #[test]
     fn the_deploy_example_carries_the_same_periods_table_as_the_node_example() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hub.toml");

@@ -440,6 +440,10 @@ impl Replica {
     /// peer's change putting strings into a record's body fields can be taken without
     /// loading the record ([`Replica::take_body_edit`]). A frontier is a few kilobytes, a
     /// loaded document some fifty; the hub keeps them, since it takes every office's edits.
+    ///
+    /// FIXME: frontiers live in memory only. After a restart each record's first edit goes
+    /// through Automerge (which keeps the frontier again); storing them beside the summaries
+    /// would spare that, at a write per change.
     pub fn keep_frontiers(mut self, capacity: usize) -> Self {
         self.frontiers = std::num::NonZeroUsize::new(capacity)
             .map(|capacity| Mutex::new(LruCache::new(capacity)));

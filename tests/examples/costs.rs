@@ -9,6 +9,7 @@ use automerge::{Automerge, ReadDoc};
 use linkage_node::office::{Act, Office};
 use linkage_node::org::Directory;
 use linkage_node::record::doc;
+use linkage_node::record::doc::frontier::Frontier;
 use linkage_node::replica::{Replica, SystemClock};
 use linkage_node::store::{MemoryStore, RocksStore, Store};
 use linkage_node::sync::deflate;
@@ -190,6 +191,28 @@ fn main() -> anyhow::Result<()> {
                 .encode()
         })
         .collect();
+    // The hub's frontier of each record, and what taking the edit from it costs instead of
+    // loading the record, applying the change and hydrating the result.
+    let frontiers = time("Frontier::of (after each change, hub)", RECORDS, |i| {
+        let record = doc::hydrate_record(&received[i].0).unwrap();
+        Frontier::of(&received[i].0, &record).unwrap()
+    });
+    let edits: Vec<Vec<automerge::Change>> = received
+        .iter()
+        .map(|(doc, _)| {
+            use automerge::transaction::Transactable;
+            let mut edited = doc.fork();
+            let mut tx = edited.transaction();
+            let (_, body) = tx.get(automerge::ROOT, "body").unwrap().unwrap();
+            tx.put(&body, "title", "x".repeat(64)).unwrap();
+            tx.put(&body, "content", "y".repeat(64)).unwrap();
+            tx.commit();
+            edited.get_changes(&doc.get_heads())
+        })
+        .collect();
+    time("Frontier::take of a two-field edit", RECORDS, |i| {
+        frontiers[i].take(&edits[i]).expect("a put of body strings")
+    });
     time("fork + receive a resumed change", RECORDS, |i| {
         let mut trial = received[i].0.fork();
         let mut state = received[i].1.clone();

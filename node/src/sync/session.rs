@@ -78,9 +78,11 @@ pub trait Gate: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// The verdict on `changes` to record `id` that only put strings into its body's fields
-    /// and leave it reading as `after` (a [`Frontier::take`](crate::record::doc::frontier::Frontier::take): the record is not loaded); the
+    /// and leave it reading as `after` (a [`Frontier::take`]: the record is not loaded); the
     /// verdict [`Gate::admit`] would give with the document. `None` if this gate judges only
     /// with the document: the changes then go through Automerge.
+    ///
+    /// [`Frontier::take`]: crate::record::doc::frontier::Frontier::take
     fn admit_taken(
         &self,
         _id: &str,
@@ -1790,13 +1792,15 @@ fn adopt_changes(replica: &Replica, held: &Summary, incoming: &Incoming) -> Opti
 
 /// Takes a peer's changes to record `id`, held as `held` says, without loading the record, if
 /// they only put strings into its body's fields on top of the heads and this side keeps the
-/// record's frontier ([`Frontier::take`](crate::record::doc::frontier::Frontier::take), [`Replica::take_body_edit`]); the gate judges the
+/// record's frontier ([`Frontier::take`], [`Replica::take_body_edit`]); the gate judges the
 /// record they leave ([`Gate::admit_taken`]). The answer is an acknowledgement of the heads
 /// they make, which must be the heads the peer declares. `None` if any of that is not so:
 /// the message is then applied through Automerge as any other.
 ///
 /// The hub takes a reconnecting office's edits this way: loading each record, applying the
 /// change and hydrating the result was half of its CPU per edited record.
+///
+/// [`Frontier::take`]: crate::record::doc::frontier::Frontier::take
 fn take_body_edit(
     replica: &Replica,
     gate: &dyn Gate,
@@ -1813,6 +1817,11 @@ fn take_body_edit(
         return None;
     }
     let id = incoming.id.as_str();
+    // A record in memory takes the changes through Automerge for little more, and stays
+    // current there.
+    if replica.is_loaded(id) {
+        return None;
+    }
     let frontier = replica.frontier(id, &held.heads)?;
     let changes = guard::plain_changes(message.changes.iter())?;
     // Decoding a peer's change can panic in Automerge on bytes the guard let through; the
