@@ -25,7 +25,7 @@ pub struct Frontier {
     /// The highest op counter in the document: the next change made on top of these heads
     /// starts at the one after.
     max_op: u64,
-    /// The last sequence number of each actor that changed the document.
+    /// The last sequence number of each actor that changed the document, sorted by actor.
     seqs: Vec<(ActorId, u64)>,
     /// The id of the body's map.
     body: OpRef,
@@ -50,6 +50,7 @@ impl Frontier {
                 None => seqs.push((change.actor.into_owned(), change.seq)),
             }
         }
+        seqs.sort_unstable();
 
         let (Value::Object(ObjType::Map), body) = doc.get(automerge::ROOT, "body").ok()?? else {
             return None;
@@ -155,9 +156,9 @@ impl Frontier {
             }
 
             next.max_op = change.max_op();
-            match next.seqs.iter_mut().find(|(known, _)| known == actor) {
-                Some((_, seq)) => *seq = change.seq(),
-                None => next.seqs.push((actor.clone(), change.seq())),
+            match next.seqs.binary_search_by(|(known, _)| known.cmp(actor)) {
+                Ok(at) => next.seqs[at].1 = change.seq(),
+                Err(at) => next.seqs.insert(at, (actor.clone(), change.seq())),
             }
             next.heads = vec![change.hash()];
         }
