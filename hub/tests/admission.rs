@@ -726,6 +726,39 @@ async fn an_edit_of_a_record_not_in_memory_is_taken_without_loading_it() {
     assert_eq!(stored_copy(&hub, &id), before);
     assert!(!hub.is_loaded(&id), "judged without loading the record");
 
+    // An author written on the actor's second change: Automerge takes one only on an actor's
+    // first, and panics applying it. Left to Automerge's path, which refuses the message; the
+    // stored copy stays loadable (found by a break-test).
+    let creator = transfer.get_changes(&[])[0].actor_id().clone();
+    let mut authored = transfer.fork().with_actor(creator);
+    let mut tx = authored.transaction();
+    let (_, body) = tx.get(ROOT, "body").unwrap().unwrap();
+    tx.put(&body, "title", "retitled").unwrap();
+    tx.commit();
+    let mut expanded = authored.get_changes(&transfer.get_heads())[0].decode();
+    assert_eq!(expanded.seq, 2, "the creator's second change");
+    expanded.extra_bytes = vec![1, 3, b'e', b'v', b'e'];
+    let authored = automerge::Change::from(expanded);
+    let message = Message {
+        heads: vec![authored.hash()],
+        need: Vec::new(),
+        have: vec![automerge::sync::Have {
+            last_sync: transfer.get_heads(),
+            bloom: Default::default(),
+        }],
+        changes: vec![authored.raw_bytes().to_vec()].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    };
+    rogue.send(&id, message.encode()).await;
+    let r = rejected(
+        rogue.answer_to(&id, &[authored.hash()]).await,
+        "an author on a later change",
+    );
+    assert_eq!(r.rule, "protocol", "{r:?}");
+    assert_eq!(stored_copy(&hub, &id), before);
+    Automerge::load(&before.1).unwrap();
+
     let (retitled, message) = edit("title", "expired milk on sale");
     rogue.send(&id, message).await;
     assert!(matches!(

@@ -194,6 +194,10 @@ struct Slot {
     field_conflicted: Option<bool>,
     /// A value derived from the document at these heads (see [`Replica::read_memo`]).
     memo: Option<(Vec<ChangeHash>, Arc<dyn Any + Send + Sync>)>,
+    /// The record the document read as at these heads, when a change here left it so and no
+    /// field holds concurrent values: what the record's frontier is made of once the document
+    /// leaves memory ([`Replica::keep_frontiers`]).
+    read_as: Option<(Vec<ChangeHash>, Record)>,
 }
 
 /// Whether a change is synced to disk and published before [`Replica::change`] returns, or
@@ -436,10 +440,12 @@ impl Replica {
         })
     }
 
-    /// Keeps the frontiers of the `capacity` records changed last (none if 0), so that a
+    /// Keeps the frontiers of up to `capacity` records not in memory (none if 0), so that a
     /// peer's change putting strings into a record's body fields can be taken without
-    /// loading the record ([`Replica::take_body_edit`]). A frontier is a few kilobytes, a
-    /// loaded document some fifty; the hub keeps them, since it takes every office's edits.
+    /// loading the record ([`Replica::take_body_edit`]). A frontier is made as the document
+    /// of a record changed here leaves memory, and kept as such changes are taken. A frontier
+    /// is a few kilobytes, a loaded document some fifty; the hub keeps them, since it takes
+    /// every office's edits.
     ///
     /// FIXME: frontiers live in memory only. After a restart each record's first edit goes
     /// through Automerge (which keeps the frontier again); storing them beside the summaries
@@ -544,10 +550,30 @@ impl Replica {
         let slot = Arc::new(Mutex::new(Slot::default()));
         cache.put(id.to_owned(), slot.clone());
         drop(cache);
+        self.keep_frontiers_of(&evicted);
         // Freeing a document touches all of its memory, which may have gone cold: every other
         // caller waits for the cache lock, so it is done after the lock is let go.
         drop(evicted);
         slot
+    }
+
+    /// Keeps the frontiers of records whose documents just left memory, if this replica keeps
+    /// frontiers and knows what each read as: a record in memory takes its changes through
+    /// Automerge and needs none, so the frontier is made only as it leaves (a change's cost
+    /// otherwise, paid by every change the district workload's hub takes in).
+    fn keep_frontiers_of(&self, evicted: &[(String, Arc<Mutex<Slot>>)]) {
+        if self.frontiers.is_none() {
+            return;
+        }
+        for (id, slot) in evicted {
+            let slot = lock_slot(slot);
+            if let (Some(doc), Some((heads, record))) = (&slot.doc, &slot.read_as)
+                && doc.get_heads() == *heads
+                && let Some(frontier) = Frontier::of(doc, record)
+            {
+                self.set_frontier(id, Some(frontier));
+            }
+        }
     }
 
     /// Whether record `id`'s document is in memory now, without making it more recently used
@@ -1063,11 +1089,13 @@ impl Replica {
         .map_err(ReplicaError::from)?;
         self.remember(id, summary);
         if self.frontiers.is_some() {
-            let frontier = record
-                .as_ref()
+            // Made when the document leaves memory (`keep_frontiers_of`); any kept before is
+            // of older heads.
+            self.set_frontier(id, None);
+            slot.read_as = record
+                .clone()
                 .filter(|_| !field_conflicted)
-                .and_then(|record| Frontier::of(doc, record));
-            self.set_frontier(id, frontier);
+                .map(|record| (heads.clone(), record));
         }
         slot.field_conflicted = Some(field_conflicted);
         slot.chunks_since_snapshot += 1;
@@ -1280,7 +1308,7 @@ fn debug_assert_taken_as_automerge_applies(
 /// used tenth: 0.5–1 ms for 2,048 while the hub was busy, but 11–31 ms on memory gone cold
 /// after a few idle seconds, under the cache lock, in the middle of a reconnecting office's
 /// batch (the 1 % figure of issue 6).
-fn evict(cache: &mut Cache, keep: usize) -> Vec<Arc<Mutex<Slot>>> {
+fn evict(cache: &mut Cache, keep: usize) -> Vec<(String, Arc<Mutex<Slot>>)> {
     let mut evicted = Vec::new();
     let mut looked = 0;
     while cache.len() > keep && looked < cache.len() {
@@ -1289,7 +1317,7 @@ fn evict(cache: &mut Cache, keep: usize) -> Vec<Arc<Mutex<Slot>>> {
             break;
         };
         if Arc::strong_count(&slot) == 1 {
-            evicted.push(slot);
+            evicted.push((id, slot));
         } else {
             cache.put(id, slot);
         }
