@@ -180,7 +180,9 @@ mod tests {
     use automerge::ExpandedChange;
 
     use super::*;
-    use crate::record::doc::{actor_for, append_event, edit_body, hydrate_record, new_document};
+    use crate::record::doc::{
+        self, actor_for, append_event, edit_body, hydrate_record, new_document,
+    };
     use crate::record::{Action, Body, RecordKind, WorkflowEvent};
 
     const TOWNSHIP: &str = "130304100";
@@ -363,5 +365,93 @@ mod tests {
         let mut on_top = merged.fork().with_actor(office.get_actor().clone());
         let settle = edit(&mut on_top, &["hazard"], "all removed", 3_000);
         assert!(conflicted.take(&settle).is_none(), "a conflicted field");
+    }
+
+    /// One step of a record's life at the hub: a device edits some body fields or appends an
+    /// event to its copy, after catching up with the hub's copy or not (then its change is
+    /// concurrent with the hub's latest).
+    #[derive(Debug, Clone)]
+    struct Step {
+        device: usize,
+        catch_up: bool,
+        fields: Vec<&'static str>,
+        value: String,
+        event: bool,
+    }
+
+    fn any_step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        (
+            0..3usize,
+            any::<bool>(),
+            proptest::sample::subsequence(vec!["hazard", "measures", "assessment", "place"], 1..3),
+            "[a-z ]{0,12}",
+            proptest::bool::weighted(0.2),
+        )
+            .prop_map(|(device, catch_up, fields, value, event)| Step {
+                device,
+                catch_up,
+                fields,
+                value,
+                event,
+            })
+    }
+
+    proptest::proptest! {
+        /// Whatever a record's devices do, in whatever order their changes reach the hub,
+        /// a change the frontier takes leaves the frontier and record Automerge's apply
+        /// leaves, adds no conflict, and its bytes appended to the stored document load into
+        /// the same document, which saves and loads again.
+        #[test]
+        fn every_taken_change_is_what_automerge_makes_of_it(
+            steps in proptest::collection::vec(any_step(), 1..24)
+        ) {
+            let (mut hub, office) = hub_and_office();
+            let mut devices = vec![
+                office,
+                hub.fork().with_actor(actor_for(TOWNSHIP)),
+                hub.fork().with_actor(actor_for(BUREAU)),
+            ];
+            let mut stored = hub.save_nocompress();
+            let mut frontier = Some(frontier_of(&hub));
+            for (at, step) in (10_000..).zip(steps) {
+                let device = &mut devices[step.device];
+                if step.catch_up {
+                    device.merge(&mut hub.clone()).unwrap();
+                }
+                if step.event {
+                    let org = doc::org_of_actor(device.get_actor()).unwrap();
+                    append_event(device, &WorkflowEvent::new(Action::Updated, at, &org), at)
+                        .unwrap();
+                } else {
+                    edit(device, &step.fields, &step.value, at);
+                }
+                let changes = hub.get_changes_added(device);
+                let taken = frontier.as_ref().and_then(|f| f.take(&changes));
+                hub.apply_changes(changes.clone()).unwrap();
+
+                let conflicted = !doc::conflicts(&hub).is_empty();
+                if let Some(taken) = &taken {
+                    proptest::prop_assert!(!conflicted, "a taken change added a conflict");
+                    proptest::prop_assert_eq!(taken, &frontier_of(&hub));
+                    let mut appended = stored.clone();
+                    for change in &changes {
+                        appended.extend_from_slice(change.raw_bytes());
+                    }
+                    let loaded = Automerge::load(&appended).unwrap();
+                    proptest::prop_assert_eq!(loaded.get_heads(), hub.get_heads());
+                    let again = Automerge::load(&loaded.save_nocompress()).unwrap();
+                    proptest::prop_assert_eq!(again.get_heads(), hub.get_heads());
+                }
+                // As the hub keeps it: taken forward, or made again from the document
+                // Automerge changed, unless a field holds concurrent values.
+                frontier = match taken {
+                    Some(taken) => Some(taken),
+                    None if conflicted => None,
+                    None => Some(frontier_of(&hub)),
+                };
+                stored = hub.save_nocompress();
+            }
+        }
     }
 }
