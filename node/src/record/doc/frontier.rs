@@ -407,7 +407,7 @@ mod tests {
             steps in proptest::collection::vec(any_step(), 1..24)
         ) {
             let (mut hub, office) = hub_and_office();
-            let mut devices = vec![
+            let mut devices = [
                 office,
                 hub.fork().with_actor(actor_for(TOWNSHIP)),
                 hub.fork().with_actor(actor_for(BUREAU)),
