@@ -269,6 +269,23 @@ struct Summaries {
     complete: bool,
 }
 
+/// The frontiers a replica keeps, least recently used first out, bounded here: `lru`
+/// allocates a bounded cache's whole capacity at once, which a large setting took at start-up
+/// or could not (a break-test).
+#[derive(Debug)]
+struct Frontiers {
+    by_id: LruCache<String, KeptFrontier>,
+    capacity: usize,
+}
+
+/// A record's frontier, and the heads its last change was taken on, sorted, if that change
+/// was taken without loading the record ([`Replica::take_body_edit`]).
+#[derive(Debug, Clone)]
+struct KeptFrontier {
+    frontier: Arc<Frontier>,
+    taken_on: Option<Vec<ChangeHash>>,
+}
+
 #[derive(Debug)]
 pub struct Replica {
     org: String,
@@ -282,7 +299,7 @@ pub struct Replica {
     trips: tokio::sync::Semaphore,
     /// The frontiers of records changed lately, if this replica keeps them (the hub's does;
     /// see [`Replica::keep_frontiers`]).
-    frontiers: Option<Mutex<LruCache<String, Arc<Frontier>>>>,
+    frontiers: Option<Mutex<Frontiers>>,
     /// What has been published and synced, shared with the sync task.
     told: Arc<Told>,
 }
@@ -451,23 +468,34 @@ impl Replica {
     /// through Automerge (which keeps the frontier again); storing them beside the summaries
     /// would spare that, at a write per change.
     pub fn keep_frontiers(mut self, capacity: usize) -> Self {
-        self.frontiers = std::num::NonZeroUsize::new(capacity)
-            .map(|capacity| Mutex::new(LruCache::new(capacity)));
+        self.frontiers = (capacity > 0).then(|| {
+            Mutex::new(Frontiers {
+                by_id: LruCache::unbounded(),
+                capacity,
+            })
+        });
         self
     }
 
     /// The frontier of record `id` at the heads its summary lists, if kept.
     pub fn frontier(&self, id: &str, heads: &[String]) -> Option<Arc<Frontier>> {
-        let frontier = self.lock_frontiers()?.get(id).cloned()?;
-        let mut listed: Vec<ChangeHash> = heads
-            .iter()
-            .map(|h| h.parse().ok())
-            .collect::<Option<_>>()?;
-        listed.sort_unstable();
-        (frontier.heads() == listed.as_slice()).then_some(frontier)
+        let kept = self.kept_frontier(id, heads)?;
+        Some(kept.frontier)
     }
 
-    fn lock_frontiers(&self) -> Option<MutexGuard<'_, LruCache<String, Arc<Frontier>>>> {
+    /// The heads record `id`'s last change was taken on without loading the record
+    /// ([`Replica::take_body_edit`]), sorted, if the record is still at `heads` (its summary's).
+    pub fn taken_on(&self, id: &str, heads: &[String]) -> Option<Vec<ChangeHash>> {
+        self.kept_frontier(id, heads)?.taken_on
+    }
+
+    fn kept_frontier(&self, id: &str, heads: &[String]) -> Option<KeptFrontier> {
+        let kept = self.lock_frontiers()?.by_id.get(id).cloned()?;
+        let listed = sorted_heads(heads)?;
+        (kept.frontier.heads() == listed.as_slice()).then_some(kept)
+    }
+
+    fn lock_frontiers(&self) -> Option<MutexGuard<'_, Frontiers>> {
         // Each critical section leaves the cache whole; a poisoned lock guards valid data.
         self.frontiers.as_ref().map(|cache| {
             cache
@@ -477,15 +505,19 @@ impl Replica {
     }
 
     /// Keeps `frontier` as record `id`'s, or forgets the record's if `None`.
-    fn set_frontier(&self, id: &str, frontier: Option<Frontier>) {
-        if let Some(mut frontiers) = self.lock_frontiers() {
-            match frontier {
-                Some(frontier) => {
-                    frontiers.put(id.to_owned(), Arc::new(frontier));
+    fn set_frontier(&self, id: &str, frontier: Option<KeptFrontier>) {
+        let Some(mut frontiers) = self.lock_frontiers() else {
+            return;
+        };
+        match frontier {
+            Some(frontier) => {
+                frontiers.by_id.put(id.to_owned(), frontier);
+                while frontiers.by_id.len() > frontiers.capacity {
+                    frontiers.by_id.pop_lru();
                 }
-                None => {
-                    frontiers.pop(id);
-                }
+            }
+            None => {
+                frontiers.by_id.pop(id);
             }
         }
     }
@@ -571,7 +603,9 @@ impl Replica {
                 && doc.get_heads() == *heads
                 && let Some(frontier) = Frontier::of(doc, record)
             {
-                self.set_frontier(id, Some(frontier));
+                let frontier = Arc::new(frontier);
+                let taken_on = None;
+                self.set_frontier(id, Some(KeptFrontier { frontier, taken_on }));
             }
         }
     }
@@ -849,6 +883,10 @@ impl Replica {
         self.remember(id, summary);
         // A change appended unloaded leaves the record's frontier unknown, unless it is the
         // one taken.
+        let taken = taken.map(|frontier| KeptFrontier {
+            frontier: Arc::new(frontier),
+            taken_on: sorted_heads(heads),
+        });
         self.set_frontier(id, taken);
         slot.memo = None;
         Ok(Some(seq))
@@ -1323,6 +1361,16 @@ fn evict(cache: &mut Cache, keep: usize) -> Vec<(String, Arc<Mutex<Slot>>)> {
         }
     }
     evicted
+}
+
+/// `heads` as a summary lists them, parsed and sorted; `None` if one does not parse.
+fn sorted_heads(heads: &[String]) -> Option<Vec<ChangeHash>> {
+    let mut parsed: Vec<ChangeHash> = heads
+        .iter()
+        .map(|h| h.parse().ok())
+        .collect::<Option<_>>()?;
+    parsed.sort_unstable();
+    Some(parsed)
 }
 
 fn encode_summary(summary: &Summary) -> Vec<u8> {

@@ -1451,7 +1451,12 @@ fn prepare_offer(
     // hub took unloaded, `take_body_edit`): offered from the store as Automerge would offer it.
     if let Some([head]) = listed.as_deref()
         && let Some(tail) = replica.tail_chunk(id)?
-        && let Some(message) = offer_tail(&mut state, *head, tail)
+        && let Some(message) = offer_tail(
+            &mut state,
+            *head,
+            tail,
+            replica.taken_on(id, &summary.heads).as_deref(),
+        )
     {
         let mut outgoing = Outgoing::plain(message);
         if offer_summary {
@@ -1501,9 +1506,20 @@ fn prepare_offer(
 /// (v1, since a resumed peer's capabilities are unknown), the shared heads with a bloom filter
 /// of it, and no request. A test compares the two.
 ///
+/// On top of the shared heads means depending on them alone; or, if the change was taken on
+/// them without loading the record (`taken_on`, [`Replica::taken_on`]), on them and on its
+/// actor's own last change, which [`Frontier::take`] checked is already under them.
+///
 /// Loading a record to offer the change a hub took unloaded cost as much as loading it to
 /// take the change.
-fn offer_tail(state: &mut State, head: automerge::ChangeHash, tail: Vec<u8>) -> Option<Message> {
+///
+/// [`Frontier::take`]: crate::record::doc::frontier::Frontier::take
+fn offer_tail(
+    state: &mut State,
+    head: automerge::ChangeHash,
+    tail: Vec<u8>,
+    taken_on: Option<&[automerge::ChangeHash]>,
+) -> Option<Message> {
     let links = guard::change_links([tail.as_slice()])?;
     let [link] = links.as_slice() else {
         return None;
@@ -1523,7 +1539,9 @@ fn offer_tail(state: &mut State, head: automerge::ChangeHash, tail: Vec<u8>) -> 
         && !state.have_responded
         && state.sent_hashes.is_empty()
         && !(state.read_only || state.peer_read_only || state.needs_reset);
-    if link.hash != head || shared.is_empty() || deps != shared || !just_resumed {
+    let on_shared = deps == shared
+        || (taken_on == Some(shared.as_slice()) && shared.iter().all(|h| deps.contains(h)));
+    if link.hash != head || shared.is_empty() || !on_shared || !just_resumed {
         return None;
     }
 
@@ -2072,7 +2090,7 @@ mod tests {
         let mut automerges = state.clone();
         let expected = doc.generate_sync_message(&mut automerges).unwrap();
         let mut ours = state.clone();
-        let offered = offer_tail(&mut ours, head, tail.clone()).expect("one change since");
+        let offered = offer_tail(&mut ours, head, tail.clone(), None).expect("one change since");
         assert_eq!(offered, expected);
         assert_eq!(ours, automerges);
         assert_eq!(offered.encode(), expected.encode());
@@ -2080,20 +2098,55 @@ mod tests {
         // Once anything was said or sent, or the change is not the head, Automerge decides.
         let mut sent = ours.clone();
         assert!(
-            offer_tail(&mut sent, head, tail.clone()).is_none(),
+            offer_tail(&mut sent, head, tail.clone(), None).is_none(),
             "sent already"
         );
         let mut fresh = State::new();
         assert!(
-            offer_tail(&mut fresh, head, tail.clone()).is_none(),
+            offer_tail(&mut fresh, head, tail.clone(), None).is_none(),
             "nothing confirmed"
         );
         let mut other = state.clone();
         let not_head = state.shared_heads[0];
         assert!(
-            offer_tail(&mut other, not_head, tail).is_none(),
+            offer_tail(&mut other, not_head, tail, None).is_none(),
             "not the head"
         );
         assert_eq!(other, state, "a refused offer leaves the state as it was");
+    }
+
+    /// A change whose actor's last change is no longer a head depends on it too (Automerge
+    /// adds it): offered from the store only if it was taken on the shared heads, and then as
+    /// Automerge offers it.
+    #[test]
+    fn a_change_depending_on_its_actors_own_last_one_is_offered_if_taken_on_the_shared_heads() {
+        let id = RecordKind::UrgentNotice.new_record_id();
+        let record = crate::record::sample_notice(&id, TOWNSHIP);
+        let mut doc = new_document(&record, actor_for(TOWNSHIP), 1_000).unwrap();
+        let mut bureau = doc.fork().with_actor(actor_for("bdh-yjgl"));
+        let event = WorkflowEvent::new(Action::Updated, 2_000, "bdh-yjgl");
+        append_event(&mut bureau, &event, 2_000).unwrap();
+        doc.merge(&mut bureau).unwrap();
+
+        let shared = doc.get_heads();
+        let confirmed = State {
+            shared_heads: shared.clone(),
+            ..State::new()
+        };
+        let state = resumed(State::decode(&confirmed.encode()).unwrap());
+        let event = WorkflowEvent::new(Action::Updated, 3_000, TOWNSHIP);
+        append_event(&mut doc, &event, 3_000).unwrap();
+        let tail = doc.save_after(&shared);
+        let head = doc.get_heads()[0];
+        assert_eq!(doc.get_changes(&shared)[0].deps().len(), 2);
+
+        let mut automerges = state.clone();
+        let expected = doc.generate_sync_message(&mut automerges).unwrap();
+        let mut ours = state.clone();
+        let offered = offer_tail(&mut ours, head, tail.clone(), Some(&shared)).unwrap();
+        assert_eq!((offered, ours), (expected, automerges));
+
+        let mut unknown = state.clone();
+        assert!(offer_tail(&mut unknown, head, tail, None).is_none());
     }
 }

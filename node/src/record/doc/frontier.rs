@@ -25,8 +25,9 @@ pub struct Frontier {
     /// The highest op counter in the document: the next change made on top of these heads
     /// starts at the one after.
     max_op: u64,
-    /// The last sequence number of each actor that changed the document, sorted by actor.
-    seqs: Vec<(ActorId, u64)>,
+    /// Each actor that changed the document, sorted, with the sequence number and hash of
+    /// its last change.
+    actors: Vec<(ActorId, u64, ChangeHash)>,
     /// The id of the body's map.
     body: OpRef,
     /// The body's fields that hold exactly one value, a string that reads as the same string
@@ -42,15 +43,21 @@ impl Frontier {
         let mut heads = doc.get_heads();
         heads.sort_unstable();
         let mut max_op = 0;
-        let mut seqs: Vec<(ActorId, u64)> = Vec::new();
+        let mut actors: Vec<(ActorId, u64, ChangeHash)> = Vec::new();
         for change in doc.get_changes_meta(&[]) {
             max_op = max_op.max(change.max_op);
-            match seqs.iter_mut().find(|(actor, _)| *actor == *change.actor) {
-                Some((_, seq)) => *seq = (*seq).max(change.seq),
-                None => seqs.push((change.actor.into_owned(), change.seq)),
+            match actors
+                .iter_mut()
+                .find(|(actor, ..)| *actor == *change.actor)
+            {
+                Some((_, seq, hash)) if *seq < change.seq => {
+                    (*seq, *hash) = (change.seq, change.hash)
+                }
+                Some(_) => {}
+                None => actors.push((change.actor.into_owned(), change.seq, change.hash)),
             }
         }
-        seqs.sort_unstable();
+        actors.sort_unstable();
 
         let (Value::Object(ObjType::Map), body) = doc.get(automerge::ROOT, "body").ok()?? else {
             return None;
@@ -81,7 +88,7 @@ impl Frontier {
         Some(Frontier {
             heads,
             max_op,
-            seqs,
+            actors,
             body: (*counter, actor.clone()),
             strings,
             record: record.clone(),
@@ -107,9 +114,14 @@ impl Frontier {
     /// (its dependencies are not the heads), extra bytes (an author), a field holding
     /// concurrent values or a value that is not a string, an op that is not such a put or
     /// overwrites other than the op this frontier holds for its field, and a change whose
-    /// bytes are not the ones Automerge would write for it. The last matters because these bytes are stored as they came:
-    /// Automerge rebuilds a document's changes from its ops when it saves, and a change
-    /// encoded otherwise would get another hash, so the saved document would not load.
+    /// bytes are not the ones Automerge would write for it. The last matters because these
+    /// bytes are stored as they came: Automerge rebuilds a document's changes from its ops
+    /// when it saves, and a change encoded otherwise would get another hash, so the saved
+    /// document would not load.
+    ///
+    /// On top of everything means depending on the heads; or on the heads and the actor's own
+    /// last change, which Automerge adds to a change's dependencies when another actor's
+    /// change came after it (it is in the history already, and adds nothing).
     pub fn take(&self, changes: &[Change]) -> Option<Frontier> {
         let mut next = self.clone();
         let mut patch = serde_json::Map::new();
@@ -117,15 +129,22 @@ impl Frontier {
             let mut deps = change.deps().to_vec();
             deps.sort_unstable();
             let actor = change.actor_id();
-            let last_seq = next
-                .seqs
+            let (last_seq, own_last) = next
+                .actors
                 .iter()
-                .find(|(known, _)| known == actor)
-                .map_or(0, |(_, seq)| *seq);
+                .find(|(known, ..)| known == actor)
+                .map_or((0, None), |(_, seq, hash)| (*seq, Some(*hash)));
+            let on_heads = deps == next.heads
+                || own_last.is_some_and(|own| {
+                    let mut with_own = next.heads.clone();
+                    with_own.push(own);
+                    with_own.sort_unstable();
+                    !next.heads.contains(&own) && deps == with_own
+                });
             // Extra bytes hold an author, which Automerge takes only on an actor's first
             // change (it panics applying one on a later change; found by a break-test).
             // Linkage writes none.
-            if deps != next.heads
+            if !on_heads
                 || !change.extra_bytes().is_empty()
                 || change.is_empty()
                 || change.seq() != last_seq + 1
@@ -160,9 +179,10 @@ impl Frontier {
             }
 
             next.max_op = change.max_op();
-            match next.seqs.binary_search_by(|(known, _)| known.cmp(actor)) {
-                Ok(at) => next.seqs[at].1 = change.seq(),
-                Err(at) => next.seqs.insert(at, (actor.clone(), change.seq())),
+            let last = (change.seq(), change.hash());
+            match next.actors.binary_search_by(|(known, ..)| known.cmp(actor)) {
+                Ok(at) => (next.actors[at].1, next.actors[at].2) = last,
+                Err(at) => next.actors.insert(at, (actor.clone(), last.0, last.1)),
             }
             next.heads = vec![change.hash()];
         }
@@ -273,6 +293,17 @@ mod tests {
         let mut bureau = hub.fork().with_actor(actor_for(BUREAU));
         let theirs = edit(&mut bureau, &["assessment"], "no leak found", 4_000);
         take_both(&mut hub, &theirs);
+
+        // The township edits again on top of the bureau's edit: Automerge makes its change
+        // depend on the township's own last change too, which is no longer a head.
+        office.merge(&mut hub.clone()).unwrap();
+        let again = edit(&mut office, &["measures"], "area closed", 5_000);
+        assert_eq!(
+            again[0].deps().len(),
+            2,
+            "the heads and the actor's own last change"
+        );
+        take_both(&mut hub, &again);
 
         // What the frontier stored reloads as Automerge's own copy does.
         let reloaded = Automerge::load(&hub.save_nocompress()).unwrap();
