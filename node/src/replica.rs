@@ -1415,6 +1415,56 @@ mod tests {
             .flatten()
     }
 
+    /// A record changed here gets its frontier as its document leaves memory, at the heads
+    /// its summary lists; the replica keeps as many as it is told, the latest, and a setting
+    /// of any size takes no memory up front (`lru` allocated a bounded cache's whole capacity:
+    /// a large setting aborted the hub, found by a break-test).
+    #[test]
+    fn frontiers_are_made_as_changed_records_leave_memory_and_kept_within_their_number() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let _unbounded = replica_on(&store).keep_frontiers(usize::MAX);
+
+        let replica = replica_on(&store).keep_frontiers(4);
+        let ids: Vec<String> = (0..30)
+            .map(|_| {
+                let id = crate::record::RecordKind::UrgentNotice.new_record_id();
+                let record = crate::record::sample_notice(&id, ORG);
+                replica.create(&record).unwrap();
+                replica
+                    .change(&id, false, |doc| {
+                        let mut body = record.body.clone();
+                        if let crate::record::Body::UrgentNotice(notice) = &mut body {
+                            notice.measures = "area closed".into();
+                        }
+                        doc::edit_body(doc, &body, &["measures"], 2_000).map_err(ReplicaError::from)
+                    })
+                    .unwrap();
+                id
+            })
+            .collect();
+
+        let heads = |id: &str| replica.summary(id).unwrap().unwrap().heads.clone();
+        assert!(
+            replica.frontier(&ids[29], &heads(&ids[29])).is_none(),
+            "still in memory"
+        );
+        let kept: Vec<(&String, Arc<Frontier>)> = ids
+            .iter()
+            .filter_map(|id| Some((id, replica.frontier(id, &heads(id))?)))
+            .collect();
+        assert_eq!(
+            kept.len(),
+            4,
+            "the four records to leave memory last, of fourteen"
+        );
+        for (id, frontier) in kept {
+            assert!(!replica.is_loaded(id));
+            // Read after: loading a record makes another leave memory, and its frontier
+            // pushes out the oldest.
+            assert_eq!(frontier.record(), &replica.record(id).unwrap());
+        }
+    }
+
     /// A document stored as a snapshot-less run of chunks (a record and five edits) loads in
     /// one piece with every change, in a replica that never held it in memory.
     #[test]
