@@ -670,6 +670,23 @@ async fn body_field_edits_are_checked_without_the_record_before_them() {
     assert_eq!(hydrate_record(&reloaded).unwrap(), hub.record(&id).unwrap());
 }
 
+/// The record's creator, by its own actor, putting `title` into the body of `doc`: its
+/// change, decoded so that a test can make one of its facts wrong.
+fn creators_title(doc: &Automerge, title: &str) -> automerge::ExpandedChange {
+    use automerge::transaction::Transactable;
+    use automerge::{ROOT, ReadDoc};
+
+    let creator = doc.get_changes(&[])[0].actor_id().clone();
+    let mut put = doc.fork().with_actor(creator);
+    let mut tx = put.transaction();
+    let (_, body) = tx.get(ROOT, "body").unwrap().unwrap();
+    tx.put(&body, "title", title).unwrap();
+    tx.commit();
+    let mut expanded = put.get_changes(&doc.get_heads()).pop().unwrap().decode();
+    expanded.hash = None;
+    expanded
+}
+
 /// The hub's record as stored, read without loading it: its summary and stored bytes.
 fn stored_copy(hub: &Replica, id: &str) -> (Option<Summary>, Vec<u8>) {
     (
@@ -729,13 +746,7 @@ async fn an_edit_of_a_record_not_in_memory_is_taken_without_loading_it() {
     // An author written on the actor's second change: Automerge takes one only on an actor's
     // first, and panics applying it. Left to Automerge's path, which refuses the message; the
     // stored copy stays loadable (found by a break-test).
-    let creator = transfer.get_changes(&[])[0].actor_id().clone();
-    let mut authored = transfer.fork().with_actor(creator);
-    let mut tx = authored.transaction();
-    let (_, body) = tx.get(ROOT, "body").unwrap().unwrap();
-    tx.put(&body, "title", "retitled").unwrap();
-    tx.commit();
-    let mut expanded = authored.get_changes(&transfer.get_heads())[0].decode();
+    let mut expanded = creators_title(&transfer, "retitled");
     assert_eq!(expanded.seq, 2, "the creator's second change");
     expanded.extra_bytes = vec![1, 3, b'e', b'v', b'e'];
     let authored = automerge::Change::from(expanded);
@@ -836,23 +847,13 @@ async fn the_gate_judges_a_taken_edit_as_it_judges_the_document() {
 /// were (found by a break-test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_whose_op_ids_collide_is_refused() {
-    use automerge::transaction::Transactable;
-    use automerge::{ROOT, ReadDoc};
-
     let (hub, mut rogue, id, transfer) = hub_holding_a_transfer().await;
     let before = hub_copy(&hub, &id);
 
     // The title put again by the creator's own actor, its first op renumbered to 1.
     let colliding = |doc: &Automerge| -> automerge::Change {
-        let creator = doc.get_changes(&[])[0].actor_id().clone();
-        let mut put = doc.fork().with_actor(creator);
-        let mut tx = put.transaction();
-        let (_, body) = tx.get(ROOT, "body").unwrap().unwrap();
-        tx.put(&body, "title", "collided").unwrap();
-        tx.commit();
-        let mut expanded = put.get_changes(&doc.get_heads()).pop().unwrap().decode();
+        let mut expanded = creators_title(doc, "collided");
         expanded.start_op = std::num::NonZeroU64::new(1).unwrap();
-        expanded.hash = None;
         automerge::Change::from(expanded)
     };
     // A message about `doc` as a node sends it to a hub holding `doc` (or, new, nothing of
