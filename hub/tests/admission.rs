@@ -785,6 +785,85 @@ async fn an_edit_of_a_record_not_in_memory_is_taken_without_loading_it() {
     assert_eq!(summary.unwrap().title, "expired milk on sale");
 }
 
+/// An edit the hub took without loading the record reaches the record's other party, whose
+/// node confirmed the record before: offered from the store (`offer_tail`) and acknowledged
+/// against the summary's heads, so the hub never loads the record, and the party's copy is
+/// the editor's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_edit_reaches_the_other_party_without_the_hub_loading_the_record() {
+    use automerge::transaction::Transactable;
+    use automerge::{ROOT, ReadDoc};
+
+    let started = start_hub_keeping(16).await;
+    let hub = started.replica.clone();
+    let market = replica(MARKET);
+    tokio::spawn(run_forever(
+        market.clone(),
+        started.url.clone(),
+        Arc::new(LinkStatus::default()),
+    ));
+    let mut rogue = Rogue::connect(&started.url, HAIBIN).await;
+    let (id, mut transfer) = haibin_transfer(SystemClock.now_ms());
+    assert!(matches!(
+        rogue.push(&id, &mut transfer).await,
+        Answer::Holds
+    ));
+
+    // The bureau's node takes the transfer in and confirms it; then the transfer leaves the
+    // hub's memory as Haibin sends more.
+    let holds = |heads: &[ChangeHash]| {
+        let heads: Vec<String> = heads.iter().map(ToString::to_string).collect();
+        market
+            .summary(&id)
+            .unwrap()
+            .is_some_and(|summary| summary.heads == heads)
+    };
+    let deadline = tokio::time::Instant::now() + ANSWER;
+    while !holds(&transfer.get_heads()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bureau never got the transfer"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..16 {
+        let (other, mut doc) = haibin_transfer(SystemClock.now_ms());
+        assert!(matches!(rogue.push(&other, &mut doc).await, Answer::Holds));
+    }
+    assert!(!hub.is_loaded(&id), "the transfer left the hub's memory");
+
+    let mut retitled = transfer.fork().with_actor(actor_for(HAIBIN));
+    let mut tx = retitled.transaction();
+    let (_, body) = tx.get(ROOT, "body").unwrap().unwrap();
+    tx.put(&body, "title", "expired milk on sale").unwrap();
+    tx.commit();
+    let message = retitled
+        .generate_sync_message(&mut synced_at(&transfer.get_heads()))
+        .unwrap();
+    rogue.send(&id, message.encode()).await;
+    assert!(matches!(
+        rogue.answer_to(&id, &retitled.get_heads()).await,
+        Answer::Holds
+    ));
+
+    let deadline = tokio::time::Instant::now() + ANSWER;
+    while !holds(&retitled.get_heads()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edit never reached the bureau"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        market.record(&id).unwrap(),
+        hydrate_record(&retitled).unwrap()
+    );
+    assert!(
+        !hub.is_loaded(&id),
+        "the hub took, offered and saw acknowledged the edit without loading the record"
+    );
+}
+
 /// The gate's verdict on body-string edits taken without the document (`admit_taken`) is the
 /// one it gives with the document (`admit`, told the changes only put body fields), for the
 /// edits the T-rules refuse and allow, from the session's own organisation and another's.

@@ -895,11 +895,11 @@ impl Replica {
     /// The last chunk stored for record `id` if the record is not loaded and has chunks after
     /// its snapshot: the change a peer's session offers on from the store when that one change
     /// is all the peer lacks (`sync::session`), without loading the record for it. The caller
-    /// checks what the chunk holds.
+    /// checks what the chunk holds (a change stored meanwhile is another chunk, whose hash is
+    /// not the head the caller read). The record is not made a slot in the cache, which would
+    /// push out a loaded one.
     pub fn tail_chunk(&self, id: &str) -> Result<Option<Vec<u8>>, ReplicaError> {
-        let slot = self.slot(id);
-        let slot = lock_slot(&slot);
-        if slot.doc.is_some() {
+        if self.is_loaded(id) {
             return Ok(None);
         }
         Ok(self
