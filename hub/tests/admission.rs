@@ -864,6 +864,64 @@ async fn a_taken_edit_reaches_the_other_party_without_the_hub_loading_the_record
     );
 }
 
+/// A text field past the limit an office's own API holds its users to is refused from a peer
+/// too, under rule `limits`: in a new record, and in an edit of a record the hub holds in
+/// memory or not; the hub's copy stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_past_its_limit_is_refused_from_a_peer_as_from_an_office() {
+    use automerge::transaction::Transactable;
+    use automerge::{ROOT, ReadDoc};
+    use linkage_node::office::MAX_FIELD_BYTES;
+
+    let started = start_hub_keeping(16).await;
+    let hub = started.replica.clone();
+    let mut rogue = Rogue::connect(&started.url, HAIBIN).await;
+    let oversized = "x".repeat(MAX_FIELD_BYTES + 1);
+
+    // A new record carrying it.
+    let (new_id, mut new) = haibin_transfer(SystemClock.now_ms());
+    let mut tx = new.transaction();
+    let (_, body) = tx.get(ROOT, "body").unwrap().unwrap();
+    tx.put(&body, "facts", oversized.as_str()).unwrap();
+    tx.commit();
+    let r = rejected(rogue.push(&new_id, &mut new).await, "an oversized field");
+    assert_eq!(r.rule, "limits", "{r:?}");
+    assert!(r.reason.contains("facts"), "{r:?}");
+    assert!(!hub.contains(&new_id).unwrap());
+
+    // An edit of a record in memory, then of one that left it.
+    let (id, mut transfer) = haibin_transfer(SystemClock.now_ms());
+    assert!(matches!(
+        rogue.push(&id, &mut transfer).await,
+        Answer::Holds
+    ));
+    for unloaded in [false, true] {
+        if unloaded {
+            for _ in 0..16 {
+                let (other, mut doc) = haibin_transfer(SystemClock.now_ms());
+                assert!(matches!(rogue.push(&other, &mut doc).await, Answer::Holds));
+            }
+        }
+        assert_eq!(hub.is_loaded(&id), !unloaded);
+        let before = stored_copy(&hub, &id);
+        let mut edited = transfer.fork().with_actor(actor_for(HAIBIN));
+        let mut tx = edited.transaction();
+        let (_, body) = tx.get(ROOT, "body").unwrap().unwrap();
+        tx.put(&body, "facts", oversized.as_str()).unwrap();
+        tx.commit();
+        let message = edited
+            .generate_sync_message(&mut synced_at(&transfer.get_heads()))
+            .unwrap();
+        rogue.send(&id, message.encode()).await;
+        let r = rejected(
+            rogue.answer_to(&id, &edited.get_heads()).await,
+            "an oversized field",
+        );
+        assert_eq!(r.rule, "limits", "unloaded: {unloaded}, {r:?}");
+        assert_eq!(stored_copy(&hub, &id), before);
+    }
+}
+
 /// The gate's verdict on body-string edits taken without the document (`admit_taken`) is the
 /// one it gives with the document (`admit`, told the changes only put body fields), for the
 /// edits the T-rules refuse and allow, from the session's own organisation and another's.

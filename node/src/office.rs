@@ -26,9 +26,7 @@ use crate::replica::{Changed, Known, Replica, ReplicaError, Summary};
 use crate::store::Seq;
 use crate::workflow::{self, RuleViolation};
 
-/// The longest text a single field may hold. Bodies are statements and notes, not files:
-/// materials travel by name; 64 KiB is pages of text.
-pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+pub use crate::workflow::MAX_FIELD_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OfficeError {
@@ -580,36 +578,8 @@ fn check_act(act: &Act) -> Result<(), OfficeError> {
 }
 
 fn check_field_sizes(value: &serde_json::Value) -> Result<(), OfficeError> {
-    fn walk(value: &serde_json::Value, path: &str) -> Result<(), OfficeError> {
-        match value {
-            serde_json::Value::String(s) if s.len() > MAX_FIELD_BYTES => {
-                Err(OfficeError::Invalid(format!(
-                    "field {path} is {} bytes, over the limit of {MAX_FIELD_BYTES}",
-                    s.len()
-                )))
-            }
-            serde_json::Value::Array(items) if items.len() > 1024 => {
-                Err(OfficeError::Invalid(format!(
-                    "field {path} has {} items, over the limit of 1024",
-                    items.len()
-                )))
-            }
-            serde_json::Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, v)| walk(v, &format!("{path}[{i}]"))),
-            serde_json::Value::Object(map) => map.iter().try_for_each(|(k, v)| {
-                walk(
-                    v,
-                    &if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    },
-                )
-            }),
-            _ => Ok(()),
-        }
+    match crate::workflow::oversized_field(value) {
+        Some(oversized) => Err(OfficeError::Invalid(oversized)),
+        None => Ok(()),
     }
-    walk(value, "")
 }

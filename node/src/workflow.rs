@@ -65,6 +65,46 @@ fn require_plausible(field: &str, millis: i64) -> Result<(), RuleViolation> {
     }
 }
 
+/// Rule ID used when a record or a change is past a size limit.
+pub const RULE_LIMITS: &str = "limits";
+
+/// The longest text a single field may hold. Bodies are statements and notes, not files:
+/// materials travel by name; 64 KiB is pages of text.
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+
+/// The most items one list field of a record may hold.
+pub const MAX_FIELD_ITEMS: usize = 1024;
+
+/// What in `value` (a body or a patch, as JSON) is past a field's limits, named by its path:
+/// a text past [`MAX_FIELD_BYTES`] or a list past [`MAX_FIELD_ITEMS`].
+pub fn oversized_field(value: &serde_json::Value) -> Option<String> {
+    fn walk(value: &serde_json::Value, path: &str) -> Option<String> {
+        let at = |key: &str| {
+            if path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        match value {
+            serde_json::Value::String(s) if s.len() > MAX_FIELD_BYTES => Some(format!(
+                "field {path} is {} bytes, over the limit of {MAX_FIELD_BYTES}",
+                s.len()
+            )),
+            serde_json::Value::Array(items) if items.len() > MAX_FIELD_ITEMS => Some(format!(
+                "field {path} has {} items, over the limit of {MAX_FIELD_ITEMS}",
+                items.len()
+            )),
+            serde_json::Value::Array(items) => (0..)
+                .zip(items)
+                .find_map(|(i, v): (usize, _)| walk(v, &format!("{path}[{i}]"))),
+            serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| walk(v, &at(k))),
+            _ => None,
+        }
+    }
+    walk(value, "")
+}
+
 /// Rule ID used when an id is not in the organisation directory.
 pub const RULE_DIRECTORY: &str = "directory";
 /// Rule ID used when an organisation acts on a record it is not a party to, or in another's
@@ -167,6 +207,11 @@ pub fn validate_create(
         );
     }
     require_party(record, acting_org, "the owner")?;
+    // The office's own API refuses such a field before it writes; a peer's change is held to
+    // the same limits here, where the hub's gate checks what a record may hold.
+    if let Some(oversized) = oversized_field(&record.body.to_json_value()) {
+        return refuse(RULE_LIMITS, oversized);
+    }
     // A reference no record id could match would dangle for good: say so now.
     for (field, id) in record.body.references() {
         if id.len() > MAX_RECORD_ID_BYTES {
