@@ -865,8 +865,8 @@ async fn a_taken_edit_reaches_the_other_party_without_the_hub_loading_the_record
 }
 
 /// A text field past the limit an office's own API holds its users to is refused from a peer
-/// too, under rule `limits`: in a new record, and in an edit of a record the hub holds in
-/// memory or not; the hub's copy stays as it was.
+/// too, under rule `limits`: in a new record, in an edit of a record the hub holds in memory
+/// or not, and in an act (its note, its attachments); the hub's copy stays as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_past_its_limit_is_refused_from_a_peer_as_from_an_office() {
     use automerge::transaction::Transactable;
@@ -918,6 +918,19 @@ async fn a_field_past_its_limit_is_refused_from_a_peer_as_from_an_office() {
             "an oversized field",
         );
         assert_eq!(r.rule, "limits", "unloaded: {unloaded}, {r:?}");
+        assert_eq!(stored_copy(&hub, &id), before);
+    }
+
+    // An act with a note past the limit, and one naming too many attachments.
+    let before = stored_copy(&hub, &id);
+    let mut noted = WorkflowEvent::new(Action::Updated, SystemClock.now_ms(), HAIBIN);
+    noted.note = oversized.clone();
+    let mut attached = WorkflowEvent::new(Action::Updated, SystemClock.now_ms(), HAIBIN);
+    attached.attachments = vec!["scan.pdf".into(); 257];
+    for event in [noted, attached] {
+        let mut acted = with_event(&transfer, HAIBIN, event);
+        let r = rejected(rogue.push(&id, &mut acted).await, "an oversized act");
+        assert_eq!(r.rule, "limits", "{r:?}");
         assert_eq!(stored_copy(&hub, &id), before);
     }
 }

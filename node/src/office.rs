@@ -569,10 +569,17 @@ fn check_act(act: &Act) -> Result<(), OfficeError> {
             "reason is over the limit of {MAX_FIELD_BYTES} bytes"
         )));
     }
-    if act.attachments.len() > 256 || act.attachments.iter().any(|a| a.len() > 1024) {
-        return Err(OfficeError::Invalid(
-            "at most 256 attachment names of at most 1024 bytes each".into(),
-        ));
+    if act.attachments.len() > workflow::MAX_ATTACHMENTS
+        || act
+            .attachments
+            .iter()
+            .any(|a| a.len() > workflow::MAX_ATTACHMENT_NAME_BYTES)
+    {
+        return Err(OfficeError::Invalid(format!(
+            "at most {} attachment names of at most {} bytes each",
+            workflow::MAX_ATTACHMENTS,
+            workflow::MAX_ATTACHMENT_NAME_BYTES
+        )));
     }
     Ok(())
 }

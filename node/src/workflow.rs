@@ -75,6 +75,50 @@ pub const MAX_FIELD_BYTES: usize = 64 * 1024;
 /// The most items one list field of a record may hold.
 pub const MAX_FIELD_ITEMS: usize = 1024;
 
+/// The most attachments one act may name, and the longest name.
+pub const MAX_ATTACHMENTS: usize = 256;
+pub const MAX_ATTACHMENT_NAME_BYTES: usize = 1024;
+
+/// Refuses an act whose texts or attachment names are past the limits an office's API holds
+/// its users to: a peer's act is held to them here, where the hub's gate checks it.
+fn require_event_within_limits(event: &WorkflowEvent) -> Result<(), RuleViolation> {
+    let texts = [
+        ("person", Some(&event.person)),
+        ("note", Some(&event.note)),
+        ("reason", event.reason.as_ref()),
+    ];
+    for (name, text) in texts {
+        if let Some(text) = text
+            && text.len() > MAX_FIELD_BYTES
+        {
+            return refuse(
+                RULE_LIMITS,
+                format!(
+                    "the {} act's {name} is {} bytes, over the limit of {MAX_FIELD_BYTES}",
+                    event.action,
+                    text.len()
+                ),
+            );
+        }
+    }
+    if event.attachments.len() > MAX_ATTACHMENTS
+        || event
+            .attachments
+            .iter()
+            .any(|name| name.len() > MAX_ATTACHMENT_NAME_BYTES)
+    {
+        return refuse(
+            RULE_LIMITS,
+            format!(
+                "the {} act names {} attachments; at most {MAX_ATTACHMENTS} names of at most {MAX_ATTACHMENT_NAME_BYTES} bytes each",
+                event.action,
+                event.attachments.len()
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// What in `value` (a body or a patch, as JSON) is past a field's limits, named by its path:
 /// a text past [`MAX_FIELD_BYTES`] or a list past [`MAX_FIELD_ITEMS`].
 pub fn oversized_field(value: &serde_json::Value) -> Option<String> {
@@ -233,6 +277,7 @@ pub fn validate_create(
         }
     }
     for event in &record.events {
+        require_event_within_limits(event)?;
         require_plausible(&format!("at_ms of the {} event", event.action), event.at_ms)?;
         if let Some(unit) = &event.unit {
             require_unit_of(dir, unit, &event.org)?;
@@ -568,6 +613,7 @@ fn check_event(
         );
     }
     require_party(record, acting_org, "the acting organisation")?;
+    require_event_within_limits(event)?;
     require_plausible(&format!("at_ms of the {} event", event.action), event.at_ms)?;
     if let Some(unit) = &event.unit {
         require_unit_of(dir, unit, acting_org)?;
