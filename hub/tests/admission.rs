@@ -687,6 +687,41 @@ fn creators_title(doc: &Automerge, title: &str) -> automerge::ExpandedChange {
     expanded
 }
 
+/// Haibin sends 16 more transfers, so that a hub keeping the fewest documents a replica does
+/// (`start_hub_keeping(16)`) lets the ones it held before leave its memory.
+async fn push_out_of_the_hubs_memory(rogue: &mut Rogue) {
+    for _ in 0..16 {
+        let (other, mut doc) = haibin_transfer(SystemClock.now_ms());
+        assert!(matches!(rogue.push(&other, &mut doc).await, Answer::Holds));
+    }
+}
+
+/// A Haibin device's edit putting `value` into body field `field` of `transfer`, and the
+/// message its node sends a hub that confirmed `transfer`: the change alone.
+fn haibin_edit(transfer: &Automerge, field: &str, value: &str) -> (Automerge, Vec<u8>) {
+    use automerge::transaction::Transactable;
+    use automerge::{ROOT, ReadDoc};
+
+    let mut doc = transfer.fork().with_actor(actor_for(HAIBIN));
+    let mut tx = doc.transaction();
+    let (_, body) = tx.get(ROOT, "body").unwrap().unwrap();
+    tx.put(&body, field, value).unwrap();
+    tx.commit();
+    let message = doc
+        .generate_sync_message(&mut synced_at(&transfer.get_heads()))
+        .unwrap();
+    (doc, message.encode())
+}
+
+/// Waits until `done`, failing with `what` after [`ANSWER`].
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + ANSWER;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The hub's record as stored, read without loading it: its summary and stored bytes.
 fn stored_copy(hub: &Replica, id: &str) -> (Option<Summary>, Vec<u8>) {
     (
@@ -701,9 +736,6 @@ fn stored_copy(hub: &Replica, id: &str) -> (Option<Summary>, Vec<u8>) {
 /// what is stored loads into the record the node holds, and the hub still has not loaded it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_of_a_record_not_in_memory_is_taken_without_loading_it() {
-    use automerge::transaction::Transactable;
-    use automerge::{ROOT, ReadDoc};
-
     // The hub keeps the fewest documents a replica does: the transfer leaves its memory as
     // Haibin sends more records.
     let started = start_hub_keeping(16).await;
@@ -714,24 +746,10 @@ async fn an_edit_of_a_record_not_in_memory_is_taken_without_loading_it() {
         rogue.push(&id, &mut transfer).await,
         Answer::Holds
     ));
-    for _ in 0..16 {
-        let (other, mut doc) = haibin_transfer(SystemClock.now_ms());
-        assert!(matches!(rogue.push(&other, &mut doc).await, Answer::Holds));
-    }
+    push_out_of_the_hubs_memory(&mut rogue).await;
     assert!(!hub.is_loaded(&id), "the transfer left the hub's memory");
     let before = stored_copy(&hub, &id);
-
-    let edit = |field: &str, value: &str| -> (Automerge, Vec<u8>) {
-        let mut doc = transfer.fork().with_actor(actor_for(HAIBIN));
-        let mut tx = doc.transaction();
-        let (_, body) = tx.get(ROOT, "body").unwrap().unwrap();
-        tx.put(&body, field, value).unwrap();
-        tx.commit();
-        let message = doc
-            .generate_sync_message(&mut synced_at(&transfer.get_heads()))
-            .unwrap();
-        (doc, message.encode())
-    };
+    let edit = |field: &str, value: &str| haibin_edit(&transfer, field, value);
 
     let (forged, message) = edit("sender", HAIBIN_TEAM);
     rogue.send(&id, message).await;
@@ -791,9 +809,6 @@ async fn an_edit_of_a_record_not_in_memory_is_taken_without_loading_it() {
 /// the editor's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_edit_reaches_the_other_party_without_the_hub_loading_the_record() {
-    use automerge::transaction::Transactable;
-    use automerge::{ROOT, ReadDoc};
-
     let started = start_hub_keeping(16).await;
     let hub = started.replica.clone();
     let market = replica(MARKET);
@@ -818,42 +833,23 @@ async fn a_taken_edit_reaches_the_other_party_without_the_hub_loading_the_record
             .unwrap()
             .is_some_and(|summary| summary.heads == heads)
     };
-    let deadline = tokio::time::Instant::now() + ANSWER;
-    while !holds(&transfer.get_heads()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the bureau never got the transfer"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for _ in 0..16 {
-        let (other, mut doc) = haibin_transfer(SystemClock.now_ms());
-        assert!(matches!(rogue.push(&other, &mut doc).await, Answer::Holds));
-    }
+    until("the bureau never got the transfer", || {
+        holds(&transfer.get_heads())
+    })
+    .await;
+    push_out_of_the_hubs_memory(&mut rogue).await;
     assert!(!hub.is_loaded(&id), "the transfer left the hub's memory");
 
-    let mut retitled = transfer.fork().with_actor(actor_for(HAIBIN));
-    let mut tx = retitled.transaction();
-    let (_, body) = tx.get(ROOT, "body").unwrap().unwrap();
-    tx.put(&body, "title", "expired milk on sale").unwrap();
-    tx.commit();
-    let message = retitled
-        .generate_sync_message(&mut synced_at(&transfer.get_heads()))
-        .unwrap();
-    rogue.send(&id, message.encode()).await;
+    let (retitled, message) = haibin_edit(&transfer, "title", "expired milk on sale");
+    rogue.send(&id, message).await;
     assert!(matches!(
         rogue.answer_to(&id, &retitled.get_heads()).await,
         Answer::Holds
     ));
-
-    let deadline = tokio::time::Instant::now() + ANSWER;
-    while !holds(&retitled.get_heads()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the edit never reached the bureau"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("the edit never reached the bureau", || {
+        holds(&retitled.get_heads())
+    })
+    .await;
     assert_eq!(
         market.record(&id).unwrap(),
         hydrate_record(&retitled).unwrap()
@@ -897,22 +893,12 @@ async fn a_field_past_its_limit_is_refused_from_a_peer_as_from_an_office() {
     ));
     for unloaded in [false, true] {
         if unloaded {
-            for _ in 0..16 {
-                let (other, mut doc) = haibin_transfer(SystemClock.now_ms());
-                assert!(matches!(rogue.push(&other, &mut doc).await, Answer::Holds));
-            }
+            push_out_of_the_hubs_memory(&mut rogue).await;
         }
         assert_eq!(hub.is_loaded(&id), !unloaded);
         let before = stored_copy(&hub, &id);
-        let mut edited = transfer.fork().with_actor(actor_for(HAIBIN));
-        let mut tx = edited.transaction();
-        let (_, body) = tx.get(ROOT, "body").unwrap().unwrap();
-        tx.put(&body, "facts", oversized.as_str()).unwrap();
-        tx.commit();
-        let message = edited
-            .generate_sync_message(&mut synced_at(&transfer.get_heads()))
-            .unwrap();
-        rogue.send(&id, message.encode()).await;
+        let (edited, message) = haibin_edit(&transfer, "facts", &oversized);
+        rogue.send(&id, message).await;
         let r = rejected(
             rogue.answer_to(&id, &edited.get_heads()).await,
             "an oversized field",
