@@ -163,8 +163,8 @@ impl Office {
                 body.kind()
             )));
         }
-        check_field_sizes(&body.to_json_value())?;
-        check_act(&act)?;
+        // The body's and the opening act's sizes are checked with the rest of the record
+        // (`validate_create`), before anything is stored.
         let org = self.org().to_owned();
         if !parties.contains(&org) {
             parties.insert(0, org.clone());
@@ -221,10 +221,11 @@ impl Office {
         action: Action,
         act: Act,
     ) -> Result<(RecordView, Option<Seq>), OfficeError> {
-        check_act(&act)?;
         let org = self.org().to_owned();
         let at = act.at_ms.unwrap_or_else(|| self.replica.now_ms());
         let event = event_from(action, &org, &act, at);
+        // Before the record is read: an oversized act is refused without loading it.
+        workflow::require_event_within_limits(&event)?;
         let directory = self.directory.clone();
         let now = self.replica.now_ms();
         // S-2, A-3: an extension must come before the period it extends ends, which takes the
@@ -549,39 +550,6 @@ fn implied_parties(body: &Body) -> Vec<String> {
         .filter(|p| !p.is_empty())
         .cloned()
         .collect()
-}
-
-fn check_act(act: &Act) -> Result<(), OfficeError> {
-    for (name, text) in [("person", &act.person), ("note", &act.note)] {
-        if text.len() > MAX_FIELD_BYTES {
-            return Err(OfficeError::Invalid(format!(
-                "{name} is {} bytes, over the limit of {MAX_FIELD_BYTES}",
-                text.len()
-            )));
-        }
-    }
-    if act
-        .reason
-        .as_ref()
-        .is_some_and(|r| r.len() > MAX_FIELD_BYTES)
-    {
-        return Err(OfficeError::Invalid(format!(
-            "reason is over the limit of {MAX_FIELD_BYTES} bytes"
-        )));
-    }
-    if act.attachments.len() > workflow::MAX_ATTACHMENTS
-        || act
-            .attachments
-            .iter()
-            .any(|a| a.len() > workflow::MAX_ATTACHMENT_NAME_BYTES)
-    {
-        return Err(OfficeError::Invalid(format!(
-            "at most {} attachment names of at most {} bytes each",
-            workflow::MAX_ATTACHMENTS,
-            workflow::MAX_ATTACHMENT_NAME_BYTES
-        )));
-    }
-    Ok(())
 }
 
 fn check_field_sizes(value: &serde_json::Value) -> Result<(), OfficeError> {

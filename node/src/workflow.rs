@@ -41,7 +41,7 @@ impl RuleViolation {
     /// directory does not know) rather than a step the cooperation rules do not allow now:
     /// told to callers as invalid input, not as refused by the rules.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self.rule, RULE_SCHEMA | RULE_DIRECTORY)
+        matches!(self.rule, RULE_SCHEMA | RULE_DIRECTORY | RULE_LIMITS)
     }
 }
 
@@ -79,9 +79,9 @@ pub const MAX_FIELD_ITEMS: usize = 1024;
 pub const MAX_ATTACHMENTS: usize = 256;
 pub const MAX_ATTACHMENT_NAME_BYTES: usize = 1024;
 
-/// Refuses an act whose texts or attachment names are past the limits an office's API holds
-/// its users to: a peer's act is held to them here, where the hub's gate checks it.
-fn require_event_within_limits(event: &WorkflowEvent) -> Result<(), RuleViolation> {
+/// Refuses an act whose texts or attachment names are past their limits: checked wherever an
+/// act is (an office's own, before it loads the record, and a peer's at the hub's gate).
+pub fn require_event_within_limits(event: &WorkflowEvent) -> Result<(), RuleViolation> {
     let texts = [
         ("person", Some(&event.person)),
         ("note", Some(&event.note)),
@@ -110,7 +110,7 @@ fn require_event_within_limits(event: &WorkflowEvent) -> Result<(), RuleViolatio
         return refuse(
             RULE_LIMITS,
             format!(
-                "the {} act names {} attachments; at most {MAX_ATTACHMENTS} names of at most {MAX_ATTACHMENT_NAME_BYTES} bytes each",
+                "the {} act names {} attachments; at most {MAX_ATTACHMENTS} attachment names of at most {MAX_ATTACHMENT_NAME_BYTES} bytes each",
                 event.action,
                 event.attachments.len()
             ),

@@ -722,7 +722,7 @@ impl Session {
     }
 
     async fn refuse_frame(&mut self, refusal: FrameRefusal) -> Result<(), SyncError> {
-        if refusal.rule == "limits" {
+        if refusal.rule == crate::workflow::RULE_LIMITS {
             warn!(record = %refusal.id, error = %refusal.reason, "refused a sync message past the limits");
         }
         self.reject(refusal.id, refusal.rule, refusal.reason).await
@@ -1617,7 +1617,7 @@ fn check_doc(frame: DocSync) -> Result<Incoming, FrameRefusal> {
             deflated: checked.deflated,
             offered,
         }),
-        Err(e) => Err(refuse(id, "limits", e.to_string())),
+        Err(e) => Err(refuse(id, crate::workflow::RULE_LIMITS, e.to_string())),
     }
 }
 
@@ -1632,7 +1632,9 @@ fn wire_bytes(encoding: i32, message: &[u8]) -> Result<Cow<'_, [u8]>, (&'static 
         Ok(MessageEncoding::Plain) => Ok(Cow::Borrowed(message)),
         Ok(MessageEncoding::Deflate) => match deflate::inflate(message) {
             Ok(plain) => Ok(Cow::Owned(plain)),
-            Err(e @ deflate::InflateError::TooLarge { .. }) => Err(("limits", e.to_string())),
+            Err(e @ deflate::InflateError::TooLarge { .. }) => {
+                Err((crate::workflow::RULE_LIMITS, e.to_string()))
+            }
             Err(e) => Err(("protocol", e.to_string())),
         },
         Err(_) => Err((
@@ -2003,7 +2005,7 @@ fn apply_message(
         // editing offline, say). A rule of the district, not a fault of the link.
         Err(ApplyError::Replica(e @ ReplicaError::TooLarge { .. })) => {
             Received::Refused(RuleViolation {
-                rule: "limits",
+                rule: crate::workflow::RULE_LIMITS,
                 message: e.to_string(),
             })
         }
